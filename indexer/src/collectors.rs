@@ -1,0 +1,270 @@
+//! tantivy collectors over fast fields: newest-first top hits, time histogram, top terms.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DateTime, DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
+
+/// Sort order of hits by (`ts`, arrival).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// One hit's sort key: larger ranks come first in the requested order. Ties in `ts` are
+/// broken by arrival (`rid`), which makes paging with a cursor stable.
+pub fn rank(ts_micros: i64, rid: u64, order: Order) -> u128 {
+    let key = (((ts_micros as u64) ^ (1 << 63)) as u128) << 64 | rid as u128;
+    match order {
+        Order::Desc => key,
+        Order::Asc => !key,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TopHit {
+    pub rank: u128,
+    pub ts_micros: i64,
+    pub rid: u64,
+    pub addr: DocAddress,
+}
+
+/// The `k` best-ranked documents, only those ranked below `below` (the cursor) if given.
+pub struct TopCollector {
+    pub k: usize,
+    pub order: Order,
+    pub below: Option<u128>,
+}
+
+pub struct TopSegment {
+    k: usize,
+    order: Order,
+    below: u128,
+    segment: SegmentOrdinal,
+    ts: Column<DateTime>,
+    rid: Column<u64>,
+    heap: BinaryHeap<Reverse<(u128, i64, u64, DocId)>>,
+}
+
+impl Collector for TopCollector {
+    type Fruit = Vec<TopHit>;
+    type Child = TopSegment;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TopSegment> {
+        Ok(TopSegment {
+            k: self.k,
+            order: self.order,
+            below: self.below.unwrap_or(u128::MAX),
+            segment,
+            ts: reader.fast_fields().date("ts")?,
+            rid: reader.fast_fields().u64("_rid")?,
+            heap: BinaryHeap::with_capacity(self.k.min(4096) + 1),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<TopHit>>) -> tantivy::Result<Vec<TopHit>> {
+        let mut all: Vec<TopHit> = fruits.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| b.rank.cmp(&a.rank));
+        all.truncate(self.k);
+        Ok(all)
+    }
+}
+
+impl SegmentCollector for TopSegment {
+    type Fruit = Vec<TopHit>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if self.k == 0 {
+            return;
+        }
+        let ts = self
+            .ts
+            .first(doc)
+            .map(|d| d.into_timestamp_micros())
+            .unwrap_or(0);
+        let rid = self.rid.first(doc).unwrap_or(0);
+        let r = rank(ts, rid, self.order);
+        if r >= self.below {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse((r, ts, rid, doc)));
+        } else if let Some(Reverse(min)) = self.heap.peek() {
+            if r > min.0 {
+                self.heap.pop();
+                self.heap.push(Reverse((r, ts, rid, doc)));
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<TopHit> {
+        let segment = self.segment;
+        self.heap
+            .into_iter()
+            .map(|Reverse((rank, ts_micros, rid, doc))| TopHit {
+                rank,
+                ts_micros,
+                rid,
+                addr: DocAddress::new(segment, doc),
+            })
+            .collect()
+    }
+}
+
+/// Counts of matching documents per time bucket: `[origin + i*interval, origin + (i+1)*interval)`.
+pub struct HistogramCollector {
+    pub origin: i64,
+    pub interval: i64,
+    pub buckets: usize,
+}
+
+pub struct HistogramSegment {
+    origin: i64,
+    interval: i64,
+    ts: Column<DateTime>,
+    counts: Vec<u64>,
+}
+
+impl Collector for HistogramCollector {
+    type Fruit = Vec<u64>;
+    type Child = HistogramSegment;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<HistogramSegment> {
+        Ok(HistogramSegment {
+            origin: self.origin,
+            interval: self.interval.max(1),
+            ts: reader.fast_fields().date("ts")?,
+            counts: vec![0; self.buckets],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        let mut out = vec![0; self.buckets];
+        for f in fruits {
+            for (o, c) in out.iter_mut().zip(f) {
+                *o += c;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for HistogramSegment {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let Some(ts) = self.ts.first(doc) else { return };
+        let off = ts.into_timestamp_micros() - self.origin;
+        if off < 0 || self.counts.is_empty() {
+            return;
+        }
+        // The last bucket also takes the range's inclusive end.
+        let i = ((off / self.interval) as usize).min(self.counts.len() - 1);
+        self.counts[i] += 1;
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.counts
+    }
+}
+
+/// How many matching documents carry each value of one columnar string field.
+pub struct TermsCollector {
+    pub field: String,
+}
+
+pub struct TermsSegment {
+    column: Option<StrColumn>,
+    counts: Vec<u64>,
+    missing: u64,
+}
+
+/// Value counts, plus the number of documents without a value.
+pub type TermCounts = (HashMap<String, u64>, u64);
+
+impl Collector for TermsCollector {
+    type Fruit = TermCounts;
+    type Child = TermsSegment;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<TermsSegment> {
+        let column = reader.fast_fields().str(&self.field)?;
+        let n = column.as_ref().map(|c| c.num_terms()).unwrap_or(0);
+        Ok(TermsSegment {
+            column,
+            counts: vec![0; n],
+            missing: 0,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<TermCounts>) -> tantivy::Result<TermCounts> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        let mut missing = 0;
+        for (m, miss) in fruits {
+            missing += miss;
+            for (k, v) in m {
+                *out.entry(k).or_default() += v;
+            }
+        }
+        Ok((out, missing))
+    }
+}
+
+impl SegmentCollector for TermsSegment {
+    type Fruit = TermCounts;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let Some(col) = &self.column else {
+            self.missing += 1;
+            return;
+        };
+        match col.ords().first(doc) {
+            Some(ord) => self.counts[ord as usize] += 1,
+            None => self.missing += 1,
+        }
+    }
+
+    fn harvest(self) -> TermCounts {
+        let mut out = HashMap::new();
+        if let Some(col) = &self.column {
+            let mut s = String::new();
+            for (ord, &c) in self.counts.iter().enumerate() {
+                if c > 0 {
+                    s.clear();
+                    if col.ord_to_str(ord as u64, &mut s).unwrap_or(false) {
+                        out.insert(s.clone(), c);
+                    }
+                }
+            }
+        }
+        (out, self.missing)
+    }
+}

@@ -1,0 +1,89 @@
+//! The indexer's one error type, and the one place where errors become HTTP statuses.
+
+use std::io;
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong: a bad parameter, a bad time, an unknown field.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("query `{query}` does not parse: {message}")]
+    BadQuery { query: String, message: String },
+    #[error("{what} exceeds the limit of {limit} bytes (raise it with --max-body-bytes)")]
+    TooLarge { what: &'static str, limit: u64 },
+    #[error("unsupported content encoding `{0}`: send gzip, zstd or an uncompressed body")]
+    UnsupportedEncoding(String),
+    #[error("the request body could not be decompressed: {0}")]
+    BadEncoding(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("data directory `{path}` is in use by another indexer (pid {pid}): stop it, or give this one another --data")]
+    Locked { path: PathBuf, pid: String },
+    #[error("`{path}`: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the disk holding `{path}` is full: free space or lower --retention / --max-disk")]
+    DiskFull { path: PathBuf },
+    #[error("tantivy: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("the indexer is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns, singling out a full disk.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::DiskFull { path };
+        }
+        Error::Io { path, source }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) | Error::BadQuery { .. } | Error::BadEncoding(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Locked { .. } | Error::Io { .. } | Error::Tantivy(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl From<tantivy::query::QueryParserError> for Error {
+    fn from(e: tantivy::query::QueryParserError) -> Self {
+        Error::BadRequest(e.to_string())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // 5xx details are for the operator's log, not for whoever sent the request.
+        let message = if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                self.to_string()
+            } else {
+                tracing::error!(error = %self, "Request failed.");
+                "internal error".to_string()
+            }
+        } else {
+            self.to_string()
+        };
+        let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,133 @@
+//! One partition: the tantivy index holding every record whose `ts` falls in one hour or day.
+
+use std::path::{Path, PathBuf};
+
+use tantivy::directory::MmapDirectory;
+use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::schema::Fields;
+
+/// How much time one partition covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub fn seconds(self) -> i64 {
+        match self {
+            Granularity::Hour => 3600,
+            Granularity::Day => 86400,
+        }
+    }
+
+    /// The start (epoch seconds) of the partition holding `ts`.
+    pub fn start_of(self, ts: OffsetDateTime) -> i64 {
+        ts.unix_timestamp().div_euclid(self.seconds()) * self.seconds()
+    }
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hour" => Ok(Granularity::Hour),
+            "day" => Ok(Granularity::Day),
+            _ => Err(format!("`{s}` is not a partition size: use hour or day")),
+        }
+    }
+}
+
+pub struct Partition {
+    /// Epoch seconds of the first instant it covers.
+    pub start: i64,
+    /// Epoch seconds just past the last instant it covers.
+    pub end: i64,
+    pub dir: PathBuf,
+    pub index: Index,
+    pub reader: IndexReader,
+}
+
+/// Directory names sort in time order: `p-1764201600-86400`.
+fn dir_name(start: i64, secs: i64) -> String {
+    format!("p-{start:012}-{secs}")
+}
+
+pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
+    let rest = name.strip_prefix("p-")?;
+    let (start, secs) = rest.split_once('-')?;
+    Some((start.parse().ok()?, secs.parse().ok()?))
+}
+
+fn settings() -> IndexSettings {
+    IndexSettings {
+        // Log lines compress well together; zstd over 64 KiB blocks roughly halves lz4's size.
+        docstore_compression: Compressor::Zstd(ZstdCompressor {
+            compression_level: Some(3),
+        }),
+        docstore_blocksize: 64 * 1024,
+        ..IndexSettings::default()
+    }
+}
+
+impl Partition {
+    pub fn create(root: &Path, fields: &Fields, start: i64, secs: i64) -> Result<Partition> {
+        let dir = root.join(dir_name(start, secs));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mmap =
+            MmapDirectory::open(&dir).map_err(|e| Error::io(&dir, std::io::Error::other(e)))?;
+        let index = Index::builder()
+            .schema(fields.schema.clone())
+            .settings(settings())
+            .open_or_create(mmap)?;
+        Partition::from_index(dir, index, start, secs)
+    }
+
+    pub fn open(dir: PathBuf, start: i64, secs: i64) -> Result<Partition> {
+        let index = Index::open_in_dir(&dir)?;
+        Partition::from_index(dir, index, start, secs)
+    }
+
+    fn from_index(dir: PathBuf, index: Index, start: i64, secs: i64) -> Result<Partition> {
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Partition {
+            start,
+            end: start + secs,
+            dir,
+            index,
+            reader,
+        })
+    }
+
+    /// The write-ahead log position up to which this partition's records are committed.
+    pub fn committed_position(&self) -> Result<u64> {
+        let metas = self.index.load_metas()?;
+        Ok(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether any instant of `[lo, hi]` (epoch µs, inclusive) falls in this partition.
+    pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
+        let start = self.start.saturating_mul(1_000_000);
+        let end = self.end.saturating_mul(1_000_000);
+        lo < end && hi >= start
+    }
+}

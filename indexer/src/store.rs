@@ -1,0 +1,655 @@
+//! The store: the write path from an acknowledged batch to searchable, committed partitions.
+//!
+//! Two threads own the writing. The log thread takes ingest requests, drops duplicates,
+//! appends the rest to the write-ahead log with one fsync per group of requests, and only
+//! then answers them. The index thread adds those records to their time partitions and
+//! commits every partition it touched once per commit interval, recording in each commit
+//! the log position it covers; the log is trimmed behind the slowest partition.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tantivy::{IndexWriter, TantivyDocument};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::dedup::Dedup;
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::metrics::{add_duration, Metrics};
+use crate::partition::{parse_dir_name, Granularity, Partition};
+use crate::record::Record;
+use crate::schema::Fields;
+use crate::wal::{self, encode_frame, Wal};
+
+/// How the store keeps data. Every field is a flag of `sawmill indexer`.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Directory holding the write-ahead log and the partitions.
+    pub data: PathBuf,
+    /// Longest wait between an acknowledgement and the record being searchable.
+    pub commit_interval: Duration,
+    /// How much time one partition covers.
+    pub granularity: Granularity,
+    /// Partitions entirely older than this are removed.
+    pub retention: Option<Duration>,
+    /// When the partitions take more than this, the oldest are removed.
+    pub max_disk: Option<u64>,
+    /// Indexing memory per open partition writer, in bytes.
+    pub writer_memory: usize,
+    /// Indexing threads per partition writer.
+    pub writer_threads: usize,
+}
+
+impl StoreConfig {
+    pub fn new(data: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data: data.into(),
+            commit_interval: Duration::from_secs(1),
+            granularity: Granularity::Day,
+            retention: None,
+            max_disk: None,
+            writer_memory: 128 << 20,
+            writer_threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// What became of one record of an ingest request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable, with its id (its write-ahead log position).
+    Stored(u64),
+    /// Already held; nothing stored.
+    Duplicate,
+}
+
+struct WalRequest {
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<Vec<Outcome>>>,
+}
+
+struct IndexBatch {
+    records: Vec<(u64, Record)>,
+    /// The log position just past the last record.
+    end: u64,
+}
+
+/// The shared handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub config: StoreConfig,
+    pub fields: Fields,
+    pub partitions: RwLock<BTreeMap<i64, Arc<Partition>>>,
+    wal_tx: Mutex<Option<mpsc::Sender<WalRequest>>>,
+    /// Log position below which every record is searchable.
+    pub searchable: watch::Sender<u64>,
+    pub metrics: Arc<Metrics>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: DirLock,
+}
+
+const MAX_OPEN_WRITERS: usize = 4;
+const TICK: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens (or creates) the data directory, replays what the log holds beyond the last
+    /// commit, and starts the log and index threads.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let data = config.data.clone();
+        std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
+        let lock = DirLock::acquire(&data)?;
+        let fields = Fields::new();
+        let metrics = Arc::new(Metrics::default());
+        let part_root = data.join("partitions");
+        std::fs::create_dir_all(&part_root).map_err(|e| Error::io(&part_root, e))?;
+
+        let mut partitions = BTreeMap::new();
+        for entry in std::fs::read_dir(&part_root).map_err(|e| Error::io(&part_root, e))? {
+            let entry = entry.map_err(|e| Error::io(&part_root, e))?;
+            let Some((start, secs)) = parse_dir_name(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let p = Partition::open(entry.path(), start, secs)?;
+            partitions.insert(start, Arc::new(p));
+        }
+
+        let mut dedup = Dedup::default();
+        let mut committed = HashMap::new();
+        for p in partitions.values() {
+            load_keys(p, &mut dedup)?;
+            committed.insert(p.start, p.committed_position()?);
+        }
+        let checkpoint = read_checkpoint(&data)?;
+        let gran = config.granularity;
+        let mut replay = Vec::new();
+        let mut bad = 0u64;
+        let wal = Wal::open(&data.join("wal"), checkpoint, |pos, payload| {
+            let rec = match std::str::from_utf8(payload)
+                .map_err(|e| e.to_string())
+                .and_then(Record::from_source)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    bad += 1;
+                    tracing::error!(position = pos, error = %e, "Unreadable record in the write-ahead log.");
+                    return;
+                }
+            };
+            if let Some(k) = &rec.key {
+                dedup.insert(k);
+            }
+            let part = gran.start_of(rec.ts);
+            if committed.get(&part).copied().unwrap_or(0) <= pos {
+                replay.push((pos, rec));
+            }
+        })?;
+        if bad > 0 {
+            metrics.index_errors.fetch_add(bad, Relaxed);
+        }
+        let end = wal.next_position();
+        tracing::info!(
+            partitions = partitions.len(),
+            replayed = replay.len(),
+            checkpoint,
+            end,
+            "Store opened."
+        );
+
+        metrics.partitions.store(partitions.len() as u64, Relaxed);
+        let (searchable, _) = watch::channel(end);
+        let (wal_tx, wal_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            config,
+            fields,
+            partitions: RwLock::new(partitions),
+            wal_tx: Mutex::new(Some(wal_tx)),
+            searchable,
+            metrics,
+            threads: Mutex::new(Vec::new()),
+            _lock: lock,
+        });
+
+        let mut indexer = Indexer::new(shared.clone(), end);
+        indexer.enforce_retention();
+        if !replay.is_empty() {
+            indexer.add(IndexBatch {
+                records: replay,
+                end,
+            });
+            indexer.commit();
+        }
+        indexer.update_gauges();
+        let (index_tx, index_rx) = sync_channel(16);
+        let wal_shared = shared.clone();
+        let t1 = std::thread::Builder::new()
+            .name("sawmill-wal".into())
+            .spawn(move || wal_loop(wal, dedup, wal_rx, index_tx, &wal_shared.metrics))
+            .map_err(|e| Error::io(&data, e))?;
+        let t2 = std::thread::Builder::new()
+            .name("sawmill-index".into())
+            .spawn(move || indexer.run(index_rx))
+            .map_err(|e| Error::io(&data, e))?;
+        shared.threads.lock().unwrap().extend([t1, t2]);
+        Ok(Store { shared })
+    }
+
+    /// Makes `records` durable (or recognizes them as duplicates) before returning.
+    pub async fn ingest(&self, records: Vec<Record>) -> Result<Vec<Outcome>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .shared
+            .wal_tx
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(Error::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(WalRequest { records, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    pub fn retention(&self) -> Option<Duration> {
+        self.shared.config.retention
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn fields(&self) -> &Fields {
+        &self.shared.fields
+    }
+
+    /// Watches the log position below which every record is searchable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.searchable.subscribe()
+    }
+
+    /// Stops taking records, commits everything acknowledged, and waits for the threads.
+    pub fn shutdown(&self) {
+        self.shared.wal_tx.lock().unwrap().take();
+        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Partitions overlapping `[lo, hi]` (epoch µs), newest first.
+    pub(crate) fn partitions_between(&self, lo: i64, hi: i64) -> Vec<Arc<Partition>> {
+        let map = self.shared.partitions.read().unwrap();
+        map.values()
+            .rev()
+            .filter(|p| p.overlaps(lo, hi))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Adds every idempotency key a partition holds to `dedup`.
+fn load_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
+    let searcher = p.reader.searcher();
+    for seg in searcher.segment_readers() {
+        let ff = seg.fast_fields();
+        let seq = ff.u64("_seq")?;
+        if let Some(src) = ff.str("_src")? {
+            let mut names: Vec<Option<String>> = vec![None; src.num_terms()];
+            for doc in 0..seg.max_doc() {
+                let (Some(ord), Some(n)) = (src.ords().first(doc), seq.first(doc)) else {
+                    continue;
+                };
+                let name = names[ord as usize].get_or_insert_with(|| {
+                    let mut s = String::new();
+                    let _ = src.ord_to_str(ord, &mut s);
+                    s
+                });
+                dedup.insert_seq(name, n);
+            }
+        }
+        if let Some(key) = ff.str("_key")? {
+            let mut s = String::new();
+            for doc in 0..seg.max_doc() {
+                if let Some(ord) = key.ords().first(doc) {
+                    s.clear();
+                    let _ = key.ord_to_str(ord, &mut s);
+                    dedup.insert(&crate::record::DedupKey::Id(s.clone()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn checkpoint_path(data: &Path) -> PathBuf {
+    data.join("checkpoint")
+}
+
+fn read_checkpoint(data: &Path) -> Result<u64> {
+    let path = checkpoint_path(data);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            Error::io(
+                &path,
+                std::io::Error::other(format!("checkpoint `{}` is not a number", s.trim())),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+fn write_checkpoint(data: &Path, pos: u64) -> Result<()> {
+    let path = checkpoint_path(data);
+    let tmp = data.join("checkpoint.tmp");
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, pos.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data)?.sync_all()
+    })();
+    res.map_err(|e| Error::io(&path, e))
+}
+
+/// Copies an error for every request of a failed group write.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn wal_loop(
+    mut wal: Wal,
+    mut dedup: Dedup,
+    mut rx: mpsc::Receiver<WalRequest>,
+    index_tx: SyncSender<IndexBatch>,
+    metrics: &Metrics,
+) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        // Everyone waiting shares one fsync.
+        let mut group = vec![first];
+        let mut n = group[0].records.len();
+        while n < 100_000 {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.records.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        buf.clear();
+        let base = wal.next_position();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut batch = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(group.len());
+        for req in group {
+            let mut out = Vec::with_capacity(req.records.len());
+            for rec in req.records {
+                if let Some(k) = &rec.key {
+                    if !dedup.insert(k) {
+                        out.push(Outcome::Duplicate);
+                        continue;
+                    }
+                }
+                let pos = base + buf.len() as u64;
+                encode_frame(&mut buf, rec.source.as_bytes());
+                out.push(Outcome::Stored(pos));
+                batch.push((pos, rec));
+            }
+            outcomes.push(out);
+            replies.push(req.reply);
+        }
+        let started = Instant::now();
+        let res = if buf.is_empty() {
+            Ok(())
+        } else {
+            wal.append(&buf)
+        };
+        add_duration(&metrics.wal_sync_micros, started.elapsed());
+        match res {
+            Ok(()) => {
+                metrics.wal_writes.fetch_add(1, Relaxed);
+                metrics
+                    .wal_bytes_written
+                    .fetch_add(buf.len() as u64, Relaxed);
+                for (reply, out) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(out));
+                }
+                if !batch.is_empty() {
+                    let end = wal.next_position();
+                    if index_tx
+                        .send(IndexBatch {
+                            records: batch,
+                            end,
+                        })
+                        .is_err()
+                    {
+                        tracing::error!(
+                            "Index thread is gone; records stay in the write-ahead log for replay."
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Write-ahead log write failed; the requests are answered with an error.");
+                for (_, rec) in &batch {
+                    if let Some(k) = &rec.key {
+                        dedup.remove(k);
+                    }
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(copy_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// The index thread's state: open partition writers and what they hold uncommitted.
+struct Indexer {
+    shared: Arc<Shared>,
+    writers: HashMap<i64, IndexWriter<TantivyDocument>>,
+    dirty: HashSet<i64>,
+    /// Log position just past the last record added.
+    last_pos: u64,
+    deadline: Option<Instant>,
+    /// False after an indexing error: the log is then kept whole until a restart replays it.
+    healthy: bool,
+}
+
+impl Indexer {
+    fn new(shared: Arc<Shared>, end: u64) -> Indexer {
+        Indexer {
+            shared,
+            writers: HashMap::new(),
+            dirty: HashSet::new(),
+            last_pos: end,
+            deadline: None,
+            healthy: true,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<IndexBatch>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            let until = self.deadline.map_or(next_tick, |d| d.min(next_tick));
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(batch) => self.add(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    tracing::info!(
+                        position = self.last_pos,
+                        "Index thread stopped; everything acknowledged is committed."
+                    );
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                self.commit();
+            }
+            if now >= next_tick {
+                self.enforce_retention();
+                self.update_gauges();
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    fn partition(&mut self, start: i64) -> Result<Arc<Partition>> {
+        if let Some(p) = self.shared.partitions.read().unwrap().get(&start) {
+            return Ok(p.clone());
+        }
+        let secs = self.shared.config.granularity.seconds();
+        let root = self.shared.config.data.join("partitions");
+        let p = Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?);
+        let mut map = self.shared.partitions.write().unwrap();
+        map.insert(start, p.clone());
+        self.shared
+            .metrics
+            .partitions
+            .store(map.len() as u64, Relaxed);
+        Ok(p)
+    }
+
+    fn writer(&mut self, start: i64) -> Result<&mut IndexWriter<TantivyDocument>> {
+        if !self.writers.contains_key(&start) {
+            if self.writers.len() >= MAX_OPEN_WRITERS {
+                // Writers hold indexing memory: commit and close them before opening another.
+                self.commit();
+                self.writers.clear();
+            }
+            let p = self.partition(start)?;
+            let cfg = &self.shared.config;
+            let w = p.index.writer_with_num_threads(
+                cfg.writer_threads.max(1),
+                cfg.writer_memory
+                    .max(cfg.writer_threads.max(1) * (16 << 20)),
+            )?;
+            self.writers.insert(start, w);
+        }
+        Ok(self.writers.get_mut(&start).unwrap())
+    }
+
+    fn add(&mut self, batch: IndexBatch) {
+        let gran = self.shared.config.granularity;
+        let n = batch.records.len() as u64;
+        for (rid, rec) in batch.records {
+            let start = gran.start_of(rec.ts);
+            let doc = self.shared.fields.document(rid, &rec);
+            let res = self
+                .writer(start)
+                .and_then(|w| w.add_document(doc).map_err(Error::from));
+            match res {
+                Ok(_) => {
+                    self.dirty.insert(start);
+                }
+                Err(e) => {
+                    self.shared.metrics.index_errors.fetch_add(1, Relaxed);
+                    if self.healthy {
+                        tracing::error!(error = %e, rid, "Indexing failed; the write-ahead log is kept so a restart replays it.");
+                    }
+                    self.healthy = false;
+                }
+            }
+        }
+        self.shared.metrics.records_indexed.fetch_add(n, Relaxed);
+        self.last_pos = batch.end;
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.shared.config.commit_interval);
+        }
+    }
+
+    /// Commits every partition written since the last commit, then makes them searchable.
+    fn commit(&mut self) {
+        self.deadline = None;
+        let started = Instant::now();
+        let payload = self.last_pos.to_string();
+        let dirty: Vec<i64> = self.dirty.drain().collect();
+        for start in &dirty {
+            let Some(w) = self.writers.get_mut(start) else {
+                continue;
+            };
+            let res = w.prepare_commit().and_then(|mut pc| {
+                pc.set_payload(&payload);
+                pc.commit()
+            });
+            if let Err(e) = res {
+                self.shared.metrics.index_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, partition = start, "Commit failed; the write-ahead log is kept so a restart replays it.");
+                self.healthy = false;
+            }
+        }
+        {
+            let map = self.shared.partitions.read().unwrap();
+            for start in &dirty {
+                if let Some(p) = map.get(start) {
+                    if let Err(e) = p.reader.reload() {
+                        tracing::error!(error = %e, partition = start, "Reloading a partition reader failed.");
+                    }
+                }
+            }
+        }
+        if self.healthy {
+            let data = &self.shared.config.data;
+            match write_checkpoint(data, self.last_pos) {
+                Ok(()) => {
+                    if let Err(e) = wal::remove_before(&data.join("wal"), self.last_pos) {
+                        tracing::warn!(error = %e, "Could not trim the write-ahead log.");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Could not write the checkpoint; the write-ahead log is kept.");
+                    self.healthy = false;
+                }
+            }
+        }
+        if !dirty.is_empty() {
+            self.shared.metrics.commits.fetch_add(1, Relaxed);
+            add_duration(&self.shared.metrics.commit_micros, started.elapsed());
+        }
+        self.shared.searchable.send_replace(self.last_pos);
+    }
+
+    fn enforce_retention(&mut self) {
+        let cfg = &self.shared.config;
+        let mut doomed = Vec::new();
+        {
+            let map = self.shared.partitions.read().unwrap();
+            if let Some(ret) = cfg.retention {
+                let cutoff = OffsetDateTime::now_utc().unix_timestamp() - ret.as_secs() as i64;
+                doomed.extend(map.values().filter(|p| p.end <= cutoff).map(|p| p.start));
+            }
+            if let Some(max) = cfg.max_disk {
+                let mut total: u64 = map
+                    .values()
+                    .filter(|p| !doomed.contains(&p.start))
+                    .map(|p| p.disk_bytes())
+                    .sum();
+                // Oldest first, but never the newest partition: it is where records arrive.
+                let candidates: Vec<_> = map
+                    .values()
+                    .filter(|p| !doomed.contains(&p.start))
+                    .collect();
+                for p in candidates.iter().take(candidates.len().saturating_sub(1)) {
+                    if total <= max {
+                        break;
+                    }
+                    total = total.saturating_sub(p.disk_bytes());
+                    doomed.push(p.start);
+                }
+            }
+        }
+        for start in doomed {
+            self.writers.remove(&start);
+            self.dirty.remove(&start);
+            let removed = self.shared.partitions.write().unwrap().remove(&start);
+            if let Some(p) = removed {
+                tracing::info!(partition = %p.dir.display(), "Removing partition (retention).");
+                if let Err(e) = std::fs::remove_dir_all(&p.dir) {
+                    tracing::error!(error = %e, partition = %p.dir.display(), "Could not remove partition.");
+                }
+                self.shared.metrics.partitions_removed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn update_gauges(&self) {
+        let map = self.shared.partitions.read().unwrap();
+        let m = &self.shared.metrics;
+        m.partitions.store(map.len() as u64, Relaxed);
+        m.index_disk_bytes
+            .store(map.values().map(|p| p.disk_bytes()).sum(), Relaxed);
+        m.wal_disk_bytes.store(
+            wal::disk_bytes(&self.shared.config.data.join("wal")),
+            Relaxed,
+        );
+    }
+}

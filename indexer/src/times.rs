@@ -1,0 +1,206 @@
+//! Parsing and printing instants: RFC 3339, epoch numbers and `now-15m` forms.
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+/// Prints an instant as RFC 3339 in UTC with nanoseconds, the one form records carry.
+pub fn format_rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+/// Epoch numbers are told apart by magnitude, as Vector and Loki do: seconds, ms, µs or ns.
+pub fn from_epoch_number(n: f64) -> Option<OffsetDateTime> {
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    let nanos: i128 = if n < 1e11 {
+        (n * 1e9) as i128
+    } else if n < 1e14 {
+        (n * 1e6) as i128
+    } else if n < 1e17 {
+        (n * 1e3) as i128
+    } else {
+        n as i128
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// A record's `ts`: an RFC 3339 string or an epoch number.
+pub fn parse_ts_value(v: &Value) -> Result<OffsetDateTime, String> {
+    match v {
+        Value::String(s) => parse_rfc3339(s),
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(from_epoch_number)
+            .ok_or_else(|| format!("`ts` {n} is not a valid epoch time")),
+        other => Err(format!(
+            "`ts` must be an RFC 3339 string or an epoch number, not {other}"
+        )),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
+    // Accept a space instead of `T`, as RFC 3339 itself allows.
+    let normalized;
+    let s = if s.len() > 10 && s.as_bytes()[10] == b' ' {
+        normalized = format!("{}T{}", &s[..10], &s[11..]);
+        normalized.as_str()
+    } else {
+        s
+    };
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| t.to_offset(UtcOffset::UTC))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))
+}
+
+/// A query-string instant: RFC 3339, epoch milliseconds, `now`, or `now-15m` / `now+1h`
+/// with units ms, s, m, h, d, w.
+pub fn parse_instant(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("now") {
+        if rest.is_empty() {
+            return Ok(now);
+        }
+        let (sign, rest) = match rest.as_bytes()[0] {
+            b'-' => (-1, &rest[1..]),
+            b'+' => (1, &rest[1..]),
+            _ => return Err(bad_instant(s)),
+        };
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| bad_instant(s))?;
+        let (num, unit) = rest.split_at(split);
+        let n: i64 = num.parse().map_err(|_| bad_instant(s))?;
+        let d = match unit {
+            "ms" => Duration::milliseconds(n),
+            "s" => Duration::seconds(n),
+            "m" => Duration::minutes(n),
+            "h" => Duration::hours(n),
+            "d" => Duration::days(n),
+            "w" => Duration::weeks(n),
+            _ => return Err(bad_instant(s)),
+        };
+        return now
+            .checked_add(d * sign)
+            .ok_or_else(|| format!("`{s}` is out of range"));
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = s.parse().map_err(|_| bad_instant(s))?;
+        return OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+            .map_err(|_| format!("`{s}` is out of range"));
+    }
+    parse_rfc3339(s).map_err(|_| bad_instant(s))
+}
+
+fn bad_instant(s: &str) -> String {
+    format!("`{s}` is not a time: use RFC 3339 (2026-11-27T10:00:00Z), epoch milliseconds, or now, now-15m, now-2h, now-7d")
+}
+
+/// A span such as `7d`, `12h`, `30m`, `500ms`: used by `--retention` and `--commit-interval`.
+pub fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h, d or w (e.g. 7d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a span such as 7d or 12h"))?;
+    let secs = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "w" => n * 7 * 86400,
+        _ => {
+            return Err(format!(
+                "`{s}` has unknown unit `{unit}`: use ms, s, m, h, d or w"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// A size such as `10GiB`, `500MB`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 10GiB or 500MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}` has unknown unit `{unit}`: use B, KiB, MiB, GiB, TiB (or KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn relative_instants_move_from_now() {
+        let now = datetime!(2026-11-27 10:00:00 UTC);
+        assert_eq!(
+            parse_instant("now-15m", now).unwrap(),
+            datetime!(2026-11-27 9:45:00 UTC)
+        );
+        assert_eq!(
+            parse_instant("now+1h", now).unwrap(),
+            datetime!(2026-11-27 11:00:00 UTC)
+        );
+        assert_eq!(parse_instant("now", now).unwrap(), now);
+        assert!(parse_instant("yesterday", now).is_err());
+        assert!(parse_instant("now-15x", now).is_err());
+    }
+
+    #[test]
+    fn epoch_numbers_are_told_apart_by_magnitude() {
+        let want = datetime!(2026-11-27 10:00:00 UTC);
+        let secs = want.unix_timestamp() as f64;
+        assert_eq!(from_epoch_number(secs).unwrap(), want);
+        assert_eq!(from_epoch_number(secs * 1e3).unwrap(), want);
+        assert_eq!(from_epoch_number(secs * 1e9).unwrap(), want);
+    }
+
+    #[test]
+    fn rfc3339_is_printed_in_utc_with_nanoseconds() {
+        let t = parse_rfc3339("2026-11-27T11:00:00.5+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2026-11-27T10:00:00.500000000Z");
+    }
+
+    #[test]
+    fn spans_and_sizes_parse() {
+        assert_eq!(parse_span("7d").unwrap().as_secs(), 7 * 86400);
+        assert_eq!(parse_bytes("10GiB").unwrap(), 10 << 30);
+        assert!(parse_bytes("10XB").is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The write-ahead log: records are appended and fsynced here before an ingest is acknowledged.
+//!
+//! A log position is a global byte offset; each segment file is named by the position it
+//! starts at. A frame is `[len: u32 LE][crc32: u32 LE][payload]`, and a record's id is the
+//! position of its frame, so ids grow with arrival order.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const HEADER: usize = 8;
+/// A new segment is started once the current one is this large.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+pub struct Wal {
+    dir: PathBuf,
+    file: File,
+    seg_start: u64,
+    seg_len: u64,
+}
+
+pub fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("{start:020}.wal"))
+}
+
+/// Segment start positions, in order.
+fn segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_suffix(".wal")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl Wal {
+    /// Opens the log, calling `visit(position, payload)` for every intact frame at or after
+    /// `from`. A torn frame at the end of the last segment (a crash mid-write, never
+    /// acknowledged) is cut off; the log then continues from there.
+    pub fn open(dir: &Path, from: u64, mut visit: impl FnMut(u64, &[u8])) -> Result<Wal> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let segs = segments(dir)?;
+        let mut end = from;
+        for (i, &start) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            let next = segs.get(i + 1).copied().unwrap_or(u64::MAX);
+            let path = segment_path(dir, start);
+            if next <= from {
+                continue;
+            }
+            let data = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let mut off = 0usize;
+            while off + HEADER <= data.len() {
+                let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+                let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
+                let body = off + HEADER;
+                if body + len > data.len() || crc32fast::hash(&data[body..body + len]) != crc {
+                    break;
+                }
+                let pos = start + off as u64;
+                if pos >= from {
+                    visit(pos, &data[body..body + len]);
+                }
+                off = body + len;
+            }
+            if off < data.len() {
+                if last {
+                    tracing::warn!(path = %path.display(), bytes = data.len() - off, "Cutting a torn write off the end of the write-ahead log (it was never acknowledged).");
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| Error::io(&path, e))?;
+                    f.set_len(off as u64).map_err(|e| Error::io(&path, e))?;
+                    f.sync_all().map_err(|e| Error::io(&path, e))?;
+                } else {
+                    tracing::error!(path = %path.display(), offset = off, "Write-ahead log segment is corrupt; records after this point in it are lost.");
+                }
+            }
+            end = end.max(start + off as u64);
+        }
+        match segs.last() {
+            Some(&start) if start + SEGMENT_BYTES > end && start <= end => {
+                let path = segment_path(dir, start);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                Ok(Wal {
+                    dir: dir.to_path_buf(),
+                    file,
+                    seg_start: start,
+                    seg_len: end - start,
+                })
+            }
+            _ => Wal::create_segment(dir, end),
+        }
+    }
+
+    fn create_segment(dir: &Path, start: u64) -> Result<Wal> {
+        let path = segment_path(dir, start);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            file,
+            seg_start: start,
+            seg_len: 0,
+        })
+    }
+
+    /// The position the next frame will get.
+    pub fn next_position(&self) -> u64 {
+        self.seg_start + self.seg_len
+    }
+
+    /// Appends encoded frames and makes them durable. On failure nothing of `frames` is
+    /// left in the log, so the caller may report the whole write as failed.
+    pub fn append(&mut self, frames: &[u8]) -> Result<()> {
+        let path = segment_path(&self.dir, self.seg_start);
+        let res = self
+            .file
+            .write_all_at(frames, self.seg_len)
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = res {
+            let _ = self.file.set_len(self.seg_len);
+            return Err(Error::io(path, e));
+        }
+        self.seg_len += frames.len() as u64;
+        if self.seg_len >= SEGMENT_BYTES {
+            let next = self.next_position();
+            self.file.flush().map_err(|e| Error::io(&path, e))?;
+            *self = Wal::create_segment(&self.dir, next)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes segments whose every record lies before `pos` (already committed to the index).
+pub fn remove_before(dir: &Path, pos: u64) -> Result<u64> {
+    let segs = segments(dir)?;
+    let mut removed = 0;
+    for w in segs.windows(2) {
+        if w[1] <= pos {
+            let path = segment_path(dir, w[0]);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Bytes the log holds on disk.
+pub fn disk_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sawmill-wal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn frames_replay_and_a_torn_tail_is_cut() {
+        let dir = tmp("torn");
+        let mut wal = Wal::open(&dir, 0, |_, _| panic!("empty log")).unwrap();
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, b"one");
+        encode_frame(&mut buf, b"two");
+        wal.append(&buf).unwrap();
+        let end = wal.next_position();
+        drop(wal);
+        // A crash in the middle of a write leaves half a frame.
+        let seg = segment_path(&dir, 0);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        let mut seen = Vec::new();
+        let wal = Wal::open(&dir, 0, |pos, p| seen.push((pos, p.to_vec()))).unwrap();
+        assert_eq!(seen, vec![(0, b"one".to_vec()), (11, b"two".to_vec())]);
+        assert_eq!(wal.next_position(), end);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), end);
+        let mut seen = Vec::new();
+        Wal::open(&dir, 11, |pos, _| seen.push(pos)).unwrap();
+        assert_eq!(seen, vec![11]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,190 @@
+//! The `sawmill` binary: parses the command line and starts the library components.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sawmill_indexer::{ApiConfig, Granularity, Store, StoreConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "sawmill",
+    version,
+    about = "A log pipeline for containerised services: shipper, replicated tantivy indexers and a search UI."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on this machine: an indexer on loopback (and, with --demo, sample traffic).
+    Up(UpArgs),
+    /// Run one indexer replica: durable ingest and the search API.
+    Indexer(IndexerArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Directory for the indexer's data.
+    #[arg(long, env = "SAWMILL_DATA", default_value = "sawmill-data")]
+    data: PathBuf,
+    /// Address the indexer listens on.
+    #[arg(long, env = "SAWMILL_LISTEN", default_value = "127.0.0.1:7280")]
+    listen: SocketAddr,
+    /// Keep feeding realistic traffic from five services that call each other.
+    #[arg(long, env = "SAWMILL_DEMO")]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct IndexerArgs {
+    /// Address to listen on. Loopback by default; use 0.0.0.0:7280 to serve other hosts.
+    #[arg(long, env = "SAWMILL_LISTEN", default_value = "127.0.0.1:7280")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Directory for the write-ahead log and the partitions. One indexer per directory.
+    #[arg(long, env = "SAWMILL_DATA", default_value = "sawmill-data")]
+    data: PathBuf,
+    /// Longest time from acknowledgement to searchable; commits are grouped within it.
+    #[arg(long, env = "SAWMILL_COMMIT_INTERVAL", default_value = "1s", value_parser = span)]
+    commit_interval: Duration,
+    /// Time covered by one partition: hour or day.
+    #[arg(long, env = "SAWMILL_PARTITION", default_value = "day")]
+    partition: Granularity,
+    /// Remove partitions older than this (e.g. 7d, 12h); refuse records older than it.
+    #[arg(long, env = "SAWMILL_RETENTION", value_parser = span)]
+    retention: Option<Duration>,
+    /// Remove the oldest partitions while the index takes more than this (e.g. 10GiB).
+    #[arg(long, env = "SAWMILL_MAX_DISK", value_parser = bytes)]
+    max_disk: Option<u64>,
+    /// Largest request body, compressed or decompressed (e.g. 64MiB).
+    #[arg(long, env = "SAWMILL_MAX_BODY_BYTES", default_value = "64MiB", value_parser = bytes)]
+    max_body_bytes: u64,
+    /// Indexing memory per open partition writer (e.g. 128MiB).
+    #[arg(long, env = "SAWMILL_WRITER_MEMORY", default_value = "128MiB", value_parser = bytes)]
+    writer_memory: u64,
+}
+
+fn span(s: &str) -> Result<Duration, String> {
+    sawmill_indexer::parse_span(s)
+}
+
+fn bytes(s: &str) -> Result<u64, String> {
+    sawmill_indexer::parse_bytes(s)
+}
+
+impl StoreArgs {
+    fn config(&self) -> StoreConfig {
+        let mut c = StoreConfig::new(&self.data);
+        c.commit_interval = self.commit_interval;
+        c.granularity = self.partition;
+        c.retention = self.retention;
+        c.max_disk = self.max_disk;
+        c.writer_memory = self.writer_memory as usize;
+        c
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SAWMILL_LOG")
+                .unwrap_or_else(|_| "info,tantivy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("sawmill: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Indexer(a) => {
+            indexer(a.listen, a.store.config(), a.store.max_body_bytes, None).await
+        }
+        Command::Up(a) => {
+            let store = StoreArgs {
+                data: a.data,
+                commit_interval: Duration::from_secs(1),
+                partition: Granularity::Day,
+                retention: None,
+                max_disk: None,
+                max_body_bytes: 64 << 20,
+                writer_memory: 128 << 20,
+            };
+            indexer(a.listen, store.config(), store.max_body_bytes, Some(a.demo)).await
+        }
+    }
+}
+
+/// Starts an indexer; `up` is `Some(demo)` when run by `sawmill up`.
+async fn indexer(
+    listen: SocketAddr,
+    config: StoreConfig,
+    max_body_bytes: u64,
+    up: Option<bool>,
+) -> anyhow::Result<()> {
+    let data = config.data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(config))
+        .await?
+        .with_context(|| format!("cannot open the data directory `{}`", data.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    // Tests and scripts read this line to find a port chosen by the kernel (--listen 127.0.0.1:0).
+    println!("sawmill indexer listening on {url}");
+    if let Some(demo) = up {
+        println!("  search:  curl '{url}/api/v1/search?q=*&limit=5'");
+        println!("  ingest:  echo '{{\"message\":\"hello\",\"service\":\"me\"}}' | curl --data-binary @- {url}/api/v1/ingest");
+        println!("  data:    {}", data.display());
+        if demo {
+            println!("  demo:    five services (gateway, auth, orders, inventory, payments) are logging; try q=severity:err");
+            let cfg = sawmill_shipper::DemoConfig {
+                indexer: url.clone(),
+                rate: 4.0,
+                backfill: Duration::from_secs(15 * 60),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = sawmill_shipper::Demo::new(fastrand_seed()).run(cfg).await {
+                    tracing::error!(error = %e, "Demo traffic stopped.");
+                }
+            });
+        }
+    }
+    let max_body = ApiConfig { max_body_bytes };
+    sawmill_indexer::serve(listener, store, max_body, shutdown_signal()).await?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+fn fastrand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("Shutting down: committing what was acknowledged.");
+}
