@@ -20,6 +20,7 @@ pub struct Metrics {
     pub commit_micros: AtomicU64,
     pub index_errors: AtomicU64,
     pub records_indexed: AtomicU64,
+    pub records_replayed: AtomicU64,
     pub partitions: AtomicU64,
     pub partitions_removed: AtomicU64,
     pub index_disk_bytes: AtomicU64,
@@ -93,6 +94,11 @@ impl Metrics {
             "records_indexed_total",
             "Records added to tantivy (including replay after a restart).",
             self.records_indexed.load(Relaxed),
+        );
+        counter(
+            "records_replayed_total",
+            "Records replayed from the write-ahead log at start (found uncommitted).",
+            self.records_replayed.load(Relaxed),
         );
         counter(
             "index_errors_total",

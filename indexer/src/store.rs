@@ -168,6 +168,7 @@ impl Store {
         );
 
         metrics.partitions.store(partitions.len() as u64, Relaxed);
+        metrics.records_replayed.store(replay.len() as u64, Relaxed);
         let (searchable, _) = watch::channel(end);
         let (wal_tx, wal_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {

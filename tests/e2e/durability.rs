@@ -1,0 +1,185 @@
+//! Durability and exactly-once: restarts, `kill -9`, and a crash loop under continuous ingest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn batch(src: &str, seqs: std::ops::Range<u64>) -> Vec<u8> {
+    let recs: Vec<Value> = seqs
+        .map(|s| json!({"message": format!("event {s} from {src}"), "service": "dur", "_src": src, "_seq": s}))
+        .collect();
+    ndjson(&recs)
+}
+
+/// Every `_seq` of `src` the index holds, with how many times.
+fn stored_seqs(ix: &Indexer, src: &str) -> HashMap<u64, u32> {
+    let mut out = HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = ix.api(&format!("/api/v1/search?q=_src:{src}&limit=5000"));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v = get_ok(&url);
+        for h in v["hits"].as_array().unwrap() {
+            *out.entry(h["_seq"].as_u64().unwrap()).or_insert(0) += 1;
+        }
+        match v["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn assert_exactly_once(ix: &Indexer, src: &str, n: u64) {
+    let seqs = stored_seqs(ix, src);
+    let twice: Vec<_> = seqs.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let missing: Vec<u64> = (0..n).filter(|s| !seqs.contains_key(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(seqs.len() as u64, n);
+}
+
+#[test]
+fn duplicate_batch_is_acknowledged_but_not_stored_across_restarts_and_kill9() {
+    let dir = TempDir::new("dups");
+    let data = dir.path().join("data");
+    let ix = Indexer::start(&data, &["--commit-interval", "100ms"]);
+    let (s, v) = post(&ix.api("/api/v1/ingest"), batch("a", 0..100), None);
+    assert_eq!(
+        (s, &v["accepted"], &v["duplicates"]),
+        (200, &json!(100), &json!(0))
+    );
+    // The same batch again, and a batch overlapping it by half.
+    let (_, v) = post(&ix.api("/api/v1/ingest"), batch("a", 0..100), None);
+    assert_eq!((&v["accepted"], &v["duplicates"]), (&json!(0), &json!(100)));
+    let (_, v) = post(&ix.api("/api/v1/ingest"), batch("a", 50..150), None);
+    assert_eq!((&v["accepted"], &v["duplicates"]), (&json!(50), &json!(50)));
+    wait_total(&ix, "_src:a", 150);
+    // Normal restart: the keys come back from the index.
+    assert!(ix.terminate().success());
+    let ix = Indexer::start(&data, &["--commit-interval", "100ms"]);
+    let (_, v) = post(&ix.api("/api/v1/ingest"), batch("a", 0..150), None);
+    assert_eq!(
+        (&v["accepted"], &v["duplicates"]),
+        (&json!(0), &json!(150)),
+        "after a restart"
+    );
+    // kill -9 right after an acknowledgement, with commits far away: the log holds it.
+    ix.kill9();
+    let ix = Indexer::start(&data, &["--commit-interval", "1h"]);
+    let (_, v) = post(&ix.api("/api/v1/ingest"), batch("a", 150..200), None);
+    assert_eq!(v["accepted"], 50);
+    ix.kill9();
+    let ix = Indexer::start(&data, &["--commit-interval", "100ms"]);
+    let (_, v) = post(&ix.api("/api/v1/ingest"), batch("a", 0..200), None);
+    assert_eq!(
+        (&v["accepted"], &v["duplicates"]),
+        (&json!(0), &json!(200)),
+        "after kill -9"
+    );
+    wait_total(&ix, "_src:a", 200);
+    assert_exactly_once(&ix, "a", 200);
+    // Records without _src/_seq are simply stored, each time.
+    for _ in 0..2 {
+        post(
+            &ix.api("/api/v1/ingest"),
+            ndjson(&[json!({"message": "plain curl line"})]),
+            None,
+        );
+    }
+    wait_total(&ix, "\"plain curl line\"", 2);
+}
+
+#[test]
+fn sigterm_commits_everything_acknowledged() {
+    let dir = TempDir::new("sigterm");
+    let data = dir.path().join("data");
+    let ix = Indexer::start(&data, &["--commit-interval", "1h"]);
+    let (s, _) = post(&ix.api("/api/v1/ingest"), batch("t", 0..500), None);
+    assert_eq!(s, 200);
+    assert!(ix.terminate().success());
+    let ix = Indexer::start(&data, &["--commit-interval", "1h"]);
+    assert_eq!(
+        ix.metric("sawmill_indexer_records_replayed_total"),
+        0.0,
+        "a clean stop leaves nothing to replay"
+    );
+    wait_total(&ix, "_src:t", 500);
+}
+
+#[test]
+fn acknowledged_records_survive_random_kill9_during_continuous_ingest() {
+    let dir = TempDir::new("crashloop");
+    let data = dir.path().join("data");
+    let args = ["--commit-interval", "200ms"];
+    let ix = Indexer::start(&data, &args);
+    let url = Arc::new(Mutex::new(ix.url.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(0u64));
+    // A shipper: numbered batches, each resent until acknowledged.
+    let sender = {
+        let (url, stop, acked) = (url.clone(), stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let mut next = 0u64;
+            let mut resent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let size = 1 + fastrand::u64(..200);
+                let body = batch("crash", next..next + size);
+                loop {
+                    let u = format!("{}/api/v1/ingest", url.lock().unwrap());
+                    match client.post(&u).body(body.clone()).send() {
+                        Ok(r) if r.status().is_success() => break,
+                        _ => {
+                            resent += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+                next += size;
+                *acked.lock().unwrap() = next;
+            }
+            (next, resent)
+        })
+    };
+    let mut ix = ix;
+    let started = Instant::now();
+    let mut kills = 0;
+    while kills < 8 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100 + fastrand::u64(..700)));
+        ix.kill9();
+        kills += 1;
+        ix = Indexer::start(&data, &args);
+        *url.lock().unwrap() = ix.url.clone();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, resent) = sender.join().unwrap();
+    assert_eq!(sent, *acked.lock().unwrap());
+    assert!(
+        sent > 500,
+        "only {sent} records were sent; the loop did not exercise much"
+    );
+    assert!(
+        resent > 0,
+        "no request failed: the kills never hit an in-flight request"
+    );
+    wait_total(&ix, "_src:crash", sent);
+    assert_exactly_once(&ix, "crash", sent);
+    let dup = ix.metric("sawmill_indexer_records_duplicate_total");
+    eprintln!("crash loop: {kills} kills, {sent} records, {resent} resends, {dup} duplicates recognized by the last process");
+}

@@ -1,0 +1,111 @@
+//! Operating an indexer: health, metrics, the data-directory lock, retention.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::util::*;
+
+#[test]
+fn health_and_metrics_are_served() {
+    let dir = TempDir::new("ops");
+    let ix = Indexer::start(dir.path(), &["--commit-interval", "100ms"]);
+    assert_eq!(get_ok(&ix.api("/healthz"))["status"], "ok");
+    post(
+        &ix.api("/api/v1/ingest"),
+        ndjson(&[json!({"message": "m"}), json!({"message": "m2"})]),
+        None,
+    );
+    wait_total(&ix, "*", 2);
+    assert_eq!(ix.metric("sawmill_indexer_records_accepted_total"), 2.0);
+    assert!(ix.metric("sawmill_indexer_commits_total") >= 1.0);
+    assert_eq!(ix.metric("sawmill_indexer_partitions"), 1.0);
+    assert!(ix.metric("sawmill_indexer_searches_total") >= 1.0);
+    for name in [
+        "sawmill_indexer_bytes_received_total",
+        "sawmill_indexer_commit_seconds_total",
+        "sawmill_indexer_search_seconds_total",
+        "sawmill_indexer_index_disk_bytes",
+    ] {
+        ix.metric(name);
+    }
+}
+
+#[test]
+fn a_second_indexer_on_the_same_data_dir_fails_clearly() {
+    let dir = TempDir::new("lock");
+    let ix = Indexer::start(dir.path(), &[]);
+    let out = sawmill()
+        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another indexer"), "{err}");
+    assert!(
+        err.contains(&ix.child.id().to_string()),
+        "names the holder's pid: {err}"
+    );
+}
+
+#[test]
+fn retention_drops_old_partitions_and_nothing_else() {
+    let dir = TempDir::new("retention");
+    let data = dir.path().join("data");
+    let ix = Indexer::start(&data, &["--commit-interval", "100ms"]);
+    let day = 86_400_000i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let recs: Vec<_> = [
+        (10, "ten days"),
+        (9, "nine days"),
+        (3, "three days"),
+        (0, "today"),
+    ]
+    .iter()
+    .flat_map(|(d, m)| {
+        (0..5).map(move |i| json!({"message": format!("{m} ago {i}"), "ts": now - d * day + i}))
+    })
+    .collect();
+    post(&ix.api("/api/v1/ingest"), ndjson(&recs), None);
+    wait_total(&ix, "*", 20);
+    assert_eq!(ix.metric("sawmill_indexer_partitions"), 4.0);
+    assert!(ix.terminate().success());
+    let ix = Indexer::start(&data, &["--commit-interval", "100ms", "--retention", "7d"]);
+    let v = wait_total(&ix, "*", 10);
+    let mut msgs: Vec<&str> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["message"].as_str().unwrap())
+        .collect();
+    msgs.sort();
+    assert!(
+        msgs.iter()
+            .all(|m| m.starts_with("three days") || m.starts_with("today")),
+        "{msgs:?}"
+    );
+    assert_eq!(ix.metric("sawmill_indexer_partitions"), 2.0);
+    assert_eq!(ix.metric("sawmill_indexer_partitions_removed_total"), 2.0);
+    let dirs = std::fs::read_dir(data.join("partitions")).unwrap().count();
+    assert_eq!(dirs, 2, "old partition directories are deleted from disk");
+    // A record older than the retention period is refused with the reason, not stored to vanish.
+    let (s, v) = post(
+        &ix.api("/api/v1/ingest"),
+        ndjson(&[json!({"message": "too old", "ts": now - 8 * day})]),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(
+        v["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("retention"),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    wait_total(&ix, "*", 10);
+}

@@ -1,0 +1,227 @@
+//! The harness: temporary directories, the real `sawmill` binary as a child process, HTTP.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sawmill-e2e-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn sawmill() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sawmill"))
+}
+
+/// A running `sawmill indexer` on a kernel-chosen loopback port.
+pub struct Indexer {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Indexer {
+    pub fn start(data: &Path, args: &[&str]) -> Indexer {
+        let log = data.with_extension(format!("log{}", fastrand::u32(..)));
+        let child = sawmill()
+            .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .env("SAWMILL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sawmill");
+        Indexer::from_child(child, log)
+    }
+
+    fn from_child(mut child: Child, log: PathBuf) -> Indexer {
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let Some(url) = first.strip_prefix("sawmill indexer listening on ") else {
+            let _ = child.kill();
+            panic!(
+                "indexer did not start; stdout: {first:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let url = url.trim().to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Indexer { child, url, log }
+    }
+
+    pub fn api(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.url, path_and_query)
+    }
+
+    /// `kill -9`: no chance to flush or commit anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "indexer did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A Prometheus counter or gauge value.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(self.api("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Peak resident memory in KiB, from the kernel.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a body, returning the status and the JSON answer.
+pub fn post(url: &str, body: Vec<u8>, encoding: Option<&str>) -> (u16, Value) {
+    let mut req = client().post(url).body(body);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    let resp = req.send().expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn ndjson(records: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).unwrap();
+        out.push(b'\n');
+    }
+    out
+}
+
+pub fn get(url: &str) -> (u16, Value) {
+    let resp = client().get(url).send().expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// GETs JSON that must come back 200.
+pub fn get_ok(url: &str) -> Value {
+    let (status, v) = get(url);
+    assert_eq!(status, 200, "GET {url} answered {status}: {v}");
+    v
+}
+
+/// Waits until a search for `q` reports `n` hits in all, and returns the answer.
+pub fn wait_total(ix: &Indexer, q: &str, n: u64) -> Value {
+    let url = ix.api(&format!("/api/v1/search?q={}&limit=10000", urlencode(q)));
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        last = get_ok(&url);
+        if last["total"].as_u64() == Some(n) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "search {q:?} never reached total {n}; last answer total {}; indexer log:\n{}",
+        last["total"],
+        ix.log_text()
+    );
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
