@@ -601,3 +601,72 @@ async fn root() -> Json<Value> {
 async fn not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!("route `{}`", uri.path()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app(name: &str) -> (Router, Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sawmill-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = crate::StoreConfig::new(&dir);
+        cfg.commit_interval = Duration::from_millis(10);
+        cfg.writer_threads = 1;
+        cfg.writer_memory = 16 << 20;
+        let store = Store::open(cfg).unwrap();
+        let (_tx, rx) = watch::channel(false);
+        (router(store.clone(), ApiConfig::default(), rx), store, dir)
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ingested_record_is_found_by_search() {
+        let (app, store, dir) = app("roundtrip");
+        let req = Request::post("/api/v1/ingest").body(Body::from("{\"message\":\"hello <b>world</b>\",\"service\":\"api\"}\n")).unwrap();
+        let (status, v) = call(&app, req).await;
+        assert_eq!((status, v), (StatusCode::OK, json!({"accepted": 1, "duplicates": 0, "rejected": []})));
+        let mut found = Value::Null;
+        for _ in 0..200 {
+            let (status, v) = call(&app, get("/api/v1/search?q=service:api")).await;
+            assert_eq!(status, StatusCode::OK);
+            if v["total"] == 1 {
+                found = v;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(found["hits"][0]["message"], "hello <b>world</b>", "{found}");
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn errors_come_back_in_the_api_shape() {
+        let (app, store, dir) = app("errors");
+        let (status, v) = call(&app, get("/api/v1/search?q=(")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["status"], 400);
+        assert!(v["error"].as_str().unwrap().contains("does not parse"), "{v}");
+        let (status, v) = call(&app, get("/no/such/route")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"], "route `/no/such/route` not found");
+        let req = Request::post("/api/v1/ingest").header("content-encoding", "br").body(Body::from("x")).unwrap();
+        let (status, _) = call(&app, req).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

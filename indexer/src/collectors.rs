@@ -77,7 +77,7 @@ impl Collector for TopCollector {
 
     fn merge_fruits(&self, fruits: Vec<Vec<TopHit>>) -> tantivy::Result<Vec<TopHit>> {
         let mut all: Vec<TopHit> = fruits.into_iter().flatten().collect();
-        all.sort_unstable_by(|a, b| b.rank.cmp(&a.rank));
+        all.sort_unstable_by_key(|h| std::cmp::Reverse(h.rank));
         all.truncate(self.k);
         Ok(all)
     }

@@ -30,7 +30,7 @@ use std::future::Future;
 pub use api::{router, ApiConfig};
 pub use collectors::Order;
 pub use error::{Error, Result};
-pub use partition::Granularity;
+pub use partition::{index_settings, Granularity};
 pub use record::{DedupKey, Record, SEVERITIES};
 pub use schema::Fields;
 pub use search::{Hit, Scope, TimeRange};

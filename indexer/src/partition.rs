@@ -63,7 +63,8 @@ pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
     Some((start.parse().ok()?, secs.parse().ok()?))
 }
 
-fn settings() -> IndexSettings {
+/// The settings every partition is created with (the benchmark's baseline uses them too).
+pub fn index_settings() -> IndexSettings {
     IndexSettings {
         // Log lines compress well together; zstd over 64 KiB blocks roughly halves lz4's size.
         docstore_compression: Compressor::Zstd(ZstdCompressor {
@@ -82,7 +83,7 @@ impl Partition {
             MmapDirectory::open(&dir).map_err(|e| Error::io(&dir, std::io::Error::other(e)))?;
         let index = Index::builder()
             .schema(fields.schema.clone())
-            .settings(settings())
+            .settings(index_settings())
             .open_or_create(mmap)?;
         Partition::from_index(dir, index, start, secs)
     }

@@ -36,13 +36,32 @@ pub fn from_epoch_number(n: f64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
+/// [`from_epoch_number`] for integers, exactly: f64 cannot hold nanoseconds since 1970.
+pub fn from_epoch_integer(n: i64) -> Option<OffsetDateTime> {
+    if n < 0 {
+        return None;
+    }
+    let n = n as i128;
+    let nanos = if n < 100_000_000_000 {
+        n * 1_000_000_000
+    } else if n < 100_000_000_000_000 {
+        n * 1_000_000
+    } else if n < 100_000_000_000_000_000 {
+        n * 1_000
+    } else {
+        n
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
 /// A record's `ts`: an RFC 3339 string or an epoch number.
 pub fn parse_ts_value(v: &Value) -> Result<OffsetDateTime, String> {
     match v {
         Value::String(s) => parse_rfc3339(s),
         Value::Number(n) => n
-            .as_f64()
-            .and_then(from_epoch_number)
+            .as_i64()
+            .and_then(from_epoch_integer)
+            .or_else(|| n.as_f64().and_then(from_epoch_number))
             .ok_or_else(|| format!("`ts` {n} is not a valid epoch time")),
         other => Err(format!(
             "`ts` must be an RFC 3339 string or an epoch number, not {other}"
@@ -189,6 +208,11 @@ mod tests {
         assert_eq!(from_epoch_number(secs).unwrap(), want);
         assert_eq!(from_epoch_number(secs * 1e3).unwrap(), want);
         assert_eq!(from_epoch_number(secs * 1e9).unwrap(), want);
+        // Regression: epoch milliseconds went through f64 and came out a few ns early.
+        let ms = 1_764_237_600_123i64;
+        let t = parse_ts_value(&serde_json::json!(ms)).unwrap();
+        assert_eq!(t.unix_timestamp_nanos(), ms as i128 * 1_000_000);
+        assert_eq!(parse_ts_value(&serde_json::json!(1_764_237_600_123_456_789i64)).unwrap().nanosecond(), 123_456_789);
     }
 
     #[test]

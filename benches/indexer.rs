@@ -1,0 +1,349 @@
+//! Indexer benchmark: the same synthetic records (a) added straight into tantivy with the
+//! indexer's schema, in this process, and (b) sent through `POST /api/v1/ingest` of a real
+//! `sawmill indexer` over loopback, durable and de-duplicated; then query latency over HTTP
+//! against the same queries straight through tantivy on the baseline index.
+//!
+//! Run: `cargo bench --bench indexer` (`SAWMILL_BENCH_RECORDS=500000` for a quicker run).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sawmill_indexer::{index_settings, Fields, Record, StoreConfig};
+use serde_json::{json, Value};
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::{AggContextParams, AggregationCollector};
+use tantivy::collector::{Count, HistogramCollector, TopDocs};
+use tantivy::query::{AllQuery, Query, QueryParser, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value as _};
+use tantivy::{DateTime, Index, Order, Searcher, TantivyDocument, Term};
+use tantivy::time::OffsetDateTime;
+
+const BATCH: usize = 5000;
+const SERVICES: [&str; 8] = ["gateway", "auth", "orders", "payments", "inventory", "search", "notifications", "billing"];
+const WORDS: [&str; 40] = [
+    "connection", "pool", "exhausted", "retrying", "upstream", "timeout", "cache", "miss", "hit", "session",
+    "token", "refreshed", "order", "created", "payment", "authorized", "declined", "inventory", "reserved",
+    "released", "shipment", "scheduled", "queue", "depth", "latency", "spike", "database", "replica", "lag",
+    "checkpoint", "written", "user", "profile", "loaded", "feature", "flag", "enabled", "rate", "limited", "backoff",
+];
+const PATHS: [&str; 6] = ["/api/orders", "/api/cart", "/api/checkout", "/api/products", "/api/users/me", "/api/search"];
+
+struct Data {
+    batches: Vec<Vec<u8>>,
+    records: usize,
+    raw_bytes: usize,
+    request_ids: Vec<String>,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+fn hex(rng: &mut fastrand::Rng, n: usize) -> String {
+    (0..n).map(|_| char::from_digit(rng.u32(0..16), 16).unwrap()).collect()
+}
+
+/// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
+fn generate(n: usize) -> Data {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let first_ms = now_ms - 20 * 3_600_000;
+    let step = (20.0 * 3_600_000.0) / n as f64;
+    let mut batches = Vec::new();
+    let mut buf = Vec::with_capacity(BATCH * 400);
+    let mut raw_bytes = 0;
+    let mut request_ids = Vec::new();
+    let mut rid = String::new();
+    let mut trace = String::new();
+    let mut last_ms = first_ms;
+    for i in 0..n {
+        if i % 6 == 0 {
+            rid = format!("req-{}", hex(&mut rng, 16));
+            trace = hex(&mut rng, 32);
+            if rng.u32(0..1000) == 0 {
+                request_ids.push(rid.clone());
+            }
+        }
+        let service = SERVICES[rng.usize(..SERVICES.len())];
+        let severity = match rng.u32(0..100) {
+            0..=1 => "err",
+            2..=6 => "warning",
+            7..=20 => "debug",
+            _ => "info",
+        };
+        let mut phrase = String::new();
+        for _ in 0..rng.usize(3..7) {
+            phrase.push_str(WORDS[rng.usize(..WORDS.len())]);
+            phrase.push(' ');
+        }
+        let verb = if rng.bool() { "completed" } else { "handled" };
+        let message = format!(
+            "{} {} {verb} status={} duration_ms={} user_id={} request_id={rid} upstream={service}-{} region=eu-west-{} bytes={} {}",
+            if rng.bool() { "GET" } else { "POST" },
+            PATHS[rng.usize(..PATHS.len())],
+            [200, 200, 200, 201, 404, 500][rng.usize(..6)],
+            rng.u32(1..2000),
+            rng.u32(1000..99999),
+            hex(&mut rng, 4),
+            rng.u32(1..4),
+            rng.u32(100..99999),
+            phrase.trim_end()
+        );
+        let ts_ms = first_ms + (i as f64 * step) as i64;
+        last_ms = ts_ms;
+        let line = json!({
+            "ts": ts_ms, "message": message, "host": format!("node-{}", rng.u32(1..13)), "service": service,
+            "severity": severity, "request_id": rid, "trace_id": trace, "_src": "bench", "_seq": i,
+        });
+        serde_json::to_writer(&mut buf, &line).unwrap();
+        buf.push(b'\n');
+        if (i + 1) % BATCH == 0 || i + 1 == n {
+            raw_bytes += buf.len();
+            batches.push(std::mem::replace(&mut buf, Vec::with_capacity(BATCH * 400)));
+        }
+    }
+    Data { batches, records: n, raw_bytes, request_ids, first_ms, last_ms }
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        }
+    }
+    total
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+struct Rate {
+    secs: f64,
+}
+
+fn report(name: &str, r: &Rate, d: &Data) -> f64 {
+    let rps = d.records as f64 / r.secs;
+    println!("{name:<44} {:>10.0} records/s {:>8.1} MB/s  ({:.1} s)", rps, d.raw_bytes as f64 / 1e6 / r.secs, r.secs);
+    rps
+}
+
+/// (a) Straight into tantivy: parse each line, build the indexer's document, add, commit.
+fn baseline(d: &Data, dir: &Path) -> (Index, Rate) {
+    std::fs::create_dir_all(dir).unwrap();
+    let fields = Fields::new();
+    let index = Index::builder().schema(fields.schema.clone()).settings(index_settings()).create_in_dir(dir).unwrap();
+    let cfg = StoreConfig::new(dir);
+    let mut writer = index.writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let mut rid = 0u64;
+    for b in &d.batches {
+        for line in b.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+            let obj: serde_json::Map<String, Value> = serde_json::from_slice(line).unwrap();
+            let rec = Record::from_object(obj, now).unwrap();
+            writer.add_document(fields.document(rid, &rec)).unwrap();
+            rid += 1;
+        }
+    }
+    writer.commit().unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    writer.wait_merging_threads().unwrap();
+    (index, Rate { secs })
+}
+
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sawmill"))
+        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("SAWMILL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.strip_prefix("sawmill indexer listening on ").expect("indexer started").to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+/// (b) Through the HTTP API: two senders, each batch acknowledged only once durable; the
+/// clock stops when the last record is searchable.
+fn through_http(d: &Data, server: &Server) -> Rate {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let next = next.clone();
+            s.spawn(move || {
+                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+                let url = format!("{}/api/v1/ingest", server.url);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(b) = d.batches.get(i) else { break };
+                    let resp = client.post(&url).body(b.clone()).send().unwrap();
+                    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+                }
+            });
+        }
+    });
+    let client = reqwest::blocking::Client::new();
+    loop {
+        let v: Value = serde_json::from_str(&client.get(format!("{}/api/v1/search?limit=0", server.url)).send().unwrap().text().unwrap()).unwrap();
+        if v["total"].as_u64() == Some(d.records as u64) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Rate { secs: started.elapsed().as_secs_f64() }
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)])
+}
+
+fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
+    for i in 0..3 {
+        f(i);
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for i in 0..iters {
+        let t = Instant::now();
+        f(i);
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    percentiles(ms)
+}
+
+fn fetch(searcher: &Searcher, fields: &Fields, docs: &[(Option<DateTime>, tantivy::DocAddress)]) -> usize {
+    let mut n = 0;
+    for (_, a) in docs {
+        let d: TantivyDocument = searcher.doc(*a).unwrap();
+        n += d.get_first(fields.source).and_then(|v| v.as_str()).map_or(0, str::len);
+    }
+    n
+}
+
+fn main() {
+    let n: usize = std::env::var("SAWMILL_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
+    let iters: usize = std::env::var("SAWMILL_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let tmp = std::env::temp_dir().join(format!("sawmill-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    println!("generating {n} records ...");
+    let d = generate(n);
+    println!("{} records, {:.1} MB of NDJSON, {:.0} bytes a line\n", d.records, d.raw_bytes as f64 / 1e6, d.raw_bytes as f64 / d.records as f64);
+
+    println!("== ingest");
+    let rss_before = peak_rss_mib(std::process::id());
+    let (index, a) = baseline(&d, &tmp.join("baseline"));
+    let a_rps = report("(a) straight into tantivy (baseline)", &a, &d);
+    let a_bytes = dir_bytes(&tmp.join("baseline"));
+    let server = start_server(&tmp.join("server"));
+    let b = through_http(&d, &server);
+    let b_rps = report("(b) POST /api/v1/ingest, durable + dedup", &b, &d);
+    let b_index = dir_bytes(&tmp.join("server/partitions"));
+    let ratio = b_rps / a_rps;
+    println!("ratio b/a                                    {ratio:.2}   (target >= 0.70: {})", if ratio >= 0.7 { "met" } else { "NOT met" });
+    println!("index bytes per raw byte: baseline {:.3}, indexer {:.3}   (target <= 0.5: {})", a_bytes as f64 / d.raw_bytes as f64, b_index as f64 / d.raw_bytes as f64, if (b_index as f64) <= 0.5 * d.raw_bytes as f64 { "met" } else { "NOT met" });
+    println!("write-ahead log left on disk: {:.1} MB", dir_bytes(&tmp.join("server/wal")) as f64 / 1e6);
+    println!("peak RSS: indexer process {:.0} MiB; baseline (this process, above the generated data) {:.0} MiB", peak_rss_mib(server.child.id()), peak_rss_mib(std::process::id()) - rss_before);
+
+    println!("\n== queries over {n} records ({iters} runs each, after 3 warm-up runs): median / p95 in ms");
+    let fields = Fields::new();
+    let reader = index.reader().unwrap();
+    let searcher = reader.searcher();
+    let parser = QueryParser::for_index(&index, vec![fields.message]);
+    let client = reqwest::blocking::Client::new();
+    let http = |path: String| {
+        let r = client.get(format!("{}{path}", server.url)).send().unwrap();
+        assert!(r.status().is_success());
+        r.bytes().unwrap().len()
+    };
+    let ids = &d.request_ids;
+    let by_ts = || TopDocs::with_limit(100).order_by_fast_field::<DateTime>("ts", Order::Desc);
+    let span_ns = (d.last_ms - d.first_ms + 1) as u64 * 1_000_000;
+    let cases: Vec<(&str, Box<dyn FnMut(usize) + '_>, Box<dyn FnMut(usize) + '_>)> = vec![
+        (
+            "request_id lookup",
+            Box::new(|i| {
+                let q = TermQuery::new(Term::from_field_text(fields.strings[8], &ids[i % ids.len()]), IndexRecordOption::Basic);
+                let (c, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
+                assert!(c > 0);
+                fetch(&searcher, &fields, &top);
+            }),
+            Box::new(|i| {
+                http(format!("/api/v1/search?q=request_id:{}&limit=100", ids[i % ids.len()]));
+            }),
+        ),
+        (
+            "newest 100 hits of a common word",
+            Box::new(|_| {
+                let q: Box<dyn Query> = parser.parse_query("completed").unwrap();
+                let (_, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
+                fetch(&searcher, &fields, &top);
+            }),
+            Box::new(|_| {
+                http("/api/v1/search?q=completed&limit=100".into());
+            }),
+        ),
+        (
+            "60-bucket histogram of everything",
+            Box::new(|_| {
+                let h = HistogramCollector::new(
+                    "ts".to_string(),
+                    DateTime::from_timestamp_millis(d.first_ms),
+                    span_ns / 60 + 1,
+                    60,
+                );
+                let counts = searcher.search(&AllQuery, &h).unwrap();
+                assert_eq!(counts.iter().sum::<u64>(), n as u64);
+            }),
+            Box::new(|_| {
+                http("/api/v1/histogram?buckets=60".into());
+            }),
+        ),
+        (
+            "top-10 terms of service",
+            Box::new(|_| {
+                let aggs: Aggregations = serde_json::from_value(json!({"s": {"terms": {"field": "service", "size": 10}}})).unwrap();
+                let c = AggregationCollector::from_aggs(aggs, AggContextParams::default());
+                searcher.search(&AllQuery, &c).unwrap();
+            }),
+            Box::new(|_| {
+                http("/api/v1/terms?field=service&size=10".into());
+            }),
+        ),
+    ];
+    println!("{:<36} {:>17} {:>17} {:>8}  target: http <= 1.5 x direct + 2 ms", "query", "direct tantivy", "HTTP API", "ratio");
+    for (name, mut direct, mut over_http) in cases {
+        let (dm, dp) = time_it(iters, &mut direct);
+        let (hm, hp) = time_it(iters, &mut over_http);
+        let met = hm <= 1.5 * dm + 2.0 && hp <= 1.5 * dp + 2.0;
+        println!("{name:<36} {dm:>7.2} / {dp:>7.2} {hm:>7.2} / {hp:>7.2} {:>8.2}  {}", hm / dm, if met { "met" } else { "NOT met" });
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
