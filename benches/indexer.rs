@@ -19,18 +19,70 @@ use tantivy::aggregation::{AggContextParams, AggregationCollector};
 use tantivy::collector::{Count, HistogramCollector, TopDocs};
 use tantivy::query::{AllQuery, Query, QueryParser, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::{DateTime, Index, Order, Searcher, TantivyDocument, Term};
 use tantivy::time::OffsetDateTime;
+use tantivy::{DateTime, Index, Order, Searcher, TantivyDocument, Term};
 
 const BATCH: usize = 5000;
-const SERVICES: [&str; 8] = ["gateway", "auth", "orders", "payments", "inventory", "search", "notifications", "billing"];
-const WORDS: [&str; 40] = [
-    "connection", "pool", "exhausted", "retrying", "upstream", "timeout", "cache", "miss", "hit", "session",
-    "token", "refreshed", "order", "created", "payment", "authorized", "declined", "inventory", "reserved",
-    "released", "shipment", "scheduled", "queue", "depth", "latency", "spike", "database", "replica", "lag",
-    "checkpoint", "written", "user", "profile", "loaded", "feature", "flag", "enabled", "rate", "limited", "backoff",
+const SERVICES: [&str; 8] = [
+    "gateway",
+    "auth",
+    "orders",
+    "payments",
+    "inventory",
+    "search",
+    "notifications",
+    "billing",
 ];
-const PATHS: [&str; 6] = ["/api/orders", "/api/cart", "/api/checkout", "/api/products", "/api/users/me", "/api/search"];
+const WORDS: [&str; 40] = [
+    "connection",
+    "pool",
+    "exhausted",
+    "retrying",
+    "upstream",
+    "timeout",
+    "cache",
+    "miss",
+    "hit",
+    "session",
+    "token",
+    "refreshed",
+    "order",
+    "created",
+    "payment",
+    "authorized",
+    "declined",
+    "inventory",
+    "reserved",
+    "released",
+    "shipment",
+    "scheduled",
+    "queue",
+    "depth",
+    "latency",
+    "spike",
+    "database",
+    "replica",
+    "lag",
+    "checkpoint",
+    "written",
+    "user",
+    "profile",
+    "loaded",
+    "feature",
+    "flag",
+    "enabled",
+    "rate",
+    "limited",
+    "backoff",
+];
+const PATHS: [&str; 6] = [
+    "/api/orders",
+    "/api/cart",
+    "/api/checkout",
+    "/api/products",
+    "/api/users/me",
+    "/api/search",
+];
 
 struct Data {
     batches: Vec<Vec<u8>>,
@@ -42,7 +94,9 @@ struct Data {
 }
 
 fn hex(rng: &mut fastrand::Rng, n: usize) -> String {
-    (0..n).map(|_| char::from_digit(rng.u32(0..16), 16).unwrap()).collect()
+    (0..n)
+        .map(|_| char::from_digit(rng.u32(0..16), 16).unwrap())
+        .collect()
 }
 
 /// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
@@ -104,7 +158,14 @@ fn generate(n: usize) -> Data {
             batches.push(std::mem::replace(&mut buf, Vec::with_capacity(BATCH * 400)));
         }
     }
-    Data { batches, records: n, raw_bytes, request_ids, first_ms, last_ms }
+    Data {
+        batches,
+        records: n,
+        raw_bytes,
+        request_ids,
+        first_ms,
+        last_ms,
+    }
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -112,7 +173,11 @@ fn dir_bytes(p: &Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -133,7 +198,12 @@ struct Rate {
 
 fn report(name: &str, r: &Rate, d: &Data) -> f64 {
     let rps = d.records as f64 / r.secs;
-    println!("{name:<44} {:>10.0} records/s {:>8.1} MB/s  ({:.1} s)", rps, d.raw_bytes as f64 / 1e6 / r.secs, r.secs);
+    println!(
+        "{name:<44} {:>10.0} records/s {:>8.1} MB/s  ({:.1} s)",
+        rps,
+        d.raw_bytes as f64 / 1e6 / r.secs,
+        r.secs
+    );
     rps
 }
 
@@ -141,9 +211,15 @@ fn report(name: &str, r: &Rate, d: &Data) -> f64 {
 fn baseline(d: &Data, dir: &Path) -> (Index, Rate) {
     std::fs::create_dir_all(dir).unwrap();
     let fields = Fields::new();
-    let index = Index::builder().schema(fields.schema.clone()).settings(index_settings()).create_in_dir(dir).unwrap();
+    let index = Index::builder()
+        .schema(fields.schema.clone())
+        .settings(index_settings())
+        .create_in_dir(dir)
+        .unwrap();
     let cfg = StoreConfig::new(dir);
-    let mut writer = index.writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory).unwrap();
+    let mut writer = index
+        .writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory)
+        .unwrap();
     let now = OffsetDateTime::now_utc();
     let started = Instant::now();
     let mut rid = 0u64;
@@ -183,7 +259,10 @@ fn start_server(data: &Path) -> Server {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let url = first.strip_prefix("sawmill indexer listening on ").expect("indexer started").to_string();
+    let url = first
+        .strip_prefix("sawmill indexer listening on ")
+        .expect("indexer started")
+        .to_string();
     std::thread::spawn(move || for _ in lines {});
     Server { child, url }
 }
@@ -197,7 +276,10 @@ fn through_http(d: &Data, server: &Server) -> Rate {
         for _ in 0..2 {
             let next = next.clone();
             s.spawn(move || {
-                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
                 let url = format!("{}/api/v1/ingest", server.url);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -210,18 +292,31 @@ fn through_http(d: &Data, server: &Server) -> Rate {
     });
     let client = reqwest::blocking::Client::new();
     loop {
-        let v: Value = serde_json::from_str(&client.get(format!("{}/api/v1/search?limit=0", server.url)).send().unwrap().text().unwrap()).unwrap();
+        let v: Value = serde_json::from_str(
+            &client
+                .get(format!("{}/api/v1/search?limit=0", server.url))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+        .unwrap();
         if v["total"].as_u64() == Some(d.records as u64) {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Rate { secs: started.elapsed().as_secs_f64() }
+    Rate {
+        secs: started.elapsed().as_secs_f64(),
+    }
 }
 
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)])
+    (
+        v[v.len() / 2],
+        v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)],
+    )
 }
 
 fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
@@ -237,24 +332,42 @@ fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
     percentiles(ms)
 }
 
-fn fetch(searcher: &Searcher, fields: &Fields, docs: &[(Option<DateTime>, tantivy::DocAddress)]) -> usize {
+fn fetch(
+    searcher: &Searcher,
+    fields: &Fields,
+    docs: &[(Option<DateTime>, tantivy::DocAddress)],
+) -> usize {
     let mut n = 0;
     for (_, a) in docs {
         let d: TantivyDocument = searcher.doc(*a).unwrap();
-        n += d.get_first(fields.source).and_then(|v| v.as_str()).map_or(0, str::len);
+        n += d
+            .get_first(fields.source)
+            .and_then(|v| v.as_str())
+            .map_or(0, str::len);
     }
     n
 }
 
 fn main() {
-    let n: usize = std::env::var("SAWMILL_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000_000);
-    let iters: usize = std::env::var("SAWMILL_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let n: usize = std::env::var("SAWMILL_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000_000);
+    let iters: usize = std::env::var("SAWMILL_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let tmp = std::env::temp_dir().join(format!("sawmill-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     println!("generating {n} records ...");
     let d = generate(n);
-    println!("{} records, {:.1} MB of NDJSON, {:.0} bytes a line\n", d.records, d.raw_bytes as f64 / 1e6, d.raw_bytes as f64 / d.records as f64);
+    println!(
+        "{} records, {:.1} MB of NDJSON, {:.0} bytes a line\n",
+        d.records,
+        d.raw_bytes as f64 / 1e6,
+        d.raw_bytes as f64 / d.records as f64
+    );
 
     println!("== ingest");
     let rss_before = peak_rss_mib(std::process::id());
@@ -266,9 +379,24 @@ fn main() {
     let b_rps = report("(b) POST /api/v1/ingest, durable + dedup", &b, &d);
     let b_index = dir_bytes(&tmp.join("server/partitions"));
     let ratio = b_rps / a_rps;
-    println!("ratio b/a                                    {ratio:.2}   (target >= 0.70: {})", if ratio >= 0.7 { "met" } else { "NOT met" });
-    println!("index bytes per raw byte: baseline {:.3}, indexer {:.3}   (target <= 0.5: {})", a_bytes as f64 / d.raw_bytes as f64, b_index as f64 / d.raw_bytes as f64, if (b_index as f64) <= 0.5 * d.raw_bytes as f64 { "met" } else { "NOT met" });
-    println!("write-ahead log left on disk: {:.1} MB", dir_bytes(&tmp.join("server/wal")) as f64 / 1e6);
+    println!(
+        "ratio b/a                                    {ratio:.2}   (target >= 0.70: {})",
+        if ratio >= 0.7 { "met" } else { "NOT met" }
+    );
+    println!(
+        "index bytes per raw byte: baseline {:.3}, indexer {:.3}   (target <= 0.5: {})",
+        a_bytes as f64 / d.raw_bytes as f64,
+        b_index as f64 / d.raw_bytes as f64,
+        if (b_index as f64) <= 0.5 * d.raw_bytes as f64 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "write-ahead log left on disk: {:.1} MB",
+        dir_bytes(&tmp.join("server/wal")) as f64 / 1e6
+    );
     println!("peak RSS: indexer process {:.0} MiB; baseline (this process, above the generated data) {:.0} MiB", peak_rss_mib(server.child.id()), peak_rss_mib(std::process::id()) - rss_before);
 
     println!("\n== queries over {n} records ({iters} runs each, after 3 warm-up runs): median / p95 in ms");
@@ -289,13 +417,19 @@ fn main() {
         (
             "request_id lookup",
             Box::new(|i| {
-                let q = TermQuery::new(Term::from_field_text(fields.strings[8], &ids[i % ids.len()]), IndexRecordOption::Basic);
+                let q = TermQuery::new(
+                    Term::from_field_text(fields.strings[8], &ids[i % ids.len()]),
+                    IndexRecordOption::Basic,
+                );
                 let (c, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
                 assert!(c > 0);
                 fetch(&searcher, &fields, &top);
             }),
             Box::new(|i| {
-                http(format!("/api/v1/search?q=request_id:{}&limit=100", ids[i % ids.len()]));
+                http(format!(
+                    "/api/v1/search?q=request_id:{}&limit=100",
+                    ids[i % ids.len()]
+                ));
             }),
         ),
         (
@@ -328,7 +462,10 @@ fn main() {
         (
             "top-10 terms of service",
             Box::new(|_| {
-                let aggs: Aggregations = serde_json::from_value(json!({"s": {"terms": {"field": "service", "size": 10}}})).unwrap();
+                let aggs: Aggregations = serde_json::from_value(
+                    json!({"s": {"terms": {"field": "service", "size": 10}}}),
+                )
+                .unwrap();
                 let c = AggregationCollector::from_aggs(aggs, AggContextParams::default());
                 searcher.search(&AllQuery, &c).unwrap();
             }),
@@ -337,12 +474,19 @@ fn main() {
             }),
         ),
     ];
-    println!("{:<36} {:>17} {:>17} {:>8}  target: http <= 1.5 x direct + 2 ms", "query", "direct tantivy", "HTTP API", "ratio");
+    println!(
+        "{:<36} {:>17} {:>17} {:>8}  target: http <= 1.5 x direct + 2 ms",
+        "query", "direct tantivy", "HTTP API", "ratio"
+    );
     for (name, mut direct, mut over_http) in cases {
         let (dm, dp) = time_it(iters, &mut direct);
         let (hm, hp) = time_it(iters, &mut over_http);
         let met = hm <= 1.5 * dm + 2.0 && hp <= 1.5 * dp + 2.0;
-        println!("{name:<36} {dm:>7.2} / {dp:>7.2} {hm:>7.2} / {hp:>7.2} {:>8.2}  {}", hm / dm, if met { "met" } else { "NOT met" });
+        println!(
+            "{name:<36} {dm:>7.2} / {dp:>7.2} {hm:>7.2} / {hp:>7.2} {:>8.2}  {}",
+            hm / dm,
+            if met { "met" } else { "NOT met" }
+        );
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&tmp);

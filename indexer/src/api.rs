@@ -625,7 +625,10 @@ mod tests {
         let resp = app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn get(uri: &str) -> Request<Body> {
@@ -635,9 +638,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn ingested_record_is_found_by_search() {
         let (app, store, dir) = app("roundtrip");
-        let req = Request::post("/api/v1/ingest").body(Body::from("{\"message\":\"hello <b>world</b>\",\"service\":\"api\"}\n")).unwrap();
+        let req = Request::post("/api/v1/ingest")
+            .body(Body::from(
+                "{\"message\":\"hello <b>world</b>\",\"service\":\"api\"}\n",
+            ))
+            .unwrap();
         let (status, v) = call(&app, req).await;
-        assert_eq!((status, v), (StatusCode::OK, json!({"accepted": 1, "duplicates": 0, "rejected": []})));
+        assert_eq!(
+            (status, v),
+            (
+                StatusCode::OK,
+                json!({"accepted": 1, "duplicates": 0, "rejected": []})
+            )
+        );
         let mut found = Value::Null;
         for _ in 0..200 {
             let (status, v) = call(&app, get("/api/v1/search?q=service:api")).await;
@@ -659,11 +672,17 @@ mod tests {
         let (status, v) = call(&app, get("/api/v1/search?q=(")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(v["status"], 400);
-        assert!(v["error"].as_str().unwrap().contains("does not parse"), "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("does not parse"),
+            "{v}"
+        );
         let (status, v) = call(&app, get("/no/such/route")).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(v["error"], "route `/no/such/route` not found");
-        let req = Request::post("/api/v1/ingest").header("content-encoding", "br").body(Body::from("x")).unwrap();
+        let req = Request::post("/api/v1/ingest")
+            .header("content-encoding", "br")
+            .body(Body::from("x"))
+            .unwrap();
         let (status, _) = call(&app, req).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         store.shutdown();

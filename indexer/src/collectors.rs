@@ -49,6 +49,8 @@ pub struct TopSegment {
     ts: Column<DateTime>,
     rid: Column<u64>,
     heap: BinaryHeap<Reverse<(u128, i64, u64, DocId)>>,
+    ts_buf: Vec<Option<DateTime>>,
+    rid_buf: Vec<Option<u64>>,
 }
 
 impl Collector for TopCollector {
@@ -68,6 +70,8 @@ impl Collector for TopCollector {
             ts: reader.fast_fields().date("ts")?,
             rid: reader.fast_fields().u64("_rid")?,
             heap: BinaryHeap::with_capacity(self.k.min(4096) + 1),
+            ts_buf: Vec::new(),
+            rid_buf: Vec::new(),
         })
     }
 
@@ -83,19 +87,14 @@ impl Collector for TopCollector {
     }
 }
 
-impl SegmentCollector for TopSegment {
-    type Fruit = Vec<TopHit>;
-
-    fn collect(&mut self, doc: DocId, _score: Score) {
+impl TopSegment {
+    #[inline]
+    fn offer(&mut self, doc: DocId, ts: Option<DateTime>, rid: Option<u64>) {
         if self.k == 0 {
             return;
         }
-        let ts = self
-            .ts
-            .first(doc)
-            .map(|d| d.into_timestamp_micros())
-            .unwrap_or(0);
-        let rid = self.rid.first(doc).unwrap_or(0);
+        let ts = ts.map(|d| d.into_timestamp_micros()).unwrap_or(0);
+        let rid = rid.unwrap_or(0);
         let r = rank(ts, rid, self.order);
         if r >= self.below {
             return;
@@ -108,6 +107,34 @@ impl SegmentCollector for TopSegment {
                 self.heap.push(Reverse((r, ts, rid, doc)));
             }
         }
+    }
+}
+
+impl SegmentCollector for TopSegment {
+    type Fruit = Vec<TopHit>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let ts = self.ts.first(doc);
+        let rid = self.rid.first(doc);
+        self.offer(doc, ts, rid);
+    }
+
+    // Columns read a block of documents at a time much faster than one by one.
+    fn collect_block(&mut self, docs: &[DocId]) {
+        if self.k == 0 {
+            return;
+        }
+        let mut ts_buf = std::mem::take(&mut self.ts_buf);
+        let mut rid_buf = std::mem::take(&mut self.rid_buf);
+        ts_buf.resize(docs.len(), None);
+        rid_buf.resize(docs.len(), None);
+        self.ts.first_vals(docs, &mut ts_buf);
+        self.rid.first_vals(docs, &mut rid_buf);
+        for ((doc, ts), rid) in docs.iter().zip(&ts_buf).zip(&rid_buf) {
+            self.offer(*doc, *ts, *rid);
+        }
+        self.ts_buf = ts_buf;
+        self.rid_buf = rid_buf;
     }
 
     fn harvest(self) -> Vec<TopHit> {
@@ -136,6 +163,7 @@ pub struct HistogramSegment {
     interval: i64,
     ts: Column<DateTime>,
     counts: Vec<u64>,
+    buf: Vec<Option<DateTime>>,
 }
 
 impl Collector for HistogramCollector {
@@ -152,6 +180,7 @@ impl Collector for HistogramCollector {
             interval: self.interval.max(1),
             ts: reader.fast_fields().date("ts")?,
             counts: vec![0; self.buckets],
+            buf: Vec::new(),
         })
     }
 
@@ -170,11 +199,10 @@ impl Collector for HistogramCollector {
     }
 }
 
-impl SegmentCollector for HistogramSegment {
-    type Fruit = Vec<u64>;
-
-    fn collect(&mut self, doc: DocId, _score: Score) {
-        let Some(ts) = self.ts.first(doc) else { return };
+impl HistogramSegment {
+    #[inline]
+    fn count(&mut self, ts: Option<DateTime>) {
+        let Some(ts) = ts else { return };
         let off = ts.into_timestamp_micros() - self.origin;
         if off < 0 || self.counts.is_empty() {
             return;
@@ -182,6 +210,25 @@ impl SegmentCollector for HistogramSegment {
         // The last bucket also takes the range's inclusive end.
         let i = ((off / self.interval) as usize).min(self.counts.len() - 1);
         self.counts[i] += 1;
+    }
+}
+
+impl SegmentCollector for HistogramSegment {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let ts = self.ts.first(doc);
+        self.count(ts);
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(docs.len(), None);
+        self.ts.first_vals(docs, &mut buf);
+        for ts in &buf {
+            self.count(*ts);
+        }
+        self.buf = buf;
     }
 
     fn harvest(self) -> Vec<u64> {
@@ -198,6 +245,7 @@ pub struct TermsSegment {
     column: Option<StrColumn>,
     counts: Vec<u64>,
     missing: u64,
+    buf: Vec<Option<u64>>,
 }
 
 /// Value counts, plus the number of documents without a value.
@@ -218,6 +266,7 @@ impl Collector for TermsCollector {
             column,
             counts: vec![0; n],
             missing: 0,
+            buf: Vec::new(),
         })
     }
 
@@ -249,6 +298,21 @@ impl SegmentCollector for TermsSegment {
         match col.ords().first(doc) {
             Some(ord) => self.counts[ord as usize] += 1,
             None => self.missing += 1,
+        }
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let Some(col) = &self.column else {
+            self.missing += docs.len() as u64;
+            return;
+        };
+        self.buf.resize(docs.len(), None);
+        col.ords().first_vals(docs, &mut self.buf);
+        for ord in &self.buf {
+            match ord {
+                Some(ord) => self.counts[*ord as usize] += 1,
+                None => self.missing += 1,
+            }
         }
     }
 

@@ -212,7 +212,12 @@ mod tests {
         let ms = 1_764_237_600_123i64;
         let t = parse_ts_value(&serde_json::json!(ms)).unwrap();
         assert_eq!(t.unix_timestamp_nanos(), ms as i128 * 1_000_000);
-        assert_eq!(parse_ts_value(&serde_json::json!(1_764_237_600_123_456_789i64)).unwrap().nanosecond(), 123_456_789);
+        assert_eq!(
+            parse_ts_value(&serde_json::json!(1_764_237_600_123_456_789i64))
+                .unwrap()
+                .nanosecond(),
+            123_456_789
+        );
     }
 
     #[test]

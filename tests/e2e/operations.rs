@@ -108,4 +108,17 @@ fn retention_drops_old_partitions_and_nothing_else() {
     );
     std::thread::sleep(Duration::from_millis(300));
     wait_total(&ix, "*", 10);
+    // Over --max-disk, the oldest partitions go first, and never the newest.
+    assert!(ix.terminate().success());
+    let ix = Indexer::start(&data, &["--max-disk", "1B"]);
+    let v = wait_total(&ix, "*", 5);
+    assert!(
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["message"].as_str().unwrap().starts_with("today")),
+        "{v}"
+    );
+    assert_eq!(ix.metric("sawmill_indexer_partitions"), 1.0);
 }
