@@ -84,6 +84,9 @@ const PATHS: [&str; 6] = [
     "/api/search",
 ];
 
+/// One timed query; the argument is the iteration number.
+type Run<'a> = Box<dyn FnMut(usize) + 'a>;
+
 struct Data {
     batches: Vec<Vec<u8>>,
     records: usize,
@@ -413,7 +416,7 @@ fn main() {
     let ids = &d.request_ids;
     let by_ts = || TopDocs::with_limit(100).order_by_fast_field::<DateTime>("ts", Order::Desc);
     let span_ns = (d.last_ms - d.first_ms + 1) as u64 * 1_000_000;
-    let cases: Vec<(&str, Box<dyn FnMut(usize) + '_>, Box<dyn FnMut(usize) + '_>)> = vec![
+    let cases: Vec<(&str, Run<'_>, Run<'_>)> = vec![
         (
             "request_id lookup",
             Box::new(|i| {

@@ -362,7 +362,7 @@ async fn trace(
 }
 
 /// Records are sent as they become searchable; a round that finds more than this many
-/// sends the newest and says how many it skipped.
+/// sends the first of them and says how many it skipped (a browser cannot show more).
 const TAIL_ROUND: usize = 1000;
 
 async fn tail(
@@ -405,9 +405,9 @@ async fn tail(
                 let q = query.clone();
                 let res =
                     blocking(&s, move |st| st.since(q.as_ref(), from, upto, TAIL_ROUND)).await;
-                from = upto;
                 match res {
                     Ok((total, hits)) => {
+                        from = upto;
                         if total > hits.len() as u64 {
                             pending.push_back(
                                 Event::default()
@@ -419,6 +419,7 @@ async fn tail(
                             pending.push_back(Event::default().data(h.to_json().get()));
                         }
                     }
+                    // The same window is tried again at the next commit.
                     Err(e) => {
                         pending.push_back(Event::default().event("error").data(e.to_string()))
                     }
@@ -473,7 +474,12 @@ async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec
 /// Retention would remove such a record at once, so it is refused up front, as Loki does.
 fn check_age(s: &AppState, r: &Record, now: OffsetDateTime) -> std::result::Result<(), String> {
     if let Some(ret) = s.store.retention() {
-        if r.ts < now - ret {
+        if now
+            .checked_sub(time::Duration::seconds(
+                ret.as_secs().min(i64::MAX as u64) as i64
+            ))
+            .is_some_and(|cutoff| r.ts < cutoff)
+        {
             return Err(format!(
                 "`ts` {} is older than the retention period ({} s)",
                 format_rfc3339(r.ts),
@@ -577,8 +583,19 @@ async fn bulk_inner(
     Ok(Json(resp))
 }
 
-async fn healthz(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "searchable_position": *s.store.subscribe().borrow()}))
+/// 200 while all is well; 503 with the reason once an operator must act.
+async fn healthz(State(s): State<AppState>) -> Response {
+    let position = *s.store.subscribe().borrow();
+    match s.store.problem() {
+        None => Json(json!({"status": "ok", "searchable_position": position})).into_response(),
+        Some(problem) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "degraded", "problem": problem, "searchable_position": position}),
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {

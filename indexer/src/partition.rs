@@ -125,6 +125,11 @@ impl Partition {
             .unwrap_or(0)
     }
 
+    /// Whether every instant of this partition falls in `[lo, hi]` (epoch µs, inclusive).
+    pub fn within(&self, lo: i64, hi: i64) -> bool {
+        lo <= self.start.saturating_mul(1_000_000) && hi >= self.end.saturating_mul(1_000_000) - 1
+    }
+
     /// Whether any instant of `[lo, hi]` (epoch µs, inclusive) falls in this partition.
     pub fn overlaps(&self, lo: i64, hi: i64) -> bool {
         let start = self.start.saturating_mul(1_000_000);

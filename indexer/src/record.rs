@@ -64,6 +64,13 @@ impl Record {
             None | Some(Value::Null) => now,
             Some(v) => parse_ts_value(&v)?,
         };
+        // The index keeps nanoseconds in an i64: years 1678 to 2261.
+        if i64::try_from(ts.unix_timestamp_nanos()).is_err() {
+            return Err(format!(
+                "`ts` {} is outside the years 1678 to 2261 that can be indexed",
+                format_rfc3339(ts)
+            ));
+        }
         let received = match obj.remove("received") {
             None | Some(Value::Null) => now,
             Some(v) => parse_ts_value(&v).map_err(|e| e.replace("`ts`", "`received`"))?,

@@ -2,7 +2,6 @@
 //! a time range touches.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -14,7 +13,6 @@ use tantivy::{DateTime, Searcher, TantivyDocument, Term};
 
 use crate::collectors::{rank, HistogramCollector, Order, TermsCollector, TopCollector, TopHit};
 use crate::error::{Error, Result};
-use crate::partition::Partition;
 use crate::schema::FAST_STRING_FIELDS;
 use crate::store::Store;
 
@@ -275,21 +273,28 @@ impl Store {
     pub fn histogram(&self, q: &str, range: TimeRange, buckets: usize) -> Result<Histogram> {
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
-        let parts = self.partitions_between(lo, hi);
+        // One snapshot for the data's span and the counts, so they agree.
+        let searchers: Vec<Searcher> = self
+            .partitions_between(lo, hi)
+            .iter()
+            .map(|p| p.reader.searcher())
+            .collect();
+        let empty = Histogram {
+            interval_micros: 1000,
+            buckets: Vec::new(),
+        };
         let (lo, hi) = match (range.lo, range.hi) {
             (Some(lo), Some(hi)) => (lo, hi),
             _ => {
-                let Some((dmin, dmax)) = data_span(&parts) else {
-                    return Ok(Histogram {
-                        interval_micros: 1000,
-                        buckets: Vec::new(),
-                    });
+                let Some((dmin, dmax)) = data_span(&searchers) else {
+                    return Ok(empty);
                 };
                 (range.lo.unwrap_or(dmin), range.hi.unwrap_or(dmax))
             }
         };
         if hi < lo {
-            return Err(Error::BadRequest("`end` is before `start`".into()));
+            // Only possible with one side open and no data on the other: nothing to count.
+            return Ok(empty);
         }
         let want = ((hi - lo) / buckets.max(1) as i64).max(1);
         let interval = NICE_MS
@@ -300,8 +305,8 @@ impl Store {
         let origin = lo.div_euclid(interval) * interval;
         let n = ((hi - origin) / interval + 1) as usize;
         let mut counts = vec![0u64; n];
-        for p in &parts {
-            let c = p.reader.searcher().search(
+        for searcher in &searchers {
+            let c = searcher.search(
                 query.as_ref(),
                 &HistogramCollector {
                     origin,
@@ -333,10 +338,33 @@ impl Store {
         }
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
+        let field_handle = self.fields().string_field(field).expect("a string field");
+        let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
         for p in self.partitions_between(lo, hi) {
-            let (m, miss) = p.reader.searcher().search(
+            let searcher = p.reader.searcher();
+            if match_all && p.within(lo, hi) {
+                // Every record of the partition counts, and records are never deleted, so
+                // the inverted index's document frequencies are the counts: no scan needed.
+                for seg in searcher.segment_readers() {
+                    let inverted = seg.inverted_index(field_handle)?;
+                    let mut terms = inverted
+                        .terms()
+                        .stream()
+                        .map_err(tantivy::TantivyError::from)?;
+                    let mut with_value = 0u64;
+                    while terms.advance() {
+                        let n = terms.value().doc_freq as u64;
+                        with_value += n;
+                        *all.entry(String::from_utf8_lossy(terms.key()).into_owned())
+                            .or_default() += n;
+                    }
+                    missing += (seg.num_docs() as u64).saturating_sub(with_value);
+                }
+                continue;
+            }
+            let (m, miss) = searcher.search(
                 query.as_ref(),
                 &TermsCollector {
                     field: field.to_string(),
@@ -469,11 +497,10 @@ impl Store {
     }
 }
 
-/// The earliest and latest `ts` (µs) the partitions hold.
-fn data_span(parts: &[Arc<Partition>]) -> Option<(i64, i64)> {
+/// The earliest and latest `ts` (µs) the searchers hold.
+fn data_span(searchers: &[Searcher]) -> Option<(i64, i64)> {
     let mut span: Option<(i64, i64)> = None;
-    for p in parts {
-        let searcher = p.reader.searcher();
+    for searcher in searchers {
         for seg in searcher.segment_readers() {
             if seg.num_docs() == 0 {
                 continue;

@@ -96,11 +96,15 @@ pub(crate) struct Shared {
     /// Log position below which every record is searchable.
     pub searchable: watch::Sender<u64>,
     pub metrics: Arc<Metrics>,
+    /// Why the store needs an operator, if it does (shown by `/healthz`).
+    pub problem: Mutex<Option<String>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: DirLock,
 }
 
 const MAX_OPEN_WRITERS: usize = 4;
+/// Prefix of a partition directory being removed.
+const TRASH: &str = ".trash-";
 const TICK: Duration = Duration::from_secs(10);
 
 impl Store {
@@ -118,9 +122,21 @@ impl Store {
         let mut partitions = BTreeMap::new();
         for entry in std::fs::read_dir(&part_root).map_err(|e| Error::io(&part_root, e))? {
             let entry = entry.map_err(|e| Error::io(&part_root, e))?;
-            let Some((start, secs)) = parse_dir_name(&entry.file_name().to_string_lossy()) else {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(TRASH) {
+                // Retention was removing it when the process died.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            let Some((start, secs)) = parse_dir_name(&name) else {
                 continue;
             };
+            if !entry.path().join("meta.json").exists() {
+                // Died while creating it: tantivy writes meta.json before any record goes in.
+                tracing::warn!(partition = %entry.path().display(), "Removing a partition that was never finished.");
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             let p = Partition::open(entry.path(), start, secs)?;
             partitions.insert(start, Arc::new(p));
         }
@@ -132,9 +148,26 @@ impl Store {
             committed.insert(p.start, p.committed_position()?);
         }
         let checkpoint = read_checkpoint(&data)?;
-        let gran = config.granularity;
-        let mut replay = Vec::new();
-        let mut bad = 0u64;
+        metrics.partitions.store(partitions.len() as u64, Relaxed);
+        let (searchable, _) = watch::channel(checkpoint);
+        let (wal_tx, wal_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            config,
+            fields,
+            partitions: RwLock::new(partitions),
+            wal_tx: Mutex::new(Some(wal_tx)),
+            searchable,
+            metrics,
+            problem: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            _lock: lock,
+        });
+
+        // Replay straight into the partitions, so memory stays bounded however much the
+        // log holds beyond the last commit.
+        let mut indexer = Indexer::new(shared.clone(), checkpoint);
+        let gran = shared.config.granularity;
+        let (mut replayed, mut bad) = (0u64, 0u64);
         let wal = Wal::open(&data.join("wal"), checkpoint, |pos, payload| {
             let rec = match std::str::from_utf8(payload)
                 .map_err(|e| e.to_string())
@@ -150,47 +183,25 @@ impl Store {
             if let Some(k) = &rec.key {
                 dedup.insert(k);
             }
-            let part = gran.start_of(rec.ts);
-            if committed.get(&part).copied().unwrap_or(0) <= pos {
-                replay.push((pos, rec));
+            // A partition whose commit reaches past this record holds it already.
+            if committed.get(&gran.start_of(rec.ts)).copied().unwrap_or(0) <= pos {
+                indexer.add_one(pos, rec);
+                replayed += 1;
             }
         })?;
-        if bad > 0 {
-            metrics.index_errors.fetch_add(bad, Relaxed);
-        }
         let end = wal.next_position();
+        indexer.last_pos = end;
+        indexer.commit();
+        indexer.enforce_retention();
+        shared.metrics.index_errors.fetch_add(bad, Relaxed);
+        shared.metrics.records_replayed.store(replayed, Relaxed);
         tracing::info!(
-            partitions = partitions.len(),
-            replayed = replay.len(),
+            partitions = shared.partitions.read().unwrap().len(),
+            replayed,
             checkpoint,
             end,
             "Store opened."
         );
-
-        metrics.partitions.store(partitions.len() as u64, Relaxed);
-        metrics.records_replayed.store(replay.len() as u64, Relaxed);
-        let (searchable, _) = watch::channel(end);
-        let (wal_tx, wal_rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared {
-            config,
-            fields,
-            partitions: RwLock::new(partitions),
-            wal_tx: Mutex::new(Some(wal_tx)),
-            searchable,
-            metrics,
-            threads: Mutex::new(Vec::new()),
-            _lock: lock,
-        });
-
-        let mut indexer = Indexer::new(shared.clone(), end);
-        indexer.enforce_retention();
-        if !replay.is_empty() {
-            indexer.add(IndexBatch {
-                records: replay,
-                end,
-            });
-            indexer.commit();
-        }
         indexer.update_gauges();
         let (index_tx, index_rx) = sync_channel(16);
         let wal_shared = shared.clone();
@@ -227,6 +238,12 @@ impl Store {
 
     pub fn retention(&self) -> Option<Duration> {
         self.shared.config.retention
+    }
+
+    /// `Some(reason)` once indexing has failed: the log is then kept whole, and a restart
+    /// replays it.
+    pub fn problem(&self) -> Option<String> {
+        self.shared.problem.lock().unwrap().clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -520,32 +537,40 @@ impl Indexer {
     }
 
     fn add(&mut self, batch: IndexBatch) {
-        let gran = self.shared.config.granularity;
-        let n = batch.records.len() as u64;
         for (rid, rec) in batch.records {
-            let start = gran.start_of(rec.ts);
-            let doc = self.shared.fields.document(rid, &rec);
-            let res = self
-                .writer(start)
-                .and_then(|w| w.add_document(doc).map_err(Error::from));
-            match res {
-                Ok(_) => {
-                    self.dirty.insert(start);
-                }
-                Err(e) => {
-                    self.shared.metrics.index_errors.fetch_add(1, Relaxed);
-                    if self.healthy {
-                        tracing::error!(error = %e, rid, "Indexing failed; the write-ahead log is kept so a restart replays it.");
-                    }
-                    self.healthy = false;
-                }
-            }
+            self.add_one(rid, rec);
         }
-        self.shared.metrics.records_indexed.fetch_add(n, Relaxed);
         self.last_pos = batch.end;
+    }
+
+    fn add_one(&mut self, rid: u64, rec: Record) {
+        // Everything before this record is added: what an early commit may claim.
+        self.last_pos = rid;
+        let start = self.shared.config.granularity.start_of(rec.ts);
+        let doc = self.shared.fields.document(rid, &rec);
+        let res = self
+            .writer(start)
+            .and_then(|w| w.add_document(doc).map_err(Error::from));
+        match res {
+            Ok(_) => {
+                self.dirty.insert(start);
+            }
+            Err(e) => self.fail(format!("indexing record {rid} failed: {e}")),
+        }
+        self.shared.metrics.records_indexed.fetch_add(1, Relaxed);
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + self.shared.config.commit_interval);
         }
+    }
+
+    /// From the first failure on, the log is kept whole so that a restart replays it.
+    fn fail(&mut self, problem: String) {
+        self.shared.metrics.index_errors.fetch_add(1, Relaxed);
+        if self.healthy {
+            tracing::error!(%problem, "Indexing failed; the write-ahead log is kept whole until a restart replays it.");
+            *self.shared.problem.lock().unwrap() = Some(format!("{problem}; restart the indexer once the cause is fixed (nothing acknowledged is lost: the write-ahead log is replayed)"));
+        }
+        self.healthy = false;
     }
 
     /// Commits every partition written since the last commit, then makes them searchable.
@@ -563,9 +588,7 @@ impl Indexer {
                 pc.commit()
             });
             if let Err(e) = res {
-                self.shared.metrics.index_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, partition = start, "Commit failed; the write-ahead log is kept so a restart replays it.");
-                self.healthy = false;
+                self.fail(format!("commit of partition {start} failed: {e}"));
             }
         }
         {
@@ -586,10 +609,7 @@ impl Indexer {
                         tracing::warn!(error = %e, "Could not trim the write-ahead log.");
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "Could not write the checkpoint; the write-ahead log is kept.");
-                    self.healthy = false;
-                }
+                Err(e) => self.fail(format!("writing the checkpoint failed: {e}")),
             }
         }
         if !dirty.is_empty() {
@@ -601,25 +621,23 @@ impl Indexer {
 
     fn enforce_retention(&mut self) {
         let cfg = &self.shared.config;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut doomed = Vec::new();
         {
             let map = self.shared.partitions.read().unwrap();
             if let Some(ret) = cfg.retention {
-                let cutoff = OffsetDateTime::now_utc().unix_timestamp() - ret.as_secs() as i64;
+                let cutoff = now.saturating_sub(ret.as_secs().min(i64::MAX as u64) as i64);
                 doomed.extend(map.values().filter(|p| p.end <= cutoff).map(|p| p.start));
             }
             if let Some(max) = cfg.max_disk {
-                let mut total: u64 = map
-                    .values()
-                    .filter(|p| !doomed.contains(&p.start))
-                    .map(|p| p.disk_bytes())
-                    .sum();
-                // Oldest first, but never the newest partition: it is where records arrive.
-                let candidates: Vec<_> = map
+                let kept: Vec<_> = map
                     .values()
                     .filter(|p| !doomed.contains(&p.start))
                     .collect();
-                for p in candidates.iter().take(candidates.len().saturating_sub(1)) {
+                let mut total: u64 = kept.iter().map(|p| p.disk_bytes()).sum();
+                // Oldest first, and never the partition of the present (nor a future one):
+                // that is where acknowledged records are arriving.
+                for p in kept.iter().filter(|p| p.end <= now) {
                     if total <= max {
                         break;
                     }
@@ -634,7 +652,16 @@ impl Indexer {
             let removed = self.shared.partitions.write().unwrap().remove(&start);
             if let Some(p) = removed {
                 tracing::info!(partition = %p.dir.display(), "Removing partition (retention).");
-                if let Err(e) = std::fs::remove_dir_all(&p.dir) {
+                // Renamed first, so a crash halfway through never leaves half a partition.
+                let name = p
+                    .dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let trash = p.dir.with_file_name(format!("{TRASH}{name}"));
+                let res =
+                    std::fs::rename(&p.dir, &trash).and_then(|_| std::fs::remove_dir_all(&trash));
+                if let Err(e) = res {
                     tracing::error!(error = %e, partition = %p.dir.display(), "Could not remove partition.");
                 }
                 self.shared.metrics.partitions_removed.fetch_add(1, Relaxed);

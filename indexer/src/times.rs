@@ -101,18 +101,22 @@ pub fn parse_instant(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Str
             .ok_or_else(|| bad_instant(s))?;
         let (num, unit) = rest.split_at(split);
         let n: i64 = num.parse().map_err(|_| bad_instant(s))?;
+        let out_of_range = || format!("`{s}` is out of range");
         let d = match unit {
             "ms" => Duration::milliseconds(n),
-            "s" => Duration::seconds(n),
-            "m" => Duration::minutes(n),
-            "h" => Duration::hours(n),
-            "d" => Duration::days(n),
-            "w" => Duration::weeks(n),
-            _ => return Err(bad_instant(s)),
+            _ => {
+                let mult = match unit {
+                    "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86400,
+                    "w" => 7 * 86400,
+                    _ => return Err(bad_instant(s)),
+                };
+                Duration::seconds(n.checked_mul(mult).ok_or_else(out_of_range)?)
+            }
         };
-        return now
-            .checked_add(d * sign)
-            .ok_or_else(|| format!("`{s}` is out of range"));
+        return now.checked_add(d * sign).ok_or_else(out_of_range);
     }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i64 = s.parse().map_err(|_| bad_instant(s))?;
@@ -138,17 +142,18 @@ pub fn parse_span(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| format!("`{s}` is not a span such as 7d or 12h"))?;
     let secs = match unit {
         "ms" => return Ok(std::time::Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        "w" => n * 7 * 86400,
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        "w" => n.checked_mul(7 * 86400),
         _ => {
             return Err(format!(
                 "`{s}` has unknown unit `{unit}`: use ms, s, m, h, d or w"
             ))
         }
     };
+    let secs = secs.ok_or_else(|| format!("`{s}` is too long"))?;
     Ok(std::time::Duration::from_secs(secs))
 }
 
@@ -199,6 +204,9 @@ mod tests {
         assert_eq!(parse_instant("now", now).unwrap(), now);
         assert!(parse_instant("yesterday", now).is_err());
         assert!(parse_instant("now-15x", now).is_err());
+        // Regression: huge spans panicked inside `time` instead of answering 400.
+        assert!(parse_instant("now-99999999999999999w", now).is_err());
+        assert!(parse_span("99999999999999999w").is_err());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! position of its frame, so ids grow with arrival order.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -77,7 +76,11 @@ impl Wal {
                 let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
                 let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
                 let body = off + HEADER;
-                if body + len > data.len() || crc32fast::hash(&data[body..body + len]) != crc {
+                // Zeroes (a preallocated or zero-filled tail) are torn too: no record is empty.
+                if len == 0
+                    || body + len > data.len()
+                    || crc32fast::hash(&data[body..body + len]) != crc
+                {
                     break;
                 }
                 let pos = start + off as u64;
@@ -155,9 +158,13 @@ impl Wal {
         }
         self.seg_len += frames.len() as u64;
         if self.seg_len >= SEGMENT_BYTES {
-            let next = self.next_position();
-            self.file.flush().map_err(|e| Error::io(&path, e))?;
-            *self = Wal::create_segment(&self.dir, next)?;
+            // The frames are durable already: a failed rollover only means writing on.
+            match Wal::create_segment(&self.dir, self.next_position()) {
+                Ok(next) => *self = next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not start a new write-ahead log segment; continuing in the current one.")
+                }
+            }
         }
         Ok(())
     }
@@ -192,6 +199,7 @@ pub fn disk_bytes(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sawmill-wal-{name}-{}", std::process::id()));

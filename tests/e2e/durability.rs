@@ -183,3 +183,82 @@ fn acknowledged_records_survive_random_kill9_during_continuous_ingest() {
     let dup = ix.metric("sawmill_indexer_records_duplicate_total");
     eprintln!("crash loop: {kills} kills, {sent} records, {resent} resends, {dup} duplicates recognized by the last process");
 }
+
+/// A small filesystem of its own, so the test can fill it (needs root, as CI runs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a small tmpfs (run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_507_and_loses_nothing_acknowledged() {
+    let dir = TempDir::new("diskfull");
+    let fs = Tmpfs::mount(&dir.path().join("mnt"), "6m");
+    let data = dir.path().join("mnt/data");
+    let args = ["--commit-interval", "200ms", "--writer-memory", "16MiB"];
+    let ix = Indexer::start(&data, &args);
+    let mut acked = 0u64;
+    let mut refused = None;
+    for _ in 0..200 {
+        let (s, v) = post(
+            &ix.api("/api/v1/ingest"),
+            batch("full", acked..acked + 500),
+            None,
+        );
+        match s {
+            200 => acked += 500,
+            _ => {
+                refused = Some((s, v));
+                break;
+            }
+        }
+    }
+    let (status, v) = refused.expect("the disk never filled up");
+    assert_eq!(status, 507, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("full"), "{v}");
+    assert!(acked > 0);
+    // Still answering; /healthz says whether an operator must act.
+    let (s, h) = get(&ix.api("/healthz"));
+    assert!(s == 200 || s == 503, "{s}");
+    eprintln!("disk full after {acked} acknowledged records; healthz {s} {h}");
+    // Make room and restart: every acknowledged record is there, once.
+    fs.resize("256m");
+    ix.kill9();
+    let ix = Indexer::start(&data, &args);
+    wait_total(&ix, "_src:full", acked);
+    assert_exactly_once(&ix, "full", acked);
+    let (s, h) = get(&ix.api("/healthz"));
+    assert_eq!(s, 200, "{h}");
+}

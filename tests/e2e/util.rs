@@ -225,3 +225,45 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
+
+/// POSTs over a bare socket and returns the status: a server may answer 413 before reading
+/// a body it will refuse, which an HTTP client library reports as a broken connection.
+/// `chunked` sends the body without a length, as a stream.
+pub fn raw_post_status(url: &str, path: &str, body: &[u8], chunked: bool) -> u16 {
+    use std::io::Read;
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let length = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {}", body.len())
+    };
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{length}\r\nConnection: close\r\n\r\n");
+    conn.write_all(head.as_bytes()).unwrap();
+    // Writes may fail once the server has answered and closed: the answer is what counts.
+    if chunked {
+        for chunk in body.chunks(64 * 1024) {
+            if conn
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|_| conn.write_all(chunk))
+                .and_then(|_| conn.write_all(b"\r\n"))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = conn.write_all(b"0\r\n\r\n");
+    } else {
+        let _ = conn.write_all(body);
+    }
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
