@@ -115,14 +115,7 @@ impl Partition {
 
     /// Bytes on disk.
     pub fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        crate::wal::dir_bytes(&self.dir)
     }
 
     /// Whether every instant of this partition falls in `[lo, hi]` (epoch µs, inclusive).

@@ -676,7 +676,7 @@ impl Indexer {
         m.index_disk_bytes
             .store(map.values().map(|p| p.disk_bytes()).sum(), Relaxed);
         m.wal_disk_bytes.store(
-            wal::disk_bytes(&self.shared.config.data.join("wal")),
+            wal::dir_bytes(&self.shared.config.data.join("wal")),
             Relaxed,
         );
     }

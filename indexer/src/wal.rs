@@ -184,8 +184,8 @@ pub fn remove_before(dir: &Path, pos: u64) -> Result<u64> {
     Ok(removed)
 }
 
-/// Bytes the log holds on disk.
-pub fn disk_bytes(dir: &Path) -> u64 {
+/// Bytes the files directly in `dir` take: a log's segments, a partition's segment files.
+pub fn dir_bytes(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()

@@ -5,4 +5,5 @@ mod durability;
 mod ingest;
 mod operations;
 mod search;
+mod up;
 mod util;

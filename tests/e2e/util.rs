@@ -46,9 +46,18 @@ pub struct Indexer {
 
 impl Indexer {
     pub fn start(data: &Path, args: &[&str]) -> Indexer {
+        Indexer::run("indexer", data, args)
+    }
+
+    /// `sawmill up`, which starts with the same line as `sawmill indexer`.
+    pub fn up(data: &Path, args: &[&str]) -> Indexer {
+        Indexer::run("up", data, args)
+    }
+
+    fn run(command: &str, data: &Path, args: &[&str]) -> Indexer {
         let log = data.with_extension(format!("log{}", fastrand::u32(..)));
         let child = sawmill()
-            .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+            .args([command, "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
             .env("SAWMILL_LOG", "info")
