@@ -124,6 +124,11 @@ impl Record {
                 ))
             }
         };
+        let truncated = match obj.remove("truncated") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            Some(other) => return Err(format!("`truncated` must be a boolean, not {other}")),
+        };
         let key = match (src, seq, obj.remove("_id")) {
             (Some(src), Some(seq), _) => Some(DedupKey::Seq { src, seq }),
             (None, None, Some(Value::String(id))) if !id.is_empty() => Some(DedupKey::Id(id)),
@@ -146,6 +151,10 @@ impl Record {
         }
         if let Some(pid) = pid {
             out.insert("pid".into(), Value::from(pid));
+        }
+        if truncated {
+            // The sender cut the message to its size limit.
+            out.insert("truncated".into(), Value::Bool(true));
         }
         if !fields.is_empty() {
             out.insert("fields".into(), Value::Object(fields.clone()));
