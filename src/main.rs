@@ -25,6 +25,47 @@ enum Command {
     Up(UpArgs),
     /// Run one indexer replica: durable ingest and the search API.
     Indexer(IndexerArgs),
+    /// Ship logs from this host to every indexer replica.
+    Shipper(ShipperArgs),
+}
+
+#[derive(Args)]
+struct ShipperArgs {
+    /// Indexer replica base URL; repeat for each replica (every record goes to all).
+    #[arg(
+        long = "indexer",
+        env = "SAWMILL_INDEXER",
+        value_delimiter = ',',
+        required = true
+    )]
+    indexers: Vec<String>,
+    /// Directory for the shipper's sender id and sequence numbers.
+    #[arg(long, env = "SAWMILL_STATE", default_value = "sawmill-shipper-state")]
+    state: PathBuf,
+    /// Serve a syslog socket (unix datagram, mode 0666) here, e.g. /dev/log.
+    #[arg(long, env = "SAWMILL_SYSLOG_SOCKET")]
+    syslog_socket: Option<PathBuf>,
+    /// Queue bound in records; past it the newest are dropped and counted.
+    #[arg(long, env = "SAWMILL_QUEUE_RECORDS", default_value_t = 100_000)]
+    queue_records: usize,
+    /// Queue bound in bytes (e.g. 64MiB).
+    #[arg(long, env = "SAWMILL_QUEUE_BYTES", default_value = "64MiB", value_parser = bytes)]
+    queue_bytes: u64,
+    /// Per-replica backlog bound (compressed bytes); past it the oldest batches are given up for that replica.
+    #[arg(long, env = "SAWMILL_BACKLOG_BYTES", default_value = "64MiB", value_parser = bytes)]
+    backlog_bytes: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:7290).
+    #[arg(long, env = "SAWMILL_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Longer syslog messages are cut to this size and flagged `truncated`.
+    #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = bytes)]
+    max_message_bytes: u64,
+    /// Zone of syslog timestamps that carry none: local, UTC or an offset such as +02:00.
+    #[arg(long, env = "SAWMILL_TIMEZONE", default_value = "local")]
+    timezone: sawmill_shipper::Zone,
+    /// While records are dropped, report the count as a record of its own this often.
+    #[arg(long, env = "SAWMILL_DROP_REPORT_INTERVAL", default_value = "5s", value_parser = span)]
+    drop_report_interval: Duration,
 }
 
 #[derive(Args)]
@@ -115,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Indexer(a) => {
             indexer(a.listen, a.store.config(), a.store.max_body_bytes, None).await
         }
+        Command::Shipper(a) => shipper(a).await,
         Command::Up(a) => {
             let store = StoreArgs {
                 data: a.data,
@@ -169,6 +211,33 @@ async fn indexer(
     let max_body = ApiConfig { max_body_bytes };
     sawmill_indexer::serve(listener, store, max_body, shutdown_signal()).await?;
     tracing::info!("Stopped.");
+    Ok(())
+}
+
+async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
+    let mut cfg = sawmill_shipper::ShipperConfig::new(a.indexers, a.state);
+    cfg.syslog_socket = a.syslog_socket;
+    cfg.queue_records = a.queue_records;
+    cfg.queue_bytes = a.queue_bytes as usize;
+    cfg.backlog_bytes = a.backlog_bytes;
+    cfg.metrics = a.metrics;
+    cfg.drop_report_interval = a.drop_report_interval;
+    cfg.parser = sawmill_shipper::Parser {
+        max_message_bytes: a.max_message_bytes as usize,
+        zone: a.timezone,
+    };
+    let socket = cfg.syslog_socket.clone();
+    let shipper = sawmill_shipper::Shipper::start(cfg)
+        .await
+        .context("cannot start the shipper")?;
+    if let Some(p) = socket {
+        println!("sawmill shipper listening on {}", p.display());
+    }
+    if let Some(addr) = shipper.metrics_addr {
+        println!("sawmill shipper metrics on http://{addr}/metrics");
+    }
+    shutdown_signal().await;
+    shipper.stop().await;
     Ok(())
 }
 

@@ -3,16 +3,28 @@
 //!
 //! Sources turn what they read into [`Event`]s: the syslog socket parses datagrams with
 //! [`Parser`] (RFC 5424, RFC 3164, glibc's `/dev/log` form), and every event is enriched
-//! with the correlation ids and fields its message carries. The demo source generates
-//! realistic traffic for `sawmill up --demo`.
+//! with the correlation ids and fields its message carries. Sources put items in one
+//! bounded [`queue`](Queue) that drops (and counts) rather than block; the batcher numbers
+//! records with a persisted sender id and sequence, compresses batches and hands each to
+//! every replica's backlog, whose sender retries until that replica acknowledges it. The
+//! demo source generates realistic traffic for `sawmill up --demo`.
 
 mod demo;
 mod enrich;
 mod error;
 mod event;
+mod forwarder;
+mod metrics;
+mod queue;
+mod shipper;
+mod sources;
+mod state;
 mod syslog;
 
 pub use demo::{Demo, DemoConfig};
 pub use error::{Error, Result};
 pub use event::Event;
+pub use metrics::Metrics;
+pub use queue::Queue;
+pub use shipper::{hostname, Shipper, ShipperConfig};
 pub use syslog::{Parser, Zone};

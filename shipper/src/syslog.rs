@@ -386,111 +386,41 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
 }
 
 #[cfg(test)]
+#[path = "../../tests/e2e/corpus.rs"]
+mod corpus;
+
+#[cfg(test)]
 mod tests {
+    use super::corpus::{input, mismatch, syslog_cases};
     use super::*;
-    use std::collections::HashMap;
-
-    fn host() -> String {
-        "testhost".into()
-    }
-
-    fn input(case: &Value) -> Vec<u8> {
-        if let Some(raw) = case.get("raw") {
-            return raw.as_str().unwrap().as_bytes().to_vec();
-        }
-        if let Some(h) = case.get("raw_hex") {
-            let h = h.as_str().unwrap();
-            return (0..h.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-                .collect();
-        }
-        let g = &case["raw_gen"];
-        let mut out = g["prefix"].as_str().unwrap().as_bytes().to_vec();
-        for _ in 0..g["count"].as_u64().unwrap() {
-            out.extend_from_slice(g["repeat"].as_str().unwrap().as_bytes());
-        }
-        out
-    }
-
-    /// Checks one stored record against a corpus case's `expect`; `None` when it matches.
-    pub fn mismatch(expect: &Value, rec: &Value, my_host: &str) -> Option<String> {
-        let mut problems = Vec::new();
-        for (k, want) in expect.as_object().unwrap() {
-            let got = match k.as_str() {
-                "message_contains" => {
-                    let msg = rec["message"].as_str().unwrap_or("");
-                    for part in want.as_array().unwrap() {
-                        if !msg.contains(part.as_str().unwrap()) {
-                            problems.push(format!("message {msg:?} lacks {part}"));
-                        }
-                    }
-                    continue;
-                }
-                k if k.starts_with("fields.") => {
-                    rec["fields"].get(&k[7..]).cloned().unwrap_or(Value::Null)
-                }
-                "ts" => {
-                    let got = rec["ts"].as_str().and_then(|s| {
-                        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                            .ok()
-                    });
-                    let want_t = OffsetDateTime::parse(
-                        want.as_str().unwrap(),
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok();
-                    if got != want_t {
-                        problems.push(format!("ts {} != {want}", rec["ts"]));
-                    }
-                    continue;
-                }
-                k => rec.get(k).cloned().unwrap_or(Value::Null),
-            };
-            let want = if want == "$HOST" {
-                Value::String(my_host.into())
-            } else {
-                want.clone()
-            };
-            if got != want {
-                problems.push(format!("{k}: got {got}, want {want}"));
-            }
-        }
-        (!problems.is_empty()).then(|| problems.join("; "))
-    }
+    use std::collections::BTreeMap;
 
     #[test]
     fn every_corpus_case_gives_its_record() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/corpus/syslog.jsonl"
-        );
-        let corpus = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("the syslog corpus is needed at {path}: {e}"));
         let parser = Parser {
             zone: Zone::Fixed(UtcOffset::UTC),
             ..Parser::default()
         };
         let now = OffsetDateTime::now_utc();
-        let mut failures = HashMap::new();
-        let mut n = 0;
-        for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
-            let case: Value = serde_json::from_str(line).unwrap();
-            let p = parser.parse(&input(&case), now);
-            let rec = p.event.to_record("t", 0, &host());
-            if let Some(m) = mismatch(&case["expect"], &rec, &host()) {
+        let cases = syslog_cases();
+        let mut failures = BTreeMap::new();
+        for case in &cases {
+            let rec = parser
+                .parse(&input(case), now)
+                .event
+                .to_record("t", 0, "testhost");
+            if let Some(m) = mismatch(&case["expect"], &rec, "testhost") {
                 failures.insert(
                     case["name"].as_str().unwrap().to_string(),
                     format!("{m}\n    record: {rec}"),
                 );
             }
-            n += 1;
         }
-        assert!(n >= 25, "only {n} cases read");
         assert!(
             failures.is_empty(),
-            "{} of {n} corpus cases fail:\n{}",
+            "{} of {} corpus cases fail:\n{}",
             failures.len(),
+            cases.len(),
             failures
                 .iter()
                 .map(|(k, v)| format!("- {k}: {v}"))

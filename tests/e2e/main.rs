@@ -1,9 +1,11 @@
 //! End-to-end tests: each starts the real `sawmill` binary and talks to it over HTTP.
 
 mod bulk;
+mod corpus;
 mod durability;
 mod ingest;
 mod operations;
 mod search;
+mod shipper;
 mod up;
 mod util;

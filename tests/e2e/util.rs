@@ -46,18 +46,23 @@ pub struct Indexer {
 
 impl Indexer {
     pub fn start(data: &Path, args: &[&str]) -> Indexer {
-        Indexer::run("indexer", data, args)
+        Indexer::run("indexer", "127.0.0.1:0", data, args)
+    }
+
+    /// On a fixed address, so that a restarted indexer is found where it was.
+    pub fn start_at(listen: &str, data: &Path, args: &[&str]) -> Indexer {
+        Indexer::run("indexer", listen, data, args)
     }
 
     /// `sawmill up`, which starts with the same line as `sawmill indexer`.
     pub fn up(data: &Path, args: &[&str]) -> Indexer {
-        Indexer::run("up", data, args)
+        Indexer::run("up", "127.0.0.1:0", data, args)
     }
 
-    fn run(command: &str, data: &Path, args: &[&str]) -> Indexer {
+    fn run(command: &str, listen: &str, data: &Path, args: &[&str]) -> Indexer {
         let log = data.with_extension(format!("log{}", fastrand::u32(..)));
         let child = sawmill()
-            .args([command, "--listen", "127.0.0.1:0", "--data"])
+            .args([command, "--listen", listen, "--data"])
             .arg(data)
             .args(args)
             .env("SAWMILL_LOG", "info")
@@ -275,4 +280,114 @@ pub fn raw_post_status(url: &str, path: &str, body: &[u8], chunked: bool) -> u16
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
+}
+
+/// A loopback address nothing listens on right now.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A running `sawmill shipper` with its syslog socket and metrics.
+pub struct Shipper {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub metrics_url: String,
+    pub log: PathBuf,
+}
+
+impl Shipper {
+    pub fn start(dir: &Path, indexers: &[&str], args: &[&str]) -> Shipper {
+        let socket = dir.join("dev-log");
+        let log = dir.join(format!("shipper-{}.log", fastrand::u32(..)));
+        let mut cmd = sawmill();
+        cmd.arg("shipper");
+        for i in indexers {
+            cmd.args(["--indexer", i]);
+        }
+        let mut child = cmd
+            .arg("--state")
+            .arg(dir.join("state"))
+            .arg("--syslog-socket")
+            .arg(&socket)
+            .args(["--metrics", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sawmill shipper");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut metrics_url = String::new();
+        for _ in 0..2 {
+            let line = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+            if let Some(u) = line.strip_prefix("sawmill shipper metrics on ") {
+                metrics_url = u.trim().to_string();
+            }
+        }
+        if metrics_url.is_empty() {
+            let _ = child.kill();
+            panic!(
+                "shipper did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Shipper {
+            child,
+            socket,
+            metrics_url,
+            log,
+        }
+    }
+
+    /// Sends one datagram, as a client of `/dev/log` does.
+    pub fn send(&self, datagram: &[u8]) {
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        s.send_to(datagram, &self.socket).unwrap();
+    }
+
+    /// A metric's value; `name` may carry labels: `x_total{source="syslog_unix"}`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(&self.metrics_url)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Shipper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every hit of `q`, paging with the cursor.
+pub fn all_hits(ix: &Indexer, q: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = ix.api(&format!("/api/v1/search?q={}&limit=5000", urlencode(q)));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v = get_ok(&url);
+        out.extend(v["hits"].as_array().unwrap().iter().cloned());
+        match v["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
 }

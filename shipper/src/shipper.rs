@@ -1,0 +1,359 @@
+//! The running shipper: sources into the queue, the batcher out of it, and one sender per
+//! indexer replica.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::forwarder::{Batch, Replica};
+use crate::metrics::Metrics;
+use crate::queue::{take_drops, Item, Queue};
+use crate::sources::syslog::{read_loop, SyslogSocket};
+use crate::state::State;
+use crate::syslog::Parser;
+
+/// Everything `sawmill shipper` is told. Each field is a flag.
+#[derive(Clone, Debug)]
+pub struct ShipperConfig {
+    /// Base URLs of the indexer replicas; every record goes to each.
+    pub indexers: Vec<String>,
+    /// Where the sender id and sequence numbers are kept.
+    pub state: PathBuf,
+    /// The unix datagram socket to serve, like `/dev/log`.
+    pub syslog_socket: Option<PathBuf>,
+    /// Queue bound in records.
+    pub queue_records: usize,
+    /// Queue bound in bytes.
+    pub queue_bytes: usize,
+    /// Per-replica backlog bound in (compressed) bytes.
+    pub backlog_bytes: u64,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+    pub parser: Parser,
+    /// A batch is sent once it holds this many records …
+    pub batch_records: usize,
+    /// … or this many bytes of NDJSON …
+    pub batch_bytes: usize,
+    /// … or its first record has waited this long.
+    pub linger: Duration,
+    /// How often drops are reported as records of their own.
+    pub drop_report_interval: Duration,
+    /// How long a stop waits for replicas to take what is left.
+    pub drain_timeout: Duration,
+}
+
+impl ShipperConfig {
+    pub fn new(indexers: Vec<String>, state: PathBuf) -> ShipperConfig {
+        ShipperConfig {
+            indexers,
+            state,
+            syslog_socket: None,
+            queue_records: 100_000,
+            queue_bytes: 64 << 20,
+            backlog_bytes: 64 << 20,
+            metrics: None,
+            parser: Parser::default(),
+            batch_records: 2000,
+            batch_bytes: 1 << 20,
+            linger: Duration::from_millis(200),
+            drop_report_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Shipper {
+    pub metrics: Arc<Metrics>,
+    /// Where metrics are served, once bound.
+    pub metrics_addr: Option<SocketAddr>,
+    pub queue: Queue,
+    stop_sources: Arc<AtomicBool>,
+    stop_senders: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    replicas: Vec<Arc<Replica>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    drain_timeout: Duration,
+    _socket: Option<Arc<SyslogSocket>>,
+}
+
+/// The machine's host name, for records whose source names none.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut _, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Shipper {
+    /// Starts everything; must be called inside a tokio runtime.
+    pub async fn start(cfg: ShipperConfig) -> Result<Shipper> {
+        if cfg.indexers.is_empty() {
+            return Err(Error::Config(
+                "no --indexer given: name at least one indexer URL".into(),
+            ));
+        }
+        let metrics = Arc::new(Metrics::with_replicas(&cfg.indexers));
+        let queue = Queue::new(cfg.queue_records, cfg.queue_bytes, metrics.clone());
+        let state = State::open(&cfg.state)?;
+        let stop_sources = Arc::new(AtomicBool::new(false));
+        let stop_senders = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let socket = match &cfg.syslog_socket {
+            Some(p) => Some(Arc::new(SyslogSocket::open(p)?)),
+            None => None,
+        };
+        if let Some(sock) = &socket {
+            let (sock, q, stop, max) = (
+                sock.clone(),
+                queue.clone(),
+                stop_sources.clone(),
+                cfg.parser.max_message_bytes,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sawmill-syslog".into())
+                    .spawn(move || read_loop(&sock, &q, max, &stop))
+                    .map_err(|e| Error::io("thread", e))?,
+            );
+            tracing::info!(path = %cfg.syslog_socket.as_ref().unwrap().display(), "Listening for syslog datagrams.");
+        }
+        let replicas: Vec<Arc<Replica>> = cfg
+            .indexers
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                Arc::new(Replica::new(
+                    i,
+                    u.trim_end_matches('/').to_string(),
+                    cfg.backlog_bytes,
+                ))
+            })
+            .collect();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let tasks = replicas
+            .iter()
+            .map(|r| {
+                tokio::spawn(
+                    r.clone()
+                        .run(client.clone(), metrics.clone(), stop_senders.clone()),
+                )
+            })
+            .collect();
+        {
+            let batcher = Batcher {
+                queue: queue.clone(),
+                parser: cfg.parser.clone(),
+                state,
+                replicas: replicas.clone(),
+                metrics: metrics.clone(),
+                host: hostname(),
+                cfg: cfg.clone(),
+            };
+            let stop = stop_sources.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sawmill-batch".into())
+                    .spawn(move || batcher.run(&stop))
+                    .map_err(|e| Error::io("thread", e))?,
+            );
+        }
+        let mut metrics_addr = None;
+        if let Some(addr) = cfg.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+            metrics_addr = listener.local_addr().ok();
+            let m = metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || async move { m.render() }),
+            );
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+        }
+        Ok(Shipper {
+            metrics,
+            metrics_addr,
+            queue,
+            stop_sources,
+            stop_senders,
+            threads,
+            replicas,
+            tasks,
+            drain_timeout: cfg.drain_timeout,
+            _socket: socket,
+        })
+    }
+
+    /// Stops the sources, sends what is queued, and waits a little for the replicas.
+    pub async fn stop(mut self) {
+        self.stop_sources.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        while Instant::now() < deadline && self.replicas.iter().any(|r| !r.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stop_senders.store(true, Relaxed);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+struct Batcher {
+    queue: Queue,
+    parser: Parser,
+    state: State,
+    replicas: Vec<Arc<Replica>>,
+    metrics: Arc<Metrics>,
+    host: String,
+    cfg: ShipperConfig,
+}
+
+#[derive(Default)]
+struct Pending {
+    ndjson: Vec<u8>,
+    records: u64,
+    received_sum: i128,
+    since: Option<Instant>,
+    pinned: bool,
+}
+
+impl Batcher {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut p = Pending::default();
+        let mut reported = [0u64; 6];
+        let mut reported_lost = 0u64;
+        let mut last_report = Instant::now();
+        loop {
+            let wait = p.since.map_or(self.cfg.linger, |s| {
+                self.cfg.linger.saturating_sub(s.elapsed())
+            });
+            match self.queue.pop(wait.max(Duration::from_millis(1))) {
+                Ok(item) => {
+                    let ev = self.event(item);
+                    self.add(&mut p, ev);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_report.elapsed() >= self.cfg.drop_report_interval {
+                let secs = last_report.elapsed().as_secs();
+                last_report = Instant::now();
+                let mut drops: Vec<(&str, u64)> = take_drops(&self.metrics, &mut reported)
+                    .into_iter()
+                    .map(|(s, n)| (s.name(), n))
+                    .collect();
+                // Records every replica gave up on are lost just the same.
+                let lost = self.metrics.records_lost.load(Relaxed);
+                if lost > reported_lost {
+                    drops.push(("backlog", lost - reported_lost));
+                    reported_lost = lost;
+                }
+                for (source, n) in drops {
+                    self.metrics.drop_reports.fetch_add(1, Relaxed);
+                    let mut ev = Event {
+                        message: format!(
+                            "sawmill dropped {n} records from {source} in the last {secs} s"
+                        ),
+                        service: Some("sawmill-shipper".into()),
+                        severity: Some("warning"),
+                        received: Some(OffsetDateTime::now_utc()),
+                        ..Default::default()
+                    };
+                    ev.fields.insert("dropped".into(), Value::from(n));
+                    ev.fields.insert("source".into(), Value::from(source));
+                    self.add(&mut p, ev);
+                    p.pinned = true;
+                }
+            }
+            let full = p.records as usize >= self.cfg.batch_records
+                || p.ndjson.len() >= self.cfg.batch_bytes;
+            let due = p.since.is_some_and(|s| s.elapsed() >= self.cfg.linger);
+            if full || due || (p.pinned && p.records > 0) {
+                self.flush(&mut p);
+            }
+            if stop.load(Relaxed) && self.queue.is_empty() {
+                self.flush(&mut p);
+                return;
+            }
+        }
+        self.flush(&mut p);
+    }
+
+    fn event(&self, item: Item) -> Event {
+        match item {
+            Item::Syslog {
+                data,
+                received,
+                creds,
+                ..
+            } => {
+                let parsed = self.parser.parse(&data, received);
+                if parsed.fallback {
+                    self.metrics.parse_fallbacks.fetch_add(1, Relaxed);
+                }
+                let mut ev = parsed.event;
+                if let Some(c) = creds {
+                    // Trusted: the kernel says who sent it, whatever the header claims.
+                    ev.fields.insert("_pid".into(), Value::from(c.pid));
+                    ev.fields.insert("_uid".into(), Value::from(c.uid));
+                    ev.fields.insert("_gid".into(), Value::from(c.gid));
+                }
+                ev
+            }
+            Item::Event(ev, _) => *ev,
+        }
+    }
+
+    fn add(&mut self, p: &mut Pending, ev: Event) {
+        let seq = match self.state.next_seq() {
+            Ok(s) => s,
+            Err(e) => {
+                // Without a durable sequence number, exactly-once cannot hold: say so loudly.
+                tracing::error!(error = %e, "Cannot persist sequence numbers; records are sent without de-duplication.");
+                u64::MAX
+            }
+        };
+        let rec = ev.to_record(&self.state.src, seq, &self.host);
+        let _ = serde_json::to_writer(&mut p.ndjson, &rec);
+        p.ndjson.push(b'\n');
+        p.records += 1;
+        p.received_sum += ev
+            .received
+            .unwrap_or_else(OffsetDateTime::now_utc)
+            .unix_timestamp_nanos()
+            / 1000;
+        p.since.get_or_insert_with(Instant::now);
+    }
+
+    fn flush(&self, p: &mut Pending) {
+        if p.records == 0 {
+            return;
+        }
+        let batch = Arc::new(Batch::new(&p.ndjson, p.records, p.pinned, p.received_sum));
+        for r in &self.replicas {
+            r.push(batch.clone(), &self.metrics);
+        }
+        *p = Pending::default();
+    }
+}

@@ -1,0 +1,3 @@
+//! Where lines come from; one module per source, named as users call it.
+
+pub mod syslog;

@@ -1,0 +1,174 @@
+//! The syslog socket: a unix datagram socket like `/dev/log`, read with the sender's
+//! kernel-attested credentials. The reader only receives, stamps and enqueues.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::queue::{Creds, Item, Queue, Source};
+
+/// The socket, and whether this process made it (and so removes it at exit).
+pub struct SyslogSocket {
+    pub sock: UnixDatagram,
+    pub path: PathBuf,
+    owned: bool,
+}
+
+impl SyslogSocket {
+    /// Takes the socket systemd handed over (`LISTEN_FDS`), or binds `path` (mode 0666).
+    pub fn open(path: &Path) -> Result<SyslogSocket> {
+        let sock = match activated_socket() {
+            Some(sock) => {
+                tracing::info!(path = %path.display(), "Using the syslog socket handed over by the service manager.");
+                return finish(SyslogSocket {
+                    sock,
+                    path: path.to_path_buf(),
+                    owned: false,
+                });
+            }
+            None => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() {
+                        return Err(Error::Config(format!("`{}` exists and is not a socket: remove it or choose another --syslog-socket", path.display())));
+                    }
+                    // A socket left by a previous run; nobody can be reading it.
+                    let _ = std::fs::remove_file(path);
+                }
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                UnixDatagram::bind(path).map_err(|e| Error::io(path, e))?
+            }
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| Error::io(path, e))?;
+        finish(SyslogSocket {
+            sock,
+            path: path.to_path_buf(),
+            owned: true,
+        })
+    }
+}
+
+fn finish(s: SyslogSocket) -> Result<SyslogSocket> {
+    let fd = s.sock.as_raw_fd();
+    let one: libc::c_int = 1;
+    let big: libc::c_int = 8 << 20;
+    // SAFETY: plain setsockopt calls on a socket we own, with correctly sized values.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            &one as *const _ as *const _,
+            std::mem::size_of_val(&one) as u32,
+        );
+        // A large buffer absorbs bursts; FORCE works as root, the plain one otherwise.
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &big as *const _ as *const _,
+            4,
+        ) != 0
+        {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &big as *const _ as *const _,
+                4,
+            );
+        }
+    }
+    s.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| Error::io(&s.path, e))?;
+    Ok(s)
+}
+
+/// systemd socket activation: the first passed descriptor, if meant for this process.
+fn activated_socket() -> Option<UnixDatagram> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    // SAFETY: the service manager passes descriptor 3 to us, open and unowned by anything else.
+    Some(unsafe { UnixDatagram::from_raw_fd(3) })
+}
+
+impl Drop for SyslogSocket {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Receives until `stop`; every datagram becomes one queue item.
+pub fn read_loop(
+    sock: &SyslogSocket,
+    queue: &Queue,
+    max_message_bytes: usize,
+    stop: &Arc<AtomicBool>,
+) {
+    let fd = sock.sock.as_raw_fd();
+    // One byte more than allowed, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; max_message_bytes + 1];
+    let mut control = [0u8; 128];
+    while !stop.load(Relaxed) {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut _,
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr points at live buffers of the stated lengths for the call's duration.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut _;
+        msg.msg_controllen = control.len();
+        let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                tracing::error!(error = %e, "Reading the syslog socket failed.");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            continue;
+        }
+        let received = OffsetDateTime::now_utc();
+        let creds = unsafe { creds_of(&msg) };
+        let data = buf[..n as usize].to_vec();
+        queue.push(Item::Syslog {
+            data,
+            received,
+            creds,
+            source: Source::SyslogUnix,
+        });
+    }
+}
+
+/// SAFETY: `msg` must be the header `recvmsg` just filled.
+unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
+    let mut c = libc::CMSG_FIRSTHDR(msg);
+    while !c.is_null() {
+        if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+            let u = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
+            return Some(Creds {
+                pid: u.pid,
+                uid: u.uid,
+                gid: u.gid,
+            });
+        }
+        c = libc::CMSG_NXTHDR(msg, c);
+    }
+    None
+}

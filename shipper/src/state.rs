@@ -1,0 +1,97 @@
+//! What the shipper keeps across restarts: its stable sender id and its sequence numbers.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Sequence numbers are reserved on disk this many at a time: a restart skips the rest of
+/// a block (gaps are harmless) but never reuses a number.
+const BLOCK: u64 = 100_000;
+
+pub struct State {
+    dir: PathBuf,
+    pub src: String,
+    next: u64,
+    reserved: u64,
+}
+
+impl State {
+    pub fn open(dir: &Path) -> Result<State> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let src_path = dir.join("src");
+        let src = match fs::read_to_string(&src_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                let host = crate::shipper::hostname();
+                let id = format!("{host}-{:016x}", fastrand::u64(..));
+                write_atomic(&src_path, id.as_bytes())?;
+                id
+            }
+        };
+        let seq_path = dir.join("seq");
+        let next = match fs::read_to_string(&seq_path) {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                Error::io(
+                    &seq_path,
+                    std::io::Error::other(format!("`{}` is not a sequence number", s.trim())),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(&seq_path, e)),
+        };
+        Ok(State {
+            dir: dir.to_path_buf(),
+            src,
+            next,
+            reserved: next,
+        })
+    }
+
+    /// The next sequence number, reserving a new block on disk when needed.
+    pub fn next_seq(&mut self) -> Result<u64> {
+        if self.next >= self.reserved {
+            self.reserved = self.next + BLOCK;
+            write_atomic(&self.dir.join("seq"), self.reserved.to_string().as_bytes())?;
+        }
+        let s = self.next;
+        self.next += 1;
+        Ok(s)
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let res = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    res.map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_never_repeat_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("sawmill-state-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut s = State::open(&dir).unwrap();
+        let src = s.src.clone();
+        let a: Vec<u64> = (0..5).map(|_| s.next_seq().unwrap()).collect();
+        drop(s);
+        let mut s = State::open(&dir).unwrap();
+        assert_eq!(s.src, src, "the sender id is stable");
+        let b = s.next_seq().unwrap();
+        assert!(b > *a.last().unwrap(), "{b} after {a:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
