@@ -27,6 +27,24 @@ enum Command {
     Indexer(IndexerArgs),
     /// Ship logs from this host to every indexer replica.
     Shipper(ShipperArgs),
+    /// Run a command, pass its output through, and ship every line to the syslog socket.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// `service` of the records (default: the command's name).
+    #[arg(long, env = "SAWMILL_SERVICE")]
+    service: Option<String>,
+    /// The syslog socket the lines go to.
+    #[arg(long, env = "SAWMILL_TO", default_value = "/dev/log")]
+    to: PathBuf,
+    /// Longer lines are cut and flagged `truncated`.
+    #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = bytes)]
+    max_message_bytes: u64,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -136,6 +154,25 @@ impl StoreArgs {
 }
 
 fn main() {
+    // `run` is a process wrapper: no runtime, no log lines of its own mixed into the child's.
+    if std::env::args().nth(1).as_deref() == Some("run") {
+        let Command::Run(a) = Cli::parse().command else {
+            unreachable!()
+        };
+        let cfg = sawmill_shipper::RunConfig {
+            command: a.command,
+            service: a.service,
+            to: a.to,
+            max_line_bytes: a.max_message_bytes as usize,
+        };
+        match sawmill_shipper::run(cfg) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("sawmill run: {e}");
+                std::process::exit(127);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SAWMILL_LOG")
@@ -157,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             indexer(a.listen, a.store.config(), a.store.max_body_bytes, None).await
         }
         Command::Shipper(a) => shipper(a).await,
+        Command::Run(_) => unreachable!("handled before the runtime starts"),
         Command::Up(a) => {
             let store = StoreArgs {
                 data: a.data,

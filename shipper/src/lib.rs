@@ -27,4 +27,5 @@ pub use event::Event;
 pub use metrics::Metrics;
 pub use queue::Queue;
 pub use shipper::{hostname, Shipper, ShipperConfig};
+pub use sources::run::{run, RunConfig};
 pub use syslog::{Parser, Zone};

@@ -106,7 +106,7 @@ impl Parser {
         let mut parsed = self.parse_text(&text, received);
         parsed.event.truncated = truncated;
         parsed.event.received = Some(received);
-        parsed.event.stream = Some("syslog");
+        parsed.event.stream.get_or_insert("syslog");
         enrich(&mut parsed.event);
         parsed
     }
@@ -375,6 +375,19 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
             .insert("msgid".into(), Value::String(id.to_string()));
     }
     for element in &m.structured_data {
+        if element.id == "sawmill@32473" {
+            // `sawmill run` says which stream a line came from.
+            for (k, v) in element.params() {
+                if *k == "stream" {
+                    ev.stream = match v.as_str() {
+                        "stdout" => Some("stdout"),
+                        "stderr" => Some("stderr"),
+                        _ => ev.stream,
+                    };
+                }
+            }
+            continue;
+        }
         for (k, v) in element.params() {
             let v = Value::String(v);
             absorb(ev, k, &v);

@@ -5,6 +5,7 @@ mod corpus;
 mod durability;
 mod ingest;
 mod operations;
+mod run;
 mod search;
 mod shipper;
 mod up;

@@ -1,3 +1,4 @@
 //! Where lines come from; one module per source, named as users call it.
 
+pub mod run;
 pub mod syslog;

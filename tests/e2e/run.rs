@@ -1,0 +1,131 @@
+//! `sawmill run`: a wrapped process's lines, passed through and shipped.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::*;
+
+#[test]
+fn both_streams_are_passed_through_and_shipped_in_order_with_the_exit_code() {
+    let dir = TempDir::new("run");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
+    let script = "for i in 1 2 3; do echo out$i; echo err$i >&2; done; echo '{\"level\":\"warning\",\"request_id\":\"rq-7\"}' >&2; exit 3";
+    let out = sawmill()
+        .args(["run", "--service", "wrapped", "--to"])
+        .arg(&sh.socket)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "the child's exit code");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out1\nout2\nout3\n",
+        "stdout passes through unchanged"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "err1\nerr2\nerr3\n{\"level\":\"warning\",\"request_id\":\"rq-7\"}\n"
+    );
+    let v = wait_total(&ix, "service:wrapped", 7);
+    let mut hits = v["hits"].as_array().unwrap().clone();
+    hits.sort_by_key(|h| h["ts"].as_str().unwrap().to_string());
+    let per_stream = |stream: &str| -> Vec<String> {
+        hits.iter()
+            .filter(|h| h["stream"] == stream)
+            .map(|h| h["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        per_stream("stdout"),
+        vec!["out1", "out2", "out3"],
+        "in order, by the time each was read"
+    );
+    assert_eq!(per_stream("stderr")[..3], ["err1", "err2", "err3"]);
+    for h in &hits {
+        let want = if h["stream"] == "stdout" {
+            "info"
+        } else if h["message"].as_str().unwrap().starts_with('{') {
+            "warning"
+        } else {
+            "err"
+        };
+        assert_eq!(h["severity"], want, "{h}");
+        // Stamped to the nanosecond when read, not when shipped.
+        assert_eq!(
+            h["ts"].as_str().unwrap().len(),
+            "2026-11-27T10:00:00.123456789Z".len()
+        );
+        assert!(h["pid"].as_u64().unwrap() > 1);
+    }
+    let json = hits
+        .iter()
+        .find(|h| h["message"].as_str().unwrap().starts_with('{'))
+        .unwrap();
+    assert_eq!(
+        json["request_id"], "rq-7",
+        "a line can say otherwise: {json}"
+    );
+}
+
+#[test]
+fn a_missing_socket_costs_lines_never_the_child() {
+    let dir = TempDir::new("run-nosock");
+    let out = sawmill()
+        .args(["run", "--to"])
+        .arg(dir.path().join("no-such-socket"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 1 500); do echo line $i; done; exit 5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        500,
+        "every line passed through"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("500 lines could not be shipped"),
+        "the loss is counted and said: {err}"
+    );
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_child() {
+    let dir = TempDir::new("run-term");
+    let mut child = sawmill()
+        .args(["run", "--to"])
+        .arg(dir.path().join("no-such-socket"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got term; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(lines.next().unwrap().unwrap(), "got term");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sawmill run did not exit after its child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(7));
+}
