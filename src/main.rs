@@ -63,6 +63,12 @@ struct ShipperArgs {
     /// Serve a syslog socket (unix datagram, mode 0666) here, e.g. /dev/log.
     #[arg(long, env = "SAWMILL_SYSLOG_SOCKET")]
     syslog_socket: Option<PathBuf>,
+    /// Receive syslog over UDP on this address (e.g. 127.0.0.1:5514).
+    #[arg(long, env = "SAWMILL_SYSLOG_UDP")]
+    syslog_udp: Option<SocketAddr>,
+    /// Receive syslog over TCP on this address, octet-counted or newline-framed (RFC 6587).
+    #[arg(long, env = "SAWMILL_SYSLOG_TCP")]
+    syslog_tcp: Option<SocketAddr>,
     /// Queue bound in records; past it the newest are dropped and counted.
     #[arg(long, env = "SAWMILL_QUEUE_RECORDS", default_value_t = 100_000)]
     queue_records: usize,
@@ -255,6 +261,8 @@ async fn indexer(
 async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
     let mut cfg = sawmill_shipper::ShipperConfig::new(a.indexers, a.state);
     cfg.syslog_socket = a.syslog_socket;
+    cfg.syslog_udp = a.syslog_udp;
+    cfg.syslog_tcp = a.syslog_tcp;
     cfg.queue_records = a.queue_records;
     cfg.queue_bytes = a.queue_bytes as usize;
     cfg.backlog_bytes = a.backlog_bytes;

@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::forwarder::{Batch, Replica};
 use crate::metrics::Metrics;
 use crate::queue::{take_drops, Item, Queue};
-use crate::sources::syslog::{read_loop, SyslogSocket};
+use crate::sources::syslog::{read_loop, tcp_loop, udp_loop, SyslogSocket};
 use crate::state::State;
 use crate::syslog::Parser;
 
@@ -30,6 +30,10 @@ pub struct ShipperConfig {
     pub state: PathBuf,
     /// The unix datagram socket to serve, like `/dev/log`.
     pub syslog_socket: Option<PathBuf>,
+    /// Syslog over UDP on this address.
+    pub syslog_udp: Option<SocketAddr>,
+    /// Syslog over TCP (RFC 6587 framing) on this address.
+    pub syslog_tcp: Option<SocketAddr>,
     /// Queue bound in records.
     pub queue_records: usize,
     /// Queue bound in bytes.
@@ -57,6 +61,8 @@ impl ShipperConfig {
             indexers,
             state,
             syslog_socket: None,
+            syslog_udp: None,
+            syslog_tcp: None,
             queue_records: 100_000,
             queue_bytes: 64 << 20,
             backlog_bytes: 64 << 20,
@@ -129,6 +135,38 @@ impl Shipper {
                     .map_err(|e| Error::io("thread", e))?,
             );
             tracing::info!(path = %cfg.syslog_socket.as_ref().unwrap().display(), "Listening for syslog datagrams.");
+        }
+        if let Some(addr) = cfg.syslog_udp {
+            let sock = std::net::UdpSocket::bind(addr).map_err(|e| {
+                Error::Config(format!("cannot listen for syslog on udp {addr}: {e}"))
+            })?;
+            let (q, stop, max) = (
+                queue.clone(),
+                stop_sources.clone(),
+                cfg.parser.max_message_bytes,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sawmill-udp".into())
+                    .spawn(move || udp_loop(&sock, &q, max, &stop))
+                    .map_err(|e| Error::io("thread", e))?,
+            );
+        }
+        if let Some(addr) = cfg.syslog_tcp {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                Error::Config(format!("cannot listen for syslog on tcp {addr}: {e}"))
+            })?;
+            let (q, stop, max) = (
+                queue.clone(),
+                stop_sources.clone(),
+                cfg.parser.max_message_bytes,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sawmill-tcp".into())
+                    .spawn(move || tcp_loop(&l, &q, max, &stop))
+                    .map_err(|e| Error::io("thread", e))?,
+            );
         }
         let replicas: Vec<Arc<Replica>> = cfg
             .indexers

@@ -295,3 +295,93 @@ fn reported_total(ix: &Indexer) -> u64 {
         .map(|h| h["fields"]["dropped"].as_u64().unwrap())
         .sum()
 }
+
+#[test]
+fn syslog_over_udp_and_tcp_with_both_framings() {
+    let dir = TempDir::new("net");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let (udp, tcp) = (free_addr(), free_addr());
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--syslog-udp", &udp, "--syslog-tcp", &tcp],
+    );
+    let port = |a: &str| a.rsplit(':').next().unwrap().to_string();
+    let logger = |args: &[&str]| {
+        let st = Command::new("logger")
+            .args(args)
+            .status()
+            .expect("util-linux logger is installed");
+        assert!(st.success(), "logger {args:?}");
+    };
+    logger(&[
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(&udp),
+        "-t",
+        "viaudp",
+        "over udp",
+    ]);
+    logger(&[
+        "--tcp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(&tcp),
+        "-t",
+        "viatcp",
+        "over tcp",
+    ]);
+    logger(&[
+        "--tcp",
+        "--octet-count",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port(&tcp),
+        "-t",
+        "viatcp",
+        "octet counted\nwith a newline inside",
+    ]);
+    // A relay that sends several newline-framed messages on one connection.
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    std::io::Write::write_all(
+        &mut conn,
+        b"<14>Nov 27 07:57:02 relay app: one\n<14>Nov 27 07:57:03 relay app: two\n",
+    )
+    .unwrap();
+    drop(conn);
+    wait_total(&ix, "*", 5);
+    let msgs: Vec<String> = all_hits(&ix, "*")
+        .iter()
+        .map(|h| {
+            format!(
+                "{}|{}",
+                h["service"].as_str().unwrap_or(""),
+                h["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "viaudp|over udp",
+        "viatcp|over tcp",
+        "viatcp|octet counted\nwith a newline inside",
+        "app|one",
+        "app|two",
+    ] {
+        assert!(
+            msgs.iter().any(|m| m == want),
+            "{want:?} not among {msgs:?}"
+        );
+    }
+    assert_eq!(
+        sh.metric("sawmill_shipper_records_received_total{source=\"syslog_udp\"}"),
+        1.0
+    );
+    assert_eq!(
+        sh.metric("sawmill_shipper_records_received_total{source=\"syslog_tcp\"}"),
+        4.0
+    );
+}

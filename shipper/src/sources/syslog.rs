@@ -172,3 +172,130 @@ unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
     }
     None
 }
+
+/// Syslog over UDP: one datagram, one message, as network devices send.
+pub fn udp_loop(
+    sock: &std::net::UdpSocket,
+    queue: &Queue,
+    max_message_bytes: usize,
+    stop: &Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; max_message_bytes.max(65_536) + 1];
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    while !stop.load(Relaxed) {
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let received = OffsetDateTime::now_utc();
+                queue.push(Item::Syslog {
+                    data: buf[..n].to_vec(),
+                    received,
+                    creds: None,
+                    source: Source::SyslogUdp,
+                });
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Reading syslog over UDP failed.");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Syslog over TCP (RFC 6587): each connection is read on its own thread.
+pub fn tcp_loop(
+    listener: &std::net::TcpListener,
+    queue: &Queue,
+    max_message_bytes: usize,
+    stop: &Arc<AtomicBool>,
+) {
+    let _ = listener.set_nonblocking(true);
+    while !stop.load(Relaxed) {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                let (q, stop) = (queue.clone(), stop.clone());
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                std::thread::spawn(move || {
+                    if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
+                        tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
+                    }
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Accepting a syslog TCP connection failed.");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Reads frames until the peer closes: octet counting (`LEN SP MSG`) when a frame starts
+/// with a digit, a newline-terminated line otherwise.
+fn tcp_conn(
+    conn: std::net::TcpStream,
+    queue: &Queue,
+    max: usize,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::with_capacity(64 * 1024, conn);
+    let mut frame = Vec::new();
+    loop {
+        if stop.load(Relaxed) {
+            return Ok(());
+        }
+        let first = match r.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(b) => b[0],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        frame.clear();
+        if first.is_ascii_digit() {
+            let mut len = Vec::new();
+            r.read_until(b' ', &mut len)?;
+            let n: usize = std::str::from_utf8(&len)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| std::io::Error::other("bad octet count"))?;
+            // Keep at most one byte past the limit (so it is flagged), skip the rest.
+            let keep = n.min(max + 1);
+            frame.resize(keep, 0);
+            r.read_exact(&mut frame)?;
+            std::io::copy(&mut (&mut r).take((n - keep) as u64), &mut std::io::sink())?;
+        } else {
+            r.read_until(b'\n', &mut frame)?;
+            if frame.last() == Some(&b'\n') {
+                frame.pop();
+            }
+            frame.truncate(max + 1);
+        }
+        if frame.is_empty() {
+            continue;
+        }
+        let received = OffsetDateTime::now_utc();
+        queue.push(Item::Syslog {
+            data: frame.clone(),
+            received,
+            creds: None,
+            source: Source::SyslogTcp,
+        });
+    }
+}
