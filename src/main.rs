@@ -216,7 +216,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Starts an indexer; `up` is `Some(demo)` when run by `sawmill up`.
+/// Starts an indexer; `up` is `Some(demo)` when run by `sawmill up`, which adds a shipper
+/// with its syslog socket in the data directory (and the demo traffic).
 async fn indexer(
     listen: SocketAddr,
     config: StoreConfig,
@@ -232,16 +233,39 @@ async fn indexer(
         .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sawmill_indexer::serve(
+        listener,
+        store,
+        ApiConfig { max_body_bytes },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     // Tests and scripts read this line to find a port chosen by the kernel (--listen 127.0.0.1:0).
     println!("sawmill indexer listening on {url}");
+    let mut shipper = None;
+    let mut worker = None;
     if let Some(demo) = up {
-        println!("  search:  curl '{url}/api/v1/search?q=*&limit=5'");
-        println!("  ingest:  echo '{{\"message\":\"hello\",\"service\":\"me\"}}' | curl --data-binary @- {url}/api/v1/ingest");
-        println!("  data:    {}", data.display());
+        let data = std::fs::canonicalize(&data).unwrap_or(data.clone());
+        let socket = data.join("dev-log");
+        let mut cfg = sawmill_shipper::ShipperConfig::new(vec![url.clone()], data.join("shipper"));
+        cfg.syslog_socket = Some(socket.clone());
+        shipper = Some(
+            sawmill_shipper::Shipper::start(cfg)
+                .await
+                .context("cannot start the shipper")?,
+        );
+        let s = socket.display();
+        println!("  syslog socket: {s}");
+        println!("  log to it:     logger -u {s} -t myapp 'hello from logger'");
+        println!("  wrap a process: sawmill run --to {s} -- your-command args");
+        println!("  containers:    docker run --rm -v {}:/run/sawmill busybox sh -c 'ln -sf /run/sawmill/dev-log /dev/log && logger -t box hello'", data.display());
+        println!("  search:        curl '{url}/api/v1/search?q=*&limit=5'");
         if demo {
-            println!("  demo:    five services (gateway, auth, orders, inventory, payments) are logging; try q=severity:err");
+            println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; try q=severity:err");
             let cfg = sawmill_shipper::DemoConfig {
-                indexer: url.clone(),
+                socket: socket.clone(),
                 rate: 4.0,
                 backfill: Duration::from_secs(15 * 60),
             };
@@ -250,10 +274,29 @@ async fn indexer(
                     tracing::error!(error = %e, "Demo traffic stopped.");
                 }
             });
+            let script = "i=0; while true; do i=$((i+1)); echo \"batch $i processed items=$((i*7 % 50)) request_id=batch-$i\"; if [ $((i % 5)) -eq 0 ]; then echo \"level=warning batch $i slow: took 2300ms\" >&2; fi; sleep 2; done";
+            worker = std::process::Command::new(std::env::current_exe()?)
+                .args(["run", "--service", "batch-worker", "--to"])
+                .arg(&socket)
+                .args(["--", "sh", "-c", script])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| tracing::warn!(error = %e, "Demo batch worker not started."))
+                .ok();
         }
     }
-    let max_body = ApiConfig { max_body_bytes };
-    sawmill_indexer::serve(listener, store, max_body, shutdown_signal()).await?;
+    shutdown_signal().await;
+    if let Some(mut w) = worker {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    // The shipper drains into the indexer before the indexer stops.
+    if let Some(sh) = shipper {
+        sh.stop().await;
+    }
+    let _ = stop_tx.send(());
+    server.await??;
     tracing::info!("Stopped.");
     Ok(())
 }

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 /// Where and how fast the demo sends.
 #[derive(Clone, Debug)]
 pub struct DemoConfig {
-    /// Indexer base URL, e.g. `http://127.0.0.1:7280`.
-    pub indexer: String,
+    /// The syslog socket the demo services log to, as applications log to `/dev/log`.
+    pub socket: std::path::PathBuf,
     /// Requests per second of live traffic.
     pub rate: f64,
     /// How much past traffic to send at start, so the histogram is not empty.
@@ -22,7 +22,6 @@ pub struct DemoConfig {
 /// Generates requests through gateway → auth → orders → inventory → payments.
 pub struct Demo {
     rng: fastrand::Rng,
-    src: String,
     seq: u64,
 }
 
@@ -45,9 +44,10 @@ const SKUS: [&str; 6] = [
 
 impl Demo {
     pub fn new(seed: u64) -> Demo {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let src = format!("demo-{:08x}", rng.u32(..));
-        Demo { rng, src, seq: 0 }
+        Demo {
+            rng: fastrand::Rng::with_seed(seed),
+            seq: 0,
+        }
     }
 
     fn hex(&mut self, n: usize) -> String {
@@ -83,8 +83,6 @@ impl Demo {
             "trace_id": ids.0,
             "request_id": ids.1,
             "fields": fields,
-            "_src": self.src,
-            "_seq": self.seq,
         })
     }
 
@@ -241,30 +239,27 @@ impl Demo {
 
     /// Sends `backfill` worth of past requests, then live traffic until the task is dropped.
     pub async fn run(mut self, cfg: DemoConfig) -> Result<()> {
-        let client = reqwest::Client::new();
-        let url = format!("{}/api/v1/ingest", cfg.indexer.trim_end_matches('/'));
+        let sock =
+            std::os::unix::net::UnixDatagram::unbound().map_err(|e| Error::io(&cfg.socket, e))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| Error::io(&cfg.socket, e))?;
         let now = OffsetDateTime::now_utc();
         let n = (cfg.backfill.as_secs_f64() * cfg.rate) as u64;
-        let mut batch = Vec::new();
         for i in 0..n {
             let at = now - cfg.backfill + Duration::from_secs_f64(i as f64 / cfg.rate);
-            batch.extend(self.request(at));
-            if batch.len() >= 2000 {
-                send(&client, &url, std::mem::take(&mut batch)).await?;
+            for line in self.request(at) {
+                send(&sock, &cfg.socket, &line).await;
             }
         }
-        send(&client, &url, std::mem::take(&mut batch)).await?;
         tracing::info!(requests = n, "Demo backfill sent.");
         let tick = Duration::from_millis(250);
         loop {
             tokio::time::sleep(tick).await;
             let due = self.rng.f64() * cfg.rate * tick.as_secs_f64() * 2.0;
-            let mut lines = Vec::new();
             for _ in 0..due.round() as usize {
-                lines.extend(self.request(OffsetDateTime::now_utc()));
-            }
-            if let Err(e) = send(&client, &url, lines).await {
-                tracing::warn!(error = %e, "Demo batch not delivered.");
+                for line in self.request(OffsetDateTime::now_utc()) {
+                    send(&sock, &cfg.socket, &line).await;
+                }
             }
         }
     }
@@ -275,42 +270,57 @@ fn sawmill_ts(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-async fn send(client: &reqwest::Client, url: &str, lines: Vec<Value>) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let mut body = String::new();
-    for l in &lines {
-        body.push_str(&l.to_string());
-        body.push('\n');
-    }
-    // A record the indexer refused would silently thin the demo: retry, then say so.
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match client.post(url).body(body.clone()).send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
-                return Err(Error::Rejected {
-                    url: url.to_string(),
-                    status,
-                    body,
-                });
-            }
-            Err(e) if delay < Duration::from_secs(5) => {
-                tracing::debug!(error = %e, "Indexer not reachable yet; retrying.");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(source) => {
-                return Err(Error::Unreachable {
-                    url: url.to_string(),
-                    source,
-                })
-            }
+/// One line as an application's syslog(3) would send it, in RFC 5424 with its ids and
+/// fields as structured data.
+pub fn datagram(line: &Value) -> Vec<u8> {
+    let s = |k: &str| line[k].as_str().unwrap_or("-").to_string();
+    let sev = crate::syslog::SEVERITIES
+        .iter()
+        .position(|x| *x == line["severity"].as_str().unwrap_or("info"))
+        .unwrap_or(6);
+    let pri = 16 * 8 + sev; // local0
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace(']', "\\]")
+    };
+    let mut sd = format!(
+        "[req@32473 request_id=\"{}\" trace_id=\"{}\"",
+        esc(&s("request_id")),
+        esc(&s("trace_id"))
+    );
+    if let Some(fields) = line["fields"].as_object() {
+        for (k, v) in fields {
+            let v = match v {
+                Value::String(x) => x.clone(),
+                other => other.to_string(),
+            };
+            sd.push_str(&format!(" {k}=\"{}\"", esc(&v)));
         }
     }
+    sd.push(']');
+    format!(
+        "<{pri}>1 {} {} {} {} - {sd} {}",
+        s("ts"),
+        s("host"),
+        s("service"),
+        line["pid"],
+        s("message")
+    )
+    .into_bytes()
+}
+
+/// Sends one datagram, waiting a moment when the socket's buffer is full so that the
+/// backfill paces itself instead of being dropped.
+async fn send(sock: &std::os::unix::net::UnixDatagram, to: &std::path::Path, line: &Value) {
+    let d = datagram(line);
+    for _ in 0..100 {
+        match sock.send_to(&d, to) {
+            Ok(_) => return,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    tracing::warn!("Demo line not delivered: the syslog socket stays unavailable.");
 }
 
 #[cfg(test)]
