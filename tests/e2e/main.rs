@@ -2,6 +2,7 @@
 
 mod bulk;
 mod corpus;
+mod docker;
 mod durability;
 mod ingest;
 mod operations;
