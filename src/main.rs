@@ -69,6 +69,16 @@ struct ShipperArgs {
     /// Receive syslog over TCP on this address, octet-counted or newline-framed (RFC 6587).
     #[arg(long, env = "SAWMILL_SYSLOG_TCP")]
     syslog_tcp: Option<SocketAddr>,
+    /// Follow running and new containers' stdout/stderr through the Docker Engine API.
+    #[arg(long, env = "SAWMILL_DOCKER")]
+    docker: bool,
+    /// The Docker engine's socket.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker_host: String,
     /// Queue bound in records; past it the newest are dropped and counted.
     #[arg(long, env = "SAWMILL_QUEUE_RECORDS", default_value_t = 100_000)]
     queue_records: usize,
@@ -306,6 +316,7 @@ async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
     cfg.syslog_socket = a.syslog_socket;
     cfg.syslog_udp = a.syslog_udp;
     cfg.syslog_tcp = a.syslog_tcp;
+    cfg.docker = a.docker.then_some(a.docker_host);
     cfg.queue_records = a.queue_records;
     cfg.queue_bytes = a.queue_bytes as usize;
     cfg.backlog_bytes = a.backlog_bytes;

@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::forwarder::{Batch, Replica};
 use crate::metrics::Metrics;
 use crate::queue::{take_drops, Item, Queue};
+use crate::sources::docker::{run as docker_run, DockerConfig};
 use crate::sources::syslog::{read_loop, tcp_loop, udp_loop, SyslogSocket};
 use crate::state::State;
 use crate::syslog::Parser;
@@ -34,6 +35,8 @@ pub struct ShipperConfig {
     pub syslog_udp: Option<SocketAddr>,
     /// Syslog over TCP (RFC 6587 framing) on this address.
     pub syslog_tcp: Option<SocketAddr>,
+    /// Follow containers through the Docker Engine API at this address.
+    pub docker: Option<String>,
     /// Queue bound in records.
     pub queue_records: usize,
     /// Queue bound in bytes.
@@ -63,6 +66,7 @@ impl ShipperConfig {
             syslog_socket: None,
             syslog_udp: None,
             syslog_tcp: None,
+            docker: None,
             queue_records: 100_000,
             queue_bytes: 64 << 20,
             backlog_bytes: 64 << 20,
@@ -88,6 +92,7 @@ pub struct Shipper {
     replicas: Vec<Arc<Replica>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     drain_timeout: Duration,
+    gate: Arc<std::sync::RwLock<()>>,
     _socket: Option<Arc<SyslogSocket>>,
 }
 
@@ -116,6 +121,7 @@ impl Shipper {
         let state = State::open(&cfg.state)?;
         let stop_sources = Arc::new(AtomicBool::new(false));
         let stop_senders = Arc::new(AtomicBool::new(false));
+        let gate: Arc<std::sync::RwLock<()>> = Arc::default();
         let mut threads = Vec::new();
         let socket = match &cfg.syslog_socket {
             Some(p) => Some(Arc::new(SyslogSocket::open(p)?)),
@@ -167,6 +173,21 @@ impl Shipper {
                     .spawn(move || tcp_loop(&l, &q, max, &stop))
                     .map_err(|e| Error::io("thread", e))?,
             );
+        }
+        if let Some(host) = &cfg.docker {
+            let dcfg = DockerConfig {
+                host: host.clone(),
+                checkpoints: cfg.state.join("docker"),
+                max_line_bytes: cfg.parser.max_message_bytes,
+                gate: gate.clone(),
+            };
+            let (q, stop) = (queue.clone(), stop_sources.clone());
+            // Not joined at stop: it blocks on the engine's streams; followers stop reading
+            // (and checkpointing) as soon as `stop` is set.
+            std::thread::Builder::new()
+                .name("sawmill-docker".into())
+                .spawn(move || docker_run(&dcfg, &q, &stop))
+                .map_err(|e| Error::io("thread", e))?;
         }
         let replicas: Vec<Arc<Replica>> = cfg
             .indexers
@@ -236,6 +257,7 @@ impl Shipper {
             replicas,
             tasks,
             drain_timeout: cfg.drain_timeout,
+            gate,
             _socket: socket,
         })
     }
@@ -243,6 +265,8 @@ impl Shipper {
     /// Stops the sources, sends what is queued, and waits a little for the replicas.
     pub async fn stop(mut self) {
         self.stop_sources.store(true, Relaxed);
+        // Waits out any line being enqueued right now; later ones see the flag.
+        drop(self.gate.write().unwrap());
         for t in self.threads.drain(..) {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

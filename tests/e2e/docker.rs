@@ -144,3 +144,67 @@ fn a_container_with_the_socket_directory_mounted_keeps_logging_across_a_shipper_
         "the new shipper receives the container's lines"
     );
 }
+
+#[test]
+fn a_containers_output_is_collected_with_its_name_and_image() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerout");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let c = Container::run(
+        &["--label", "sawmill.service=boxsvc"],
+        "echo hello from stdout; echo 'level=warning from stderr' >&2; sleep 600",
+    );
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    let q = format!("container:{}", c.0);
+    wait_count(&ix, &q, 2);
+    let hits = all_hits(&ix, &q);
+    let out = hits
+        .iter()
+        .find(|h| h["stream"] == "stdout")
+        .expect("a stdout record");
+    assert_eq!(out["message"], "hello from stdout");
+    assert_eq!(out["image"], IMAGE);
+    assert_eq!(
+        out["service"], "boxsvc",
+        "the sawmill.service label names the service"
+    );
+    assert_eq!(out["severity"], "info");
+    let err = hits
+        .iter()
+        .find(|h| h["stream"] == "stderr")
+        .expect("a stderr record");
+    assert_eq!(
+        err["severity"], "warning",
+        "stderr is err unless the line says otherwise: {err}"
+    );
+    assert!(err["fields"]["container_id"].as_str().unwrap().len() == 64);
+}
+
+#[test]
+fn a_shipper_restarted_while_a_container_prints_loses_and_repeats_nothing() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerrestart");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let c = Container::run(
+        &[],
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo n=$i; sleep 0.01; done; sleep 600",
+    );
+    let q = format!("container:{}", c.0);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    wait_count(&ix, &q, 50);
+    sh.terminate();
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    wait_count(&ix, &q, 400);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ns: Vec<u64> = all_hits(&ix, &q)
+        .iter()
+        .map(|h| h["fields"]["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    let want: Vec<u64> = (1..=400).collect();
+    assert_eq!(ns, want, "every line once, across the restart");
+}

@@ -1,4 +1,5 @@
 //! Where lines come from; one module per source, named as users call it.
 
+pub mod docker;
 pub mod run;
 pub mod syslog;

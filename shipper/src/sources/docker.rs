@@ -1,0 +1,368 @@
+//! Docker: follows every running container's stdout and stderr through the Engine API on its
+//! unix socket, and new containers through the events stream, with per-container
+//! checkpoints so a restart neither loses nor repeats a line.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::enrich::enrich;
+use crate::event::Event;
+use crate::queue::{Item, Queue, Source};
+
+/// Where the engine is and where checkpoints go.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    /// `unix:///var/run/docker.sock` or a socket path.
+    pub host: String,
+    /// Directory of per-container checkpoints.
+    pub checkpoints: PathBuf,
+    /// Longer lines are cut and flagged.
+    pub max_line_bytes: usize,
+    /// Held (shared) while a line is enqueued and checkpointed; a stop takes it exclusively
+    /// after raising the stop flag, so no line is checkpointed after the queue was drained.
+    pub gate: Arc<std::sync::RwLock<()>>,
+}
+
+impl DockerConfig {
+    fn socket(&self) -> PathBuf {
+        PathBuf::from(self.host.strip_prefix("unix://").unwrap_or(&self.host))
+    }
+}
+
+/// A response whose body is read as it arrives (chunked or not).
+struct Response {
+    status: u16,
+    body: Box<dyn BufRead + Send>,
+}
+
+/// One HTTP/1.1 GET over the engine's unix socket.
+fn get(socket: &Path, path: &str, timeout: Option<Duration>) -> std::io::Result<Response> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(timeout)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
+            }
+        }
+    }
+    let body: Box<dyn BufRead + Send> = if chunked {
+        Box::new(BufReader::new(Chunked {
+            inner: r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Box::new(r)
+    };
+    Ok(Response { status, body })
+}
+
+/// Decodes `Transfer-Encoding: chunked`.
+struct Chunked<R> {
+    inner: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                line.clear();
+                self.inner.read_line(&mut line)?;
+            }
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+fn get_json(socket: &Path, path: &str) -> std::io::Result<Value> {
+    let mut r = get(socket, path, Some(Duration::from_secs(10)))?;
+    let mut text = String::new();
+    r.body.read_to_string(&mut text)?;
+    if r.status != 200 {
+        return Err(std::io::Error::other(format!(
+            "{path}: {} {text}",
+            r.status
+        )));
+    }
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}
+
+/// What records carry about a container.
+#[derive(Clone, Debug)]
+struct Meta {
+    id: String,
+    name: String,
+    image: String,
+    service: String,
+    tty: bool,
+}
+
+fn inspect(socket: &Path, id: &str) -> std::io::Result<Meta> {
+    let v = get_json(socket, &format!("/containers/{id}/json"))?;
+    let name = v["Name"]
+        .as_str()
+        .unwrap_or(id)
+        .trim_start_matches('/')
+        .to_string();
+    let labels = &v["Config"]["Labels"];
+    let service = labels["sawmill.service"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| name.clone());
+    Ok(Meta {
+        id: v["Id"].as_str().unwrap_or(id).to_string(),
+        name,
+        image: v["Config"]["Image"].as_str().unwrap_or("").to_string(),
+        service,
+        tty: v["Config"]["Tty"].as_bool().unwrap_or(false),
+    })
+}
+
+/// This process's own container id, if it runs in one, so it does not ship itself.
+fn own_container() -> Option<String> {
+    let cg = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cg.split(|c: char| c == '/' || c.is_whitespace())
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+}
+
+/// Follows containers until `stop`; reconnects when the engine goes away.
+pub fn run(cfg: &DockerConfig, queue: &Queue, stop: &Arc<AtomicBool>) {
+    let socket = cfg.socket();
+    let _ = std::fs::create_dir_all(&cfg.checkpoints);
+    let following: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let me = own_container();
+    let mut backoff = Duration::from_millis(200);
+    while !stop.load(Relaxed) {
+        let follow = |id: &str| {
+            if me.as_deref() == Some(id) || !following.lock().unwrap().insert(id.to_string()) {
+                return;
+            }
+            let (cfg, q, stop, following, socket, id) = (
+                cfg.clone(),
+                queue.clone(),
+                stop.clone(),
+                following.clone(),
+                socket.clone(),
+                id.to_string(),
+            );
+            std::thread::spawn(move || {
+                if let Err(e) = follow_container(&cfg, &socket, &id, &q, &stop) {
+                    tracing::debug!(container = %id, error = %e, "Stopped following a container.");
+                }
+                following.lock().unwrap().remove(&id);
+            });
+        };
+        let res = (|| -> std::io::Result<()> {
+            let list = get_json(&socket, "/containers/json")?;
+            for c in list.as_array().into_iter().flatten() {
+                if let Some(id) = c["Id"].as_str() {
+                    follow(id);
+                }
+            }
+            let filters =
+                "%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%5D%7D";
+            let mut ev = get(&socket, &format!("/events?filters={filters}"), None)?;
+            let mut line = String::new();
+            while !stop.load(Relaxed) {
+                line.clear();
+                match ev.body.read_line(&mut line) {
+                    Ok(0) => return Err(std::io::Error::other("events stream ended")),
+                    Ok(_) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                            if let Some(id) = v["id"].as_str().or(v["Actor"]["ID"].as_str()) {
+                                follow(id);
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "Docker engine not reachable; retrying.");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+/// Streams one container's output from its checkpoint on.
+fn follow_container(
+    cfg: &DockerConfig,
+    socket: &Path,
+    id: &str,
+    queue: &Queue,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let meta = inspect(socket, id)?;
+    let cp_path = cfg.checkpoints.join(&meta.id);
+    let mut checkpoint: Option<OffsetDateTime> =
+        std::fs::read_to_string(&cp_path).ok().and_then(|s| {
+            OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+        });
+    let since = checkpoint
+        .map(|t| format!("{}.{:09}", t.unix_timestamp(), t.nanosecond()))
+        .unwrap_or_else(|| "0".into());
+    // Blocking reads: a read timeout could cut a chunk header in half.
+    let mut r = get(
+        socket,
+        &format!(
+            "/containers/{}/logs?follow=1&stdout=1&stderr=1&timestamps=1&since={since}",
+            meta.id
+        ),
+        None,
+    )?;
+    if r.status != 200 {
+        return Err(std::io::Error::other(format!("logs: status {}", r.status)));
+    }
+    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut header = [0u8; 8];
+    loop {
+        if stop.load(Relaxed) {
+            break;
+        }
+        // TTY containers send raw bytes; the others 8-byte frames: [stream, 0, 0, 0, size BE].
+        let (stream, payload) = if meta.tty {
+            let mut line = Vec::new();
+            match r.body.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => (1usize, line),
+                Err(e) => return Err(e),
+            }
+        } else {
+            match r.body.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let size = u32::from_be_bytes(header[4..8].try_into().unwrap()) as usize;
+            let mut payload = vec![0u8; size];
+            r.body.read_exact(&mut payload)?;
+            (if header[0] == 2 { 2 } else { 1 }, payload)
+        };
+        // Each frame is `<RFC 3339 nanos> <text>`; Docker cuts lines at 16 KiB into frames
+        // that each carry a timestamp and only the last a newline.
+        let text = payload.as_slice();
+        let (ts, body) = match text.iter().position(|b| *b == b' ') {
+            Some(sp) => (
+                std::str::from_utf8(&text[..sp]).ok().and_then(|s| {
+                    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+                }),
+                &text[sp + 1..],
+            ),
+            None => (None, text),
+        };
+        let buf = &mut partial[stream - 1];
+        buf.extend_from_slice(body);
+        if buf.last() != Some(&b'\n') {
+            continue;
+        }
+        let _gate = cfg.gate.read().unwrap();
+        // Stopping: leave the line to be read again after the restart.
+        if stop.load(Relaxed) {
+            break;
+        }
+        let mut line = std::mem::take(buf);
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        // Lines at or before the checkpoint were shipped before a restart.
+        if let (Some(ts), Some(cp)) = (ts, checkpoint) {
+            if ts <= cp {
+                continue;
+            }
+        }
+        let truncated = line.len() > cfg.max_line_bytes;
+        line.truncate(cfg.max_line_bytes);
+        let mut ev = Event {
+            ts,
+            received: Some(OffsetDateTime::now_utc()),
+            message: String::from_utf8_lossy(&line).into_owned(),
+            service: Some(meta.service.clone()),
+            container: Some(meta.name.clone()),
+            image: Some(meta.image.clone()),
+            stream: Some(if stream == 2 { "stderr" } else { "stdout" }),
+            severity: Some(if stream == 2 { "err" } else { "info" }),
+            truncated,
+            ..Default::default()
+        };
+        ev.fields
+            .insert("container_id".into(), Value::String(meta.id.clone()));
+        enrich(&mut ev);
+        queue.push(Item::Event(Box::new(ev), Source::Docker));
+        if ts.is_some() {
+            checkpoint = ts;
+            save(&cp_path, checkpoint);
+        }
+    }
+    Ok(())
+}
+
+/// After every line, without fsync: a power cut costs a few repeated lines, never a lost one.
+fn save(path: &Path, cp: Option<OffsetDateTime>) {
+    let Some(t) = cp.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, t.as_bytes()).and_then(|_| std::fs::rename(&tmp, path)) {
+        tracing::warn!(error = %e, "Could not save a container checkpoint.");
+    }
+}
