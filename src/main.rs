@@ -72,6 +72,9 @@ struct ShipperArgs {
     /// Follow running and new containers' stdout/stderr through the Docker Engine API.
     #[arg(long, env = "SAWMILL_DOCKER")]
     docker: bool,
+    /// Tail files matching this glob (repeatable): Docker json-file, CRI or plain text.
+    #[arg(long = "tail", env = "SAWMILL_TAIL", value_delimiter = ',')]
+    tail: Vec<String>,
     /// The Docker engine's socket.
     #[arg(
         long,
@@ -317,6 +320,7 @@ async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
     cfg.syslog_udp = a.syslog_udp;
     cfg.syslog_tcp = a.syslog_tcp;
     cfg.docker = a.docker.then_some(a.docker_host);
+    cfg.tail = a.tail;
     cfg.queue_records = a.queue_records;
     cfg.queue_bytes = a.queue_bytes as usize;
     cfg.backlog_bytes = a.backlog_bytes;

@@ -1,7 +1,33 @@
 //! One log line on its way to the indexers, in the record format of DESIGN.md.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+
+/// How far a source's lines have been handled by every replica (delivered or given up):
+/// where a restart may resume without losing anything.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    done: AtomicU64,
+}
+
+impl AckTracker {
+    pub fn new(start: u64) -> Arc<AckTracker> {
+        Arc::new(AckTracker {
+            done: AtomicU64::new(start),
+        })
+    }
+
+    pub fn release(&self, through: u64) {
+        self.done.fetch_max(through, Relaxed);
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done.load(Relaxed)
+    }
+}
 
 /// A line as a source produced it, before it is numbered and sent.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +50,12 @@ pub struct Event {
     pub fields: Map<String, Value>,
     /// The message was cut to the size limit.
     pub truncated: bool,
+    /// A sender id and sequence number fixed by the source (a file and an offset), so a
+    /// line read again after a crash is recognized by the indexer; otherwise the batcher
+    /// numbers the record.
+    pub key: Option<(String, u64)>,
+    /// Released once every replica has handled the record.
+    pub ack: Option<(Arc<AckTracker>, u64)>,
 }
 
 impl Event {

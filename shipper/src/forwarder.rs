@@ -11,6 +11,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
+use crate::event::AckTracker;
 use crate::metrics::Metrics;
 
 /// One compressed NDJSON body, shared by every replica's backlog.
@@ -23,10 +24,19 @@ pub struct Batch {
     received_micros_sum: i128,
     given_up: AtomicUsize,
     delivered: AtomicBool,
+    /// Replicas that delivered or gave up on it; when all have, `acks` are released.
+    handled: AtomicUsize,
+    acks: Vec<(Arc<AckTracker>, u64)>,
 }
 
 impl Batch {
-    pub fn new(ndjson: &[u8], records: u64, pinned: bool, received_micros_sum: i128) -> Batch {
+    pub fn new(
+        ndjson: &[u8],
+        records: u64,
+        pinned: bool,
+        received_micros_sum: i128,
+        acks: Vec<(Arc<AckTracker>, u64)>,
+    ) -> Batch {
         let mut enc = flate2::write::GzEncoder::new(
             Vec::with_capacity(ndjson.len() / 4),
             flate2::Compression::fast(),
@@ -40,6 +50,17 @@ impl Batch {
             received_micros_sum,
             given_up: AtomicUsize::new(0),
             delivered: AtomicBool::new(false),
+            handled: AtomicUsize::new(0),
+            acks,
+        }
+    }
+
+    /// One replica is done with this batch; the last one lets its sources move on.
+    fn handled_by_one(&self, replicas: usize) {
+        if self.handled.fetch_add(1, Relaxed) + 1 == replicas {
+            for (t, through) in &self.acks {
+                t.release(*through);
+            }
         }
     }
 }
@@ -87,6 +108,7 @@ impl Replica {
             if n == metrics.replicas.len() {
                 metrics.records_lost.fetch_add(gone.records, Relaxed);
             }
+            gone.handled_by_one(metrics.replicas.len());
         }
         drop(q);
         self.notify.notify_one();
@@ -166,6 +188,7 @@ impl Replica {
                         metrics.latency_records.fetch_add(batch.records, Relaxed);
                     }
                     self.pop_delivered(&batch, &metrics);
+                    batch.handled_by_one(metrics.replicas.len());
                 }
                 Err((false, why)) => {
                     // The replica refuses this batch for good: resending cannot help.
@@ -175,6 +198,7 @@ impl Replica {
                         metrics.records_lost.fetch_add(batch.records, Relaxed);
                     }
                     self.pop_delivered(&batch, &metrics);
+                    batch.handled_by_one(metrics.replicas.len());
                 }
                 Err((true, why)) => {
                     m.batches_retried.fetch_add(1, Relaxed);

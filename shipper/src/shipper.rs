@@ -13,11 +13,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{AckTracker, Event};
 use crate::forwarder::{Batch, Replica};
 use crate::metrics::Metrics;
 use crate::queue::{take_drops, Item, Queue};
 use crate::sources::docker::{run as docker_run, DockerConfig};
+use crate::sources::file::{run as file_run, FileConfig};
 use crate::sources::syslog::{read_loop, tcp_loop, udp_loop, SyslogSocket};
 use crate::state::State;
 use crate::syslog::Parser;
@@ -37,6 +38,8 @@ pub struct ShipperConfig {
     pub syslog_tcp: Option<SocketAddr>,
     /// Follow containers through the Docker Engine API at this address.
     pub docker: Option<String>,
+    /// Tail files matching these globs.
+    pub tail: Vec<String>,
     /// Queue bound in records.
     pub queue_records: usize,
     /// Queue bound in bytes.
@@ -67,6 +70,7 @@ impl ShipperConfig {
             syslog_udp: None,
             syslog_tcp: None,
             docker: None,
+            tail: Vec::new(),
             queue_records: 100_000,
             queue_bytes: 64 << 20,
             backlog_bytes: 64 << 20,
@@ -189,6 +193,22 @@ impl Shipper {
                 .spawn(move || docker_run(&dcfg, &q, &stop))
                 .map_err(|e| Error::io("thread", e))?;
         }
+        if !cfg.tail.is_empty() {
+            let fcfg = FileConfig {
+                globs: cfg.tail.clone(),
+                checkpoints: cfg.state.join("files.json"),
+                max_line_bytes: cfg.parser.max_message_bytes,
+                src: state.src.clone(),
+                gate: gate.clone(),
+            };
+            let (q, stop) = (queue.clone(), stop_sources.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("sawmill-files".into())
+                    .spawn(move || file_run(&fcfg, &q, &stop))
+                    .map_err(|e| Error::io("thread", e))?,
+            );
+        }
         let replicas: Vec<Arc<Replica>> = cfg
             .indexers
             .iter()
@@ -293,6 +313,7 @@ struct Batcher {
 
 #[derive(Default)]
 struct Pending {
+    acks: Vec<(Arc<AckTracker>, u64)>,
     ndjson: Vec<u8>,
     records: u64,
     received_sum: i128,
@@ -387,16 +408,24 @@ impl Batcher {
         }
     }
 
-    fn add(&mut self, p: &mut Pending, ev: Event) {
-        let seq = match self.state.next_seq() {
-            Ok(s) => s,
-            Err(e) => {
-                // Without a durable sequence number, exactly-once cannot hold: say so loudly.
-                tracing::error!(error = %e, "Cannot persist sequence numbers; records are sent without de-duplication.");
-                u64::MAX
+    fn add(&mut self, p: &mut Pending, mut ev: Event) {
+        if let Some(ack) = ev.ack.take() {
+            p.acks.push(ack);
+        }
+        let rec = match &ev.key {
+            Some((src, seq)) => ev.to_record(src, *seq, &self.host),
+            None => {
+                let seq = match self.state.next_seq() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Without a durable sequence number, exactly-once cannot hold: say so loudly.
+                        tracing::error!(error = %e, "Cannot persist sequence numbers; records are sent without de-duplication.");
+                        u64::MAX
+                    }
+                };
+                ev.to_record(&self.state.src, seq, &self.host)
             }
         };
-        let rec = ev.to_record(&self.state.src, seq, &self.host);
         let _ = serde_json::to_writer(&mut p.ndjson, &rec);
         p.ndjson.push(b'\n');
         p.records += 1;
@@ -412,7 +441,14 @@ impl Batcher {
         if p.records == 0 {
             return;
         }
-        let batch = Arc::new(Batch::new(&p.ndjson, p.records, p.pinned, p.received_sum));
+        let acks = std::mem::take(&mut p.acks);
+        let batch = Arc::new(Batch::new(
+            &p.ndjson,
+            p.records,
+            p.pinned,
+            p.received_sum,
+            acks,
+        ));
         for r in &self.replicas {
             r.push(batch.clone(), &self.metrics);
         }

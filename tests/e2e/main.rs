@@ -4,6 +4,7 @@ mod bulk;
 mod corpus;
 mod docker;
 mod durability;
+mod files;
 mod ingest;
 mod operations;
 mod run;

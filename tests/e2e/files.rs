@@ -1,0 +1,145 @@
+//! `--tail`: Docker json-file, CRI and plain files, rotation, and a crash while tailing.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn docker_json_cri_and_plain_files_are_read_in_their_formats() {
+    let dir = TempDir::new("files");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let _sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &[
+            "--tail",
+            &format!("{}/*.log", logs.display()),
+            "--tail",
+            &format!("{}/stdout", logs.display()),
+        ],
+    );
+    // Docker cuts lines at 16 KiB: the pieces carry no newline but the last.
+    let long = "x".repeat(20_000);
+    append(&logs.join("c1-json.log"), &format!(
+        "{{\"log\":\"json line one\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-27T10:00:00.123456789Z\"}}\n{{\"log\":\"{}\",\"stream\":\"stderr\",\"time\":\"2026-11-27T10:00:01Z\"}}\n{{\"log\":\"{}\\n\",\"stream\":\"stderr\",\"time\":\"2026-11-27T10:00:01.1Z\"}}\n",
+        &long[..16_384], &long[16_384..]
+    ));
+    append(&logs.join("pod.log"), "2026-11-27T10:00:02.5Z stdout P cri part one, \n2026-11-27T10:00:02.6Z stdout F part two\n2026-11-27T10:00:03Z stderr F cri error level=warning\n");
+    append(&logs.join("stdout"), "plain sandbox line request_id=sb-1\n");
+    wait_total(&ix, "*", 5);
+    let hits = all_hits(&ix, "*");
+    let find = |needle: &str| {
+        hits.iter()
+            .find(|h| h["message"].as_str().unwrap().starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} not found"))
+            .clone()
+    };
+    let one = find("json line one");
+    assert_eq!(
+        (one["ts"].as_str(), one["stream"].as_str()),
+        (Some("2026-11-27T10:00:00.123456789Z"), Some("stdout"))
+    );
+    let joined = find("xxxx");
+    assert_eq!(
+        joined["message"].as_str().unwrap().len(),
+        20_000,
+        "Docker's 16 KiB pieces are joined"
+    );
+    assert_eq!(joined["severity"], "err");
+    let cri = find("cri part one");
+    assert_eq!(
+        cri["message"], "cri part one, part two",
+        "CRI partials are joined"
+    );
+    assert_eq!(find("cri error")["severity"], "warning");
+    let plain = find("plain sandbox line");
+    assert_eq!(
+        (plain["stream"].as_str(), plain["request_id"].as_str()),
+        (Some("file"), Some("sb-1"))
+    );
+    assert!(plain["fields"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/logs/stdout"));
+}
+
+#[test]
+fn rename_and_copytruncate_rotation_lose_and_repeat_nothing() {
+    let dir = TempDir::new("rotate");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let app = logs.join("app.log");
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", app.to_str().unwrap()]);
+    for i in 0..10 {
+        append(&app, &format!("n={i}\n"));
+    }
+    wait_total(&ix, "*", 10);
+    // logrotate's default: rename, create anew.
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&logs.join("app.log.1"), "n=10\n");
+    append(&app, "n=11\nn=12\n");
+    wait_total(&ix, "*", 13);
+    // copytruncate: copy away, then cut the same file to zero.
+    std::fs::copy(&app, logs.join("app.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&app, "n=13\nn=14\n");
+    wait_total(&ix, "*", 15);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ns: Vec<u64> = all_hits(&ix, "*")
+        .iter()
+        .map(|h| h["fields"]["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..15).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_shipper_killed_while_tailing_resumes_without_loss_or_duplicates() {
+    let dir = TempDir::new("tailcrash");
+    let app = dir.path().join("app.log");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let glob = app.to_str().unwrap().to_string();
+    let writer = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for i in 0..2000 {
+                append(&app, &format!("n={i} some text to make the line longer\n"));
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    std::thread::sleep(Duration::from_millis(400));
+    drop(sh); // kill -9
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    writer.join().unwrap();
+    wait_total(&ix, "*", 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ns: Vec<u64> = all_hits(&ix, "*")
+        .iter()
+        .map(|h| h["fields"]["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..2000).collect::<Vec<u64>>(), "every line once");
+}
