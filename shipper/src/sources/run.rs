@@ -3,7 +3,7 @@
 //! read. The child never waits on logging: a missing or full socket costs lines, counted,
 //! never time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -143,33 +143,76 @@ struct Shared {
     max: usize,
 }
 
-/// Copies lines from the child to `passthrough` and ships each as an RFC 5424 datagram.
-fn pump(from: impl Read, mut passthrough: impl Write, stream: &str, pri: u8, s: &Shared) {
-    let mut r = BufReader::with_capacity(64 * 1024, from);
-    let mut line = Vec::new();
+/// Lines waiting to be sent; past this many, new lines are dropped (and counted) rather
+/// than slow the child.
+const PENDING_LINES: usize = 10_000;
+
+/// Copies the child's output through as it comes, one write per read, and hands each
+/// complete line, stamped with the moment it was read, to a sender thread.
+fn pump(
+    mut from: impl Read,
+    mut passthrough: impl Write,
+    stream: &'static str,
+    pri: u8,
+    s: &Arc<Shared>,
+) {
+    let (tx, rx) = crossbeam_channel::bounded::<(OffsetDateTime, Vec<u8>)>(PENDING_LINES);
+    let sender = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for (read_at, text) in rx {
+                let mut dgram = format!(
+                    "<{pri}>1 {} {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
+                    rfc3339(read_at),
+                    s.host,
+                    s.service,
+                    s.pid
+                )
+                .into_bytes();
+                dgram.extend_from_slice(&text);
+                if s.sock.send_to(&dgram, &s.to).is_err() {
+                    s.dropped.fetch_add(1, Relaxed);
+                }
+            }
+        })
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
+    let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
     loop {
-        line.clear();
-        match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
         let read_at = OffsetDateTime::now_utc();
         // Passthrough first: the child's output must look exactly as without us.
-        let _ = passthrough.write_all(&line);
+        let _ = passthrough.write_all(&buf[..n]);
         let _ = passthrough.flush();
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let mut dgram = format!(
-            "<{pri}>1 {} {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
-            rfc3339(read_at),
-            s.host,
-            s.service,
-            s.pid
-        )
-        .into_bytes();
-        dgram.extend_from_slice(&text[..text.len().min(s.max + 1)]);
-        if s.sock.send_to(&dgram, &s.to).is_err() {
-            s.dropped.fetch_add(1, Relaxed);
+        let mut rest = &buf[..n];
+        // Lines read together get consecutive nanoseconds, so their order survives.
+        let mut stamp = read_at.max(next_stamp);
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut partial);
+            line.extend_from_slice(&rest[..nl]);
+            rest = &rest[nl + 1..];
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            line.truncate(s.max + 1);
+            let at = stamp;
+            stamp += time::Duration::nanoseconds(1);
+            if tx.try_send((at, line)).is_err() {
+                s.dropped.fetch_add(1, Relaxed);
+            }
         }
+        next_stamp = stamp;
+        // Keep at most one byte past the limit of a line still being written.
+        let room = (s.max + 1).saturating_sub(partial.len());
+        partial.extend_from_slice(&rest[..rest.len().min(room)]);
     }
+    if !partial.is_empty() && tx.try_send((OffsetDateTime::now_utc(), partial)).is_err() {
+        s.dropped.fetch_add(1, Relaxed);
+    }
+    drop(tx);
+    let _ = sender.join();
 }

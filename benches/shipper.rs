@@ -1,0 +1,352 @@
+//! Shipper benchmark, one run: 2 million ~200-byte syslog datagrams from a sender process
+//! into (a) a bare receive loop on a unix socket — the baseline; (b) the shipper's socket
+//! source and queue; (c) the shipper end to end into one indexer on loopback; plus
+//! `sawmill run` passthrough against the same output without it.
+//!
+//! Run: `cargo bench --bench shipper` (`SAWMILL_BENCH_MESSAGES=200000` for a quicker run).
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sawmill_indexer::{index_settings, Fields, Record, StoreConfig};
+use tantivy::{Index, TantivyDocument};
+
+const SERVICES: [&str; 5] = ["gateway", "auth", "orders", "payments", "inventory"];
+
+/// The datagram number `i`: glibc's local form with a realistic ~200-byte message.
+fn datagram(i: u64) -> Vec<u8> {
+    let svc = SERVICES[(i % 5) as usize];
+    format!(
+        "<14>Nov 27 07:57:02 {svc}[{}]: GET /api/orders/{} completed status=200 duration_ms={} user_id={} request_id=req-{:016x} upstream={svc}-7f9c region=eu-west-1 cache=miss bytes={} n={i}",
+        1000 + i % 50,
+        i % 9973,
+        i % 1999,
+        1000 + i % 97,
+        i.wrapping_mul(0x9e3779b97f4a7c15),
+        i % 65536
+    )
+    .into_bytes()
+}
+
+/// The sender process: `SAWMILL_BENCH_SEND=socket,count` re-runs this binary as one.
+fn sender_main(spec: &str) {
+    let (path, n) = spec.rsplit_once(',').unwrap();
+    let n: u64 = n.parse().unwrap();
+    let s = UnixDatagram::unbound().unwrap();
+    for i in 0..n {
+        let d = datagram(i);
+        // Blocking sends: a full receiver slows the sender instead of losing datagrams.
+        while s.send_to(&d, path).is_err() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn send(path: &Path, n: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("SAWMILL_BENCH_SEND", format!("{},{n}", path.display()))
+        .spawn()
+        .unwrap()
+}
+
+fn report(name: &str, n: u64, bytes: u64, secs: f64) -> f64 {
+    let rate = n as f64 / secs;
+    println!(
+        "{name:<48} {rate:>10.0} msg/s {:>8.1} MB/s  ({secs:.1} s)",
+        bytes as f64 / 1e6 / secs
+    );
+    rate
+}
+
+fn proc_status(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// User + system CPU seconds of a process so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / tick
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sawmill(args: &[&str]) -> (Proc, Vec<String>) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sawmill"))
+        .args(args)
+        .env("SAWMILL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let mut first = Vec::new();
+    let wanted = if args[0] == "shipper" { 2 } else { 1 };
+    for _ in 0..wanted {
+        first.push(lines.next().unwrap().unwrap());
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(c), first)
+}
+
+fn metric(url: &str, name: &str) -> f64 {
+    let text = reqwest::blocking::get(url).unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn url_after(line: &str, prefix: &str) -> String {
+    line.strip_prefix(prefix).unwrap().trim().to_string()
+}
+
+/// Direct tantivy on the same records, the indexer benchmark's baseline, for ratio c.
+fn direct_tantivy(n: u64, dir: &Path) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let fields = Fields::new();
+    let index = Index::builder()
+        .schema(fields.schema.clone())
+        .settings(index_settings())
+        .create_in_dir(dir)
+        .unwrap();
+    let cfg = StoreConfig::new(dir);
+    let mut w = index
+        .writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory)
+        .unwrap();
+    let now = tantivy::time::OffsetDateTime::now_utc();
+    let t = Instant::now();
+    for i in 0..n {
+        let msg = String::from_utf8(datagram(i)).unwrap();
+        let obj = serde_json::json!({"message": msg, "service": SERVICES[(i % 5) as usize], "host": "vm", "severity": "info", "_src": "b", "_seq": i});
+        let rec = Record::from_object(obj.as_object().unwrap().clone(), now).unwrap();
+        w.add_document(fields.document(i, &rec)).unwrap();
+    }
+    w.commit().unwrap();
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SAWMILL_BENCH_SEND") {
+        sender_main(&spec);
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: u64 = std::env::var("SAWMILL_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let tmp: PathBuf =
+        std::env::temp_dir().join(format!("sawmill-shipper-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bytes: u64 = (0..n).map(|i| datagram(i).len() as u64).sum();
+    println!(
+        "{n} datagrams, {:.0} bytes each on average\n",
+        bytes as f64 / n as f64
+    );
+
+    // (a) baseline: receive and discard.
+    let path = tmp.join("bare.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut sender = send(&path, n);
+    let t = Instant::now();
+    let mut buf = vec![0u8; 65 * 1024];
+    for _ in 0..n {
+        sock.recv(&mut buf).unwrap();
+    }
+    let a = report(
+        "(a) bare receive loop (baseline)",
+        n,
+        bytes,
+        t.elapsed().as_secs_f64(),
+    );
+    sender.wait().unwrap();
+
+    // (b) the shipper's socket source into its queue; nothing is delivered (no indexer), and
+    // the queue is big enough that nothing drops.
+    let sockb = tmp.join("b.sock");
+    let (shipper, lines) = sawmill(&[
+        "shipper",
+        "--indexer",
+        "http://127.0.0.1:9",
+        "--state",
+        tmp.join("sb").to_str().unwrap(),
+        "--syslog-socket",
+        sockb.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--queue-records",
+        "3000000",
+        "--queue-bytes",
+        "4GiB",
+        "--backlog-bytes",
+        "8GiB",
+    ]);
+    let murl = url_after(&lines[1], "sawmill shipper metrics on ");
+    let received = "sawmill_shipper_records_received_total{source=\"syslog_unix\"}";
+    let mut sender = send(&sockb, n);
+    let t = Instant::now();
+    while (metric(&murl, received) as u64) < n {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = report(
+        "(b) shipper socket source into its queue",
+        n,
+        bytes,
+        t.elapsed().as_secs_f64(),
+    );
+    sender.wait().unwrap();
+    drop(shipper);
+    println!(
+        "ratio b/a                                        {:.2}   (target >= 0.80: {})",
+        b / a,
+        if b / a >= 0.8 { "met" } else { "NOT met" }
+    );
+
+    // (c) end to end into one indexer.
+    let (indexer, lines) = sawmill(&[
+        "indexer",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        tmp.join("ix").to_str().unwrap(),
+    ]);
+    let ix = url_after(&lines[0], "sawmill indexer listening on ");
+    let sockc = tmp.join("c.sock");
+    let (shipper, lines) = sawmill(&[
+        "shipper",
+        "--indexer",
+        &ix,
+        "--state",
+        tmp.join("sc").to_str().unwrap(),
+        "--syslog-socket",
+        sockc.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let murl = url_after(&lines[1], "sawmill shipper metrics on ");
+    let spid = shipper.0.id();
+    let cpu0 = cpu_secs(spid);
+    let mut sender = send(&sockc, n);
+    let t = Instant::now();
+    let client = reqwest::blocking::Client::new();
+    loop {
+        let v: serde_json::Value = serde_json::from_str(
+            &client
+                .get(format!("{ix}/api/v1/search?limit=0"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+        .unwrap();
+        let dropped = metric(
+            &murl,
+            "sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}",
+        ) as u64;
+        if v["total"].as_u64().unwrap_or(0) + dropped >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    sender.wait().unwrap();
+    let c = report(
+        "(c) end to end: socket -> shipper -> indexer",
+        n,
+        bytes,
+        secs,
+    );
+    let drops = metric(
+        &murl,
+        "sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}",
+    );
+    let cpu = cpu_secs(spid) - cpu0;
+    let rss = proc_status(spid, "VmHWM:");
+    let direct = direct_tantivy(n.min(1_000_000), &tmp.join("direct"));
+    println!("direct tantivy (indexer benchmark's baseline)    {direct:>10.0} msg/s;  c / direct = {:.2}", c / direct);
+    println!("queue drops: {drops}; shipper CPU: {:.2} s per million messages; shipper peak RSS: {rss:.1} MiB (target <= 40: {})", cpu / (n as f64 / 1e6), if rss <= 40.0 { "met" } else { "NOT met" });
+    drop(shipper);
+    drop(indexer);
+
+    // `sawmill run` passthrough: the child's output rate with and without the wrapper.
+    let (shipper, _) = sawmill(&[
+        "shipper",
+        "--indexer",
+        "http://127.0.0.1:9",
+        "--state",
+        tmp.join("sr").to_str().unwrap(),
+        "--syslog-socket",
+        tmp.join("r.sock").to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let lines_n = n.min(1_000_000);
+    let child = format!("i=0; yes 'GET /api/orders/1234 completed status=200 duration_ms=45 user_id=1042 request_id=req-abcdef0123456789 upstream=orders region=eu-west-1 cache=miss' | head -n {lines_n}");
+    let time_it = |wrapped: bool| {
+        let mut cmd = if wrapped {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_sawmill"));
+            c.args([
+                "run",
+                "--to",
+                tmp.join("r.sock").to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                &child,
+            ]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &child]);
+            c
+        };
+        let t = Instant::now();
+        let mut p = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = p.stdout.take().unwrap();
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let k = out.read(&mut sink).unwrap();
+            if k == 0 {
+                break;
+            }
+            total += k as u64;
+        }
+        p.wait().unwrap();
+        (t.elapsed().as_secs_f64(), total)
+    };
+    let (bare, total) = time_it(false);
+    let (wrapped, total_w) = time_it(true);
+    assert_eq!(total, total_w, "passthrough is exact");
+    let cost = 1.0 - bare / wrapped;
+    println!("sawmill run passthrough: {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
+    drop(shipper);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
