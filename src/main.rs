@@ -83,10 +83,10 @@ struct ShipperArgs {
     )]
     docker_host: String,
     /// Queue bound in records; past it the newest are dropped and counted.
-    #[arg(long, env = "SAWMILL_QUEUE_RECORDS", default_value_t = 100_000)]
+    #[arg(long, env = "SAWMILL_QUEUE_RECORDS", default_value_t = 10_000)]
     queue_records: usize,
     /// Queue bound in bytes (e.g. 64MiB).
-    #[arg(long, env = "SAWMILL_QUEUE_BYTES", default_value = "64MiB", value_parser = bytes)]
+    #[arg(long, env = "SAWMILL_QUEUE_BYTES", default_value = "16MiB", value_parser = bytes)]
     queue_bytes: u64,
     /// Per-replica backlog bound (compressed bytes); past it the oldest batches are given up for that replica.
     #[arg(long, env = "SAWMILL_BACKLOG_BYTES", default_value = "64MiB", value_parser = bytes)]

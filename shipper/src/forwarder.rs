@@ -3,7 +3,6 @@
 //! holds back the others.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,12 +36,8 @@ impl Batch {
         received_micros_sum: i128,
         acks: Vec<(Arc<AckTracker>, u64)>,
     ) -> Batch {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(ndjson.len() / 4),
-            flate2::Compression::fast(),
-        );
-        let _ = enc.write_all(ndjson);
-        let body = enc.finish().unwrap_or_default();
+        // zstd at level 1 compresses log lines about as well as gzip at a fraction of the CPU.
+        let body = zstd::bulk::compress(ndjson, 1).unwrap_or_else(|_| ndjson.to_vec());
         Batch {
             body,
             records,
@@ -155,7 +150,7 @@ impl Replica {
             m.batches_sent.fetch_add(1, Relaxed);
             let res = client
                 .post(&url)
-                .header("content-encoding", "gzip")
+                .header("content-encoding", "zstd")
                 .header("content-type", "application/x-ndjson")
                 .body(batch.body.clone())
                 .send()

@@ -143,12 +143,12 @@ struct Shared {
     max: usize,
 }
 
-/// Lines waiting to be sent; past this many, new lines are dropped (and counted) rather
+/// Reads waiting to be sent; past this many, new lines are dropped (and counted) rather
 /// than slow the child.
-const PENDING_LINES: usize = 10_000;
+const PENDING_CHUNKS: usize = 16;
 
-/// Copies the child's output through as it comes, one write per read, and hands each
-/// complete line, stamped with the moment it was read, to a sender thread.
+/// Copies the child's output through as it comes, one write per read, and hands the
+/// complete lines of each read, stamped with the moment they were read, to a sender thread.
 fn pump(
     mut from: impl Read,
     mut passthrough: impl Write,
@@ -156,29 +156,42 @@ fn pump(
     pri: u8,
     s: &Arc<Shared>,
 ) {
-    let (tx, rx) = crossbeam_channel::bounded::<(OffsetDateTime, Vec<u8>)>(PENDING_LINES);
+    let (tx, rx) = crossbeam_channel::bounded::<(OffsetDateTime, Vec<u8>)>(PENDING_CHUNKS);
     let sender = {
         let s = s.clone();
         std::thread::spawn(move || {
-            for (read_at, text) in rx {
-                let mut dgram = format!(
-                    "<{pri}>1 {} {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
-                    rfc3339(read_at),
-                    s.host,
-                    s.service,
-                    s.pid
-                )
-                .into_bytes();
-                dgram.extend_from_slice(&text);
-                if s.sock.send_to(&dgram, &s.to).is_err() {
-                    s.dropped.fetch_add(1, Relaxed);
+            let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
+            for (read_at, chunk) in rx {
+                // Lines read together get consecutive nanoseconds, so their order survives.
+                let mut stamp = read_at.max(next_stamp);
+                for line in chunk.split(|b| *b == b'\n') {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    let mut dgram = format!(
+                        "<{pri}>1 {} {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
+                        rfc3339(stamp),
+                        s.host,
+                        s.service,
+                        s.pid
+                    )
+                    .into_bytes();
+                    dgram.extend_from_slice(&line[..line.len().min(s.max + 1)]);
+                    if s.sock.send_to(&dgram, &s.to).is_err() {
+                        s.dropped.fetch_add(1, Relaxed);
+                    }
+                    stamp += time::Duration::nanoseconds(1);
                 }
+                next_stamp = stamp;
             }
         })
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut partial: Vec<u8> = Vec::new();
-    let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
+    let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>| {
+        if let Err(e) = tx.try_send((read_at, chunk)) {
+            let lines = e.into_inner().1.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            s.dropped.fetch_add(lines, Relaxed);
+        }
+    };
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -188,30 +201,20 @@ fn pump(
         // Passthrough first: the child's output must look exactly as without us.
         let _ = passthrough.write_all(&buf[..n]);
         let _ = passthrough.flush();
-        let mut rest = &buf[..n];
-        // Lines read together get consecutive nanoseconds, so their order survives.
-        let mut stamp = read_at.max(next_stamp);
-        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
-            let mut line = std::mem::take(&mut partial);
-            line.extend_from_slice(&rest[..nl]);
-            rest = &rest[nl + 1..];
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            line.truncate(s.max + 1);
-            let at = stamp;
-            stamp += time::Duration::nanoseconds(1);
-            if tx.try_send((at, line)).is_err() {
-                s.dropped.fetch_add(1, Relaxed);
-            }
-        }
-        next_stamp = stamp;
-        // Keep at most one byte past the limit of a line still being written.
-        let room = (s.max + 1).saturating_sub(partial.len());
-        partial.extend_from_slice(&rest[..rest.len().min(room)]);
+        let Some(last_nl) = buf[..n].iter().rposition(|b| *b == b'\n') else {
+            // No line ends here: keep at most one byte past the limit of the line in progress.
+            let room = (s.max + 1).saturating_sub(partial.len());
+            partial.extend_from_slice(&buf[..n.min(room)]);
+            continue;
+        };
+        let mut chunk = std::mem::take(&mut partial);
+        chunk.extend_from_slice(&buf[..last_nl]);
+        hand_over(read_at, chunk);
+        let tail = &buf[last_nl + 1..n];
+        partial.extend_from_slice(&tail[..tail.len().min(s.max + 1)]);
     }
-    if !partial.is_empty() && tx.try_send((OffsetDateTime::now_utc(), partial)).is_err() {
-        s.dropped.fetch_add(1, Relaxed);
+    if !partial.is_empty() {
+        hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial));
     }
     drop(tx);
     let _ = sender.join();
