@@ -100,6 +100,20 @@ pub struct Shipper {
     _socket: Option<Arc<SyslogSocket>>,
 }
 
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::io(name, e))
+}
+
+fn sock_path(cfg: &ShipperConfig) -> String {
+    cfg.syslog_socket
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 /// The machine's host name, for records whose source names none.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -127,87 +141,56 @@ impl Shipper {
         let stop_senders = Arc::new(AtomicBool::new(false));
         let gate: Arc<std::sync::RwLock<()>> = Arc::default();
         let mut threads = Vec::new();
+        let max = cfg.parser.max_message_bytes;
         let socket = match &cfg.syslog_socket {
             Some(p) => Some(Arc::new(SyslogSocket::open(p)?)),
             None => None,
         };
         if let Some(sock) = &socket {
-            let (sock, q, stop, max) = (
-                sock.clone(),
-                queue.clone(),
-                stop_sources.clone(),
-                cfg.parser.max_message_bytes,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sawmill-syslog".into())
-                    .spawn(move || read_loop(&sock, &q, max, &stop))
-                    .map_err(|e| Error::io("thread", e))?,
-            );
-            tracing::info!(path = %cfg.syslog_socket.as_ref().unwrap().display(), "Listening for syslog datagrams.");
+            let (sock, q, stop) = (sock.clone(), queue.clone(), stop_sources.clone());
+            threads.push(spawn("sawmill-syslog", move || {
+                read_loop(&sock, &q, max, &stop)
+            })?);
+            tracing::info!(path = %sock_path(&cfg), "Listening for syslog datagrams.");
         }
         if let Some(addr) = cfg.syslog_udp {
             let sock = std::net::UdpSocket::bind(addr).map_err(|e| {
                 Error::Config(format!("cannot listen for syslog on udp {addr}: {e}"))
             })?;
-            let (q, stop, max) = (
-                queue.clone(),
-                stop_sources.clone(),
-                cfg.parser.max_message_bytes,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sawmill-udp".into())
-                    .spawn(move || udp_loop(&sock, &q, max, &stop))
-                    .map_err(|e| Error::io("thread", e))?,
-            );
+            let (q, stop) = (queue.clone(), stop_sources.clone());
+            threads.push(spawn("sawmill-udp", move || {
+                udp_loop(&sock, &q, max, &stop)
+            })?);
         }
         if let Some(addr) = cfg.syslog_tcp {
             let l = std::net::TcpListener::bind(addr).map_err(|e| {
                 Error::Config(format!("cannot listen for syslog on tcp {addr}: {e}"))
             })?;
-            let (q, stop, max) = (
-                queue.clone(),
-                stop_sources.clone(),
-                cfg.parser.max_message_bytes,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sawmill-tcp".into())
-                    .spawn(move || tcp_loop(&l, &q, max, &stop))
-                    .map_err(|e| Error::io("thread", e))?,
-            );
+            let (q, stop) = (queue.clone(), stop_sources.clone());
+            threads.push(spawn("sawmill-tcp", move || tcp_loop(&l, &q, max, &stop))?);
         }
         if let Some(host) = &cfg.docker {
             let dcfg = DockerConfig {
                 host: host.clone(),
                 checkpoints: cfg.state.join("docker"),
-                max_line_bytes: cfg.parser.max_message_bytes,
+                max_line_bytes: max,
                 gate: gate.clone(),
             };
             let (q, stop) = (queue.clone(), stop_sources.clone());
             // Not joined at stop: it blocks on the engine's streams; followers stop reading
             // (and checkpointing) as soon as `stop` is set.
-            std::thread::Builder::new()
-                .name("sawmill-docker".into())
-                .spawn(move || docker_run(&dcfg, &q, &stop))
-                .map_err(|e| Error::io("thread", e))?;
+            spawn("sawmill-docker", move || docker_run(&dcfg, &q, &stop))?;
         }
         if !cfg.tail.is_empty() {
             let fcfg = FileConfig {
                 globs: cfg.tail.clone(),
                 checkpoints: cfg.state.join("files.json"),
-                max_line_bytes: cfg.parser.max_message_bytes,
+                max_line_bytes: max,
                 src: state.src.clone(),
                 gate: gate.clone(),
             };
             let (q, stop) = (queue.clone(), stop_sources.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sawmill-files".into())
-                    .spawn(move || file_run(&fcfg, &q, &stop))
-                    .map_err(|e| Error::io("thread", e))?,
-            );
+            threads.push(spawn("sawmill-files", move || file_run(&fcfg, &q, &stop))?);
         }
         let replicas: Vec<Arc<Replica>> = cfg
             .indexers
@@ -245,12 +228,7 @@ impl Shipper {
                 cfg: cfg.clone(),
             };
             let stop = stop_sources.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("sawmill-batch".into())
-                    .spawn(move || batcher.run(&stop))
-                    .map_err(|e| Error::io("thread", e))?,
-            );
+            threads.push(spawn("sawmill-batch", move || batcher.run(&stop))?);
         }
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics {

@@ -122,18 +122,7 @@ impl Indexer {
 
     /// A Prometheus counter or gauge value.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = client()
-            .get(self.api("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
+        metric_at(&self.api("/metrics"), name)
     }
 
     /// Peak resident memory in KiB, from the kernel.
@@ -348,18 +337,7 @@ impl Shipper {
 
     /// A metric's value; `name` may carry labels: `x_total{source="syslog_unix"}`.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = client()
-            .get(&self.metrics_url)
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
+        metric_at(&self.metrics_url, name)
     }
 
     pub fn log_text(&self) -> String {
@@ -403,4 +381,15 @@ pub fn all_hits(ix: &Indexer, q: &str) -> Vec<Value> {
             None => return out,
         }
     }
+}
+
+/// One value from a Prometheus text endpoint; `name` may carry labels.
+pub fn metric_at(url: &str, name: &str) -> f64 {
+    let text = client().get(url).send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
