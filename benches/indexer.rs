@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sawmill_indexer::{index_settings, Fields, Record, StoreConfig};
+mod common;
+
+use common::{baseline_index, peak_rss_mib};
+use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::{AggContextParams, AggregationCollector};
@@ -186,15 +189,6 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 struct Rate {
     secs: f64,
 }
@@ -212,17 +206,7 @@ fn report(name: &str, r: &Rate, d: &Data) -> f64 {
 
 /// (a) Straight into tantivy: parse each line, build the indexer's document, add, commit.
 fn baseline(d: &Data, dir: &Path) -> (Index, Rate) {
-    std::fs::create_dir_all(dir).unwrap();
-    let fields = Fields::new();
-    let index = Index::builder()
-        .schema(fields.schema.clone())
-        .settings(index_settings())
-        .create_in_dir(dir)
-        .unwrap();
-    let cfg = StoreConfig::new(dir);
-    let mut writer = index
-        .writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory)
-        .unwrap();
+    let (fields, index, mut writer) = baseline_index(dir);
     let now = OffsetDateTime::now_utc();
     let started = Instant::now();
     let mut rid = 0u64;

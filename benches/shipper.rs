@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sawmill_indexer::{index_settings, Fields, Record, StoreConfig};
-use tantivy::{Index, TantivyDocument};
+mod common;
+
+use common::{baseline_index, peak_rss_mib};
+use sawmill_indexer::Record;
 
 const SERVICES: [&str; 5] = ["gateway", "auth", "orders", "payments", "inventory"];
 
@@ -59,16 +61,6 @@ fn report(name: &str, n: u64, bytes: u64, secs: f64) -> f64 {
         bytes as f64 / 1e6 / secs
     );
     rate
-}
-
-fn proc_status(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// User + system CPU seconds of a process so far.
@@ -122,17 +114,7 @@ fn url_after(line: &str, prefix: &str) -> String {
 
 /// Direct tantivy on the same records, the indexer benchmark's baseline, for ratio c.
 fn direct_tantivy(n: u64, dir: &Path) -> f64 {
-    std::fs::create_dir_all(dir).unwrap();
-    let fields = Fields::new();
-    let index = Index::builder()
-        .schema(fields.schema.clone())
-        .settings(index_settings())
-        .create_in_dir(dir)
-        .unwrap();
-    let cfg = StoreConfig::new(dir);
-    let mut w = index
-        .writer_with_num_threads::<TantivyDocument>(cfg.writer_threads, cfg.writer_memory)
-        .unwrap();
+    let (fields, _index, mut w) = baseline_index(dir);
     let now = tantivy::time::OffsetDateTime::now_utc();
     let t = Instant::now();
     for i in 0..n {
@@ -284,7 +266,7 @@ fn main() {
         "sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}",
     );
     let cpu = cpu_secs(spid) - cpu0;
-    let rss = proc_status(spid, "VmHWM:");
+    let rss = peak_rss_mib(spid);
     let direct = direct_tantivy(n.min(1_000_000), &tmp.join("direct"));
     println!("direct tantivy (indexer benchmark's baseline)    {direct:>10.0} msg/s;  c / direct = {:.2}", c / direct);
     println!("queue drops: {drops}; shipper CPU: {:.2} s per million messages; shipper peak RSS: {rss:.1} MiB (target <= 40: {})", cpu / (n as f64 / 1e6), if rss <= 40.0 { "met" } else { "NOT met" });

@@ -251,23 +251,14 @@ impl Parser {
     ) -> Option<OffsetDateTime> {
         let y = received.year();
         (y - 1..=y + 1)
-            .filter_map(|year| self.local_to_utc(year, month, day, h, m, s, nanos))
+            .filter_map(|year| {
+                chrono::NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(h, m, s, nanos)
+            })
+            .filter_map(|naive| self.local_to_utc(naive))
             .min_by_key(|t| (*t - received).abs())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn local_to_utc(
-        &self,
-        year: i32,
-        month: u32,
-        day: u32,
-        h: u32,
-        m: u32,
-        s: u32,
-        nanos: u32,
-    ) -> Option<OffsetDateTime> {
-        let naive =
-            chrono::NaiveDate::from_ymd_opt(year, month, day)?.and_hms_nano_opt(h, m, s, nanos)?;
+    fn local_to_utc(&self, naive: chrono::NaiveDateTime) -> Option<OffsetDateTime> {
         let utc_nanos = match self.zone {
             Zone::Local => chrono::Local
                 .from_local_datetime(&naive)

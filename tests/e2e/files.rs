@@ -104,12 +104,7 @@ fn rename_and_copytruncate_rotation_lose_and_repeat_nothing() {
     append(&app, "n=13\nn=14\n");
     wait_total(&ix, "*", 15);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ns: Vec<u64> = all_hits(&ix, "*")
-        .iter()
-        .map(|h| h["fields"]["n"].as_u64().unwrap())
-        .collect();
-    ns.sort_unstable();
-    assert_eq!(ns, (0..15).collect::<Vec<u64>>());
+    assert_eq!(line_numbers(&ix, "*"), (0..15).collect::<Vec<u64>>());
 }
 
 #[test]
@@ -136,10 +131,9 @@ fn a_shipper_killed_while_tailing_resumes_without_loss_or_duplicates() {
     writer.join().unwrap();
     wait_total(&ix, "*", 2000);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ns: Vec<u64> = all_hits(&ix, "*")
-        .iter()
-        .map(|h| h["fields"]["n"].as_u64().unwrap())
-        .collect();
-    ns.sort_unstable();
-    assert_eq!(ns, (0..2000).collect::<Vec<u64>>(), "every line once");
+    assert_eq!(
+        line_numbers(&ix, "*"),
+        (0..2000).collect::<Vec<u64>>(),
+        "every line once"
+    );
 }

@@ -393,3 +393,13 @@ pub fn metric_at(url: &str, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+/// The `n=` (`fields.n`) of every record matching `q`, sorted: lines a test numbered.
+pub fn line_numbers(ix: &Indexer, q: &str) -> Vec<u64> {
+    let mut ns: Vec<u64> = all_hits(ix, q)
+        .iter()
+        .map(|h| h["fields"]["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    ns
+}
