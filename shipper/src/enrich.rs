@@ -42,6 +42,13 @@ pub fn enrich(ev: &mut Event) {
 
 /// Takes correlation ids (and a stated level) from one field.
 pub fn absorb(ev: &mut Event, key: &str, v: &Value) {
+    // Most fields are none of these: decide by the key before touching the value.
+    let is_trace = TRACE_KEYS.contains(&key);
+    let is_request = REQUEST_KEYS.contains(&key);
+    let is_level = matches!(key, "level" | "severity" | "lvl");
+    if !(key == "traceparent" || is_trace || is_request || is_level) {
+        return;
+    }
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -54,14 +61,12 @@ pub fn absorb(ev: &mut Event, key: &str, v: &Value) {
         if let Some(t) = parse_traceparent(&s) {
             ev.trace_id.get_or_insert(t);
         }
-    } else if TRACE_KEYS.contains(&key) {
+    } else if is_trace {
         ev.trace_id.get_or_insert(s);
-    } else if REQUEST_KEYS.contains(&key) {
+    } else if is_request {
         ev.request_id.get_or_insert(s);
-    } else if matches!(key, "level" | "severity" | "lvl") {
-        if let Some(sev) = severity_word(&s) {
-            ev.severity = Some(sev);
-        }
+    } else if let Some(sev) = severity_word(&s) {
+        ev.severity = Some(sev);
     }
 }
 
@@ -146,19 +151,25 @@ fn typed(v: &str) -> Value {
 
 /// The trace id (32 hex digits) of a W3C `traceparent`: `00-<trace>-<span>-<flags>`.
 pub fn parse_traceparent(s: &str) -> Option<String> {
-    let parts: Vec<&str> = s.trim().split('-').collect();
-    if parts.len() < 4 || parts[0].len() != 2 || parts[1].len() != 32 || parts[2].len() != 16 {
+    let mut parts = s.trim().split('-');
+    let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    if version.len() != 2 || trace.len() != 32 || span.len() != 16 {
         return None;
     }
     let hex = |p: &str| p.bytes().all(|c| c.is_ascii_hexdigit());
-    if !hex(parts[0]) || !hex(parts[1]) || !hex(parts[2]) || parts[1].bytes().all(|c| c == b'0') {
+    if !hex(version) || !hex(trace) || !hex(span) || trace.bytes().all(|c| c == b'0') {
         return None;
     }
-    Some(parts[1].to_ascii_lowercase())
+    Some(trace.to_ascii_lowercase())
 }
+
+/// The shortest traceparent: `vv-` + 32 + `-` + 16 + `-ff`.
+const TRACEPARENT_LEN: usize = 55;
 
 fn find_traceparent(text: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || c == '=' || c == '"' || c == ',')
+        .filter(|t| t.len() >= TRACEPARENT_LEN)
         .find_map(parse_traceparent)
 }
 

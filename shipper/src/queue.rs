@@ -137,6 +137,14 @@ impl Queue {
         Ok(item)
     }
 
+    /// The next item if one is waiting; never parks, so pushes need not wake anyone.
+    pub fn try_pop(&self) -> Option<Item> {
+        let (item, w) = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(w, Relaxed);
+        self.metrics.queue_popped.fetch_add(1, Relaxed);
+        Some(item)
+    }
+
     pub fn len(&self) -> usize {
         self.rx.len()
     }

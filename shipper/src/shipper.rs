@@ -228,7 +228,12 @@ impl Shipper {
                 cfg: cfg.clone(),
             };
             let stop = stop_sources.clone();
-            threads.push(spawn("sawmill-batch", move || batcher.run(&stop))?);
+            threads.push(spawn("sawmill-batch", move || {
+                // Parsing, JSON and compression can wait in the queue; the socket readers
+                // and the applications cannot.
+                crate::priority::run_only_when_idle();
+                batcher.run(&stop)
+            })?);
         }
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics {
@@ -299,23 +304,43 @@ struct Pending {
     pinned: bool,
 }
 
+/// How long the batcher naps when the queue is empty, and how many naps in a row before
+/// it parks until the next push.
+const NAP: Duration = Duration::from_millis(2);
+const IDLE_NAPS: u32 = 3;
+
 impl Batcher {
     fn run(mut self, stop: &AtomicBool) {
         let mut p = Pending::default();
         let mut reported = [0u64; 6];
         let mut reported_lost = 0u64;
         let mut last_report = Instant::now();
+        let mut idle_naps = 0;
         loop {
             let wait = p.since.map_or(self.cfg.linger, |s| {
                 self.cfg.linger.saturating_sub(s.elapsed())
             });
-            match self.queue.pop(wait.max(Duration::from_millis(1))) {
-                Ok(item) => {
-                    let ev = self.event(item);
-                    self.add(&mut p, ev);
+            // Under load the batcher naps instead of parking on the queue: a parked reader
+            // makes every push pay a wake-up syscall, on the socket reader's time.
+            let item = match self.queue.try_pop() {
+                Some(item) => {
+                    idle_naps = 0;
+                    Some(item)
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                None if idle_naps < IDLE_NAPS => {
+                    idle_naps += 1;
+                    std::thread::sleep(NAP.min(wait.max(Duration::from_millis(1))));
+                    None
+                }
+                None => match self.queue.pop(wait.max(Duration::from_millis(1))) {
+                    Ok(item) => Some(item),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if let Some(item) = item {
+                let ev = self.event(item);
+                self.add(&mut p, ev);
             }
             if last_report.elapsed() >= self.cfg.drop_report_interval {
                 let secs = last_report.elapsed().as_secs();
@@ -390,8 +415,8 @@ impl Batcher {
         if let Some(ack) = ev.ack.take() {
             p.acks.push(ack);
         }
-        let rec = match &ev.key {
-            Some((src, seq)) => ev.to_record(src, *seq, &self.host),
+        match &ev.key {
+            Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),
             None => {
                 let seq = match self.state.next_seq() {
                     Ok(s) => s,
@@ -401,11 +426,9 @@ impl Batcher {
                         u64::MAX
                     }
                 };
-                ev.to_record(&self.state.src, seq, &self.host)
+                ev.write_record(&mut p.ndjson, &self.state.src, seq, &self.host)
             }
-        };
-        let _ = serde_json::to_writer(&mut p.ndjson, &rec);
-        p.ndjson.push(b'\n');
+        }
         p.records += 1;
         p.received_sum += ev
             .received
