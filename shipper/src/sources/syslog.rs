@@ -113,6 +113,12 @@ impl Drop for SyslogSocket {
     }
 }
 
+/// Datagrams taken per `recvmmsg` call. Draining what is queued in one call matters because
+/// the kernel holds only `net.unix.max_dgram_qlen` datagrams (10 by default) before
+/// senders block: one call frees the whole queue and wakes a blocked sender once.
+const RECV_BATCH: usize = 32;
+const CONTROL_BYTES: usize = 64;
+
 /// Receives until `stop`; every datagram becomes one queue item.
 pub fn read_loop(
     sock: &SyslogSocket,
@@ -121,21 +127,40 @@ pub fn read_loop(
     stop: &Arc<AtomicBool>,
 ) {
     let fd = sock.sock.as_raw_fd();
-    // One byte more than allowed, so an oversized datagram is seen as such.
-    let mut buf = vec![0u8; max_message_bytes + 1];
-    let mut control = [0u8; 128];
+    // One byte more than allowed, so an oversized datagram is seen as such. Only the pages
+    // a datagram touches become resident, so small messages keep this cheap.
+    let size = max_message_bytes + 1;
+    let mut bufs = vec![0u8; size * RECV_BATCH];
+    let mut control = vec![0u8; CONTROL_BYTES * RECV_BATCH];
+    let mut iovs: Vec<libc::iovec> = Vec::with_capacity(RECV_BATCH);
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); filled in below.
+    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; RECV_BATCH];
+    for i in 0..RECV_BATCH {
+        iovs.push(libc::iovec {
+            iov_base: bufs[i * size..].as_mut_ptr() as *mut _,
+            iov_len: size,
+        });
+    }
     while !stop.load(Relaxed) {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut _,
-            iov_len: buf.len(),
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_iov = &mut iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = control[i * CONTROL_BYTES..].as_mut_ptr() as *mut _;
+            m.msg_hdr.msg_controllen = CONTROL_BYTES;
+            m.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the stated lengths for the call.
+        // MSG_WAITFORONE: block (up to the socket's read timeout) for the first datagram,
+        // then take only what is already queued.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                RECV_BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
-        // SAFETY: msghdr points at live buffers of the stated lengths for the call's duration.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut _;
-        msg.msg_controllen = control.len();
-        let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
@@ -145,18 +170,21 @@ pub fn read_loop(
             continue;
         }
         let received = OffsetDateTime::now_utc();
-        let creds = unsafe { creds_of(&msg) };
-        let data = buf[..n as usize].to_vec();
-        queue.push(Item::Syslog {
-            data,
-            received,
-            creds,
-            source: Source::SyslogUnix,
-        });
+        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+            // SAFETY: the kernel filled this header's control buffer in the call above.
+            let creds = unsafe { creds_of(&m.msg_hdr) };
+            let len = (m.msg_len as usize).min(size);
+            queue.push(Item::Syslog {
+                data: bufs[i * size..i * size + len].to_vec(),
+                received,
+                creds,
+                source: Source::SyslogUnix,
+            });
+        }
     }
 }
 
-/// SAFETY: `msg` must be the header `recvmsg` just filled.
+/// SAFETY: `msg` must be a header the kernel just filled.
 unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
     let mut c = libc::CMSG_FIRSTHDR(msg);
     while !c.is_null() {
