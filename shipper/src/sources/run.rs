@@ -4,18 +4,19 @@
 //! never time.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::event::rfc3339;
+use crate::event::write_rfc3339;
 
 /// What to run and where its lines go.
 #[derive(Clone, Debug)]
@@ -74,11 +75,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
         // SAFETY: installing a handler that only calls kill(2).
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
-    let sock = UnixDatagram::unbound().map_err(|e| Error::io(&cfg.to, e))?;
-    sock.set_nonblocking(true)
-        .map_err(|e| Error::io(&cfg.to, e))?;
     let shared = Arc::new(Shared {
-        sock,
         to: cfg.to.clone(),
         host: crate::shipper::hostname(),
         service,
@@ -89,9 +86,9 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
     let s1 = shared.clone();
-    let t1 = std::thread::spawn(move || pump(out, std::io::stdout(), "stdout", 14, &s1));
+    let t1 = std::thread::spawn(move || pump(out, libc::STDOUT_FILENO, "stdout", 14, &s1));
     let s2 = shared.clone();
-    let t2 = std::thread::spawn(move || pump(err, std::io::stderr(), "stderr", 11, &s2));
+    let t2 = std::thread::spawn(move || pump(err, libc::STDERR_FILENO, "stderr", 11, &s2));
     let status = reap_until(pid)?;
     // Output still in the pipes belongs to the child's last words; grandchildren that keep
     // the pipes open are not waited for long.
@@ -134,7 +131,6 @@ fn reap_until(pid: i32) -> Result<std::process::ExitStatus> {
 }
 
 struct Shared {
-    sock: UnixDatagram,
     to: PathBuf,
     host: String,
     service: String,
@@ -147,44 +143,29 @@ struct Shared {
 /// than slow the child.
 const PENDING_CHUNKS: usize = 16;
 
+/// How often a sender retries a socket that was missing or refused.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// The child's pipes are made this large (the unprivileged maximum), so a burst of output
+/// fits in the pipe instead of stopping the child while we copy.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
 /// Copies the child's output through as it comes, one write per read, and hands the
 /// complete lines of each read, stamped with the moment they were read, to a sender thread.
-fn pump(
-    mut from: impl Read,
-    mut passthrough: impl Write,
-    stream: &'static str,
-    pri: u8,
-    s: &Arc<Shared>,
-) {
+fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, s: &Arc<Shared>) {
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure just leaves the default size.
+    unsafe { libc::fcntl(from.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    let mut from = from;
+    // Our own stdout/stderr, written directly: std's handles add a lock and, for stdout, a
+    // line buffer that splits every read into two writes.
+    // SAFETY: the descriptor stays open for the process's life; ManuallyDrop never closes it.
+    let mut passthrough = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(to_fd) });
     let (tx, rx) = crossbeam_channel::bounded::<(OffsetDateTime, Vec<u8>)>(PENDING_CHUNKS);
     let sender = {
         let s = s.clone();
-        std::thread::spawn(move || {
-            let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
-            for (read_at, chunk) in rx {
-                // Lines read together get consecutive nanoseconds, so their order survives.
-                let mut stamp = read_at.max(next_stamp);
-                for line in chunk.split(|b| *b == b'\n') {
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    let mut dgram = format!(
-                        "<{pri}>1 {} {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
-                        rfc3339(stamp),
-                        s.host,
-                        s.service,
-                        s.pid
-                    )
-                    .into_bytes();
-                    dgram.extend_from_slice(&line[..line.len().min(s.max + 1)]);
-                    if s.sock.send_to(&dgram, &s.to).is_err() {
-                        s.dropped.fetch_add(1, Relaxed);
-                    }
-                    stamp += time::Duration::nanoseconds(1);
-                }
-                next_stamp = stamp;
-            }
-        })
+        std::thread::spawn(move || send_lines(rx, stream, pri, &s))
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut partial: Vec<u8> = Vec::new();
     let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>| {
         if let Err(e) = tx.try_send((read_at, chunk)) {
@@ -194,13 +175,14 @@ fn pump(
     };
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
             Ok(n) => n,
         };
         let read_at = OffsetDateTime::now_utc();
         // Passthrough first: the child's output must look exactly as without us.
         let _ = passthrough.write_all(&buf[..n]);
-        let _ = passthrough.flush();
         let Some(last_nl) = buf[..n].iter().rposition(|b| *b == b'\n') else {
             // No line ends here: keep at most one byte past the limit of the line in progress.
             let room = (s.max + 1).saturating_sub(partial.len());
@@ -218,4 +200,69 @@ fn pump(
     }
     drop(tx);
     let _ = sender.join();
+}
+
+/// Sends each line of each chunk as one RFC 5424 datagram. Runs only on otherwise idle CPU:
+/// when the machine is busy, the child and its passthrough go first and lines pile up in
+/// the bounded hand-over (then are dropped and counted), as the contract says.
+fn send_lines(
+    rx: crossbeam_channel::Receiver<(OffsetDateTime, Vec<u8>)>,
+    stream: &'static str,
+    pri: u8,
+    s: &Shared,
+) {
+    crate::priority::run_only_when_idle();
+    // Everything but the time stamp is the same on every line.
+    let header_start = format!("<{pri}>1 ");
+    let header_rest = format!(
+        " {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
+        s.host, s.service, s.pid
+    );
+    let mut sock: Option<UnixDatagram> = None;
+    let mut last_try: Option<Instant> = None;
+    let mut dgram = Vec::with_capacity(1024);
+    let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
+    for (read_at, chunk) in rx {
+        // Lines read together get consecutive nanoseconds, so their order survives.
+        let mut stamp = read_at.max(next_stamp);
+        for line in chunk.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if sock.is_none() && last_try.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
+                last_try = Some(Instant::now());
+                sock = connect(&s.to);
+            }
+            let Some(conn) = &sock else {
+                s.dropped.fetch_add(1, Relaxed);
+                continue;
+            };
+            dgram.clear();
+            dgram.extend_from_slice(header_start.as_bytes());
+            let mut ts = [0u8; 40];
+            let n = write_rfc3339(stamp, &mut ts);
+            dgram.extend_from_slice(&ts[..n]);
+            dgram.extend_from_slice(header_rest.as_bytes());
+            dgram.extend_from_slice(&line[..line.len().min(s.max + 1)]);
+            stamp += time::Duration::nanoseconds(1);
+            match conn.send(&dgram) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    s.dropped.fetch_add(1, Relaxed);
+                }
+                Err(_) => {
+                    // The shipper went away or replaced its socket: find the new one.
+                    s.dropped.fetch_add(1, Relaxed);
+                    sock = None;
+                }
+            }
+        }
+        next_stamp = stamp;
+    }
+}
+
+/// A non-blocking datagram socket connected to `path`, or None while it is missing.
+fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
+    let sock = UnixDatagram::unbound().ok()?;
+    sock.set_nonblocking(true).ok()?;
+    sock.connect(path).ok()?;
+    Some(sock)
 }
