@@ -207,3 +207,171 @@ fn a_shipper_restarted_while_a_container_prints_loses_and_repeats_nothing() {
         "every line once, across the restart"
     );
 }
+
+/// A stand-in for the engine's socket that can vanish and come back: it forwards to the
+/// real engine, and `stop` cuts every connection and removes the socket, as a daemon
+/// restart does, without disturbing the other tests that share the real engine.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    accept: std::thread::JoinHandle<()>,
+}
+
+impl EngineProxy {
+    fn start(path: &std::path::Path) -> EngineProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<UnixStream>>> = Default::default();
+        let accept = {
+            let (stop, conns) = (stop.clone(), conns.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((client, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    client.set_nonblocking(false).unwrap();
+                    let engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+                    let mut list = conns.lock().unwrap();
+                    list.push(client.try_clone().unwrap());
+                    list.push(engine.try_clone().unwrap());
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                        (engine, client),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            })
+        };
+        EngineProxy {
+            path: path.to_path_buf(),
+            stop,
+            conns,
+            accept,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.accept.join().unwrap();
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        std::fs::remove_file(&self.path).unwrap();
+    }
+}
+
+#[test]
+fn the_docker_source_reconnects_when_the_engine_comes_back_and_misses_nothing() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerreconnect");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let engine = dir.path().join("engine.sock");
+    let proxy = EngineProxy::start(&engine);
+    let a = Container::run(
+        &[],
+        "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo n=$i; sleep 0.02; done; sleep 600",
+    );
+    let qa = format!("container:{}", a.0);
+    let host = format!("unix://{}", engine.display());
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--docker", "--docker-host", &host],
+    );
+    wait_count(&ix, &qa, 30);
+    // The engine goes away mid-stream; a container starts while it is gone.
+    proxy.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = Container::run(
+        &[],
+        "i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo n=$i; done; sleep 600",
+    );
+    let qb = format!("container:{}", b.0);
+    let _proxy = EngineProxy::start(&engine);
+    wait_count(&ix, &qa, 300);
+    wait_count(&ix, &qb, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        line_numbers(&ix, &qa),
+        (1..=300).collect::<Vec<u64>>(),
+        "every line of the running container once, across the outage"
+    );
+    assert_eq!(
+        line_numbers(&ix, &qb),
+        (1..=100).collect::<Vec<u64>>(),
+        "the container started during the outage, from its first line"
+    );
+    assert!(
+        sh.log_text().contains("Docker engine not reachable"),
+        "the outage is logged:\n{}",
+        sh.log_text()
+    );
+}
+
+#[test]
+fn a_shipper_inside_a_container_does_not_ship_its_own_output() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerself");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    // The real binary in the busybox image, with the host's C library beside it; host
+    // networking so it reaches the indexer on loopback.
+    let bin = env!("CARGO_BIN_EXE_sawmill");
+    let me = Container::run(
+        &[
+            "--network",
+            "host",
+            "-e",
+            "SAWMILL_LOG=info",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            &format!("{bin}:/sawmill:ro"),
+            "-v",
+            "/lib:/lib:ro",
+            "-v",
+            "/lib64:/lib64:ro",
+            "-v",
+            "/usr/lib:/usr/lib:ro",
+        ],
+        &format!(
+            "/sawmill shipper --docker --indexer {} --state /tmp/state --metrics 127.0.0.1:0",
+            ix.url
+        ),
+    );
+    // Another container's lines arriving proves the shipper in the container works.
+    let witness = Container::run(
+        &[],
+        "i=0; while true; do i=$((i+1)); echo n=$i; sleep 0.05; done",
+    );
+    wait_count(&ix, &format!("container:{}", witness.0), 20);
+    let own_output = Command::new("docker")
+        .args(["logs", &me.0])
+        .output()
+        .unwrap();
+    let own = format!(
+        "{}{}",
+        String::from_utf8_lossy(&own_output.stdout),
+        String::from_utf8_lossy(&own_output.stderr)
+    );
+    assert!(
+        own.contains("sawmill shipper"),
+        "the shipper in the container prints lines it could ship: {own}"
+    );
+    assert_eq!(
+        count(&ix, &format!("container:{}", me.0)),
+        0,
+        "the shipper skips its own container"
+    );
+}

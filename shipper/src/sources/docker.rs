@@ -170,10 +170,23 @@ fn inspect(socket: &Path, id: &str) -> std::io::Result<Meta> {
 
 /// This process's own container id, if it runs in one, so it does not ship itself.
 fn own_container() -> Option<String> {
-    let cg = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    cg.split(|c: char| c == '/' || c.is_whitespace())
-        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string)
+    container_of_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+/// Docker bind-mounts `/var/lib/docker/containers/<id>/hostname` onto `/etc/hostname` in
+/// every container. Only that mount is read: on a host, other 64-hex ids (overlay layers,
+/// other containers' shm) appear in mountinfo too, and must not be taken for ours.
+fn container_of_mountinfo(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (root, mount_point) = (f.nth(3)?, f.next()?);
+        if mount_point != "/etc/hostname" {
+            return None;
+        }
+        root.split('/')
+            .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+    })
 }
 
 /// Follows containers until `stop`; reconnects when the engine goes away.
@@ -364,5 +377,27 @@ fn save(path: &Path, cp: Option<OffsetDateTime>) {
     let tmp = path.with_extension("tmp");
     if let Err(e) = std::fs::write(&tmp, t.as_bytes()).and_then(|_| std::fs::rename(&tmp, path)) {
         tracing::warn!(error = %e, "Could not save a container checkpoint.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_of_mountinfo;
+
+    #[test]
+    fn own_container_comes_from_the_hostname_mount_only() {
+        let id = "3f4e2a1b".repeat(8);
+        let other = "aa11bb22".repeat(8);
+        let in_container = format!(
+            "612 590 0:52 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/{other}\n\
+             640 612 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(container_of_mountinfo(&in_container), Some(id.clone()));
+        // A host sees other containers' mounts, never one on its own /etc/hostname.
+        let on_host = format!(
+            "300 29 0:60 / /var/lib/docker/containers/{id}/mounts/shm rw - tmpfs shm rw\n\
+             301 29 0:61 / /var/lib/docker/overlay2/{other}/merged rw - overlay overlay rw\n"
+        );
+        assert_eq!(container_of_mountinfo(&on_host), None);
     }
 }
