@@ -288,12 +288,21 @@ async fn indexer(
                 }
             });
             let script = "i=0; while true; do i=$((i+1)); echo \"batch $i processed items=$((i*7 % 50)) request_id=batch-$i\"; if [ $((i % 5)) -eq 0 ]; then echo \"level=warning batch $i slow: took 2300ms\" >&2; fi; sleep 2; done";
-            worker = std::process::Command::new(std::env::current_exe()?)
-                .args(["run", "--service", "batch-worker", "--to"])
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(["run", "--service", "batch-worker", "--to"])
                 .arg(&socket)
                 .args(["--", "sh", "-c", script])
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            // If `up` is killed outright, the worker must not outlive it.
+            // SAFETY: prctl is async-signal-safe and touches only the new process.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                })
+            };
+            worker = cmd
                 .spawn()
                 .map_err(|e| tracing::warn!(error = %e, "Demo batch worker not started."))
                 .ok();
