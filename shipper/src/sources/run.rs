@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
         service,
         pid: pid as u32,
         dropped: AtomicU64::new(0),
+        give_up: AtomicBool::new(false),
         max: cfg.max_line_bytes,
     });
     let out = child.stdout.take().unwrap();
@@ -92,15 +93,17 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     let status = reap_until(pid)?;
     // Output still in the pipes belongs to the child's last words; grandchildren that keep
     // the pipes open are not waited for long.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    for t in [t1, t2] {
-        while !t.is_finished() && std::time::Instant::now() < deadline {
+    let threads = [t1, t2];
+    let wait_for = |budget: Duration| {
+        let deadline = Instant::now() + budget;
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if t.is_finished() {
-            let _ = t.join();
-        }
-    }
+    };
+    wait_for(EXIT_BUDGET);
+    // Out of time: lines not yet sent are counted as dropped rather than silently lost.
+    shared.give_up.store(true, Relaxed);
+    wait_for(Duration::from_millis(200));
     let dropped = shared.dropped.load(Relaxed);
     if dropped > 0 {
         eprintln!("sawmill run: {dropped} lines could not be shipped to `{}` (socket missing or full); they were passed through only", cfg.to.display());
@@ -136,12 +139,17 @@ struct Shared {
     service: String,
     pid: u32,
     dropped: AtomicU64,
+    /// Set when the exit budget is spent: remaining lines are counted, not sent.
+    give_up: AtomicBool,
     max: usize,
 }
 
 /// Reads waiting to be sent; past this many, new lines are dropped (and counted) rather
 /// than slow the child.
 const PENDING_CHUNKS: usize = 16;
+
+/// How long `run` may outlive its child to ship the last lines.
+const EXIT_BUDGET: Duration = Duration::from_secs(2);
 
 /// How often a sender retries a socket that was missing or refused.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
@@ -199,6 +207,14 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
         hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial));
     }
     drop(tx);
+    if to_fd == libc::STDOUT_FILENO {
+        // All output has passed through: whoever reads our stdout gets its end of file now,
+        // not after the last lines are shipped. (stderr stays open for our own last words.)
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            // SAFETY: dup2 onto our own stdout; `null` is closed when dropped.
+            unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+        }
+    }
     let _ = sender.join();
 }
 
@@ -230,6 +246,10 @@ fn send_lines(
             if sock.is_none() && last_try.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
                 last_try = Some(Instant::now());
                 sock = connect(&s.to);
+            }
+            if s.give_up.load(Relaxed) {
+                s.dropped.fetch_add(1, Relaxed);
+                continue;
             }
             let Some(conn) = &sock else {
                 s.dropped.fetch_add(1, Relaxed);
