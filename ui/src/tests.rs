@@ -224,6 +224,19 @@ async fn discover_shows_hits_histogram_facets_and_highlights() {
         "a failure is one click away"
     );
     assert!(body.contains("+00:00</time>"), "times carry their offset");
+    // "Filter out" really excludes (regression: `* AND NOT x` matched nothing at all).
+    let out = crate::url::filter_out("", "service", "payments");
+    let (_, _, body) = call(&app, &format!("/?q={}", crate::url::enc(&out))).await;
+    assert!(
+        body.contains("<strong id=\"hits-total\">30</strong>"),
+        "40 minus the 10 payments lines"
+    );
+    let out = crate::url::filter_out("token OR checkout", "host", "node-0");
+    let (_, _, body) = call(&app, &format!("/?q={}", crate::url::enc(&out))).await;
+    assert!(
+        body.contains("<strong id=\"hits-total\">20</strong>"),
+        "30 match, 10 of them on node-0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -130,11 +130,10 @@ pub fn matches_all(q: &str) -> bool {
     t.is_empty() || t == "*"
 }
 
-/// `field:"value"` with the value quoted for the query parser.
-pub fn term(field: &str, value: &str) -> String {
-    let mut out = String::with_capacity(field.len() + value.len() + 3);
-    out.push_str(field);
-    out.push_str(":\"");
+/// `"value"`, escaped for the query parser.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
     for c in value.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
@@ -145,23 +144,33 @@ pub fn term(field: &str, value: &str) -> String {
     out
 }
 
+/// `field:"value"` with the value quoted for the query parser.
+pub fn term(field: &str, value: &str) -> String {
+    format!("{field}:{}", quote(value))
+}
+
 /// `q` narrowed to records whose `field` is `value` (the sidebar's "filter for").
 pub fn filter_for(q: &str, field: &str, value: &str) -> String {
     and(q, &term(field, value))
 }
 
 /// `q` without the records whose `field` is `value` (the sidebar's "filter out").
+///
+/// Written `q -field:"value"`: the parser refuses a query of exclusions only (so `*` anchors
+/// one), and in this indexer `X AND NOT Y` matches nothing at all, while `X -Y` does what
+/// it says.
 pub fn filter_out(q: &str, field: &str, value: &str) -> String {
-    and(q, &format!("NOT {}", term(field, value)))
+    let base = if matches_all(q) {
+        "*".to_string()
+    } else {
+        format!("({})", q.trim())
+    };
+    format!("{base} -{}", term(field, value))
 }
 
 /// `q AND clause`, keeping `q`'s own precedence with parentheses.
 pub fn and(q: &str, clause: &str) -> String {
     if matches_all(q) {
-        // A query of only a negation matches nothing in the parser: anchor it on everything.
-        if clause.starts_with("NOT ") {
-            return format!("* AND {clause}");
-        }
         return clause.to_string();
     }
     format!("({}) AND {clause}", q.trim())
@@ -186,7 +195,8 @@ mod tests {
         );
         assert_eq!(
             filter_out("*", "severity", "debug"),
-            "* AND NOT severity:\"debug\""
+            "* -severity:\"debug\""
         );
+        assert_eq!(filter_out("a OR b", "host", "h"), "(a OR b) -host:\"h\"");
     }
 }

@@ -40,11 +40,8 @@ pub async fn page(client: &Client, id: &str, tz: Tz, mut chrome: Chrome) -> Resu
     for r in &mut rows {
         r.offset = offset_text(r.time.micros.unwrap_or(first) - first);
     }
-    let q = format!(
-        "trace_id:{} OR request_id:{}",
-        crate::url::term("", id).trim_start_matches(':'),
-        crate::url::term("", id).trim_start_matches(':')
-    );
+    let quoted = crate::url::quote(id);
+    let q = format!("trace_id:{quoted} OR request_id:{quoted}");
     chrome.api_url = Some(t.url.clone());
     chrome.banner = crate::pages::banner(client);
     Ok(RequestPage {
