@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run everything on this machine: an indexer on loopback (and, with --demo, sample traffic).
+    /// Run everything on this machine: an indexer, a shipper and the web UI on loopback (and, with --demo, sample traffic).
     Up(UpArgs),
     /// Run one indexer replica: durable ingest and the search API.
     Indexer(IndexerArgs),
@@ -29,6 +29,24 @@ enum Command {
     Shipper(ShipperArgs),
     /// Run a command, pass its output through, and ship every line to the syslog socket.
     Run(RunArgs),
+    /// Serve the web UI (Discover, request view, context, live tail, export) over indexer replicas.
+    Ui(UiArgs),
+}
+
+#[derive(Args)]
+struct UiArgs {
+    /// Address to listen on. Loopback by default; use 0.0.0.0:7279 to serve other hosts.
+    #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
+    listen: SocketAddr,
+    /// Indexer replica base URL (http://host:port); repeat for each. Pages come from a healthy
+    /// one, failing over to the next when one dies.
+    #[arg(
+        long = "indexer",
+        env = "SAWMILL_INDEXER",
+        value_delimiter = ',',
+        required = true
+    )]
+    indexers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -116,6 +134,9 @@ struct UpArgs {
     /// Keep feeding realistic traffic from five services that call each other.
     #[arg(long, env = "SAWMILL_DEMO")]
     demo: bool,
+    /// Address the web UI listens on.
+    #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
+    ui_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -214,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Shipper(a) => shipper(a).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),
+        Command::Ui(a) => ui(a).await,
         Command::Up(a) => {
             let store = StoreArgs {
                 data: a.data,
@@ -224,18 +246,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_body_bytes: 64 << 20,
                 writer_memory: 128 << 20,
             };
-            indexer(a.listen, store.config(), store.max_body_bytes, Some(a.demo)).await
+            let up = Up {
+                demo: a.demo,
+                ui_listen: a.ui_listen,
+            };
+            indexer(a.listen, store.config(), store.max_body_bytes, Some(up)).await
         }
     }
 }
 
-/// Starts an indexer; `up` is `Some(demo)` when run by `sawmill up`, which adds a shipper
-/// with its syslog socket in the data directory (and the demo traffic).
+/// What `sawmill up` adds to an indexer.
+struct Up {
+    demo: bool,
+    ui_listen: SocketAddr,
+}
+
+/// Starts an indexer; `up` is `Some` when run by `sawmill up`, which adds the web UI and a
+/// shipper with its syslog socket in the data directory (and the demo traffic).
 async fn indexer(
     listen: SocketAddr,
     config: StoreConfig,
     max_body_bytes: u64,
-    up: Option<bool>,
+    up: Option<Up>,
 ) -> anyhow::Result<()> {
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(config))
@@ -259,7 +291,17 @@ async fn indexer(
     println!("sawmill indexer listening on {url}");
     let mut shipper = None;
     let mut worker = None;
-    if let Some(demo) = up {
+    let mut ui_server = None;
+    if let Some(Up { demo, ui_listen }) = up {
+        let (listener, ui_url) = ui_listener(ui_listen).await?;
+        // Tests read this second line to find the UI's port.
+        println!("sawmill ui listening on {ui_url}");
+        let client = sawmill_ui::Client::new(vec![url.clone()])?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sawmill_ui::serve(listener, client, async {
+            let _ = rx.await;
+        }));
+        ui_server = Some((tx, task));
         let data = std::fs::canonicalize(&data).unwrap_or(data.clone());
         let socket = data.join("dev-log");
         let mut cfg = sawmill_shipper::ShipperConfig::new(vec![url.clone()], data.join("shipper"));
@@ -275,8 +317,9 @@ async fn indexer(
         println!("  wrap a process: sawmill run --to {s} -- your-command args");
         println!("  containers:    docker run --rm -v {}:/run/sawmill busybox sh -c 'ln -sf /run/sawmill/dev-log /dev/log && logger -t box hello'", data.display());
         println!("  search:        curl '{url}/api/v1/search?q=*&limit=5'");
+        println!("  open the UI:   {ui_url}/");
         if demo {
-            println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; try q=severity:err");
+            println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; failed requests: {ui_url}/?q=severity:err");
             let cfg = sawmill_shipper::DemoConfig {
                 socket: socket.clone(),
                 rate: 4.0,
@@ -309,6 +352,10 @@ async fn indexer(
         }
     }
     shutdown_signal().await;
+    if let Some((tx, task)) = ui_server {
+        let _ = tx.send(());
+        task.await??;
+    }
     if let Some(mut w) = worker {
         let _ = w.kill();
         let _ = w.wait();
@@ -320,6 +367,27 @@ async fn indexer(
     let _ = stop_tx.send(());
     server.await??;
     tracing::info!("Stopped.");
+    Ok(())
+}
+
+async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} for the UI (is another sawmill running? pick another with --ui-listen / --listen)")
+    })?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+async fn ui(a: UiArgs) -> anyhow::Result<()> {
+    for u in &a.indexers {
+        if !u.starts_with("http://") {
+            anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
+        }
+    }
+    let client = sawmill_ui::Client::new(a.indexers)?;
+    let (listener, url) = ui_listener(a.listen).await?;
+    println!("sawmill ui listening on {url}");
+    sawmill_ui::serve(listener, client, shutdown_signal()).await?;
     Ok(())
 }
 

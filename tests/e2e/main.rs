@@ -10,5 +10,6 @@ mod operations;
 mod run;
 mod search;
 mod shipper;
+mod ui;
 mod up;
 mod util;

@@ -42,6 +42,8 @@ pub struct Indexer {
     pub child: Child,
     pub url: String,
     pub log: PathBuf,
+    /// The web UI's URL, when started by `sawmill up`.
+    pub ui_url: Option<String>,
 }
 
 impl Indexer {
@@ -61,19 +63,23 @@ impl Indexer {
 
     fn run(command: &str, listen: &str, data: &Path, args: &[&str]) -> Indexer {
         let log = data.with_extension(format!("log{}", fastrand::u32(..)));
-        let child = sawmill()
-            .args([command, "--listen", listen, "--data"])
-            .arg(data)
+        let mut cmd = sawmill();
+        cmd.args([command, "--listen", listen, "--data"]).arg(data);
+        if command == "up" {
+            // `up` also serves the UI; a kernel-chosen port lets tests run side by side.
+            cmd.args(["--ui-listen", "127.0.0.1:0"]);
+        }
+        let child = cmd
             .args(args)
             .env("SAWMILL_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start sawmill");
-        Indexer::from_child(child, log)
+        Indexer::from_child(child, log, command == "up")
     }
 
-    fn from_child(mut child: Child, log: PathBuf) -> Indexer {
+    fn from_child(mut child: Child, log: PathBuf, with_ui: bool) -> Indexer {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
@@ -85,9 +91,21 @@ impl Indexer {
             );
         };
         let url = url.trim().to_string();
+        let ui_url = with_ui.then(|| {
+            let line = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+            match line.strip_prefix("sawmill ui listening on ") {
+                Some(u) => u.trim().to_string(),
+                None => panic!("`sawmill up` printed no UI address; second line: {line:?}"),
+            }
+        });
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Indexer { child, url, log }
+        Indexer {
+            child,
+            url,
+            log,
+            ui_url,
+        }
     }
 
     pub fn api(&self, path_and_query: &str) -> String {
@@ -402,4 +420,42 @@ pub fn line_numbers(ix: &Indexer, q: &str) -> Vec<u64> {
         .collect();
     ns.sort_unstable();
     ns
+}
+
+/// A running `sawmill ui` on a kernel-chosen loopback port.
+pub struct Ui {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Ui {
+    pub fn start(indexers: &[&str]) -> Ui {
+        let mut cmd = sawmill();
+        cmd.args(["ui", "--listen", "127.0.0.1:0"]);
+        for i in indexers {
+            cmd.args(["--indexer", i]);
+        }
+        let mut child = cmd
+            // A replica a test kills on purpose is logged as down: keep that out of the output.
+            .env("SAWMILL_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start sawmill ui");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let Some(url) = first.strip_prefix("sawmill ui listening on ") else {
+            let _ = child.kill();
+            panic!("sawmill ui did not start; stdout: {first:?}");
+        };
+        let url = url.trim().to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Ui { child, url }
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,3 +1,60 @@
-//! Sawmill's web UI: server-rendered search pages over the indexers' search API, with
-//! failover between replicas. It arrives with the UI issue; until then this crate is empty
-//! and `sawmill up` serves only the API.
+//! Sawmill's web UI: server-rendered pages over the indexers' search API, with failover
+//! between replicas.
+//!
+//! A [`Client`] holds the replicas' base URLs and asks the first healthy one, moving on to
+//! the next within the same request when one fails, and remembering which are down so
+//! every page can say so in a banner. [`router`] maps each page to a plain async function
+//! in `pages/` that makes the API calls (Discover makes its seven at once) and builds an
+//! askama template struct from the answers; `record` turns a stored record into what a row
+//! shows, `highlight` splits messages into matched and unmatched segments for `<mark>`,
+//! `svg` lays out the histogram and the request view's swimlanes, and `url` keeps each
+//! page's whole state in its query string. Log content only ever reaches a page through
+//! askama's escaping, and the pages' only script and style are the two static files served
+//! from the binary under a Content-Security-Policy without `unsafe-inline`.
+
+mod client;
+mod error;
+mod highlight;
+mod pages;
+mod record;
+mod svg;
+mod url;
+mod web;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use client::{Client, ReplicaStatus};
+pub use error::{Error, Result};
+pub use web::{router, CSP};
+
+/// How often replicas' health is checked for the banner.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Serves the UI on `listener` until `shutdown` completes, checking the replicas' health
+/// in the background.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let health = client.clone();
+    let closing = client.clone();
+    let checker = tokio::spawn(async move {
+        loop {
+            health.check_health().await;
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
+    let res = axum::serve(listener, router(client))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.close();
+        })
+        .await;
+    checker.abort();
+    res
+}
+
+#[cfg(test)]
+mod tests;

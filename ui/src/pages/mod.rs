@@ -1,0 +1,91 @@
+//! The pages: for each, a plain async function that asks the indexers and builds the
+//! page's data, and the askama struct that renders it (templates in `ui/templates/`).
+
+pub mod context;
+pub mod discover;
+pub mod export;
+pub mod record;
+pub mod request;
+pub mod tail;
+
+use askama::Template;
+
+use crate::client::Client;
+use crate::record::format_utc;
+use crate::url::Tz;
+
+/// What every page's frame shows: the time-zone switch, the replica banner and the
+/// equivalent API URL.
+#[derive(Clone, Debug, Default)]
+pub struct Chrome {
+    pub tz: Tz,
+    /// This page with `tz=utc` and with `tz=local`.
+    pub utc_href: String,
+    pub local_href: String,
+    /// One line per replica that is down or degraded.
+    pub banner: Vec<String>,
+    /// The search API URL that gives this page's data.
+    pub api_url: Option<String>,
+    /// Which navigation entry is current: `discover`, `tail` or empty.
+    pub nav: &'static str,
+}
+
+impl Chrome {
+    pub fn new(client: &Client, tz: Tz, uri: &axum::http::Uri, nav: &'static str) -> Chrome {
+        Chrome {
+            tz,
+            utc_href: with_tz(uri, Tz::Utc),
+            local_href: with_tz(uri, Tz::Local),
+            banner: banner(client),
+            api_url: None,
+            nav,
+        }
+    }
+}
+
+/// Lines for the banner: replicas that failed, and since when.
+pub fn banner(client: &Client) -> Vec<String> {
+    let st = client.statuses();
+    let up = st.iter().filter(|s| s.up).count();
+    st.iter()
+        .filter_map(|s| {
+            let why = s.error.as_deref()?;
+            Some(if s.up {
+                format!("Indexer replica {} reports a problem: {why}", s.url)
+            } else {
+                format!(
+                    "Indexer replica {} is down since {} ({why}); {}",
+                    s.url,
+                    format_utc(s.since),
+                    if up > 0 {
+                        format!("answers come from the other {up} replica(s).")
+                    } else {
+                        "no replica answers.".to_string()
+                    }
+                )
+            })
+        })
+        .collect()
+}
+
+/// The same path and query with `tz` set, so the switch keeps everything else.
+pub fn with_tz(uri: &axum::http::Uri, tz: Tz) -> String {
+    let mut parts: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("tz="))
+        .collect();
+    let t = format!("tz={}", tz.as_str());
+    parts.push(&t);
+    format!("{}?{}", uri.path(), parts.join("&"))
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub hint: &'static str,
+}

@@ -1,0 +1,225 @@
+//! The HTTP face: routes, thin handlers (parse, call the page's function, render), the
+//! static script and style, and the security headers every answer carries.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::Uri;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::pages::{self, Chrome};
+use crate::url::{Tz, View};
+
+/// No inline script or style anywhere, so this policy can forbid both: a payload that
+/// slipped into markup could still not run.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+const APP_JS: &str = include_str!("../static/app.js");
+const APP_CSS: &str = include_str!("../static/app.css");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub client: Client,
+}
+
+/// The UI's routes over `client`'s replicas.
+pub fn router(client: Client) -> Router {
+    Router::new()
+        .route("/", get(discover))
+        .route("/rows", get(rows))
+        .route("/trace/{id}", get(request))
+        .route("/context/{id}", get(context))
+        .route("/record/{id}", get(record))
+        .route("/tail", get(tail))
+        .route("/tail/stream", get(tail_stream))
+        .route("/export", get(export))
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/static/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(AppState { client })
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Query-string parameters whose rejection is the UI's own 400 page.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| Error::BadRequest(e.body_text()))
+    }
+}
+
+fn html<T: Template>(page: &T) -> Result<Html<String>> {
+    Ok(Html(page.render()?))
+}
+
+async fn discover(
+    State(s): State<AppState>,
+    uri: Uri,
+    Params(view): Params<View>,
+) -> Result<Response> {
+    let chrome = Chrome::new(&s.client, view.tz, &uri, "discover");
+    let page = pages::discover::page(&s.client, view, chrome).await?;
+    let body = html(&page)?;
+    // A refused query is still a page (with the message inline), answered as the client
+    // error it is.
+    Ok(match &page.error {
+        Some(message) => (
+            Error::Indexer {
+                status: 400,
+                message: message.clone(),
+            }
+            .status(),
+            body,
+        )
+            .into_response(),
+        None => body.into_response(),
+    })
+}
+
+async fn rows(State(s): State<AppState>, Params(view): Params<View>) -> Result<Html<String>> {
+    html(&pages::discover::rows_fragment(&s.client, &view).await?)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TzOnly {
+    #[serde(default)]
+    tz: Tz,
+}
+
+async fn request(
+    State(s): State<AppState>,
+    uri: Uri,
+    Path(id): Path<String>,
+    Params(p): Params<TzOnly>,
+) -> Result<Html<String>> {
+    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    html(&pages::request::page(&s.client, &id, p.tz, chrome).await?)
+}
+
+async fn context(
+    State(s): State<AppState>,
+    uri: Uri,
+    Path(id): Path<String>,
+    Params(p): Params<pages::context::ContextParams>,
+) -> Result<Html<String>> {
+    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    html(&pages::context::page(&s.client, &id, p, chrome).await?)
+}
+
+async fn record(
+    State(s): State<AppState>,
+    uri: Uri,
+    Path(id): Path<String>,
+    Params(p): Params<pages::record::RecordParams>,
+) -> Result<Html<String>> {
+    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    html(&pages::record::page(&s.client, &id, p, chrome).await?)
+}
+
+async fn tail(
+    State(s): State<AppState>,
+    uri: Uri,
+    Params(p): Params<pages::tail::TailParams>,
+) -> Result<Response> {
+    let chrome = Chrome::new(&s.client, p.tz, &uri, "tail");
+    let page = pages::tail::page(&s.client, p, chrome).await?;
+    let body = html(&page)?;
+    Ok(match &page.error {
+        Some(message) => (
+            Error::Indexer {
+                status: 400,
+                message: message.clone(),
+            }
+            .status(),
+            body,
+        )
+            .into_response(),
+        None => body.into_response(),
+    })
+}
+
+async fn tail_stream(
+    State(s): State<AppState>,
+    Params(p): Params<pages::tail::TailParams>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let stream = pages::tail::stream(&s.client, p).await?;
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+async fn export(
+    State(s): State<AppState>,
+    Params(p): Params<pages::export::ExportParams>,
+) -> Result<Response> {
+    let e = pages::export::export(&s.client, p).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, e.content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", e.filename),
+            ),
+        ],
+        e.body,
+    )
+        .into_response())
+}
+
+async fn not_found(uri: Uri) -> Error {
+    Error::NotFound(format!("page `{}`", uri.path()))
+}
