@@ -683,6 +683,48 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    // Regression: `X AND NOT Y` matched nothing (tantivy read it under conjunction by
+    // default as a lone negation); `X NOT Y` and `X -Y` worked.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn not_excludes_in_every_spelling() {
+        let (app, store, dir) = app("not");
+        let body = "{\"message\":\"alpha one\",\"service\":\"auth\"}\n\
+                    {\"message\":\"alpha two\",\"service\":\"api\"}\n\
+                    {\"message\":\"beta three\",\"service\":\"api\"}\n";
+        let req = Request::post("/api/v1/ingest")
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(call(&app, req).await.0, StatusCode::OK);
+        let total = |q: &str| {
+            let app = app.clone();
+            let uri = format!(
+                "/api/v1/search?q={}",
+                q.replace(' ', "%20").replace('"', "%22")
+            );
+            async move { call(&app, get(&uri)).await.1["total"].clone() }
+        };
+        for _ in 0..200 {
+            if total("*").await == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (q, want) in [
+            ("alpha AND NOT service:auth", 1),
+            ("alpha NOT service:auth", 1),
+            ("alpha -service:auth", 1),
+            ("* AND NOT service:auth", 2),
+            ("NOT service:auth", 2),
+            ("(alpha OR beta) AND NOT service:\"auth\"", 2),
+            ("alpha AND NOT (service:auth OR two)", 0),
+            ("service:api AND NOT beta", 1),
+        ] {
+            assert_eq!(total(q).await, want, "{q}");
+        }
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn errors_come_back_in_the_api_shape() {
         let (app, store, dir) = app("errors");

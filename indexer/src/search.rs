@@ -147,6 +147,43 @@ fn parse_cursor(s: &str) -> Result<(i64, u64)> {
     ))
 }
 
+/// Rewrites `X AND NOT Y` as `X NOT Y`, outside quoted phrases. Why: tantivy's parser,
+/// with conjunction by default, reads `AND NOT Y` as a clause that matches nothing, while
+/// `X NOT Y` (and `X -Y`) mean what Lucene and Kibana users intend.
+fn and_not_as_not(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut in_quotes = false;
+    let mut rest = q;
+    while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+        } else if !in_quotes
+            && rest.starts_with("AND")
+            && out
+                .chars()
+                .last()
+                .is_none_or(|p| p.is_whitespace() || p == ')')
+        {
+            let after = &rest[3..];
+            let gap = after.len() - after.trim_start().len();
+            let next = after.trim_start();
+            if gap > 0
+                && next.starts_with("NOT")
+                && next[3..]
+                    .chars()
+                    .next()
+                    .is_none_or(|n| n.is_whitespace() || n == '(')
+            {
+                rest = next;
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 impl Store {
     /// Parses the Lucene-like query language; `*` and the empty query match everything.
     pub fn parse_query(&self, q: &str) -> Result<Box<dyn Query>> {
@@ -162,7 +199,16 @@ impl Store {
         );
         // As in Quickwit and Loki, words narrow the search: `timeout payment` needs both.
         parser.set_conjunction_by_default();
-        parser.parse_query(t).map_err(|e| Error::BadQuery {
+        let q2 = and_not_as_not(t);
+        let parsed = match parser.parse_query(&q2) {
+            // `NOT x` alone means everything but x, as in Kibana; tantivy wants a positive
+            // clause beside it.
+            Err(tantivy::query::QueryParserError::AllButQueryForbidden) => {
+                parser.parse_query(&format!("* {q2}"))
+            }
+            other => other,
+        };
+        parsed.map_err(|e| Error::BadQuery {
             query: q.to_string(),
             message: e.to_string(),
         })
