@@ -182,6 +182,10 @@ pub fn safe_link(value: &str) -> Option<String> {
     Some(v.to_string())
 }
 
+/// Ids longer than this get no link: a link repeats the whole id, and one 1 MB id would
+/// make every row megabytes long.
+const LINKED_ID_MAX: usize = 1024;
+
 pub fn trace_href(id: &str, tz: Tz) -> String {
     format!("/trace/{}?tz={}", enc(id), tz.as_str())
 }
@@ -207,7 +211,11 @@ impl Row {
         let (message, message_cut) = cut(&str_field(h, "message"), MESSAGE_CUT);
         let mut ids = Vec::new();
         for name in ["request_id", "trace_id"] {
-            if let Some(v) = h.get(name).map(text_of).filter(|v| !v.is_empty()) {
+            if let Some(v) = h
+                .get(name)
+                .map(text_of)
+                .filter(|v| !v.is_empty() && v.len() <= LINKED_ID_MAX)
+            {
                 ids.push(IdLink {
                     href: trace_href(&v, tz),
                     value: cut(&v, COLUMN_CUT).0,
@@ -218,7 +226,10 @@ impl Row {
         let mut push = |name: String, v: &Value| {
             let text = text_of(v);
             let (link, external) = match name.as_str() {
-                "trace_id" | "request_id" => (Some(trace_href(&text, tz)), false),
+                "trace_id" | "request_id" if text.len() <= LINKED_ID_MAX => {
+                    (Some(trace_href(&text, tz)), false)
+                }
+                "trace_id" | "request_id" => (None, false),
                 _ => (safe_link(&text), true),
             };
             let (value, cut) = cut(&text, VALUE_CUT);

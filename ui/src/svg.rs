@@ -80,7 +80,10 @@ pub fn histogram(h: &HistogramAnswer, errors: Option<&HistogramAnswer>, view: &V
     let mut bars = Vec::with_capacity(h.buckets.len());
     for (i, b) in h.buckets.iter().enumerate() {
         let Some(t) = parse_ts(&b.ts) else { continue };
-        let end = t + time::Duration::microseconds(interval_us - 1);
+        // A range ending near year 9999 puts the last bucket's end out of range.
+        let end = t
+            .checked_add(time::Duration::microseconds(interval_us - 1))
+            .unwrap_or(t);
         let (start_iso, end_iso) = (format_iso(t), format_iso(end));
         let bh = scale(b.count);
         let e = errs.get(b.ts.as_str()).copied().unwrap_or(0).min(b.count);

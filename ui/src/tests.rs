@@ -647,9 +647,13 @@ async fn bad_parameters_and_unknown_pages_say_so() {
     let (status, _, body) = call(&app, "/?qq=typo").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("unknown field `qq`"), "{body}");
-    let (status, _, body) = call(&app, "/nope/%3Cscript%3E").await;
+    let (status, _, _) = call(&app, "/nope/%3Cscript%3E").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(!body.contains("<script>"));
+    // A parameter name is decoded and reflected in the error: it must come back escaped.
+    let (status, _, body) = call(&app, "/?%3Cscript%3Ealert(1)%3C%2Fscript%3E=1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.contains("<script>alert(1)"), "{body}");
+    assert!(body.contains("&#60;script&#62;alert(1)"), "{body}");
     let (status, _, body) = call(&app, "/context/abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("is not a record id"), "{body}");

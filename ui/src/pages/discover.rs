@@ -137,7 +137,12 @@ fn facet(t: TermsAnswer, field: &'static str, total: u64, view: &View) -> Facet 
                     .then(|| view.discover(|w| w.q = url::filter_for(&view.q, field, &v.value))),
                 out_href: linkable
                     .then(|| view.discover(|w| w.q = url::filter_out(&view.q, field, &v.value))),
-                pct: (v.count * 100).checked_div(total).unwrap_or(0).min(100),
+                pct: v
+                    .count
+                    .saturating_mul(100)
+                    .checked_div(total)
+                    .unwrap_or(0)
+                    .min(100),
                 count: v.count,
                 value: cut(&v.value, 80).0,
             }

@@ -61,10 +61,10 @@ pub struct Export {
     pub body: Body,
 }
 
-/// One CSV field, quoted when needed. A leading `=`, `+`, `@`, tab or CR is prefixed with
-/// `'` so a spreadsheet shows the log text instead of evaluating it as a formula.
+/// One CSV field, quoted when needed. A leading `=`, `+`, `-`, `@`, tab or CR is prefixed
+/// with `'` so a spreadsheet shows the log text instead of evaluating it as a formula.
 fn csv_field(out: &mut String, s: &str) {
-    let guard = s.starts_with(['=', '+', '@', '\t', '\r']);
+    let guard = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if guard || s.contains([',', '"', '\n', '\r']) {
         out.push('"');
         if guard {

@@ -3,6 +3,9 @@
 
 use std::convert::Infallible;
 
+/// How long the upstream may stay silent before the relay gives up on it.
+const UPSTREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(45);
+
 use askama::Template;
 use axum::response::sse::Event;
 use bytes::BytesMut;
@@ -167,12 +170,23 @@ pub async fn stream(
                 if st.done || *st.closing.borrow() {
                     return None;
                 }
+                // The indexer sends a keep-alive every 15 s; three missed mean the replica
+                // hangs or its host is gone, and the browser must be told to reconnect.
                 let next = tokio::select! {
-                    n = st.body.next() => n,
+                    n = tokio::time::timeout(UPSTREAM_SILENCE, st.body.next()) => n,
                     _ = st.closing.changed() => return None,
                 };
                 match next {
-                    Some(Ok(chunk)) => {
+                    Err(_) => {
+                        tracing::info!(%url, "Live tail upstream went silent.");
+                        st.done = true;
+                        st.pending.push_back(
+                            Event::default()
+                                .event("dropped")
+                                .data("the indexer stopped answering"),
+                        );
+                    }
+                    Ok(Some(Ok(chunk))) => {
                         st.buf.extend_from_slice(&chunk);
                         for ev in take_events(&mut st.buf) {
                             if let Some(e) = relay(ev, replica, &terms, tz) {
@@ -180,7 +194,7 @@ pub async fn stream(
                             }
                         }
                     }
-                    other => {
+                    Ok(other) => {
                         let why = match other {
                             Some(Err(e)) => e.to_string(),
                             _ => "the indexer closed the stream".into(),
