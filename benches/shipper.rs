@@ -111,6 +111,19 @@ fn metric(url: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn get_total(client: &reqwest::blocking::Client, ix: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(
+        &client
+            .get(format!("{ix}/api/v1/search?limit=0"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    )
+    .unwrap();
+    v["total"].as_u64().unwrap_or(0)
+}
+
 fn url_after(line: &str, prefix: &str) -> String {
     line.strip_prefix(prefix).unwrap().trim().to_string()
 }
@@ -290,6 +303,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let secs = t.elapsed().as_secs_f64();
+    let delivered = get_total(&client, &ix);
     sender.wait().unwrap();
     let c = report(
         "(c) end to end: socket -> shipper -> indexer",
@@ -301,6 +315,10 @@ fn main() {
         &murl,
         "sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}",
     );
+    println!(
+        "  of which delivered (searchable): {delivered} ({:.0} msg/s); the rest dropped at the full queue, counted",
+        delivered as f64 / secs
+    );
     let cpu = cpu_secs(spid) - cpu0;
     let rss = peak_rss_mib(spid);
     let direct = direct_tantivy(n.min(1_000_000), &tmp.join("direct"));
@@ -310,7 +328,7 @@ fn main() {
     drop(indexer);
 
     // `sawmill run` passthrough: the child's output rate with and without the wrapper.
-    let (shipper, _) = sawmill(&[
+    let (shipper, run_lines) = sawmill(&[
         "shipper",
         "--indexer",
         "http://127.0.0.1:9",
@@ -363,11 +381,34 @@ fn main() {
         p.wait().unwrap();
         (passed, total)
     };
-    let (bare, total) = time_it(false);
-    let (wrapped, total_w) = time_it(true);
-    assert_eq!(total, total_w, "passthrough is exact");
+    // One run of each is dominated by scheduling noise on 2 cores: take the median of
+    // several, interleaved so both see the same machine.
+    let (mut bares, mut wrappeds) = (Vec::new(), Vec::new());
+    let mut total = 0;
+    for _ in 0..7 {
+        let (b, t) = time_it(false);
+        let (w, t_w) = time_it(true);
+        assert_eq!(t, t_w, "passthrough is exact");
+        total = t;
+        bares.push(b);
+        wrappeds.push(w);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (bare, wrapped) = (median(&mut bares), median(&mut wrappeds));
     let cost = 1.0 - bare / wrapped;
-    println!("sawmill run passthrough: {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
+    println!("sawmill run passthrough (median of 7, default --rate-limit): {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
+    std::thread::sleep(Duration::from_secs(1));
+    let shipped = metric(
+        &url_after(&run_lines[1], "sawmill shipper metrics on "),
+        "sawmill_shipper_records_received_total{source=\"syslog_unix\"}",
+    );
+    println!(
+        "  lines shipped per wrapped run: {:.0} of {lines_n}; the rest passed through only, counted",
+        shipped / 7.0
+    );
     drop(shipper);
     let _ = std::fs::remove_dir_all(&tmp);
 }

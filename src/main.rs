@@ -60,6 +60,10 @@ struct RunArgs {
     /// Longer lines are cut and flagged `truncated`.
     #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = bytes)]
     max_message_bytes: u64,
+    /// Ship at most this many lines per second (bursts of a second allowed); a flood beyond
+    /// it is passed through only, and counted. 0 for no limit.
+    #[arg(long, env = "SAWMILL_RATE_LIMIT", default_value_t = 20_000)]
+    rate_limit: u32,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -204,6 +208,7 @@ fn main() {
             service: a.service,
             to: a.to,
             max_line_bytes: a.max_message_bytes as usize,
+            rate_limit: a.rate_limit,
         };
         match sawmill_shipper::run(cfg) {
             Ok(code) => std::process::exit(code),

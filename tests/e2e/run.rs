@@ -97,6 +97,44 @@ fn a_missing_socket_costs_lines_never_the_child() {
 }
 
 #[test]
+fn a_flood_over_the_rate_limit_is_passed_through_and_every_unshipped_line_counted() {
+    let dir = TempDir::new("run-flood");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
+    let out = sawmill()
+        .args(["run", "--service", "flood", "--rate-limit", "200", "--to"])
+        .arg(&sh.socket)
+        .args(["--", "sh", "-c", "seq 1 5000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        5000,
+        "every line passed through"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let unshipped: u64 = err
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("`sawmill run` reports what it did not ship: {err}"));
+    // Shipped lines arrive; with what was reported unshipped they account for all 5000.
+    let shipped = 5000 - unshipped;
+    assert!(
+        (200..1000).contains(&shipped),
+        "about the one-second burst of 200 is shipped, not the flood: {shipped}"
+    );
+    wait_total(&ix, "service:flood", shipped);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get_ok(&ix.api("/api/v1/search?q=service:flood&limit=0"))["total"],
+        shipped,
+        "shipped + counted = 5000"
+    );
+}
+
+#[test]
 fn sigterm_is_forwarded_to_the_child() {
     let dir = TempDir::new("run-term");
     let mut child = sawmill()

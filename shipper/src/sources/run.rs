@@ -29,6 +29,10 @@ pub struct RunConfig {
     pub to: PathBuf,
     /// Longer lines are cut (the shipper flags them `truncated`).
     pub max_line_bytes: usize,
+    /// At most this many lines per second are shipped (stdout and stderr together, bursts
+    /// of one second allowed); the rest of a flood is passed through only, and counted.
+    /// 0 ships everything the socket takes.
+    pub rate_limit: u32,
 }
 
 /// The child's pid, for the signal handler to forward to.
@@ -81,6 +85,11 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
         service,
         pid: pid as u32,
         dropped: AtomicU64::new(0),
+        bucket: std::sync::Mutex::new(Bucket {
+            tokens: cfg.rate_limit as f64,
+            at: Instant::now(),
+        }),
+        rate_limit: cfg.rate_limit,
         give_up: AtomicBool::new(false),
         max: cfg.max_line_bytes,
     });
@@ -141,7 +150,35 @@ struct Shared {
     dropped: AtomicU64,
     /// Set when the exit budget is spent: remaining lines are counted, not sent.
     give_up: AtomicBool,
+    bucket: std::sync::Mutex<Bucket>,
+    rate_limit: u32,
     max: usize,
+}
+
+/// A token bucket: lines that may still be shipped this second.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Shared {
+    /// How many of `lines` may be shipped now. Why a limit at all: a child printing
+    /// millions of lines a second would otherwise have the shipper's socket reader, which
+    /// runs at normal priority, compete with it for CPU (rsyslog and journald rate-limit
+    /// for the same reason).
+    fn admit(&self, lines: u64) -> u64 {
+        if self.rate_limit == 0 {
+            return lines;
+        }
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let rate = self.rate_limit as f64;
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
+        b.at = now;
+        let n = (b.tokens.floor() as u64).min(lines);
+        b.tokens -= n as f64;
+        n
+    }
 }
 
 /// Reads waiting to be sent; past this many, new lines are dropped (and counted) rather
@@ -161,8 +198,13 @@ const PIPE_BYTES: libc::c_int = 1 << 20;
 /// Copies the child's output through as it comes, one write per read, and hands the
 /// complete lines of each read, stamped with the moment they were read, to a sender thread.
 fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, s: &Arc<Shared>) {
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure just leaves the default size.
-    unsafe { libc::fcntl(from.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    // SAFETY: F_SETPIPE_SZ on the child's pipe and on our own output (when that is a pipe
+    // too: a larger one means fewer wake-ups for whoever reads it); failure, e.g. on a
+    // terminal, just leaves the size as it was.
+    unsafe {
+        libc::fcntl(from.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+        libc::fcntl(to_fd, libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
     let mut from = from;
     // Our own stdout/stderr, written directly: std's handles add a lock and, for stdout, a
     // line buffer that splits every read into two writes.
@@ -241,7 +283,11 @@ fn send_lines(
     for (read_at, chunk) in rx {
         // Lines read together get consecutive nanoseconds, so their order survives.
         let mut stamp = read_at.max(next_stamp);
-        for line in chunk.split(|b| *b == b'\n') {
+        let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let admitted = s.admit(lines);
+        s.dropped.fetch_add(lines - admitted, Relaxed);
+        // Past the limit the newest lines of the chunk go, as the queue drops the newest.
+        for line in chunk.split(|b| *b == b'\n').take(admitted as usize) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if sock.is_none() && last_try.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
                 last_try = Some(Instant::now());
