@@ -8,13 +8,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{baseline_index, peak_rss_mib};
+use common::{baseline_index, env_or, hex, ingest, peak_rss_mib, percentiles, Data, Draw};
 use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
 use tantivy::aggregation::agg_req::Aggregations;
@@ -25,17 +23,6 @@ use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::time::OffsetDateTime;
 use tantivy::{DateTime, Index, Order, Searcher, TantivyDocument, Term};
 
-const BATCH: usize = 5000;
-const SERVICES: [&str; 8] = [
-    "gateway",
-    "auth",
-    "orders",
-    "payments",
-    "inventory",
-    "search",
-    "notifications",
-    "billing",
-];
 const WORDS: [&str; 40] = [
     "connection",
     "pool",
@@ -90,54 +77,10 @@ const PATHS: [&str; 6] = [
 /// One timed query; the argument is the iteration number.
 type Run<'a> = Box<dyn FnMut(usize) + 'a>;
 
-struct Data {
-    batches: Vec<Vec<u8>>,
-    records: usize,
-    raw_bytes: usize,
-    request_ids: Vec<String>,
-    first_ms: i64,
-    last_ms: i64,
-}
-
-fn hex(rng: &mut fastrand::Rng, n: usize) -> String {
-    (0..n)
-        .map(|_| char::from_digit(rng.u32(0..16), 16).unwrap())
-        .collect()
-}
-
 /// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
 fn generate(n: usize) -> Data {
-    let mut rng = fastrand::Rng::with_seed(42);
-    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first_ms = now_ms - 20 * 3_600_000;
-    let step = (20.0 * 3_600_000.0) / n as f64;
-    let mut batches = Vec::new();
-    let mut buf = Vec::with_capacity(BATCH * 400);
-    let mut raw_bytes = 0;
-    let mut request_ids = Vec::new();
-    let mut rid = String::new();
-    let mut trace = String::new();
-    let mut last_ms = first_ms;
-    for i in 0..n {
-        if i % 6 == 0 {
-            rid = format!("req-{}", hex(&mut rng, 16));
-            trace = hex(&mut rng, 32);
-            if rng.u32(0..1000) == 0 {
-                request_ids.push(rid.clone());
-            }
-        }
-        let service = SERVICES[rng.usize(..SERVICES.len())];
-        let severity = match rng.u32(0..100) {
-            0..=1 => "err",
-            2..=6 => "warning",
-            7..=20 => "debug",
-            _ => "info",
-        };
-        let mut phrase = String::new();
-        for _ in 0..rng.usize(3..7) {
-            phrase.push_str(WORDS[rng.usize(..WORDS.len())]);
-            phrase.push(' ');
-        }
+    common::generate(n, 42, &WORDS, 1000, |rng, d| {
+        let Draw { rid, service, .. } = d;
         let verb = if rng.bool() { "completed" } else { "handled" };
         let message = format!(
             "{} {} {verb} status={} duration_ms={} user_id={} request_id={rid} upstream={service}-{} region=eu-west-{} bytes={} {}",
@@ -146,32 +89,16 @@ fn generate(n: usize) -> Data {
             [200, 200, 200, 201, 404, 500][rng.usize(..6)],
             rng.u32(1..2000),
             rng.u32(1000..99999),
-            hex(&mut rng, 4),
+            hex(rng, 4),
             rng.u32(1..4),
             rng.u32(100..99999),
-            phrase.trim_end()
+            d.phrase
         );
-        let ts_ms = first_ms + (i as f64 * step) as i64;
-        last_ms = ts_ms;
-        let line = json!({
-            "ts": ts_ms, "message": message, "host": format!("node-{}", rng.u32(1..13)), "service": service,
-            "severity": severity, "request_id": rid, "trace_id": trace, "_src": "bench", "_seq": i,
-        });
-        serde_json::to_writer(&mut buf, &line).unwrap();
-        buf.push(b'\n');
-        if (i + 1) % BATCH == 0 || i + 1 == n {
-            raw_bytes += buf.len();
-            batches.push(std::mem::replace(&mut buf, Vec::with_capacity(BATCH * 400)));
-        }
-    }
-    Data {
-        batches,
-        records: n,
-        raw_bytes,
-        request_ids,
-        first_ms,
-        last_ms,
-    }
+        json!({
+            "ts": d.ts_ms, "message": message, "host": format!("node-{}", rng.u32(1..13)), "service": service,
+            "severity": d.severity, "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
+        })
+    })
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -257,26 +184,8 @@ fn start_server(data: &Path) -> Server {
 /// (b) Through the HTTP API: two senders, each batch acknowledged only once durable; the
 /// clock stops when the last record is searchable.
 fn through_http(d: &Data, server: &Server) -> Rate {
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            let next = next.clone();
-            s.spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(120))
-                    .build()
-                    .unwrap();
-                let url = format!("{}/api/v1/ingest", server.url);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(b) = d.batches.get(i) else { break };
-                    let resp = client.post(&url).body(b.clone()).send().unwrap();
-                    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
-                }
-            });
-        }
-    });
+    ingest(&d.batches, &server.url);
     let client = reqwest::blocking::Client::new();
     loop {
         let v: Value = serde_json::from_str(
@@ -296,14 +205,6 @@ fn through_http(d: &Data, server: &Server) -> Rate {
     Rate {
         secs: started.elapsed().as_secs_f64(),
     }
-}
-
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (
-        v[v.len() / 2],
-        v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)],
-    )
 }
 
 fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
@@ -336,14 +237,8 @@ fn fetch(
 }
 
 fn main() {
-    let n: usize = std::env::var("SAWMILL_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000_000);
-    let iters: usize = std::env::var("SAWMILL_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+    let n: usize = env_or("SAWMILL_BENCH_RECORDS", 5_000_000);
+    let iters: usize = env_or("SAWMILL_BENCH_ITERS", 40);
     let tmp = std::env::temp_dir().join(format!("sawmill-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{baseline_index, peak_rss_mib};
+use common::{baseline_index, env_or, peak_rss_mib};
 use sawmill_indexer::Record;
 use sawmill_shipper::{read_loop, Metrics, Queue, SyslogSocket};
 
@@ -151,10 +151,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n: u64 = std::env::var("SAWMILL_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
+    let n: u64 = env_or("SAWMILL_BENCH_MESSAGES", 2_000_000);
     let tmp: PathBuf =
         std::env::temp_dir().join(format!("sawmill-shipper-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -284,20 +281,12 @@ fn main() {
     let t = Instant::now();
     let client = reqwest::blocking::Client::new();
     loop {
-        let v: serde_json::Value = serde_json::from_str(
-            &client
-                .get(format!("{ix}/api/v1/search?limit=0"))
-                .send()
-                .unwrap()
-                .text()
-                .unwrap(),
-        )
-        .unwrap();
+        let total = get_total(&client, &ix);
         let dropped = metric(
             &murl,
             "sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}",
         ) as u64;
-        if v["total"].as_u64().unwrap_or(0) + dropped >= n {
+        if total + dropped >= n {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -15,24 +15,13 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use time::OffsetDateTime;
+mod common;
 
-const BATCH: usize = 5000;
-const SERVICES: [&str; 8] = [
-    "gateway",
-    "auth",
-    "orders",
-    "payments",
-    "inventory",
-    "search",
-    "notifications",
-    "billing",
-];
+use common::{env_or, hex, ingest, percentiles, Data, Draw};
+use serde_json::{json, Value};
+
 const WORDS: [&str; 16] = [
     "connection",
     "pool",
@@ -56,64 +45,32 @@ const QUERIES: [&str; 3] = ["*", "timeout", "severity:err AND payment"];
 
 /// Records as services write them: requests crossing services under one request id, over
 /// the last 20 hours, ~200-byte messages (the same shape as the indexer benchmark's).
-fn generate(n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
-    let mut rng = fastrand::Rng::with_seed(7);
-    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first_ms = now_ms - 20 * 3_600_000;
-    let step = (20.0 * 3_600_000.0) / n as f64;
-    let hex = |rng: &mut fastrand::Rng, k: usize| -> String {
-        (0..k)
-            .map(|_| char::from_digit(rng.u32(0..16), 16).unwrap())
-            .collect()
-    };
-    let mut batches = Vec::new();
-    let mut buf = Vec::with_capacity(BATCH * 400);
-    let mut ids = Vec::new();
-    let (mut rid, mut trace) = (String::new(), String::new());
-    for i in 0..n {
-        if i % 6 == 0 {
-            rid = format!("req-{}", hex(&mut rng, 16));
-            trace = hex(&mut rng, 32);
-            if rng.u32(0..2000) == 0 {
-                ids.push(rid.clone());
-            }
-        }
-        let service = SERVICES[rng.usize(..SERVICES.len())];
-        let severity = match rng.u32(0..100) {
-            0..=1 => "err",
-            2..=6 => "warning",
-            7..=20 => "debug",
-            _ => "info",
-        };
-        let mut phrase = String::new();
-        for _ in 0..rng.usize(3..7) {
-            phrase.push_str(WORDS[rng.usize(..WORDS.len())]);
-            phrase.push(' ');
-        }
+fn generate(n: usize) -> Data {
+    common::generate(n, 7, &WORDS, 2000, |rng, d| {
+        let Draw {
+            rid,
+            service,
+            severity,
+            ..
+        } = d;
         let message = format!(
             "{} /api/orders handled status={} duration_ms={} user_id={} request_id={rid} upstream={service}-{} region=eu-west-{} {}",
             if rng.bool() { "GET" } else { "POST" },
             [200, 200, 200, 201, 404, 500][rng.usize(..6)],
             rng.u32(1..2000),
             rng.u32(1000..99999),
-            hex(&mut rng, 4),
+            hex(rng, 4),
             rng.u32(1..4),
-            phrase.trim_end()
+            d.phrase
         );
-        let line = json!({
-            "ts": first_ms + (i as f64 * step) as i64, "message": message,
+        json!({
+            "ts": d.ts_ms, "message": message,
             "host": format!("node-{}", rng.u32(1..13)), "service": service, "severity": severity,
             "container": format!("{service}-{}", rng.u32(1..4)),
             "stream": if severity == "err" { "stderr" } else { "stdout" },
-            "request_id": rid, "trace_id": trace, "_src": "bench", "_seq": i,
-        });
-        serde_json::to_writer(&mut buf, &line).unwrap();
-        buf.push(b'\n');
-        if (i + 1) % BATCH == 0 || i + 1 == n {
-            batches.push(std::mem::replace(&mut buf, Vec::with_capacity(BATCH * 400)));
-        }
-    }
-    (batches, ids)
+            "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
+        })
+    })
 }
 
 struct Proc {
@@ -152,24 +109,8 @@ fn start(args: &[&str], data: Option<&Path>, prefix: &str) -> Proc {
 }
 
 fn fill(batches: &[Vec<u8>], records: usize, server: &Proc) -> f64 {
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            let next = next.clone();
-            s.spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(120))
-                    .build()
-                    .unwrap();
-                let url = format!("{}/api/v1/ingest", server.url);
-                while let Some(b) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let resp = client.post(&url).body(b.clone()).send().unwrap();
-                    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
-                }
-            });
-        }
-    });
+    ingest(batches, &server.url);
     let client = reqwest::blocking::Client::new();
     loop {
         let v: Value = serde_json::from_str(
@@ -229,14 +170,6 @@ fn get(client: &reqwest::blocking::Client, url: &str) -> usize {
     r.bytes().unwrap().len()
 }
 
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (
-        v[v.len() / 2],
-        v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)],
-    )
-}
-
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
@@ -264,19 +197,17 @@ fn report(name: &str, t: Timings, target: Option<f64>) {
 }
 
 fn main() {
-    let n: usize = std::env::var("SAWMILL_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000_000);
-    let iters: usize = std::env::var("SAWMILL_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let n: usize = env_or("SAWMILL_BENCH_RECORDS", 5_000_000);
+    let iters: usize = env_or("SAWMILL_BENCH_ITERS", 30);
     let tmp = std::env::temp_dir().join(format!("sawmill-bench-ui-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     println!("generating {n} records ...");
-    let (batches, ids) = generate(n);
+    let Data {
+        batches,
+        request_ids: ids,
+        ..
+    } = generate(n);
     let ix = start(
         &["indexer", "--listen", "127.0.0.1:0"],
         Some(&tmp.join("data")),

@@ -1,9 +1,17 @@
 //! What both benchmarks share: the direct-tantivy baseline's index and writer, and reading
-//! a process's peak memory.
+//! a process's peak memory; and, for the indexer and UI benchmarks, generating the synthetic
+//! records they ingest and sending them.
+
+// Each bench compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sawmill_indexer::{index_settings, Fields, StoreConfig};
+use serde_json::Value;
+use tantivy::time::OffsetDateTime;
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
 /// An index with the indexer's schema and settings, and a writer sized as the indexer's.
@@ -22,6 +30,15 @@ pub fn baseline_index(dir: &Path) -> (Fields, Index, IndexWriter<TantivyDocument
     (fields, index, writer)
 }
 
+/// A number from the environment (the benches' size knobs), or `default` when unset or
+/// not a number.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Peak resident memory of a process, in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -31,4 +48,148 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// Records per ingest batch.
+pub const BATCH: usize = 5000;
+pub const SERVICES: [&str; 8] = [
+    "gateway",
+    "auth",
+    "orders",
+    "payments",
+    "inventory",
+    "search",
+    "notifications",
+    "billing",
+];
+
+/// `n` random lowercase hex digits.
+pub fn hex(rng: &mut fastrand::Rng, n: usize) -> String {
+    (0..n)
+        .map(|_| char::from_digit(rng.u32(0..16), 16).unwrap())
+        .collect()
+}
+
+/// What [`generate`] has drawn for one record, for the bench to shape into its JSON line.
+#[derive(Clone, Copy)]
+pub struct Draw<'a> {
+    pub seq: usize,
+    pub ts_ms: i64,
+    pub service: &'static str,
+    pub severity: &'static str,
+    pub phrase: &'a str,
+    pub rid: &'a str,
+    pub trace: &'a str,
+}
+
+/// Generated records as newline-delimited JSON, in batches of [`BATCH`].
+pub struct Data {
+    pub batches: Vec<Vec<u8>>,
+    pub records: usize,
+    pub raw_bytes: usize,
+    /// A sample of the request ids, for request lookups.
+    pub request_ids: Vec<String>,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Records as services write them: requests crossing services under one request id (six
+/// records each), evenly over the last 20 hours. The bench gives the seed, the words
+/// messages are made of, how rarely a request id is kept (one in `keep_one_in`) and `line`,
+/// which makes the rest of each record from the same generator. The order of draws is
+/// part of what a seed produces, so what is drawn here stays ahead of `line`.
+pub fn generate(
+    n: usize,
+    seed: u64,
+    words: &[&str],
+    keep_one_in: u32,
+    mut line: impl FnMut(&mut fastrand::Rng, Draw) -> Value,
+) -> Data {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let first_ms = now_ms - 20 * 3_600_000;
+    let step = (20.0 * 3_600_000.0) / n as f64;
+    let mut batches = Vec::new();
+    let mut buf = Vec::with_capacity(BATCH * 400);
+    let mut raw_bytes = 0;
+    let mut request_ids = Vec::new();
+    let mut rid = String::new();
+    let mut trace = String::new();
+    let mut last_ms = first_ms;
+    for i in 0..n {
+        if i % 6 == 0 {
+            rid = format!("req-{}", hex(&mut rng, 16));
+            trace = hex(&mut rng, 32);
+            if rng.u32(0..keep_one_in) == 0 {
+                request_ids.push(rid.clone());
+            }
+        }
+        let service = SERVICES[rng.usize(..SERVICES.len())];
+        let severity = match rng.u32(0..100) {
+            0..=1 => "err",
+            2..=6 => "warning",
+            7..=20 => "debug",
+            _ => "info",
+        };
+        let mut phrase = String::new();
+        for _ in 0..rng.usize(3..7) {
+            phrase.push_str(words[rng.usize(..words.len())]);
+            phrase.push(' ');
+        }
+        let ts_ms = first_ms + (i as f64 * step) as i64;
+        last_ms = ts_ms;
+        let draw = Draw {
+            seq: i,
+            ts_ms,
+            service,
+            severity,
+            phrase: phrase.trim_end(),
+            rid: &rid,
+            trace: &trace,
+        };
+        serde_json::to_writer(&mut buf, &line(&mut rng, draw)).unwrap();
+        buf.push(b'\n');
+        if (i + 1) % BATCH == 0 || i + 1 == n {
+            raw_bytes += buf.len();
+            batches.push(std::mem::replace(&mut buf, Vec::with_capacity(BATCH * 400)));
+        }
+    }
+    Data {
+        batches,
+        records: n,
+        raw_bytes,
+        request_ids,
+        first_ms,
+        last_ms,
+    }
+}
+
+/// Sends the batches to `POST {url}/api/v1/ingest` from two threads, each waiting for a
+/// batch's acknowledgement before it takes the next.
+pub fn ingest(batches: &[Vec<u8>], url: &str) {
+    let next = AtomicUsize::new(0);
+    let url = format!("{url}/api/v1/ingest");
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                while let Some(b) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let resp = client.post(&url).body(b.clone()).send().unwrap();
+                    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+                }
+            });
+        }
+    });
+}
+
+/// Median and 95th percentile.
+pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (
+        v[v.len() / 2],
+        v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)],
+    )
 }
