@@ -157,6 +157,14 @@ async fn call(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderM
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Calls `uri` and checks the answer's status and that the page says `text`; returns the page.
+async fn call_says(app: &axum::Router, uri: &str, status: u16, text: &str) -> String {
+    let (got, _, body) = call(app, uri).await;
+    assert_eq!(got, status, "{uri}: {body}");
+    assert!(body.contains(text), "{uri} should say {text:?}: {body}");
+    body
+}
+
 fn ui(urls: &[&str]) -> axum::Router {
     router(Client::new(urls.iter().map(|u| u.to_string()).collect()).unwrap())
 }
@@ -243,9 +251,13 @@ async fn discover_shows_hits_histogram_facets_and_highlights() {
 async fn a_query_that_does_not_parse_is_shown_inline_with_the_query_kept() {
     let ix = Indexer::start("badquery").await;
     let app = ui(&[&ix.url]);
-    let (status, _, body) = call(&app, "/?q=%28service%3A%3Cb%3E").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("class=\"query-error\""), "{body}");
+    let body = call_says(
+        &app,
+        "/?q=%28service%3A%3Cb%3E",
+        400,
+        "class=\"query-error\"",
+    )
+    .await;
     assert!(
         body.contains("does not parse"),
         "the indexer's message: {body}"
@@ -255,18 +267,14 @@ async fn a_query_that_does_not_parse_is_shown_inline_with_the_query_kept() {
         "query kept, escaped"
     );
     assert!(!body.contains("<b>"), "reflected query never markup");
-    let (status, _, body) = call(&app, "/?start=yesterday").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("is not a time"), "{body}");
+    call_says(&app, "/?start=yesterday", 400, "is not a time").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_results_say_what_to_do() {
     let ix = Indexer::start("empty").await;
     let app = ui(&[&ix.url]);
-    let (status, _, body) = call(&app, "/?q=nothing").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("No records match"), "{body}");
+    let body = call_says(&app, "/?q=nothing", 200, "No records match").await;
     assert!(body.contains("Try a wider range"));
 }
 
@@ -374,6 +382,18 @@ async fn xss_payloads_in_every_place_stay_text() {
 }
 
 /// The `_id`s in the context links of a page.
+/// The attribute value that follows the first `prefix` (which ends at its opening quote),
+/// with `&` unescaped: the link as a browser would follow it.
+fn link_after(body: &str, prefix: &str) -> String {
+    body.split(prefix)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+}
+
 fn body_ids(body: &str) -> Vec<String> {
     body.split("href=\"/context/")
         .skip(1)
@@ -410,9 +430,7 @@ async fn request_view_has_one_lane_per_service_and_offsets() {
     let a = body.find("GET /api/checkout started").unwrap();
     let b = body.find("completed status=502").unwrap();
     assert!(a < b);
-    let (status, _, body) = call(&app, "/trace/no-such-request").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("No record carries"), "{body}");
+    call_says(&app, "/trace/no-such-request", 200, "No record carries").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -469,14 +487,7 @@ async fn a_dead_replica_is_reported_and_pages_come_from_the_other() {
     assert_eq!(status, StatusCode::OK);
     assert!(!body.contains("class=\"banner\""), "both up: no banner");
     // A link to a record on replica a, made while it was up.
-    let ctx = body
-        .split("href=\"/context/")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#38;", "&");
+    let ctx = link_after(&body, "href=\"/context/");
     assert!(ctx.contains("r=0"), "{ctx}");
     a.stop().await;
     let (status, _, body) = call(&app, "/").await;
@@ -497,9 +508,7 @@ async fn a_dead_replica_is_reported_and_pages_come_from_the_other() {
     assert!(body.contains("r=1"), "links now point at replica b");
     drop(b);
     let app2 = ui(&[&a.url]);
-    let (status, _, body) = call(&app2, "/").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("no indexer answered"), "{body}");
+    let body = call_says(&app2, "/", 503, "no indexer answered").await;
     assert!(body.contains("Start an indexer"), "says what to do");
 }
 
@@ -515,14 +524,7 @@ async fn a_huge_message_is_cut_with_show_all() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.len() < 64 * 1024, "page is {} bytes", body.len());
     assert!(body.contains(">show all</a>"));
-    let href = body
-        .split("class=\"whole\" href=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#38;", "&");
+    let href = link_after(&body, "class=\"whole\" href=\"");
     let (status, _, whole) = call(&app, &href).await;
     assert_eq!(status, StatusCode::OK);
     assert!(whole.contains(" end</pre>"), "the record page shows it all");
@@ -552,9 +554,13 @@ async fn export_streams_every_hit_as_ndjson_and_csv() {
     assert_eq!(rows.len(), 4, "header and the limit: {body}");
     assert!(rows[0].starts_with("ts,severity,service,host"));
     assert!(rows[1].contains("\"m 2499, \"\"q\"\"\""), "{}", rows[1]);
-    let (status, _, body) = call(&app, "/export?format=csv&limit=1000000").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("at most 100000"));
+    call_says(
+        &app,
+        "/export?format=csv&limit=1000000",
+        400,
+        "at most 100000",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -568,14 +574,7 @@ async fn load_more_pages_with_the_cursor() {
     let app = ui(&[&ix.url]);
     let (_, _, body) = call(&app, "/?start=now-1h").await;
     assert_eq!(count(&body, "<details class=\"row"), 100);
-    let rows_href = body
-        .split("data-rows=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&#38;", "&");
+    let rows_href = link_after(&body, "data-rows=\"");
     let (status, _, frag) = call(&app, &rows_href).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(count(&frag, "<details class=\"row"), 50);
@@ -593,9 +592,7 @@ async fn live_tail_relays_new_records_as_rows() {
         .await;
     ix.wait_total(1).await;
     let app = ui(&[&ix.url]);
-    let (status, _, body) = call(&app, "/tail?q=service:t").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("before the tail"));
+    let body = call_says(&app, "/tail?q=service:t", 200, "before the tail").await;
     assert!(
         body.contains("data-stream=\"/tail/stream?q=service%3At&#38;tz=utc\""),
         "{body}"
@@ -635,18 +632,14 @@ async fn live_tail_relays_new_records_as_rows() {
         seen.contains("after &#60;b&#62;the&#60;/b&#62; tail"),
         "{seen}"
     );
-    let (status, _, body) = call(&app, "/tail?q=(").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("does not parse"));
+    call_says(&app, "/tail?q=(", 400, "does not parse").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_parameters_and_unknown_pages_say_so() {
     let ix = Indexer::start("params").await;
     let app = ui(&[&ix.url]);
-    let (status, _, body) = call(&app, "/?qq=typo").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("unknown field `qq`"), "{body}");
+    call_says(&app, "/?qq=typo", 400, "unknown field `qq`").await;
     let (status, _, _) = call(&app, "/nope/%3Cscript%3E").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A parameter name is decoded and reflected in the error: it must come back escaped.
@@ -654,9 +647,7 @@ async fn bad_parameters_and_unknown_pages_say_so() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!body.contains("<script>alert(1)"), "{body}");
     assert!(body.contains("&#60;script&#62;alert(1)"), "{body}");
-    let (status, _, body) = call(&app, "/context/abc").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("is not a record id"), "{body}");
+    call_says(&app, "/context/abc", 400, "is not a record id").await;
     let (status, h, _) = call(&app, "/static/app.js").await;
     assert_eq!(status, StatusCode::OK);
     assert!(h["content-type"]

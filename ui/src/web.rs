@@ -8,7 +8,7 @@ use askama::Template;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -107,6 +107,17 @@ fn html<T: Template>(page: &T) -> Result<Html<String>> {
     Ok(Html(page.render()?))
 }
 
+/// A refused query is still a page (with the message inline), answered as the client
+/// error it is.
+fn html_refused_or_ok<T: Template>(page: &T, refused: bool) -> Result<Response> {
+    let body = html(page)?;
+    Ok(if refused {
+        (StatusCode::BAD_REQUEST, body).into_response()
+    } else {
+        body.into_response()
+    })
+}
+
 async fn discover(
     State(s): State<AppState>,
     uri: Uri,
@@ -114,21 +125,7 @@ async fn discover(
 ) -> Result<Response> {
     let chrome = Chrome::new(&s.client, view.tz, &uri, "discover");
     let page = pages::discover::page(&s.client, view, chrome).await?;
-    let body = html(&page)?;
-    // A refused query is still a page (with the message inline), answered as the client
-    // error it is.
-    Ok(match &page.error {
-        Some(message) => (
-            Error::Indexer {
-                status: 400,
-                message: message.clone(),
-            }
-            .status(),
-            body,
-        )
-            .into_response(),
-        None => body.into_response(),
-    })
+    html_refused_or_ok(&page, page.error.is_some())
 }
 
 async fn rows(State(s): State<AppState>, Params(view): Params<View>) -> Result<Html<String>> {
@@ -179,19 +176,7 @@ async fn tail(
 ) -> Result<Response> {
     let chrome = Chrome::new(&s.client, p.tz, &uri, "tail");
     let page = pages::tail::page(&s.client, p, chrome).await?;
-    let body = html(&page)?;
-    Ok(match &page.error {
-        Some(message) => (
-            Error::Indexer {
-                status: 400,
-                message: message.clone(),
-            }
-            .status(),
-            body,
-        )
-            .into_response(),
-        None => body.into_response(),
-    })
+    html_refused_or_ok(&page, page.error.is_some())
 }
 
 async fn tail_stream(
