@@ -188,6 +188,9 @@ const PENDING_CHUNKS: usize = 16;
 /// How long `run` may outlive its child to ship the last lines.
 const EXIT_BUDGET: Duration = Duration::from_secs(2);
 
+/// How long one send may wait for room in the shipper's socket before the line is dropped.
+const SEND_WAIT: Duration = Duration::from_millis(200);
+
 /// How often a sender retries a socket that was missing or refused.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
@@ -239,14 +242,36 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
             partial.extend_from_slice(&buf[..n.min(room)]);
             continue;
         };
+        // The rate limit is applied here, before any copy: in a flood almost every read is
+        // over it, and counting its lines is far cheaper than copying them to be dropped.
+        let lines = buf[..last_nl].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let admitted = s.admit(lines);
+        s.dropped.fetch_add(lines - admitted, Relaxed);
         let mut chunk = std::mem::take(&mut partial);
-        chunk.extend_from_slice(&buf[..last_nl]);
-        hand_over(read_at, chunk);
+        if admitted > 0 {
+            // Past the limit the newest lines go, as the queue drops the newest.
+            let end = if admitted == lines {
+                last_nl
+            } else {
+                buf[..last_nl]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .nth(admitted as usize - 1)
+                    .map_or(last_nl, |(i, _)| i)
+            };
+            chunk.extend_from_slice(&buf[..end]);
+            hand_over(read_at, chunk);
+        }
         let tail = &buf[last_nl + 1..n];
         partial.extend_from_slice(&tail[..tail.len().min(s.max + 1)]);
     }
     if !partial.is_empty() {
-        hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial));
+        if s.admit(1) == 1 {
+            hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial));
+        } else {
+            s.dropped.fetch_add(1, Relaxed);
+        }
     }
     drop(tx);
     if to_fd == libc::STDOUT_FILENO {
@@ -283,11 +308,7 @@ fn send_lines(
     for (read_at, chunk) in rx {
         // Lines read together get consecutive nanoseconds, so their order survives.
         let mut stamp = read_at.max(next_stamp);
-        let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-        let admitted = s.admit(lines);
-        s.dropped.fetch_add(lines - admitted, Relaxed);
-        // Past the limit the newest lines of the chunk go, as the queue drops the newest.
-        for line in chunk.split(|b| *b == b'\n').take(admitted as usize) {
+        for line in chunk.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if sock.is_none() && last_try.is_none_or(|t| t.elapsed() >= RECONNECT_EVERY) {
                 last_try = Some(Instant::now());
@@ -311,7 +332,12 @@ fn send_lines(
             stamp += time::Duration::nanoseconds(1);
             match conn.send(&dgram) {
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     s.dropped.fetch_add(1, Relaxed);
                 }
                 Err(_) => {
@@ -325,10 +351,13 @@ fn send_lines(
     }
 }
 
-/// A non-blocking datagram socket connected to `path`, or None while it is missing.
+/// A datagram socket connected to `path`, or None while it is missing. Sends may wait a
+/// little: the kernel queues only `max_dgram_qlen` (10) datagrams, so a burst would
+/// otherwise be cut while the shipper is merely busy; the sender has its own thread, so
+/// the child never waits.
 fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
     let sock = UnixDatagram::unbound().ok()?;
-    sock.set_nonblocking(true).ok()?;
+    sock.set_write_timeout(Some(SEND_WAIT)).ok()?;
     sock.connect(path).ok()?;
     Some(sock)
 }
