@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{env_or, hex, ingest, percentiles, Data, Draw};
+use sawmill_ui::enc;
 use serde_json::{json, Value};
 
 const WORDS: [&str; 16] = [
@@ -127,19 +128,6 @@ fn fill(batches: &[Vec<u8>], records: usize, server: &Proc) -> f64 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// The API calls Discover makes for `q` over `[start, end]` (ui/src/pages/discover.rs):

@@ -131,18 +131,19 @@ impl Queue {
     }
 
     pub fn pop(&self, wait: Duration) -> Result<Item, RecvTimeoutError> {
-        let (item, w) = self.rx.recv_timeout(wait)?;
-        self.bytes.fetch_sub(w, Relaxed);
-        self.metrics.queue_popped.fetch_add(1, Relaxed);
-        Ok(item)
+        Ok(self.taken(self.rx.recv_timeout(wait)?))
     }
 
     /// The next item if one is waiting; never parks, so pushes need not wake anyone.
     pub fn try_pop(&self) -> Option<Item> {
-        let (item, w) = self.rx.try_recv().ok()?;
+        Some(self.taken(self.rx.try_recv().ok()?))
+    }
+
+    /// Accounts for an item leaving the queue.
+    fn taken(&self, (item, w): (Item, usize)) -> Item {
         self.bytes.fetch_sub(w, Relaxed);
         self.metrics.queue_popped.fetch_add(1, Relaxed);
-        Some(item)
+        item
     }
 
     pub fn len(&self) -> usize {

@@ -3,8 +3,12 @@
 //! busybox; no registry is needed.
 
 use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -212,23 +216,22 @@ fn a_shipper_restarted_while_a_container_prints_loses_and_repeats_nothing() {
 /// real engine, and `stop` cuts every connection and removes the socket, as a daemon
 /// restart does, without disturbing the other tests that share the real engine.
 struct EngineProxy {
-    path: std::path::PathBuf,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<UnixStream>>>,
     accept: std::thread::JoinHandle<()>,
 }
 
 impl EngineProxy {
-    fn start(path: &std::path::Path) -> EngineProxy {
-        use std::os::unix::net::{UnixListener, UnixStream};
+    fn start(path: &Path) -> EngineProxy {
         let listener = UnixListener::bind(path).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<UnixStream>>> = Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<UnixStream>>> = Default::default();
         let accept = {
             let (stop, conns) = (stop.clone(), conns.clone());
             std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Relaxed) {
                     let Ok((client, _)) = listener.accept() else {
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
@@ -244,7 +247,7 @@ impl EngineProxy {
                     ] {
                         std::thread::spawn(move || {
                             let _ = std::io::copy(&mut from, &mut to);
-                            let _ = to.shutdown(std::net::Shutdown::Both);
+                            let _ = to.shutdown(Shutdown::Both);
                         });
                     }
                 }
@@ -259,10 +262,10 @@ impl EngineProxy {
     }
 
     fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Relaxed);
         self.accept.join().unwrap();
         for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+            let _ = c.shutdown(Shutdown::Both);
         }
         std::fs::remove_file(&self.path).unwrap();
     }

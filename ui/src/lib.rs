@@ -26,6 +26,7 @@ use std::time::Duration;
 
 pub use client::{Client, ReplicaStatus};
 pub use error::{Error, Result};
+pub use url::enc;
 pub use web::{router, CSP};
 
 /// How often replicas' health is checked for the banner.
