@@ -167,3 +167,57 @@ fn sigterm_is_forwarded_to_the_child() {
     };
     assert_eq!(status.code(), Some(7));
 }
+
+#[test]
+fn a_child_outlives_its_shipper_and_lines_flow_again_when_a_new_one_binds_the_socket() {
+    let dir = TempDir::new("run-restart");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let first = Shipper::start(dir.path(), &[&ix.url], &[]);
+    let go = |n: u32| dir.path().join(format!("go{n}"));
+    // Three groups of 100 lines: with the shipper up, with it gone, with a new one up.
+    let script = format!(
+        "seq 1 100; until [ -e {g1} ]; do sleep 0.02; done; seq 101 200; \
+         until [ -e {g2} ]; do sleep 0.02; done; sleep 0.7; seq 201 300",
+        g1 = go(1).display(),
+        g2 = go(2).display()
+    );
+    let run = sawmill()
+        .args(["run", "--service", "phoenix", "--to"])
+        .arg(&first.socket)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_total(&ix, "service:phoenix", 100);
+    first.terminate();
+    std::fs::write(go(1), "").unwrap();
+    let second = Shipper::start(dir.path(), &[&ix.url], &[]);
+    std::fs::write(go(2), "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let want: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        want,
+        "every line passed through, in order, shipper or not"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let unshipped: u64 = err
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("lines sent to the dead socket are counted: {err}"));
+    assert!(
+        (1..=100).contains(&unshipped),
+        "only lines of the second group can be lost: {unshipped}"
+    );
+    // Shipped and counted add up to all 300, and the last group arrived through the new
+    // shipper: the run reconnected on its own.
+    wait_total(&ix, "service:phoenix", 300 - unshipped);
+    let last = get_ok(&ix.api("/api/v1/search?q=service:phoenix%20AND%20message:300&limit=1"));
+    assert_eq!(last["total"], 1, "{last}");
+    drop(second);
+}

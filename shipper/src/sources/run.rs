@@ -191,12 +191,18 @@ const EXIT_BUDGET: Duration = Duration::from_secs(2);
 /// How long one send may wait for room in the shipper's socket before the line is dropped.
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
+/// Lines sent per sendmmsg(2). The kernel queues only `max_dgram_qlen` (10 by default)
+/// datagrams per socket, so more would mostly wait for room anyway.
+const SEND_BATCH: usize = 16;
+
 /// How often a sender retries a socket that was missing or refused.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 /// The child's pipes are made this large (the unprivileged maximum), so a burst of output
 /// fits in the pipe instead of stopping the child while we copy.
 const PIPE_BYTES: libc::c_int = 1 << 20;
+
+const PAGE: usize = 4096;
 
 /// Copies the child's output through as it comes, one write per read, and hands the
 /// complete lines of each read, stamped with the moment they were read, to a sender thread.
@@ -218,7 +224,12 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
         let s = s.clone();
         std::thread::spawn(move || send_lines(rx, stream, pri, &s))
     };
-    let mut buf = vec![0u8; 256 * 1024];
+    // Page-aligned, because the kernel's copy out of the pipe (`rep movsb`) runs at half
+    // speed into a misaligned buffer, and malloc's large blocks start 16 bytes into a page:
+    // measured, that alone took the passthrough's cost from about 5 % to about 20 %.
+    let mut storage = vec![0u8; PIPE_BYTES as usize + PAGE];
+    let start = storage.as_ptr().align_offset(PAGE);
+    let buf = &mut storage[start..start + PIPE_BYTES as usize];
     let mut partial: Vec<u8> = Vec::new();
     let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>| {
         if let Err(e) = tx.try_send((read_at, chunk)) {
@@ -227,7 +238,7 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
         }
     };
     loop {
-        let n = match from.read(&mut buf) {
+        let n = match from.read(buf) {
             Ok(0) => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
@@ -236,7 +247,7 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
         let read_at = OffsetDateTime::now_utc();
         // Passthrough first: the child's output must look exactly as without us.
         let _ = passthrough.write_all(&buf[..n]);
-        let Some(last_nl) = buf[..n].iter().rposition(|b| *b == b'\n') else {
+        let Some(last_nl) = memchr::memrchr(b'\n', &buf[..n]) else {
             // No line ends here: keep at most one byte past the limit of the line in progress.
             let room = (s.max + 1).saturating_sub(partial.len());
             partial.extend_from_slice(&buf[..n.min(room)]);
@@ -244,7 +255,7 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
         };
         // The rate limit is applied here, before any copy: in a flood almost every read is
         // over it, and counting its lines is far cheaper than copying them to be dropped.
-        let lines = buf[..last_nl].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let lines = memchr::memchr_iter(b'\n', &buf[..last_nl]).count() as u64 + 1;
         let admitted = s.admit(lines);
         s.dropped.fetch_add(lines - admitted, Relaxed);
         let mut chunk = std::mem::take(&mut partial);
@@ -253,12 +264,9 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
             let end = if admitted == lines {
                 last_nl
             } else {
-                buf[..last_nl]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| **b == b'\n')
+                memchr::memchr_iter(b'\n', &buf[..last_nl])
                     .nth(admitted as usize - 1)
-                    .map_or(last_nl, |(i, _)| i)
+                    .unwrap_or(last_nl)
             };
             chunk.extend_from_slice(&buf[..end]);
             hand_over(read_at, chunk);
@@ -303,7 +311,7 @@ fn send_lines(
     );
     let mut sock: Option<UnixDatagram> = None;
     let mut last_try: Option<Instant> = None;
-    let mut dgram = Vec::with_capacity(1024);
+    let mut batch = Datagrams::default();
     let mut next_stamp = OffsetDateTime::UNIX_EPOCH;
     for (read_at, chunk) in rx {
         // Lines read together get consecutive nanoseconds, so their order survives.
@@ -314,40 +322,117 @@ fn send_lines(
                 last_try = Some(Instant::now());
                 sock = connect(&s.to);
             }
-            if s.give_up.load(Relaxed) {
+            if s.give_up.load(Relaxed) || sock.is_none() {
                 s.dropped.fetch_add(1, Relaxed);
                 continue;
             }
-            let Some(conn) = &sock else {
-                s.dropped.fetch_add(1, Relaxed);
-                continue;
-            };
-            dgram.clear();
-            dgram.extend_from_slice(header_start.as_bytes());
             let mut ts = [0u8; 40];
             let n = write_rfc3339(stamp, &mut ts);
-            dgram.extend_from_slice(&ts[..n]);
-            dgram.extend_from_slice(header_rest.as_bytes());
-            dgram.extend_from_slice(&line[..line.len().min(s.max + 1)]);
+            batch.push(&[
+                header_start.as_bytes(),
+                &ts[..n],
+                header_rest.as_bytes(),
+                &line[..line.len().min(s.max + 1)],
+            ]);
             stamp += time::Duration::nanoseconds(1);
-            match conn.send(&dgram) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+            if batch.len() == SEND_BATCH {
+                batch.send(&mut sock, s);
+            }
+        }
+        batch.send(&mut sock, s);
+        next_stamp = stamp;
+    }
+}
+
+/// Datagrams to send together: one sendmmsg(2) per batch, so the shipper's reader wakes
+/// once per batch rather than once per line (a wake-up costs more than the line).
+#[derive(Default)]
+struct Datagrams {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Datagrams {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn push(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Sends the batch and empties it. A datagram that finds no room within the send
+    /// timeout is dropped and counted; a broken connection drops (and counts) the rest and
+    /// makes the next line look for the socket again.
+    fn send(&mut self, sock: &mut Option<UnixDatagram>, s: &Shared) {
+        let n = self.ends.len();
+        if n == 0 {
+            return;
+        }
+        let Some(conn) = sock.as_ref() else {
+            s.dropped.fetch_add(n as u64, Relaxed);
+            self.clear();
+            return;
+        };
+        let mut iov = Vec::with_capacity(n);
+        let mut start = 0;
+        for &end in &self.ends {
+            iov.push(libc::iovec {
+                iov_base: self.bytes[start..end].as_ptr() as *mut libc::c_void,
+                iov_len: end - start,
+            });
+            start = end;
+        }
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: msgs[i..] are valid headers whose iovecs point into self.bytes, which
+            // is not touched until the call returns.
+            let r = unsafe {
+                libc::sendmmsg(
+                    conn.as_raw_fd(),
+                    msgs[i..].as_mut_ptr(),
+                    (n - i) as libc::c_uint,
+                    0,
+                )
+            };
+            if r > 0 {
+                i += r as usize;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     s.dropped.fetch_add(1, Relaxed);
+                    i += 1;
                 }
-                Err(_) => {
+                _ => {
                     // The shipper went away or replaced its socket: find the new one.
-                    s.dropped.fetch_add(1, Relaxed);
-                    sock = None;
+                    s.dropped.fetch_add((n - i) as u64, Relaxed);
+                    *sock = None;
+                    break;
                 }
             }
         }
-        next_stamp = stamp;
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
 
