@@ -4,6 +4,8 @@
 //! `sawmill run` passthrough against the same output without it.
 //!
 //! Run: `cargo bench --bench shipper` (`SAWMILL_BENCH_MESSAGES=200000` for a quicker run).
+//! `SAWMILL_BENCH_RUN_LINES` and `SAWMILL_BENCH_RUN_REPS` size the `sawmill run` part;
+//! `SAWMILL_BENCH_PART=run` runs only that part.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
@@ -64,6 +66,15 @@ fn report(name: &str, n: u64, bytes: u64, secs: f64) -> f64 {
         bytes as f64 / 1e6 / secs
     );
     rate
+}
+
+/// CPU seconds used so far by this process's waited-for children (and theirs).
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 /// User + system CPU seconds of a process so far.
@@ -156,6 +167,11 @@ fn main() {
         std::env::temp_dir().join(format!("sawmill-shipper-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
+    if std::env::var("SAWMILL_BENCH_PART").as_deref() == Ok("run") {
+        run_passthrough(&tmp);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return;
+    }
     let bytes: u64 = (0..n).map(|i| datagram(i).len() as u64).sum();
     println!(
         "{n} datagrams, {:.0} bytes each on average\n",
@@ -315,9 +331,13 @@ fn main() {
     println!("queue drops: {drops}; shipper CPU: {:.2} s per million messages; shipper peak RSS: {rss:.1} MiB (target <= 40: {})", cpu / (n as f64 / 1e6), if rss <= 40.0 { "met" } else { "NOT met" });
     drop(shipper);
     drop(indexer);
+    run_passthrough(&tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
 
-    // `sawmill run` passthrough: the child's output rate with and without the wrapper.
-    let (shipper, run_lines) = sawmill(&[
+/// `sawmill run` passthrough: the child's output rate with and without the wrapper.
+fn run_passthrough(tmp: &Path) {
+    let (_shipper, run_lines) = sawmill(&[
         "shipper",
         "--indexer",
         "http://127.0.0.1:9",
@@ -328,7 +348,10 @@ fn main() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let lines_n = n.min(1_000_000);
+    // Long enough (about a second each at this machine's speed) that a run shows the steady
+    // state rather than start-up and one scheduling hiccup.
+    let lines_n: u64 = env_or("SAWMILL_BENCH_RUN_LINES", 3_000_000);
+    let reps: usize = env_or("SAWMILL_BENCH_RUN_REPS", 9);
     let child = format!("i=0; yes 'GET /api/orders/1234 completed status=200 duration_ms=45 user_id=1042 request_id=req-abcdef0123456789 upstream=orders region=eu-west-1 cache=miss' | head -n {lines_n}");
     let time_it = |wrapped: bool| {
         let mut cmd = if wrapped {
@@ -348,6 +371,7 @@ fn main() {
             c.args(["-c", &child]);
             c
         };
+        let cpu0 = children_cpu_secs();
         let t = Instant::now();
         let mut p = cmd
             .stdout(Stdio::piped())
@@ -368,19 +392,22 @@ fn main() {
         // then spend up to its 2 s exit budget shipping what is queued; the child is done.
         let passed = t.elapsed().as_secs_f64();
         p.wait().unwrap();
-        (passed, total)
+        (passed, total, children_cpu_secs() - cpu0)
     };
     // One run of each is dominated by scheduling noise on 2 cores: take the median of
     // several, interleaved so both see the same machine.
-    let (mut bares, mut wrappeds) = (Vec::new(), Vec::new());
+    let (mut bares, mut wrappeds, mut cpu_bare, mut cpu_wrapped) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut total = 0;
-    for _ in 0..7 {
-        let (b, t) = time_it(false);
-        let (w, t_w) = time_it(true);
+    for _ in 0..reps {
+        let (b, t, cb) = time_it(false);
+        let (w, t_w, cw) = time_it(true);
         assert_eq!(t, t_w, "passthrough is exact");
         total = t;
         bares.push(b);
         wrappeds.push(w);
+        cpu_bare.push(cb);
+        cpu_wrapped.push(cw);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -388,7 +415,12 @@ fn main() {
     };
     let (bare, wrapped) = (median(&mut bares), median(&mut wrappeds));
     let cost = 1.0 - bare / wrapped;
-    println!("sawmill run passthrough (median of 7, default --rate-limit): {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
+    println!("sawmill run passthrough ({lines_n} lines, {total} bytes, median of {reps} interleaved runs, default --rate-limit): {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
+    println!(
+        "  CPU seconds per run, child and wrapper together: {:.2} bare, {:.2} wrapped",
+        median(&mut cpu_bare),
+        median(&mut cpu_wrapped)
+    );
     std::thread::sleep(Duration::from_secs(1));
     let shipped = metric(
         &url_after(&run_lines[1], "sawmill shipper metrics on "),
@@ -396,8 +428,6 @@ fn main() {
     );
     println!(
         "  lines shipped per wrapped run: {:.0} of {lines_n}; the rest passed through only, counted",
-        shipped / 7.0
+        shipped / reps as f64
     );
-    drop(shipper);
-    let _ = std::fs::remove_dir_all(&tmp);
 }
