@@ -113,12 +113,7 @@ fn a_flood_over_the_rate_limit_is_passed_through_and_every_unshipped_line_counte
         5000,
         "every line passed through"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    let unshipped: u64 = err
-        .split_whitespace()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("`sawmill run` reports what it did not ship: {err}"));
+    let unshipped = unshipped(&out.stderr);
     // Shipped lines arrive; with what was reported unshipped they account for all 5000.
     let shipped = 5000 - unshipped;
     assert!(
@@ -204,12 +199,7 @@ fn a_child_outlives_its_shipper_and_lines_flow_again_when_a_new_one_binds_the_so
         want,
         "every line passed through, in order, shipper or not"
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    let unshipped: u64 = err
-        .split_whitespace()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("lines sent to the dead socket are counted: {err}"));
+    let unshipped = unshipped(&out.stderr);
     assert!(
         (1..=100).contains(&unshipped),
         "only lines of the second group can be lost: {unshipped}"
@@ -220,4 +210,13 @@ fn a_child_outlives_its_shipper_and_lines_flow_again_when_a_new_one_binds_the_so
     let last = get_ok(&ix.api("/api/v1/search?q=service:phoenix%20AND%20message:300&limit=1"));
     assert_eq!(last["total"], 1, "{last}");
     drop(second);
+}
+
+/// The count in `sawmill run`'s last words: `sawmill run: N lines could not be shipped ...`.
+fn unshipped(stderr: &[u8]) -> u64 {
+    let err = String::from_utf8_lossy(stderr);
+    err.split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("`sawmill run` reports what it did not ship: {err}"))
 }

@@ -176,6 +176,12 @@ impl Shared {
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
         b.at = now;
         let n = (b.tokens.floor() as u64).min(lines);
+        if n < lines && n < SEND_BATCH as u64 {
+            // In a flood, ship a batch's worth at a time rather than the line or two that
+            // trickled in since the last read: each hand-over wakes the sender and then the
+            // shipper, and a wake-up costs far more than a line.
+            return 0;
+        }
         b.tokens -= n as f64;
         n
     }
