@@ -176,10 +176,11 @@ impl Shared {
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
         b.at = now;
         let n = (b.tokens.floor() as u64).min(lines);
-        if n < lines && n < SEND_BATCH as u64 {
-            // In a flood, ship a batch's worth at a time rather than the line or two that
-            // trickled in since the last read: each hand-over wakes the sender and then the
-            // shipper, and a wake-up costs far more than a line.
+        // In a flood, ship a batch's worth at a time rather than the line or two that
+        // trickled in since the last read: each hand-over wakes the sender and then the
+        // shipper, and a wake-up costs far more than a line. (A limit under a batch would
+        // never reach one, so then the limit is the batch.)
+        if n < lines && n < (SEND_BATCH as u64).min(self.rate_limit as u64) {
             return 0;
         }
         b.tokens -= n as f64;
@@ -455,4 +456,43 @@ fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
     sock.set_write_timeout(Some(SEND_WAIT)).ok()?;
     sock.connect(path).ok()?;
     Some(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(rate_limit: u32, tokens: f64) -> Shared {
+        Shared {
+            to: PathBuf::new(),
+            host: String::new(),
+            service: String::new(),
+            pid: 0,
+            dropped: AtomicU64::new(0),
+            give_up: AtomicBool::new(false),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens,
+                at: Instant::now(),
+            }),
+            rate_limit,
+            max: 1024,
+        }
+    }
+
+    #[test]
+    fn a_flood_is_admitted_a_batch_at_a_time_and_a_trickle_at_once() {
+        let s = limited(20_000, 3.0);
+        assert_eq!(s.admit(100), 0, "three tokens are not a batch");
+        assert_eq!(s.admit(2), 2, "lines that all fit go at once");
+        let s = limited(20_000, SEND_BATCH as f64 + 0.5);
+        assert_eq!(s.admit(100), SEND_BATCH as u64);
+        assert_eq!(limited(0, 0.0).admit(1_000_000), 1_000_000, "0 is no limit");
+    }
+
+    #[test]
+    fn a_limit_below_a_batch_still_ships() {
+        let s = limited(5, 5.0);
+        assert_eq!(s.admit(100), 5);
+        assert_eq!(s.admit(100), 0, "the second is spent");
+    }
 }
