@@ -112,7 +112,8 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     wait_for(EXIT_BUDGET);
     // Out of time: lines not yet sent are counted as dropped rather than silently lost.
     shared.give_up.store(true, Relaxed);
-    wait_for(Duration::from_millis(200));
+    // Longer than one send may wait, so a sender caught mid-send still counts the rest.
+    wait_for(SEND_WAIT + Duration::from_millis(100));
     let dropped = shared.dropped.load(Relaxed);
     if dropped > 0 {
         eprintln!("sawmill run: {dropped} lines could not be shipped to `{}` (socket missing or full); they were passed through only", cfg.to.display());
@@ -162,7 +163,8 @@ struct Bucket {
 }
 
 impl Shared {
-    /// How many of `lines` may be shipped now. Why a limit at all: a child printing
+    /// How many of `lines` may be shipped now: all of them, or (in a flood) at least a
+    /// send batch's worth, else none. Why a limit at all: a child printing
     /// millions of lines a second would otherwise have the shipper's socket reader, which
     /// runs at normal priority, compete with it for CPU (rsyslog and journald rate-limit
     /// for the same reason).
@@ -176,7 +178,7 @@ impl Shared {
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
         b.at = now;
         let n = (b.tokens.floor() as u64).min(lines);
-        // In a flood, ship a batch's worth at a time rather than the line or two that
+        // In a flood, ship a batch's worth at a time rather than the token or two that
         // trickled in since the last read: each hand-over wakes the sender and then the
         // shipper, and a wake-up costs far more than a line. (A limit under a batch would
         // never reach one, so then the limit is the batch.)
@@ -195,11 +197,13 @@ const PENDING_CHUNKS: usize = 16;
 /// How long `run` may outlive its child to ship the last lines.
 const EXIT_BUDGET: Duration = Duration::from_secs(2);
 
-/// How long one send may wait for room in the shipper's socket before the line is dropped.
+/// How long one send may wait for room in the shipper's socket before the rest of its batch
+/// is dropped.
 const SEND_WAIT: Duration = Duration::from_millis(200);
 
-/// Lines sent per sendmmsg(2). The kernel queues only `max_dgram_qlen` (10 by default)
-/// datagrams per socket, so more would mostly wait for room anyway.
+/// Lines sent per sendmmsg(2), and in a flood admitted per hand-over (see `admit`). Not
+/// much more than the receiving socket's queue (`max_dgram_qlen`, 10 by default), which a
+/// batch fills before the reader has to make room.
 const SEND_BATCH: usize = 16;
 
 /// How often a sender retries a socket that was missing or refused.
@@ -213,6 +217,7 @@ const PIPE_BYTES: libc::c_int = 1 << 20;
 /// is resident memory in every wrapped container.
 const READ_BYTES: usize = 256 * 1024;
 
+/// The read buffer's alignment: what the copy wants, whatever the MMU's page size.
 const PAGE: usize = 4096;
 
 /// Copies the child's output through as it comes, one write per read, and hands the
@@ -239,12 +244,12 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
     // speed into a misaligned buffer, and malloc's large blocks start 16 bytes into a page:
     // in a plain C copy loop, that alone took the cost to the child from 6 % to 26 %.
     let mut storage = vec![0u8; READ_BYTES + PAGE];
-    let start = storage.as_ptr().align_offset(PAGE);
+    let start = storage.as_ptr().align_offset(PAGE).min(PAGE);
     let buf = &mut storage[start..start + READ_BYTES];
     let mut partial: Vec<u8> = Vec::new();
     let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>| {
         if let Err(e) = tx.try_send((read_at, chunk)) {
-            let lines = e.into_inner().1.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let lines = memchr::memchr_iter(b'\n', &e.into_inner().1).count() as u64 + 1;
             s.dropped.fetch_add(lines, Relaxed);
         }
     };
@@ -355,8 +360,8 @@ fn send_lines(
     }
 }
 
-/// Datagrams to send together: one sendmmsg(2) per batch, so the shipper's reader wakes
-/// once per batch rather than once per line (a wake-up costs more than the line).
+/// Datagrams to send together: one system call per batch rather than per line, and fewer
+/// wake-ups of the shipper's reader while it is busy.
 #[derive(Default)]
 struct Datagrams {
     bytes: Vec<u8>,
@@ -375,9 +380,10 @@ impl Datagrams {
         self.ends.push(self.bytes.len());
     }
 
-    /// Sends the batch and empties it. A datagram that finds no room within the send
-    /// timeout is dropped and counted; a broken connection drops (and counts) the rest and
-    /// makes the next line look for the socket again.
+    /// Sends the batch and empties it; every line is either sent or counted. A socket that
+    /// stays full for a whole send timeout costs the rest of the batch (it would still be
+    /// full, and waiting again per line would stretch past the exit budget); a broken
+    /// connection too, and the next line looks for the socket again.
     fn send(&mut self, sock: &mut Option<UnixDatagram>, s: &Shared) {
         let n = self.ends.len();
         if n == 0 {
@@ -409,6 +415,10 @@ impl Datagrams {
             .collect();
         let mut i = 0;
         while i < n {
+            if s.give_up.load(Relaxed) {
+                s.dropped.fetch_add((n - i) as u64, Relaxed);
+                break;
+            }
             // SAFETY: msgs[i..] are valid headers whose iovecs point into self.bytes, which
             // is not touched until the call returns.
             let r = unsafe {
@@ -423,12 +433,16 @@ impl Datagrams {
                 i += r as usize;
                 continue;
             }
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => {}
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EMSGSIZE | libc::ENOBUFS | libc::ENOMEM) => {
+                    // This line alone cannot go; the socket is fine.
                     s.dropped.fetch_add(1, Relaxed);
                     i += 1;
+                }
+                Some(libc::EAGAIN) => {
+                    s.dropped.fetch_add((n - i) as u64, Relaxed);
+                    break;
                 }
                 _ => {
                     // The shipper went away or replaced its socket: find the new one.
