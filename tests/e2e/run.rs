@@ -258,3 +258,35 @@ fn lines_still_unsent_when_the_exit_budget_runs_out_are_counted() {
         "what the socket queued arrives; with what was counted it makes 1000"
     );
 }
+
+#[test]
+fn as_pid_1_it_reaps_the_orphans_it_inherits() {
+    // A new PID namespace makes `sawmill run` its PID 1, as in a container whose entrypoint
+    // it is: orphaned grandchildren become its children, and unreaped they stay zombies.
+    // Needs root for the namespace (CI has it).
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root to create a PID namespace; run the tests as root (CI does)"
+    );
+    let dir = TempDir::new("run-pid1");
+    let script = "for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.6; \
+                  echo pid $$; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_sawmill"))
+        .args(["run", "--to"])
+        .arg(dir.path().join("no-socket"))
+        .args(["--", "sh", "-c", script])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "pid 2", "the shell is PID 1's child: {stdout}");
+    assert_eq!(lines[1].trim(), "0", "no zombies left: {stdout}");
+}
