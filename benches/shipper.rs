@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{baseline_index, env_or, peak_rss_mib};
+use common::{baseline_index, env_or, peak_rss_mib, percentiles};
 use sawmill_indexer::Record;
 use sawmill_shipper::{read_loop, Metrics, Queue, SyslogSocket};
 
@@ -112,6 +112,25 @@ fn sawmill(args: &[&str]) -> (Proc, Vec<String>) {
     }
     std::thread::spawn(move || for _ in lines {});
     (Proc(c), first)
+}
+
+/// A shipper forwarding to `indexer`, with its state in `state` and its socket at `socket`;
+/// returns it and its metrics URL.
+fn start_shipper(indexer: &str, state: &Path, socket: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "shipper",
+        "--indexer",
+        indexer,
+        "--state",
+        state.to_str().unwrap(),
+        "--syslog-socket",
+        socket.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let (p, lines) = sawmill(&args);
+    (p, url_after(&lines[1], "sawmill shipper metrics on "))
 }
 
 fn metric(url: &str, name: &str) -> f64 {
@@ -232,24 +251,19 @@ fn main() {
     // (b') the whole shipper process with no indexer reachable: the source plus the batcher
     // (parse, enrich, JSON, zstd) sharing the same two cores with the sender.
     let sockb2 = tmp.join("b2.sock");
-    let (shipper, lines) = sawmill(&[
-        "shipper",
-        "--indexer",
+    let (shipper, murl) = start_shipper(
         "http://127.0.0.1:9",
-        "--state",
-        tmp.join("sb").to_str().unwrap(),
-        "--syslog-socket",
-        sockb2.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--queue-records",
-        "3000000",
-        "--queue-bytes",
-        "4GiB",
-        "--backlog-bytes",
-        "8GiB",
-    ]);
-    let murl = url_after(&lines[1], "sawmill shipper metrics on ");
+        &tmp.join("sb"),
+        &sockb2,
+        &[
+            "--queue-records",
+            "3000000",
+            "--queue-bytes",
+            "4GiB",
+            "--backlog-bytes",
+            "8GiB",
+        ],
+    );
     let received = "sawmill_shipper_records_received_total{source=\"syslog_unix\"}";
     let mut sender = send(&sockb2, n);
     let t = Instant::now();
@@ -279,18 +293,7 @@ fn main() {
     ]);
     let ix = url_after(&lines[0], "sawmill indexer listening on ");
     let sockc = tmp.join("c.sock");
-    let (shipper, lines) = sawmill(&[
-        "shipper",
-        "--indexer",
-        &ix,
-        "--state",
-        tmp.join("sc").to_str().unwrap(),
-        "--syslog-socket",
-        sockc.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let murl = url_after(&lines[1], "sawmill shipper metrics on ");
+    let (shipper, murl) = start_shipper(&ix, &tmp.join("sc"), &sockc, &[]);
     let spid = shipper.0.id();
     let cpu0 = cpu_secs(spid);
     let mut sender = send(&sockc, n);
@@ -337,17 +340,12 @@ fn main() {
 
 /// `sawmill run` passthrough: the child's output rate with and without the wrapper.
 fn run_passthrough(tmp: &Path) {
-    let (_shipper, run_lines) = sawmill(&[
-        "shipper",
-        "--indexer",
+    let (_shipper, murl) = start_shipper(
         "http://127.0.0.1:9",
-        "--state",
-        tmp.join("sr").to_str().unwrap(),
-        "--syslog-socket",
-        tmp.join("r.sock").to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+        &tmp.join("sr"),
+        &tmp.join("r.sock"),
+        &[],
+    );
     // Long enough (about a second each at this machine's speed) that a run shows the steady
     // state rather than start-up and one scheduling hiccup.
     let lines_n: u64 = env_or("SAWMILL_BENCH_RUN_LINES", 3_000_000);
@@ -409,34 +407,30 @@ fn run_passthrough(tmp: &Path) {
         cpu_bare.push(cb);
         cpu_wrapped.push(cw);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: &[f64]| percentiles(v.to_vec()).0;
     // Each wrapped run next to the bare one just before it: the two saw the same machine.
-    let mut paired: Vec<f64> = bares
+    let paired: Vec<f64> = bares
         .iter()
         .zip(&wrappeds)
         .map(|(b, w)| 1.0 - b / w)
         .collect();
-    let (bare, wrapped) = (median(&mut bares), median(&mut wrappeds));
+    let (bare, wrapped) = (median(&bares), median(&wrappeds));
     let cost = 1.0 - bare / wrapped;
     println!("sawmill run passthrough ({lines_n} lines, {total} bytes, median of {reps} interleaved runs, default --rate-limit): {:.1} MB/s bare, {:.1} MB/s wrapped: costs the child {:.1} % (target <= 10 %: {})", total as f64 / 1e6 / bare, total as f64 / 1e6 / wrapped, cost * 100.0, if cost <= 0.10 { "met" } else { "NOT met" });
     println!(
         "  CPU seconds per run, child and wrapper together: {:.2} bare, {:.2} wrapped",
-        median(&mut cpu_bare),
-        median(&mut cpu_wrapped)
+        median(&cpu_bare),
+        median(&cpu_wrapped)
     );
-    let paired_median = median(&mut paired);
     println!(
         "  run by run (each wrapped against the bare run just before it): costs {:.1} % to {:.1} %, median {:.1} %",
-        paired[0] * 100.0,
-        paired[paired.len() - 1] * 100.0,
-        paired_median * 100.0
+        paired.iter().copied().fold(f64::INFINITY, f64::min) * 100.0,
+        paired.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 100.0,
+        median(&paired) * 100.0
     );
     std::thread::sleep(Duration::from_secs(1));
     let shipped = metric(
-        &url_after(&run_lines[1], "sawmill shipper metrics on "),
+        &murl,
         "sawmill_shipper_records_received_total{source=\"syslog_unix\"}",
     );
     println!(

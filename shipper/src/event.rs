@@ -165,23 +165,22 @@ pub fn write_rfc3339(t: OffsetDateTime, buf: &mut [u8; 40]) -> usize {
     // Years outside 0..=9999 are not RFC 3339; clamp rather than write garbage.
     let year = t.year().clamp(0, 9999) as u32;
     let mut i = 0;
-    let mut put = |v: u32, width: u32, sep: Option<u8>| {
-        for k in (0..width).rev() {
-            buf[i] = b'0' + ((v / 10u32.pow(k)) % 10) as u8;
-            i += 1;
+    // Each field right to left, then its separator.
+    let mut put = |mut v: u32, width: usize, sep: u8| {
+        for d in buf[i..i + width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        if let Some(c) = sep {
-            buf[i] = c;
-            i += 1;
-        }
+        buf[i + width] = sep;
+        i += width + 1;
     };
-    put(year, 4, Some(b'-'));
-    put(t.month() as u32, 2, Some(b'-'));
-    put(t.day() as u32, 2, Some(b'T'));
-    put(t.hour() as u32, 2, Some(b':'));
-    put(t.minute() as u32, 2, Some(b':'));
-    put(t.second() as u32, 2, Some(b'.'));
-    put(t.nanosecond(), 9, Some(b'Z'));
+    put(year, 4, b'-');
+    put(t.month() as u32, 2, b'-');
+    put(t.day() as u32, 2, b'T');
+    put(t.hour() as u32, 2, b':');
+    put(t.minute() as u32, 2, b':');
+    put(t.second() as u32, 2, b'.');
+    put(t.nanosecond(), 9, b'Z');
     i
 }
 

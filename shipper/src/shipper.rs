@@ -317,9 +317,12 @@ impl Batcher {
         let mut last_report = Instant::now();
         let mut idle_naps = 0;
         loop {
-            let wait = p.since.map_or(self.cfg.linger, |s| {
-                self.cfg.linger.saturating_sub(s.elapsed())
-            });
+            let wait = p
+                .since
+                .map_or(self.cfg.linger, |s| {
+                    self.cfg.linger.saturating_sub(s.elapsed())
+                })
+                .max(Duration::from_millis(1));
             // Under load the batcher naps instead of parking on the queue: a parked reader
             // makes every push pay a wake-up syscall, on the socket reader's time.
             let item = match self.queue.try_pop() {
@@ -329,10 +332,10 @@ impl Batcher {
                 }
                 None if idle_naps < IDLE_NAPS => {
                     idle_naps += 1;
-                    std::thread::sleep(NAP.min(wait.max(Duration::from_millis(1))));
+                    std::thread::sleep(NAP.min(wait));
                     None
                 }
-                None => match self.queue.pop(wait.max(Duration::from_millis(1))) {
+                None => match self.queue.pop(wait) {
                     Ok(item) => Some(item),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,

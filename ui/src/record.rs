@@ -190,6 +190,11 @@ pub fn trace_href(id: &str, tz: Tz) -> String {
     format!("/trace/{}?tz={}", enc(id), tz.as_str())
 }
 
+/// A row's link to the request view for an id, unless the id is too long to link.
+fn id_href(id: &str, tz: Tz) -> Option<String> {
+    (id.len() <= LINKED_ID_MAX).then(|| trace_href(id, tz))
+}
+
 /// The replica-independent part of a record's links: the record's id on the replica that
 /// gave it, and its time (to find it again on another replica after a failover).
 pub fn record_query(h: &Hit, replica: usize, tz: Tz) -> String {
@@ -211,13 +216,12 @@ impl Row {
         let (message, message_cut) = cut(&str_field(h, "message"), MESSAGE_CUT);
         let mut ids = Vec::new();
         for name in ["request_id", "trace_id"] {
-            if let Some(v) = h
-                .get(name)
-                .map(text_of)
-                .filter(|v| !v.is_empty() && v.len() <= LINKED_ID_MAX)
-            {
+            let Some(v) = h.get(name).map(text_of).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if let Some(href) = id_href(&v, tz) {
                 ids.push(IdLink {
-                    href: trace_href(&v, tz),
+                    href,
                     value: cut(&v, COLUMN_CUT).0,
                 });
             }
@@ -226,10 +230,7 @@ impl Row {
         let mut push = |name: String, v: &Value| {
             let text = text_of(v);
             let (link, external) = match name.as_str() {
-                "trace_id" | "request_id" if text.len() <= LINKED_ID_MAX => {
-                    (Some(trace_href(&text, tz)), false)
-                }
-                "trace_id" | "request_id" => (None, false),
+                "trace_id" | "request_id" => (id_href(&text, tz), false),
                 _ => (safe_link(&text), true),
             };
             let (value, cut) = cut(&text, VALUE_CUT);

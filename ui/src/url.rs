@@ -156,9 +156,9 @@ pub fn filter_for(q: &str, field: &str, value: &str) -> String {
 
 /// `q` without the records whose `field` is `value` (the sidebar's "filter out").
 ///
-/// Written `q -field:"value"`: the parser refuses a query of exclusions only (so `*` anchors
-/// one), and in this indexer `X AND NOT Y` matches nothing at all, while `X -Y` does what
-/// it says.
+/// Written `q -field:"value"`, anchored by `*` when `q` matches everything: the shortest
+/// form a user can read and edit in the search box. (The indexer takes `X AND NOT Y` and a
+/// lone `NOT Y` too.)
 pub fn filter_out(q: &str, field: &str, value: &str) -> String {
     let base = if matches_all(q) {
         "*".to_string()

@@ -247,9 +247,9 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
     let start = storage.as_ptr().align_offset(PAGE).min(PAGE);
     let buf = &mut storage[start..start + READ_BYTES];
     let mut partial: Vec<u8> = Vec::new();
-    let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>| {
-        if let Err(e) = tx.try_send((read_at, chunk)) {
-            let lines = memchr::memchr_iter(b'\n', &e.into_inner().1).count() as u64 + 1;
+    // `lines` is how many the chunk holds, counted already: a full hand-over drops them.
+    let hand_over = |read_at: OffsetDateTime, chunk: Vec<u8>, lines: u64| {
+        if tx.try_send((read_at, chunk)).is_err() {
             s.dropped.fetch_add(lines, Relaxed);
         }
     };
@@ -285,14 +285,14 @@ fn pump(from: impl Read + AsRawFd, to_fd: RawFd, stream: &'static str, pri: u8, 
                     .unwrap_or(last_nl)
             };
             chunk.extend_from_slice(&buf[..end]);
-            hand_over(read_at, chunk);
+            hand_over(read_at, chunk, admitted);
         }
         let tail = &buf[last_nl + 1..n];
         partial.extend_from_slice(&tail[..tail.len().min(s.max + 1)]);
     }
     if !partial.is_empty() {
         if s.admit(1) == 1 {
-            hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial));
+            hand_over(OffsetDateTime::now_utc(), std::mem::take(&mut partial), 1);
         } else {
             s.dropped.fetch_add(1, Relaxed);
         }
@@ -366,6 +366,9 @@ fn send_lines(
 struct Datagrams {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    /// Scratch for sendmmsg(2), kept to reuse its allocation; filled only while sending.
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
 impl Datagrams {
@@ -394,37 +397,34 @@ impl Datagrams {
             self.clear();
             return;
         };
-        let mut iov = Vec::with_capacity(n);
         let mut start = 0;
         for &end in &self.ends {
-            iov.push(libc::iovec {
+            self.iov.push(libc::iovec {
                 iov_base: self.bytes[start..end].as_ptr() as *mut libc::c_void,
                 iov_len: end - start,
             });
             start = end;
         }
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        // Built after every iovec is in place, so the pointers to them stay valid.
+        for v in self.iov.iter_mut() {
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(m);
+        }
         let mut i = 0;
         while i < n {
             if s.give_up.load(Relaxed) {
                 s.dropped.fetch_add((n - i) as u64, Relaxed);
                 break;
             }
-            // SAFETY: msgs[i..] are valid headers whose iovecs point into self.bytes, which
-            // is not touched until the call returns.
+            // SAFETY: msgs[i..] are valid headers whose iovecs point into self.bytes; none
+            // of the three is touched until the call returns.
             let r = unsafe {
                 libc::sendmmsg(
                     conn.as_raw_fd(),
-                    msgs[i..].as_mut_ptr(),
+                    self.msgs[i..].as_mut_ptr(),
                     (n - i) as libc::c_uint,
                     0,
                 )
@@ -458,6 +458,8 @@ impl Datagrams {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.msgs.clear();
+        self.iov.clear();
     }
 }
 

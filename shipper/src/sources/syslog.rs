@@ -141,14 +141,20 @@ pub fn read_loop(
             iov_len: size,
         });
     }
+    for (i, m) in msgs.iter_mut().enumerate() {
+        m.msg_hdr.msg_iov = &mut iovs[i];
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = control[i * CONTROL_BYTES..].as_mut_ptr() as *mut _;
+        m.msg_hdr.msg_controllen = CONTROL_BYTES;
+    }
+    // The headers the last call filled: the kernel shrank their control lengths to what it
+    // wrote, and nothing else in a header changes between calls.
+    let mut filled = 0;
     while !stop.load(Relaxed) {
-        for (i, m) in msgs.iter_mut().enumerate() {
-            m.msg_hdr.msg_iov = &mut iovs[i];
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_control = control[i * CONTROL_BYTES..].as_mut_ptr() as *mut _;
+        for m in &mut msgs[..filled] {
             m.msg_hdr.msg_controllen = CONTROL_BYTES;
-            m.msg_len = 0;
         }
+        filled = 0;
         // SAFETY: every header points at live buffers of the stated lengths for the call.
         // MSG_WAITFORONE: block (up to the socket's read timeout) for the first datagram,
         // then take only what is already queued.
@@ -169,8 +175,9 @@ pub fn read_loop(
             }
             continue;
         }
+        filled = n as usize;
         let received = OffsetDateTime::now_utc();
-        for (i, m) in msgs.iter().take(n as usize).enumerate() {
+        for (i, m) in msgs.iter().take(filled).enumerate() {
             // SAFETY: the kernel filled this header's control buffer in the call above.
             let creds = unsafe { creds_of(&m.msg_hdr) };
             let len = (m.msg_len as usize).min(size);

@@ -176,16 +176,7 @@ pub async fn stream(
                     n = tokio::time::timeout(UPSTREAM_SILENCE, st.body.next()) => n,
                     _ = st.closing.changed() => return None,
                 };
-                match next {
-                    Err(_) => {
-                        tracing::info!(%url, "Live tail upstream went silent.");
-                        st.done = true;
-                        st.pending.push_back(
-                            Event::default()
-                                .event("dropped")
-                                .data("the indexer stopped answering"),
-                        );
-                    }
+                let why = match next {
                     Ok(Some(Ok(chunk))) => {
                         st.buf.extend_from_slice(&chunk);
                         for ev in take_events(&mut st.buf) {
@@ -193,18 +184,16 @@ pub async fn stream(
                                 st.pending.push_back(e);
                             }
                         }
+                        continue;
                     }
-                    Ok(other) => {
-                        let why = match other {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "the indexer closed the stream".into(),
-                        };
-                        tracing::info!(%url, reason = %why, "Live tail upstream ended.");
-                        st.done = true;
-                        st.pending
-                            .push_back(Event::default().event("dropped").data(why));
-                    }
-                }
+                    Err(_) => "the indexer stopped answering".to_string(),
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Ok(None) => "the indexer closed the stream".to_string(),
+                };
+                tracing::info!(%url, reason = %why, "Live tail upstream ended.");
+                st.done = true;
+                st.pending
+                    .push_back(Event::default().event("dropped").data(why));
             }
         }
     }))
