@@ -18,6 +18,7 @@ mod error;
 mod lock;
 mod metrics;
 mod partition;
+mod query;
 mod record;
 mod schema;
 mod search;

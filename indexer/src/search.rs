@@ -6,9 +6,8 @@ use std::ops::Bound;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tantivy::collector::Count;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
-use tantivy::tokenizer::TokenizerManager;
 use tantivy::{DateTime, Searcher, TantivyDocument, Term};
 
 use crate::collectors::{rank, HistogramCollector, Order, TermsCollector, TopCollector, TopHit};
@@ -147,71 +146,11 @@ fn parse_cursor(s: &str) -> Result<(i64, u64)> {
     ))
 }
 
-/// Rewrites `X AND NOT Y` as `X NOT Y`, outside quoted phrases. Why: tantivy's parser,
-/// with conjunction by default, reads `AND NOT Y` as a clause that matches nothing, while
-/// `X NOT Y` (and `X -Y`) mean what Lucene and Kibana users intend.
-fn and_not_as_not(q: &str) -> String {
-    let mut out = String::with_capacity(q.len());
-    let mut in_quotes = false;
-    let mut rest = q;
-    while let Some(c) = rest.chars().next() {
-        if c == '"' {
-            in_quotes = !in_quotes;
-        } else if !in_quotes
-            && rest.starts_with("AND")
-            && out
-                .chars()
-                .last()
-                .is_none_or(|p| p.is_whitespace() || p == ')')
-        {
-            let after = &rest[3..];
-            let gap = after.len() - after.trim_start().len();
-            let next = after.trim_start();
-            if gap > 0
-                && next.starts_with("NOT")
-                && next[3..]
-                    .chars()
-                    .next()
-                    .is_none_or(|n| n.is_whitespace() || n == '(')
-            {
-                rest = next;
-                continue;
-            }
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
 impl Store {
-    /// Parses the Lucene-like query language; `*` and the empty query match everything.
+    /// Parses the Lucene-like query language (see `query.rs`); `*` and the empty query
+    /// match everything.
     pub fn parse_query(&self, q: &str) -> Result<Box<dyn Query>> {
-        let t = q.trim();
-        if t.is_empty() || t == "*" {
-            return Ok(Box::new(AllQuery));
-        }
-        let f = self.fields();
-        let mut parser = QueryParser::new(
-            f.schema.clone(),
-            vec![f.message],
-            TokenizerManager::default(),
-        );
-        // As in Quickwit and Loki, words narrow the search: `timeout payment` needs both.
-        parser.set_conjunction_by_default();
-        let q2 = and_not_as_not(t);
-        let parsed = match parser.parse_query(&q2) {
-            // `NOT x` alone means everything but x, as in Kibana; tantivy wants a positive
-            // clause beside it.
-            Err(tantivy::query::QueryParserError::AllButQueryForbidden) => {
-                parser.parse_query(&format!("* {q2}"))
-            }
-            other => other,
-        };
-        parsed.map_err(|e| Error::BadQuery {
-            query: q.to_string(),
-            message: e.to_string(),
-        })
+        crate::query::compile(q, self.fields())
     }
 
     fn time_filtered(&self, q: Box<dyn Query>, range: TimeRange) -> Box<dyn Query> {

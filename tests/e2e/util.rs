@@ -143,6 +143,18 @@ impl Indexer {
         metric_at(&self.api("/metrics"), name)
     }
 
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn child_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                // The state follows the parenthesised command name.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+            })
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    }
+
     /// Peak resident memory in KiB, from the kernel.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
