@@ -15,6 +15,8 @@ mod bulk;
 mod collectors;
 mod dedup;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod lock;
 mod metrics;
 mod partition;
