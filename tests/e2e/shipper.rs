@@ -428,3 +428,143 @@ fn a_socket_handed_over_by_systemd_is_used_and_never_unlinked() {
         "a socket handed in belongs to the service manager and is never unlinked"
     );
 }
+
+/// A datagram, then the host, service, pid, message and (when fixed) time it must give.
+type Variant<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<u64>,
+    &'a str,
+    Option<&'a str>,
+);
+
+/// Issue 9, point 13: RFC 3164 as network devices and rsyslog write it. Before, a tag ended
+/// by a space stayed in the message, a year in the timestamp lost time, host and tag, and a
+/// colon after the time became the host.
+#[test]
+fn rfc3164_variants_are_read_as_rsyslog_reads_them() {
+    let dir = TempDir::new("variants");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--timezone", "UTC"]);
+    let me = hostname();
+    let cases: [Variant; 6] = [
+        (
+            "<6>Aug 10 22:18:24 host tag text a",
+            "host",
+            "tag",
+            None,
+            "text a",
+            None,
+        ),
+        (
+            "<6>Aug 10 22:18:24 host tag[7] text b",
+            "host",
+            "tag",
+            Some(7),
+            "text b",
+            None,
+        ),
+        (
+            "<189>Mar  7 2008 19:06:53 router sshd: text c",
+            "router",
+            "sshd",
+            None,
+            "text c",
+            Some("2008-03-07T19:06:53Z"),
+        ),
+        (
+            "<13>Nov 7 19:06:53: host tag: text d",
+            "host",
+            "tag",
+            None,
+            "text d",
+            None,
+        ),
+        (
+            "<189>Mar  7 2008 19:06:53: %SYS-5-CONFIG_I: text e",
+            &me,
+            "%SYS-5-CONFIG_I",
+            None,
+            "text e",
+            Some("2008-03-07T19:06:53Z"),
+        ),
+        // glibc's syslog(3), which sends no host, still reads as before.
+        (
+            "<13>Nov 27 07:57:02 myapp[42]: text f",
+            &me,
+            "myapp",
+            Some(42),
+            "text f",
+            None,
+        ),
+    ];
+    for case in &cases {
+        sh.send(case.0.as_bytes());
+    }
+    let hits = wait_total(&ix, "*", cases.len() as u64)["hits"].clone();
+    let mut wrong = Vec::new();
+    for (raw, host, service, pid, message, ts) in cases {
+        let Some(h) = hits.as_array().unwrap().iter().find(|h| {
+            h["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with(&message[4..]))
+        }) else {
+            wrong.push(format!("{raw:?}: no record"));
+            continue;
+        };
+        let got = (
+            h["host"].as_str(),
+            h["service"].as_str(),
+            h["pid"].as_u64(),
+            h["message"].as_str(),
+        );
+        let mut ok = got == (Some(host), Some(service), pid, Some(message));
+        if let Some(ts) = ts {
+            ok &= h["ts"].as_str().is_some_and(|t| t.starts_with(&ts[..19]));
+        }
+        if !ok {
+            wrong.push(format!(
+                "{raw:?}\n     got {got:?} ts {}\n    want {:?} ts {ts:?}",
+                h["ts"],
+                (host, service, pid, message)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} datagrams read wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Regression (found by the syslog fuzz tests): a multi-byte character where the month goes,
+/// or a time past year 9999 once in UTC, panicked the batcher, and every later record was
+/// lost with it.
+#[test]
+fn datagrams_that_panicked_the_parser_are_stored_and_later_ones_too() {
+    let dir = TempDir::new("panics");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
+    sh.send(b"<0> \xf0\x90\x80\x80aAA0AaA0a0");
+    sh.send(b"<13>9999-12-31T23:00:00-23:00 host app: far future");
+    sh.send(b"<13>Nov 27 07:57:02 after: still here");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut total = 0;
+    while Instant::now() < deadline && total < 3 {
+        total = get_ok(&ix.api("/api/v1/search?q=*&limit=0"))["total"]
+            .as_u64()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = sh.log_text();
+    assert_eq!(
+        total,
+        3,
+        "stored {total} of 3 records; shipper log:\n{}",
+        &log[log.len().saturating_sub(1500)..]
+    );
+    wait_total(&ix, "service:after", 1);
+}
