@@ -18,6 +18,8 @@ pub struct Metrics {
     pub drop_reports: AtomicU64,
     pub latency_micros: AtomicU64,
     pub latency_records: AtomicU64,
+    /// `--tail` patterns that match no file at the last look.
+    pub tail_patterns_unmatched: AtomicU64,
     pub replicas: Vec<ReplicaMetrics>,
 }
 
@@ -141,6 +143,17 @@ impl Metrics {
             o,
             "sawmill_shipper_queue_records {}",
             pushed.saturating_sub(popped)
+        );
+        head(
+            &mut o,
+            "tail_patterns_unmatched",
+            "gauge",
+            "Tail patterns (--tail) that match no file; they are still watched.",
+        );
+        let _ = writeln!(
+            o,
+            "sawmill_shipper_tail_patterns_unmatched {}",
+            self.tail_patterns_unmatched.load(Relaxed)
         );
         let per_replica: [(&str, &str, &str, Getter); 8] = [
             (

@@ -182,6 +182,13 @@ impl Shipper {
             spawn("sawmill-docker", move || docker_run(&dcfg, &q, &stop))?;
         }
         if !cfg.tail.is_empty() {
+            for pattern in &cfg.tail {
+                glob::Pattern::new(pattern).map_err(|e| {
+                    Error::Config(format!(
+                        "--tail `{pattern}` is not a valid glob: {e} (escape `*`, `?` and `[` as `[*]`, `[?]` and `[[]`)"
+                    ))
+                })?;
+            }
             let fcfg = FileConfig {
                 globs: cfg.tail.clone(),
                 checkpoints: cfg.state.join("files.json"),
