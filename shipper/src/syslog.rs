@@ -749,11 +749,12 @@ mod tests {
     fn inputs_the_fuzz_tests_found_make_records() {
         let parser = Parser::default();
         let now = OffsetDateTime::now_utc();
-        let cases: [&[u8]; 4] = [
-            // A multi-byte character where the month goes: `s[..3]` split it.
-            b"<0> \xf0\x90\x80\x80aAA0AaA0a0",
-            b"\0\x80\x80\0\x80\x80\0",
+        let cases: [&[u8]; 5] = [
+            // A multi-byte character where the month goes (`s[..3]` split it) or in the time.
+            b"<0> \xf0\x90\x80\x80 aAA0AaA0a0",
             b"<0>  - \xc2\xa1 0 A - 0000",
+            b"<13>\xc3\xa9\xc3\xa9 27 07:57:02 x",
+            b"<13>Nov 27 07:5\xc3\xa9:02 host app: x",
             // A time past year 9999 once in UTC: writing the record panicked.
             b"<0>9999-12-31T23:00:00-23:00 host app: x",
         ];
@@ -764,7 +765,7 @@ mod tests {
             let rec: Value = serde_json::from_slice(&out).unwrap();
             assert!(rec["message"].is_string(), "{rec}");
         }
-        let ev = parser.parse(cases[3], now).event;
+        let ev = parser.parse(cases[4], now).event;
         assert_eq!(
             (ev.ts, ev.message.as_str()),
             (None, "9999-12-31T23:00:00-23:00 host app: x")

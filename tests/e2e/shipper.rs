@@ -548,7 +548,7 @@ fn datagrams_that_panicked_the_parser_are_stored_and_later_ones_too() {
     let dir = TempDir::new("panics");
     let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
     let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
-    sh.send(b"<0> \xf0\x90\x80\x80aAA0AaA0a0");
+    sh.send(b"<0> \xf0\x90\x80\x80 aAA0AaA0a0");
     sh.send(b"<13>9999-12-31T23:00:00-23:00 host app: far future");
     sh.send(b"<13>Nov 27 07:57:02 after: still here");
     let deadline = Instant::now() + Duration::from_secs(20);
