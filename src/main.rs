@@ -95,7 +95,7 @@ struct ShipperArgs {
     #[arg(long, env = "SAWMILL_DOCKER")]
     docker: bool,
     /// Tail files matching this glob (repeatable; taken whole, commas included): Docker
-    /// json-file, CRI or plain text. SAWMILL_TAIL separates several globs with `:`, as PATH.
+    /// json-file, CRI or plain text. SAWMILL_TAIL separates several globs with `:`, as PATH does.
     #[arg(long = "tail", env = "SAWMILL_TAIL")]
     tail: Vec<String>,
     /// The Docker engine's socket.

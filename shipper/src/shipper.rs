@@ -495,8 +495,12 @@ impl Batcher {
     /// needed. After a failure, tries again only once its backoff has passed; logs ERROR
     /// once per episode and INFO when it ends.
     fn reserved(&mut self, n: u64) -> bool {
-        let now = Instant::now();
-        if self.outage.as_ref().is_some_and(|o| now < o.retry_at) {
+        // Called for every record: the clock is read only during an outage.
+        if self
+            .outage
+            .as_ref()
+            .is_some_and(|o| Instant::now() < o.retry_at)
+        {
             return false;
         }
         match self.state.reserve(n) {
@@ -512,6 +516,7 @@ impl Batcher {
                 true
             }
             Err(e) => {
+                let now = Instant::now();
                 match &mut self.outage {
                     Some(o) => {
                         o.backoff = (o.backoff * 2).min(STATE_RETRY_MAX);
