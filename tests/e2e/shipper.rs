@@ -710,3 +710,53 @@ fn a_full_state_disk_drops_and_counts_records_and_never_reuses_a_number() {
         "no recovery line:\n{log}"
     );
 }
+
+/// Peak resident memory of a process in KiB, from the kernel.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Regression (found reading the TCP framing while fuzzing the parser): a line that never
+/// ends, or an octet count that never does, was buffered whole before being cut, so one
+/// peer could fill the shipper's memory.
+#[test]
+fn an_endless_tcp_line_is_cut_not_buffered() {
+    use std::io::Write;
+    let dir = TempDir::new("endless");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let tcp = free_addr();
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--syslog-tcp", &tcp]);
+    let before = peak_rss_kib(sh.child.id());
+    let chunk = vec![b'x'; 1 << 20];
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    conn.write_all(b"<13>Nov 27 07:57:02 endless: ").unwrap();
+    for _ in 0..256 {
+        conn.write_all(&chunk).unwrap();
+    }
+    conn.write_all(b"\n<13>Nov 27 07:57:02 after: the next line\n")
+        .unwrap();
+    drop(conn);
+    // Digits without the space that ends a count: the connection is refused, not buffered.
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    let digits = vec![b'1'; 1 << 20];
+    for _ in 0..256 {
+        if conn.write_all(&digits).is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    wait_total(&ix, "service:after", 1);
+    let cut = &wait_total(&ix, "service:endless", 1)["hits"][0];
+    assert_eq!(cut["truncated"], true);
+    assert!(cut["message"].as_str().unwrap().len() <= 64 * 1024);
+    let grown_mib = (peak_rss_kib(sh.child.id()) - before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "the shipper's peak memory grew by {grown_mib} MiB for 2 × 256 MiB without an end"
+    );
+}
