@@ -94,8 +94,9 @@ struct ShipperArgs {
     /// Follow running and new containers' stdout/stderr through the Docker Engine API.
     #[arg(long, env = "SAWMILL_DOCKER")]
     docker: bool,
-    /// Tail files matching this glob (repeatable): Docker json-file, CRI or plain text.
-    #[arg(long = "tail", env = "SAWMILL_TAIL", value_delimiter = ',')]
+    /// Tail files matching this glob (repeatable; taken whole, commas included): Docker
+    /// json-file, CRI or plain text. SAWMILL_TAIL separates several globs with `:`, as PATH does.
+    #[arg(long = "tail", env = "SAWMILL_TAIL")]
     tail: Vec<String>,
     /// The Docker engine's socket.
     #[arg(
@@ -225,12 +226,32 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("sawmill: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The command line, with `SAWMILL_TAIL` split at `:` as PATH is. A `--tail` value is
+/// never split: a path may hold a comma (splitting at commas silently tailed nothing).
+fn parse_cli() -> Cli {
+    use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Shipper(a), Some(("shipper", m))) = (&mut cli.command, matches.subcommand()) {
+        if m.value_source("tail") == Some(ValueSource::EnvVariable) {
+            a.tail = a
+                .tail
+                .iter()
+                .flat_map(|v| v.split(':'))
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    cli
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

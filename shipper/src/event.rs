@@ -161,9 +161,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// digits by hand: every record carries two stamps, and `time`'s general formatter was a
 /// visible share of the batcher's time.
 pub fn write_rfc3339(t: OffsetDateTime, buf: &mut [u8; 40]) -> usize {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    // Years outside 0..=9999 are not RFC 3339; clamp rather than write garbage.
-    let year = t.year().clamp(0, 9999) as u32;
+    // RFC 3339 holds years 0000 to 9999. A time outside them in UTC (`9999-12-31T23:00:00
+    // -23:00` has no UTC form at all, and `to_offset` panicked on it) is clamped.
+    let t = match t.checked_to_offset(time::UtcOffset::UTC) {
+        Some(u) if (0..=9999).contains(&u.year()) => u,
+        _ if t.year() > 0 => time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC),
+        _ => time::macros::datetime!(0000-01-01 00:00:00 UTC),
+    };
+    let year = t.year() as u32;
     let mut i = 0;
     // Each field right to left, then its separator.
     let mut put = |mut v: u32, width: usize, sep: u8| {
@@ -196,5 +201,14 @@ mod tests {
             OffsetDateTime::parse(&rfc3339(t), &time::format_description::well_known::Rfc3339)
                 .unwrap();
         assert_eq!(parsed, t);
+    }
+
+    #[test]
+    fn a_time_past_year_9999_in_utc_is_clamped_not_a_panic() {
+        // Regression: found by the syslog fuzz tests; `to_offset` panicked here.
+        let t = time::macros::datetime!(9999-12-31 23:00:00 -23:00);
+        assert_eq!(rfc3339(t), "9999-12-31T23:59:59.999999999Z");
+        let t = time::macros::datetime!(0000-01-01 00:00:00 +23:00);
+        assert_eq!(rfc3339(t), "0000-01-01T00:00:00.000000000Z");
     }
 }

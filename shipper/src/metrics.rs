@@ -18,6 +18,13 @@ pub struct Metrics {
     pub drop_reports: AtomicU64,
     pub latency_micros: AtomicU64,
     pub latency_records: AtomicU64,
+    /// Records dropped because no sequence number could be reserved on disk.
+    pub state_dropped: AtomicU64,
+    /// 1 while sequence numbers cannot be reserved (the state directory is full or
+    /// read-only), else 0.
+    pub state_unwritable: AtomicU64,
+    /// `--tail` patterns that match no file at the last look.
+    pub tail_patterns_unmatched: AtomicU64,
     pub replicas: Vec<ReplicaMetrics>,
 }
 
@@ -112,6 +119,11 @@ impl Metrics {
                 self.drop_reports.load(Relaxed),
             ),
             (
+                "state_records_dropped_total",
+                "Records dropped because no sequence number could be reserved in the state directory (full or read-only).",
+                self.state_dropped.load(Relaxed),
+            ),
+            (
                 "latency_records_total",
                 "Records acknowledged by the first replica, for the latency mean.",
                 self.latency_records.load(Relaxed),
@@ -141,6 +153,28 @@ impl Metrics {
             o,
             "sawmill_shipper_queue_records {}",
             pushed.saturating_sub(popped)
+        );
+        head(
+            &mut o,
+            "state_unwritable",
+            "gauge",
+            "1 while sequence numbers cannot be reserved in the state directory: records are dropped and counted.",
+        );
+        let _ = writeln!(
+            o,
+            "sawmill_shipper_state_unwritable {}",
+            self.state_unwritable.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "tail_patterns_unmatched",
+            "gauge",
+            "Tail patterns (--tail) that match no file; they are still watched.",
+        );
+        let _ = writeln!(
+            o,
+            "sawmill_shipper_tail_patterns_unmatched {}",
+            self.tail_patterns_unmatched.load(Relaxed)
         );
         let per_replica: [(&str, &str, &str, Getter); 8] = [
             (

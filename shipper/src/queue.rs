@@ -146,6 +146,11 @@ impl Queue {
         item
     }
 
+    /// The counters its sources report to as well.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn len(&self) -> usize {
         self.rx.len()
     }

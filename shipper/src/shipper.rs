@@ -182,6 +182,13 @@ impl Shipper {
             spawn("sawmill-docker", move || docker_run(&dcfg, &q, &stop))?;
         }
         if !cfg.tail.is_empty() {
+            for pattern in &cfg.tail {
+                glob::Pattern::new(pattern).map_err(|e| {
+                    Error::Config(format!(
+                        "--tail `{pattern}` is not a valid glob: {e} (escape `*`, `?` and `[` as `[*]`, `[?]` and `[[]`)"
+                    ))
+                })?;
+            }
             let fcfg = FileConfig {
                 globs: cfg.tail.clone(),
                 checkpoints: cfg.state.join("files.json"),
@@ -226,6 +233,7 @@ impl Shipper {
                 metrics: metrics.clone(),
                 host: hostname(),
                 cfg: cfg.clone(),
+                outage: None,
             };
             let stop = stop_sources.clone();
             threads.push(spawn("sawmill-batch", move || {
@@ -292,7 +300,23 @@ struct Batcher {
     metrics: Arc<Metrics>,
     host: String,
     cfg: ShipperConfig,
+    /// Set while sequence numbers cannot be reserved on disk.
+    outage: Option<StateOutage>,
 }
+
+/// An episode in which the state directory could not be written (full or read-only disk).
+struct StateOutage {
+    since: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+    dropped: u64,
+}
+
+/// Retries of a failed reservation start this far apart and double up to the maximum.
+const STATE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const STATE_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Drop reports made in one round at most: one per source, the backlogs and the state.
+const MAX_REPORTS: u64 = 8;
 
 #[derive(Default)]
 struct Pending {
@@ -314,6 +338,7 @@ impl Batcher {
         let mut p = Pending::default();
         let mut reported = [0u64; 6];
         let mut reported_lost = 0u64;
+        let mut reported_unnumbered = 0u64;
         let mut last_report = Instant::now();
         let mut idle_naps = 0;
         loop {
@@ -345,24 +370,44 @@ impl Batcher {
                 let ev = self.event(item);
                 self.add(&mut p, ev);
             }
-            if last_report.elapsed() >= self.cfg.drop_report_interval {
+            if self
+                .outage
+                .as_ref()
+                .is_some_and(|o| Instant::now() >= o.retry_at)
+            {
+                // Recover without waiting for the next record.
+                self.reserved(1);
+            }
+            // Drop reports need sequence numbers too: while none can be reserved, the
+            // counts wait for the next round.
+            if last_report.elapsed() >= self.cfg.drop_report_interval && self.reserved(MAX_REPORTS)
+            {
                 let secs = last_report.elapsed().as_secs();
                 last_report = Instant::now();
-                let mut drops: Vec<(&str, u64)> = take_drops(&self.metrics, &mut reported)
+                let mut drops: Vec<(&str, &str, u64)> = take_drops(&self.metrics, &mut reported)
                     .into_iter()
-                    .map(|(s, n)| (s.name(), n))
+                    .map(|(s, n)| (s.name(), "", n))
                     .collect();
                 // Records every replica gave up on are lost just the same.
                 let lost = self.metrics.records_lost.load(Relaxed);
                 if lost > reported_lost {
-                    drops.push(("backlog", lost - reported_lost));
+                    drops.push(("backlog", "", lost - reported_lost));
                     reported_lost = lost;
                 }
-                for (source, n) in drops {
+                let unnumbered = self.metrics.state_dropped.load(Relaxed);
+                if unnumbered > reported_unnumbered {
+                    drops.push((
+                        "state",
+                        " (no sequence number could be reserved on disk)",
+                        unnumbered - reported_unnumbered,
+                    ));
+                    reported_unnumbered = unnumbered;
+                }
+                for (source, why, n) in drops {
                     self.metrics.drop_reports.fetch_add(1, Relaxed);
                     let mut ev = Event {
                         message: format!(
-                            "sawmill dropped {n} records from {source} in the last {secs} s"
+                            "sawmill dropped {n} records from {source}{why} in the last {secs} s"
                         ),
                         service: Some("sawmill-shipper".into()),
                         severity: Some("warning"),
@@ -421,12 +466,17 @@ impl Batcher {
         match &ev.key {
             Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),
             None => {
-                let seq = match self.state.next_seq() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Without a durable sequence number, exactly-once cannot hold: say so loudly.
-                        tracing::error!(error = %e, "Cannot persist sequence numbers; records are sent without de-duplication.");
-                        u64::MAX
+                let seq = match self.reserved(1).then(|| self.state.next_seq()) {
+                    Some(Ok(s)) => s,
+                    _ => {
+                        // A number not reserved on disk would be handed out again after a
+                        // restart, and the indexer would drop that record as a duplicate
+                        // while we count it delivered: drop it here, counted and reported.
+                        self.metrics.state_dropped.fetch_add(1, Relaxed);
+                        if let Some(o) = &mut self.outage {
+                            o.dropped += 1;
+                        }
+                        return;
                     }
                 };
                 ev.write_record(&mut p.ndjson, &self.state.src, seq, &self.host)
@@ -439,6 +489,53 @@ impl Batcher {
             .unix_timestamp_nanos()
             / 1000;
         p.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the next `n` sequence numbers are reserved on disk, reserving them if
+    /// needed. After a failure, tries again only once its backoff has passed; logs ERROR
+    /// once per episode and INFO when it ends.
+    fn reserved(&mut self, n: u64) -> bool {
+        // Called for every record: the clock is read only during an outage.
+        if self
+            .outage
+            .as_ref()
+            .is_some_and(|o| Instant::now() < o.retry_at)
+        {
+            return false;
+        }
+        match self.state.reserve(n) {
+            Ok(()) => {
+                if let Some(o) = self.outage.take() {
+                    self.metrics.state_unwritable.store(0, Relaxed);
+                    tracing::info!(
+                        dropped = o.dropped,
+                        seconds = o.since.elapsed().as_secs(),
+                        "Sequence numbers are reserved on disk again; records are sent again."
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                let now = Instant::now();
+                match &mut self.outage {
+                    Some(o) => {
+                        o.backoff = (o.backoff * 2).min(STATE_RETRY_MAX);
+                        o.retry_at = now + o.backoff;
+                    }
+                    None => {
+                        tracing::error!(error = %e, state = %self.cfg.state.display(), "Cannot reserve sequence numbers on disk; records are dropped and counted until it can.");
+                        self.metrics.state_unwritable.store(1, Relaxed);
+                        self.outage = Some(StateOutage {
+                            since: now,
+                            retry_at: now + STATE_RETRY_FIRST,
+                            backoff: STATE_RETRY_FIRST,
+                            dropped: 0,
+                        });
+                    }
+                }
+                false
+            }
+        }
     }
 
     fn flush(&self, p: &mut Pending) {

@@ -49,12 +49,23 @@ impl State {
         })
     }
 
+    /// Makes sure the next `n` numbers are reserved on disk, writing a new block when
+    /// needed. When that fails (a full or read-only disk) nothing changes: a number that is
+    /// not durably reserved is never handed out, since after a restart it would be handed
+    /// out again and the indexer would drop the new record as a duplicate.
+    pub fn reserve(&mut self, n: u64) -> Result<()> {
+        if self.next + n <= self.reserved {
+            return Ok(());
+        }
+        let reserved = self.next + BLOCK.max(n);
+        write_atomic(&self.dir.join("seq"), reserved.to_string().as_bytes())?;
+        self.reserved = reserved;
+        Ok(())
+    }
+
     /// The next sequence number, reserving a new block on disk when needed.
     pub fn next_seq(&mut self) -> Result<u64> {
-        if self.next >= self.reserved {
-            self.reserved = self.next + BLOCK;
-            write_atomic(&self.dir.join("seq"), self.reserved.to_string().as_bytes())?;
-        }
+        self.reserve(1)?;
         let s = self.next;
         self.next += 1;
         Ok(s)
@@ -92,6 +103,29 @@ mod tests {
         assert_eq!(s.src, src, "the sender id is stable");
         let b = s.next_seq().unwrap();
         assert!(b > *a.last().unwrap(), "{b} after {a:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Regression (issue 9, point 7): a failed reservation used to leave the block counted
+    /// as reserved, so numbers were handed out from memory and reused after a restart.
+    #[test]
+    fn no_number_is_handed_out_unless_reserved_on_disk() {
+        let dir = std::env::temp_dir().join(format!("sawmill-state-ro-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut s = State::open(&dir).unwrap();
+        assert_eq!(s.next_seq().unwrap(), 0);
+        s.next = s.reserved; // the block is used up
+                             // Where the next block would be written, a directory: the write fails as on a full disk.
+        fs::create_dir(dir.join("seq.tmp")).unwrap();
+        for _ in 0..3 {
+            assert!(s.next_seq().is_err(), "a number without a reservation");
+        }
+        fs::remove_dir(dir.join("seq.tmp")).unwrap();
+        let n = s.next_seq().unwrap();
+        assert_eq!(n, BLOCK, "numbering resumes where the reserved block ended");
+        drop(s);
+        let mut s = State::open(&dir).unwrap();
+        assert!(s.next_seq().unwrap() > n, "a restart never reuses a number");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

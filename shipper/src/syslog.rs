@@ -149,92 +149,123 @@ impl Parser {
     }
 
     /// Fills `ev` from an RFC 3164 header; true when there was no header to read.
+    ///
+    /// After the time, as rsyslog's `pmrfc3164` reads it: a host name when the first word
+    /// looks like one (letters, digits, `.`, `_`, `-`, ending in a letter or digit, then a
+    /// space; or an IPv6 address), then the tag, which ends at the first `:` or space.
+    /// glibc's `syslog(3)` sends no host (`myapp[42]: text`): `[` and `:` are not host name
+    /// characters, so that word is read as the tag.
     fn parse_3164(&self, ev: &mut Event, s: &str, received: OffsetDateTime) -> bool {
-        let (ts, after) = match self.timestamp_3164(s, received) {
+        let (ts, after) = match self
+            .timestamp_3164(s, received)
+            .or_else(|| rfc3339_token(s))
+        {
             Some((ts, after)) => (Some(ts), after.trim_start_matches(' ')),
-            None => match rfc3339_token(s) {
-                Some((ts, after)) => (Some(ts), after.trim_start_matches(' ')),
-                None => (None, s),
-            },
+            None => (None, s),
         };
         ev.ts = ts;
-        let (first, after_first) = word(after);
-        if let Some((tag, pid)) = tag_of(first) {
-            // `myapp[42]: text`: the local form, or a client that sends no host.
-            ev.service = Some(tag);
-            ev.pid = pid;
-            ev.message = strip_one_space(after_first).to_string();
-            return ts.is_none();
-        }
         if ts.is_none() {
-            ev.message = s.to_string();
+            // No header. Only a leading `name:` word is taken as a tag (`<12>app: text`);
+            // anything else, such as Python's `<12>python warning`, stays whole.
+            match split_tag(after) {
+                Some((tag, true, rest))
+                    if !tag.is_empty() && (rest.is_empty() || rest.starts_with(' ')) =>
+                {
+                    set_tag(ev, tag);
+                    ev.message = strip_one_space(rest).to_string();
+                }
+                _ => ev.message = s.to_string(),
+            }
             return true;
         }
-        if !first.is_empty() {
-            ev.host = Some(first.to_string());
-        }
-        let rest = after_first.trim_start_matches(' ');
-        let (second, after_second) = word(rest);
-        match tag_of(second) {
-            Some((tag, pid)) => {
-                ev.service = Some(tag);
-                ev.pid = pid;
-                ev.message = strip_one_space(after_second).to_string();
+        let after = match host_of(after) {
+            Some((host, rest)) => {
+                ev.host = Some(host.to_string());
+                rest.trim_start_matches(' ')
             }
-            None => ev.message = rest.to_string(),
+            None => after,
+        };
+        match split_tag(after) {
+            Some((tag, _, rest)) => {
+                set_tag(ev, tag);
+                ev.message = strip_one_space(rest).to_string();
+            }
+            None => ev.message = after.to_string(),
         }
         false
     }
 
-    /// `Nov 27 07:57:02` (month in any case, day maybe space-padded, optional fraction).
+    /// `Nov 27 07:57:02` (month in any case, day maybe space-padded, optional fraction), as
+    /// rsyslog also takes it from network devices: with the year before the time (`Mar  7
+    /// 2008 19:06:53`, Cisco) and with a colon after it (`Mar  7 19:06:53: host`).
     fn timestamp_3164<'a>(
         &self,
         s: &'a str,
         received: OffsetDateTime,
     ) -> Option<(OffsetDateTime, &'a str)> {
+        // Bytes, not `str` slices: a multi-byte character anywhere here is simply no match.
         let b = s.as_bytes();
-        if b.len() < 15 {
-            return None;
-        }
-        let month = MONTHS.iter().position(|m| s[..3].eq_ignore_ascii_case(m))? as u32 + 1;
+        let head = b.get(..3)?;
+        let month = MONTHS
+            .iter()
+            .position(|m| head.eq_ignore_ascii_case(m.as_bytes()))? as u32
+            + 1;
         let mut i = 3;
-        if b[i] != b' ' {
+        if b.get(i) != Some(&b' ') {
             return None;
         }
-        while i < b.len() && b[i] == b' ' {
+        while b.get(i) == Some(&b' ') {
             i += 1;
         }
-        let day_start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let day: u32 = s[day_start..i].parse().ok()?;
-        if b.get(i) != Some(&b' ') || b.len() < i + 9 {
+        let (day, n) = number(&b[i..], 2)?;
+        i += n;
+        if b.get(i) != Some(&b' ') {
             return None;
         }
-        let hms = &s[i + 1..i + 9];
-        let (h, m, sec) = (
-            hms[0..2].parse::<u32>().ok()?,
-            hms[3..5].parse::<u32>().ok()?,
-            hms[6..8].parse::<u32>().ok()?,
-        );
-        if &hms[2..3] != ":" || &hms[5..6] != ":" {
+        i += 1;
+        let mut year = None;
+        if let Some((y, 4)) = number(&b[i..], 4) {
+            if b.get(i + 4) == Some(&b' ') && (1970..2100).contains(&y) {
+                year = Some(y as i32);
+                i += 5;
+            }
+        }
+        let two = |at: usize| match number(b.get(at..at + 2)?, 2)? {
+            (v, 2) => Some(v),
+            _ => None,
+        };
+        let (h, m, sec) = (two(i)?, two(i + 3)?, two(i + 6)?);
+        if b.get(i + 2) != Some(&b':') || b.get(i + 5) != Some(&b':') {
             return None;
         }
-        let mut end = i + 9;
+        i += 8;
         let mut nanos = 0u32;
-        if b.get(end) == Some(&b'.') {
-            let fs = end + 1;
+        if b.get(i) == Some(&b'.') {
+            let fs = i + 1;
             let mut fe = fs;
             while fe < b.len() && b[fe].is_ascii_digit() {
                 fe += 1;
             }
-            let digits = &s[fs..fe.min(fs + 9)];
-            nanos = format!("{digits:0<9}").parse().ok()?;
-            end = fe;
+            // Nanoseconds: the first nine digits, right-padded with zeros.
+            let digits = &b[fs..fe.min(fs + 9)];
+            nanos = digits.iter().fold(0, |v, d| v * 10 + (d - b'0') as u32)
+                * 10u32.pow(9 - digits.len() as u32);
+            i = fe;
         }
-        let ts = self.year_closest(month, day, h, m, sec, nanos, received)?;
-        Some((ts, &s[end..]))
+        if b.get(i) == Some(&b':') {
+            i += 1;
+        }
+        if i < b.len() && b[i] != b' ' {
+            return None;
+        }
+        let ts = match year {
+            Some(y) => self.local_to_utc(
+                chrono::NaiveDate::from_ymd_opt(y, month, day)?
+                    .and_hms_nano_opt(h, m, sec, nanos)?,
+            )?,
+            None => self.year_closest(month, day, h, m, sec, nanos, received)?,
+        };
+        Some((ts, &s[i..]))
     }
 
     /// Year-less times take the year that puts them closest to the moment of receipt.
@@ -319,21 +350,82 @@ fn strip_one_space(s: &str) -> &str {
     s.strip_prefix(' ').unwrap_or(s)
 }
 
-/// `name:` or `name[pid]:`, the tag that ends an RFC 3164 header.
-fn tag_of(w: &str) -> Option<(String, Option<u64>)> {
-    let name = w.strip_suffix(':')?;
-    if name.is_empty() {
+/// rsyslog keeps tags up to this many bytes; a longer "tag" is text, kept in the message.
+const MAX_TAG: usize = 510;
+
+/// The tag that starts `s`: everything up to the first `:` or space (rsyslog's rule, so
+/// `-`, `_`, `.`, `/`, `(` and `[pid]` belong to it), whether a `:` ended it, and what
+/// follows. `None` when the run is longer than [`MAX_TAG`].
+fn split_tag(s: &str) -> Option<(&str, bool, &str)> {
+    let end = s.find([':', ' ']).unwrap_or(s.len());
+    if end > MAX_TAG {
         return None;
     }
-    if let Some(body) = name.strip_suffix(']') {
-        if let Some(open) = body.rfind('[') {
-            let pid = body[open + 1..].parse().ok();
-            if open > 0 {
-                return Some((body[..open].to_string(), pid));
-            }
-        }
+    match s[end..].strip_prefix(':') {
+        Some(rest) => Some((&s[..end], true, rest)),
+        None => Some((&s[..end], false, &s[end..])),
     }
-    Some((name.to_string(), None))
+}
+
+/// Sets `service` and `pid` from a tag as rsyslog derives `programname` and `procid`:
+/// the name ends at `[`, `/` or a control character (`postfix/smtpd[7]` is `postfix`,
+/// pid 7). When the tag says more than name and `[procid]`, the whole tag is kept in
+/// `fields.tag`; a procid that is not a number goes to `fields.procid`.
+fn set_tag(ev: &mut Event, tag: &str) {
+    let end = tag
+        .find(|c: char| c == '[' || c == '/' || c.is_control())
+        .unwrap_or(tag.len());
+    if end > 0 {
+        ev.service = Some(tag[..end].to_string());
+    }
+    let rest = &tag[end..];
+    if rest.is_empty() {
+        return;
+    }
+    let procid = tag
+        .strip_suffix(']')
+        .and_then(|t| t.rfind('[').map(|open| &t[open + 1..]));
+    match procid.map(|p| (p, p.parse::<u64>())) {
+        Some((_, Ok(pid))) => ev.pid = Some(pid),
+        Some((p, Err(_))) if !p.is_empty() => {
+            ev.fields
+                .insert("procid".into(), Value::String(p.to_string()));
+        }
+        _ => {}
+    }
+    let name_and_procid = end > 0 && procid.is_some_and(|p| rest.len() == p.len() + 2);
+    if !name_and_procid {
+        ev.fields
+            .insert("tag".into(), Value::String(tag.to_string()));
+    }
+}
+
+/// The host name that starts `s`, by rsyslog's test, and what follows it.
+fn host_of(s: &str) -> Option<(&str, &str)> {
+    let (w, rest) = word(s);
+    let b = w.as_bytes();
+    let name = !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        // A word that ends the message is a host name whatever its last character.
+        && (rest.is_empty() || b[b.len() - 1].is_ascii_alphanumeric());
+    // rsyslog stops at the first `:`, which splits an IPv6 address; take it whole.
+    let ipv6 = w.contains(':') && w.parse::<std::net::Ipv6Addr>().is_ok();
+    (name || ipv6).then_some((w, rest))
+}
+
+/// Up to `max` leading ASCII digits of `b`, and how many there were (at least one).
+fn number(b: &[u8], max: usize) -> Option<(u32, usize)> {
+    let n = b
+        .iter()
+        .take(max)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if n == 0 {
+        return None;
+    }
+    let v = b[..n].iter().fold(0u32, |v, d| v * 10 + (d - b'0') as u32);
+    Some((v, n))
 }
 
 /// A leading RFC 3339 token, as rsyslog's precise forwarding format sends.
@@ -343,6 +435,9 @@ fn rfc3339_token(s: &str) -> Option<(OffsetDateTime, &str)> {
         return None;
     }
     let t = OffsetDateTime::parse(w, &time::format_description::well_known::Rfc3339).ok()?;
+    // `9999-12-31T23:00:00-23:00` parses but is past year 9999 in UTC, where a record's
+    // time cannot go: not a timestamp then (it panicked when the record was written).
+    let t = t.checked_to_offset(UtcOffset::UTC)?;
     Some((t, rest))
 }
 
@@ -392,6 +487,9 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
 #[cfg(test)]
 #[path = "../../tests/e2e/corpus.rs"]
 mod corpus;
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -445,6 +543,232 @@ mod tests {
         assert!(
             m.contains("service") && m.contains("fields.n") && m.contains("lacks"),
             "{m}"
+        );
+    }
+
+    /// What one datagram becomes: host, service, pid, message, and the time when one is
+    /// expected (received 2026-11-27 08:00 UTC, zone UTC).
+    type Expect<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<u64>,
+        &'a str,
+        Option<OffsetDateTime>,
+    );
+
+    fn check_forms(cases: &[(&str, Expect)]) {
+        use time::macros::datetime;
+        let parser = Parser {
+            zone: Zone::Fixed(UtcOffset::UTC),
+            ..Parser::default()
+        };
+        let received = datetime!(2026-11-27 08:00:00 UTC);
+        let mut wrong = Vec::new();
+        for (raw, want) in cases {
+            let ev = parser.parse(raw.as_bytes(), received).event;
+            let got = (
+                ev.host.as_deref(),
+                ev.service.as_deref(),
+                ev.pid,
+                ev.message.as_str(),
+                want.4.and(ev.ts),
+            );
+            if got != *want {
+                wrong.push(format!("{raw:?}\n     got {got:?}\n    want {want:?}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} forms read wrong:\n{}",
+            wrong.len(),
+            cases.len(),
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn rfc3164_variants_read_as_rsyslog_reads_them() {
+        use time::macros::datetime;
+        let aug10 = Some(datetime!(2026-08-10 22:18:24 UTC));
+        let nov7 = Some(datetime!(2026-11-07 19:06:53 UTC));
+        let in2008 = Some(datetime!(2008-03-07 19:06:53 UTC));
+        check_forms(&[
+            // A tag that ends at a space, not a colon.
+            (
+                "<6>Aug 10 22:18:24 host tag text",
+                (Some("host"), Some("tag"), None, "text", aug10),
+            ),
+            (
+                "<6>Aug 10 22:18:24 host tag[42] text",
+                (Some("host"), Some("tag"), Some(42), "text", aug10),
+            ),
+            // rsyslog ends a tag only at `:` or a space: `-`, `_`, `.` belong to it.
+            (
+                "<6>Aug 10 22:18:24 host my-app_v2.1 text",
+                (Some("host"), Some("my-app_v2.1"), None, "text", aug10),
+            ),
+            // … and the program name ends at `/` (rsyslog's `programname`).
+            (
+                "<6>Aug 10 22:18:24 host postfix/smtpd[7]: text",
+                (Some("host"), Some("postfix"), Some(7), "text", aug10),
+            ),
+            (
+                "<6>Aug 10 22:18:24 host tag",
+                (Some("host"), Some("tag"), None, "", aug10),
+            ),
+            // A year inside the timestamp, as network devices send it.
+            (
+                "<189>Mar  7 2008 19:06:53 router sshd: text",
+                (Some("router"), Some("sshd"), None, "text", in2008),
+            ),
+            (
+                "<189>Mar 7 2008 19:06:53 router sshd text",
+                (Some("router"), Some("sshd"), None, "text", in2008),
+            ),
+            // A colon right after the time (Cisco), with and without a host.
+            (
+                "<13>Nov 7 19:06:53: host tag: text",
+                (Some("host"), Some("tag"), None, "text", nov7),
+            ),
+            (
+                "<189>Mar  7 2008 19:06:53: %SYS-5-CONFIG_I: Configured from console",
+                (
+                    None,
+                    Some("%SYS-5-CONFIG_I"),
+                    None,
+                    "Configured from console",
+                    in2008,
+                ),
+            ),
+            // glibc's syslog(3) sends no host.
+            (
+                "<13>Nov 27 07:57:02 myapp[42]: text",
+                (None, Some("myapp"), Some(42), "text", None),
+            ),
+            (
+                "<13>Nov 27 07:57:02 myapp: text",
+                (None, Some("myapp"), None, "text", None),
+            ),
+            (
+                "<13>Nov 27 07:57:02 my.app: text",
+                (None, Some("my.app"), None, "text", None),
+            ),
+            // The forms read before.
+            (
+                "<155>Nov 27 07:57:02 vm myapp: hello 3164",
+                (Some("vm"), Some("myapp"), None, "hello 3164", None),
+            ),
+            (
+                "<167>Mar 27 19:06:53 source_server sshd(pam_unix)[12750]: session opened",
+                (
+                    Some("source_server"),
+                    Some("sshd(pam_unix)"),
+                    Some(12750),
+                    "session opened",
+                    None,
+                ),
+            ),
+            (
+                "<13>Nov 27 07:57:02 fe80::1 app: v6",
+                (Some("fe80::1"), Some("app"), None, "v6", None),
+            ),
+            (
+                "<13>2026-11-27T07:57:02.5Z host app: precise",
+                (
+                    Some("host"),
+                    Some("app"),
+                    None,
+                    "precise",
+                    Some(datetime!(2026-11-27 07:57:02.5 UTC)),
+                ),
+            ),
+            (
+                "<13>Nov 27 07:57:02.123 host app: fraction",
+                (
+                    Some("host"),
+                    Some("app"),
+                    None,
+                    "fraction",
+                    Some(datetime!(2026-11-27 07:57:02.123 UTC)),
+                ),
+            ),
+            ("<14>Aug 30 23:00:05", (None, None, None, "", None)),
+            (
+                "<14>Aug 30 23:00:05 host",
+                (Some("host"), None, None, "", None),
+            ),
+            // Without a timestamp only `name:` is a tag; Python's form stays whole.
+            (
+                "<12>python warning request_id=r-9",
+                (None, None, None, "python warning request_id=r-9", None),
+            ),
+            (
+                "<12>app: no time",
+                (None, Some("app"), None, "no time", None),
+            ),
+            (
+                "<12>http://x/y failed",
+                (None, None, None, "http://x/y failed", None),
+            ),
+            // Not a timestamp: kept whole.
+            (
+                "<13>Nov 27 07:57:02x app: y",
+                (None, None, None, "Nov 27 07:57:02x app: y", None),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_tag_longer_than_rsyslog_keeps_is_left_in_the_message() {
+        let long = "t".repeat(MAX_TAG + 1);
+        let raw = format!("<13>Nov 27 07:57:02 host {long}: text");
+        let want = format!("{long}: text");
+        check_forms(&[(&raw, (Some("host"), None, None, &want, None))]);
+    }
+
+    #[test]
+    fn a_tag_that_says_more_than_its_name_is_kept_whole() {
+        let parser = Parser::default();
+        let now = OffsetDateTime::now_utc();
+        let ev = parser
+            .parse(b"<13>Nov 27 07:57:02 h postfix/smtpd[7]: x", now)
+            .event;
+        assert_eq!(ev.fields.get("tag"), Some(&Value::from("postfix/smtpd[7]")));
+        let ev = parser
+            .parse(b"<13>Nov 27 07:57:02 h app[main]: x", now)
+            .event;
+        assert_eq!((ev.service.as_deref(), ev.pid), (Some("app"), None));
+        assert_eq!(ev.fields.get("procid"), Some(&Value::from("main")));
+        assert_eq!(ev.fields.get("tag"), None);
+        let ev = parser.parse(b"<13>Nov 27 07:57:02 h app[9]: x", now).event;
+        assert_eq!(ev.fields.get("tag"), None, "name and pid need no tag field");
+    }
+
+    /// Regressions found by the fuzz tests (`fuzz.rs`); each one panicked the batcher.
+    #[test]
+    fn inputs_the_fuzz_tests_found_make_records() {
+        let parser = Parser::default();
+        let now = OffsetDateTime::now_utc();
+        let cases: [&[u8]; 5] = [
+            // A multi-byte character where the month goes (`s[..3]` split it) or in the time.
+            b"<0> \xf0\x90\x80\x80 aAA0AaA0a0",
+            b"<0>  - \xc2\xa1 0 A - 0000",
+            b"<13>\xc3\xa9\xc3\xa9 27 07:57:02 x",
+            b"<13>Nov 27 07:5\xc3\xa9:02 host app: x",
+            // A time past year 9999 once in UTC: writing the record panicked.
+            b"<0>9999-12-31T23:00:00-23:00 host app: x",
+        ];
+        for data in cases {
+            let ev = parser.parse(data, now).event;
+            let mut out = Vec::new();
+            ev.write_record(&mut out, "s", 1, "h");
+            let rec: Value = serde_json::from_slice(&out).unwrap();
+            assert!(rec["message"].is_string(), "{rec}");
+        }
+        let ev = parser.parse(cases[4], now).event;
+        assert_eq!(
+            (ev.ts, ev.message.as_str()),
+            (None, "9999-12-31T23:00:00-23:00 host app: x")
         );
     }
 

@@ -185,10 +185,10 @@ fn acknowledged_records_survive_random_kill9_during_continuous_ingest() {
 }
 
 /// A small filesystem of its own, so the test can fill it (needs root, as CI runs).
-struct Tmpfs(std::path::PathBuf);
+pub struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+    pub fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

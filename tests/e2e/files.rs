@@ -137,3 +137,77 @@ fn a_shipper_killed_while_tailing_resumes_without_loss_or_duplicates() {
         "every line once"
     );
 }
+
+/// Issue 9, point 12: `--tail` values were split at commas, so this path tailed nothing.
+#[test]
+fn a_tail_path_with_a_comma_is_taken_whole() {
+    let dir = TempDir::new("comma");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let app = dir.path().join("web,api.log");
+    append(&app, "n=0\nn=1\n");
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", app.to_str().unwrap()]);
+    append(&app, "n=2\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut stored = 0;
+    while stored < 3 && std::time::Instant::now() < deadline {
+        stored = get_ok(&ix.api("/api/v1/search?q=*&limit=0"))["total"]
+            .as_u64()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        stored,
+        3,
+        "lines stored from {}; shipper log:\n{}",
+        app.display(),
+        sh.log_text()
+    );
+    assert_eq!(line_numbers(&ix, "*"), vec![0, 1, 2]);
+}
+
+/// `SAWMILL_TAIL` holds several globs separated by `:`, as PATH does.
+#[test]
+fn sawmill_tail_separates_globs_with_colons() {
+    let dir = TempDir::new("tailenv");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let (a, b) = (dir.path().join("a,1.log"), dir.path().join("b.log"));
+    append(&a, "n=0\n");
+    append(&b, "n=1\n");
+    let env = format!("{}:{}", a.display(), b.display());
+    let _sh = Shipper::start_env(dir.path(), &[&ix.url], &[], &[("SAWMILL_TAIL", &env)]);
+    wait_total(&ix, "*", 2);
+    assert_eq!(line_numbers(&ix, "*"), vec![0, 1]);
+}
+
+/// A pattern that matches nothing is said in the log and in metrics, and still watched: a
+/// file that appears later is tailed.
+#[test]
+fn a_tail_pattern_matching_nothing_is_reported_and_still_watched() {
+    let dir = TempDir::new("unmatched");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let now = dir.path().join("now.log");
+    append(&now, "n=0\n");
+    let later = format!("{}/later-*.log", dir.path().display());
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--tail", now.to_str().unwrap(), "--tail", &later],
+    );
+    wait_total(&ix, "*", 1);
+    let unmatched = "sawmill_shipper_tail_patterns_unmatched";
+    assert_eq!(
+        sh.metric(unmatched),
+        1.0,
+        "one of two patterns matches nothing"
+    );
+    let log = sh.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("No file matches") && l.contains(&later)),
+        "no WARN naming {later}; log:\n{log}"
+    );
+    append(&dir.path().join("later-1.log"), "n=1\n");
+    wait_total(&ix, "*", 2);
+    assert_eq!(line_numbers(&ix, "*"), vec![0, 1]);
+    assert_eq!(sh.metric(unmatched), 0.0);
+}

@@ -428,3 +428,335 @@ fn a_socket_handed_over_by_systemd_is_used_and_never_unlinked() {
         "a socket handed in belongs to the service manager and is never unlinked"
     );
 }
+
+/// A datagram, then the host, service, pid, message and (when fixed) time it must give.
+type Variant<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<u64>,
+    &'a str,
+    Option<&'a str>,
+);
+
+/// Issue 9, point 13: RFC 3164 as network devices and rsyslog write it. Before, a tag ended
+/// by a space stayed in the message, a year in the timestamp lost time, host and tag, and a
+/// colon after the time became the host.
+#[test]
+fn rfc3164_variants_are_read_as_rsyslog_reads_them() {
+    let dir = TempDir::new("variants");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--timezone", "UTC"]);
+    let me = hostname();
+    let cases: [Variant; 6] = [
+        (
+            "<6>Aug 10 22:18:24 host tag text a",
+            "host",
+            "tag",
+            None,
+            "text a",
+            None,
+        ),
+        (
+            "<6>Aug 10 22:18:24 host tag[7] text b",
+            "host",
+            "tag",
+            Some(7),
+            "text b",
+            None,
+        ),
+        (
+            "<189>Mar  7 2008 19:06:53 router sshd: text c",
+            "router",
+            "sshd",
+            None,
+            "text c",
+            Some("2008-03-07T19:06:53Z"),
+        ),
+        (
+            "<13>Nov 7 19:06:53: host tag: text d",
+            "host",
+            "tag",
+            None,
+            "text d",
+            None,
+        ),
+        (
+            "<189>Mar  7 2008 19:06:53: %SYS-5-CONFIG_I: text e",
+            &me,
+            "%SYS-5-CONFIG_I",
+            None,
+            "text e",
+            Some("2008-03-07T19:06:53Z"),
+        ),
+        // glibc's syslog(3), which sends no host, still reads as before.
+        (
+            "<13>Nov 27 07:57:02 myapp[42]: text f",
+            &me,
+            "myapp",
+            Some(42),
+            "text f",
+            None,
+        ),
+    ];
+    for case in &cases {
+        sh.send(case.0.as_bytes());
+    }
+    let hits = wait_total(&ix, "*", cases.len() as u64)["hits"].clone();
+    let mut wrong = Vec::new();
+    for (raw, host, service, pid, message, ts) in cases {
+        let Some(h) = hits.as_array().unwrap().iter().find(|h| {
+            h["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with(&message[4..]))
+        }) else {
+            wrong.push(format!("{raw:?}: no record"));
+            continue;
+        };
+        let got = (
+            h["host"].as_str(),
+            h["service"].as_str(),
+            h["pid"].as_u64(),
+            h["message"].as_str(),
+        );
+        let mut ok = got == (Some(host), Some(service), pid, Some(message));
+        if let Some(ts) = ts {
+            ok &= h["ts"].as_str().is_some_and(|t| t.starts_with(&ts[..19]));
+        }
+        if !ok {
+            wrong.push(format!(
+                "{raw:?}\n     got {got:?} ts {}\n    want {:?} ts {ts:?}",
+                h["ts"],
+                (host, service, pid, message)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} datagrams read wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Regression (found by the syslog fuzz tests): a multi-byte character where the month goes,
+/// or a time past year 9999 once in UTC, panicked the batcher, and every later record was
+/// lost with it.
+#[test]
+fn datagrams_that_panicked_the_parser_are_stored_and_later_ones_too() {
+    let dir = TempDir::new("panics");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
+    sh.send(b"<0> \xf0\x90\x80\x80 aAA0AaA0a0");
+    sh.send(b"<13>9999-12-31T23:00:00-23:00 host app: far future");
+    sh.send(b"<13>Nov 27 07:57:02 after: still here");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut total = 0;
+    while Instant::now() < deadline && total < 3 {
+        total = get_ok(&ix.api("/api/v1/search?q=*&limit=0"))["total"]
+            .as_u64()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = sh.log_text();
+    assert_eq!(
+        total,
+        3,
+        "stored {total} of 3 records; shipper log:\n{}",
+        &log[log.len().saturating_sub(1500)..]
+    );
+    wait_total(&ix, "service:after", 1);
+}
+
+/// A metric, or 0 when the shipper does not export it (as before the fix).
+fn metric_or_zero(sh: &Shipper, name: &str) -> u64 {
+    let text = client()
+        .get(&sh.metrics_url)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+const STATE_DROPPED: &str = "sawmill_shipper_state_records_dropped_total";
+
+fn stored(ix: &Indexer, q: &str) -> u64 {
+    get_ok(&ix.api(&format!("/api/v1/search?q={}&limit=0", urlencode(q))))["total"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Sends datagrams `n=start..end` of service `fill`, then waits (20 s at most) until every
+/// one sent so far is stored or counted as dropped. Returns this shipper's drop count.
+fn send_fill(sh: &Shipper, ix: &Indexer, range: std::ops::Range<u64>, dropped_before: u64) -> u64 {
+    for i in range.clone() {
+        sh.send(format!("<13>Nov 27 07:57:02 fill: n={i}").as_bytes());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dropped = metric_or_zero(sh, STATE_DROPPED);
+        if stored(ix, "service:fill") + dropped_before + dropped >= range.end
+            || Instant::now() > deadline
+        {
+            return dropped;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What this shipper delivered of the test's records, once nothing is in flight (its drop
+/// reports are delivered too, and not the test's).
+fn delivered_fill(sh: &Shipper, ix: &Indexer) -> u64 {
+    let backlog = format!("sawmill_shipper_backlog_records{{replica=\"{}\"}}", ix.url);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric_or_zero(sh, &backlog) + metric_or_zero(sh, "sawmill_shipper_queue_records") > 0 {
+        assert!(Instant::now() < deadline, "the shipper never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let delivered = format!(
+        "sawmill_shipper_replica_records_delivered_total{{replica=\"{}\"}}",
+        ix.url
+    );
+    metric_or_zero(sh, &delivered) - metric_or_zero(sh, "sawmill_shipper_drop_reports_total")
+}
+
+/// Fills the filesystem at `dir` with one file, and returns it.
+fn fill_up(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![b'x'; 4096];
+    while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+/// Issue 9, point 7. A shipper whose state disk was full kept numbering from memory, and
+/// after a restart numbered again from the last block it had written: the indexer dropped
+/// the new records as duplicates while the shipper counted them delivered.
+#[test]
+fn a_full_state_disk_drops_and_counts_records_and_never_reuses_a_number() {
+    let dir = TempDir::new("statefull");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let state = dir.path().join("state");
+    let _fs = crate::durability::Tmpfs::mount(&state, "256k");
+    let args = ["--drop-report-interval", "1s"];
+    let sh = Shipper::start(dir.path(), &[&ix.url], &args);
+    let mut dropped = send_fill(&sh, &ix, 0..100, 0);
+    let mut delivered = delivered_fill(&sh, &ix);
+    assert_eq!((dropped, delivered), (0, 100));
+    // A full disk, and a restart: the new process must reserve a block before numbering.
+    let filler = fill_up(&state);
+    sh.terminate();
+    let sh = Shipper::start(dir.path(), &[&ix.url], &args);
+    let dropped_full = send_fill(&sh, &ix, 100..300, dropped);
+    // Space again: numbering resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_or_zero(&sh, "sawmill_shipper_state_unwritable") != 0 {
+        assert!(Instant::now() < deadline, "the shipper never recovered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Counts are per process: this one's include the records dropped while full.
+    dropped += send_fill(&sh, &ix, 300..500, dropped);
+    if dropped_full > 0 {
+        // The drops are reported as a record of their own once it can be numbered.
+        let report = wait_total(&ix, "service:sawmill-shipper", 1)["hits"][0].clone();
+        assert_eq!(
+            (
+                report["fields"]["source"].as_str(),
+                report["fields"]["dropped"].as_u64()
+            ),
+            (Some("state"), Some(dropped_full)),
+            "{report}"
+        );
+    }
+    delivered += delivered_fill(&sh, &ix);
+    let log = sh.log_text();
+    sh.terminate();
+    // And a restart with space: no number handed out before may come again.
+    let sh = Shipper::start(dir.path(), &[&ix.url], &args);
+    dropped += send_fill(&sh, &ix, 500..700, dropped);
+    delivered += delivered_fill(&sh, &ix);
+    std::thread::sleep(Duration::from_millis(300));
+    let ns = line_numbers(&ix, "service:fill");
+    let stored = ns.len() as u64;
+    let duplicates = ix.metric("sawmill_indexer_records_duplicate_total") as u64;
+    eprintln!("state disk full: sent 700, delivered {delivered}, stored {stored}, dropped {dropped} ({dropped_full} while full), {duplicates} refused as duplicates");
+    assert_eq!(duplicates, 0, "new records refused as duplicates");
+    assert_eq!(
+        stored, delivered,
+        "stored {stored} of {delivered} records counted delivered"
+    );
+    assert_eq!(
+        delivered + dropped,
+        700,
+        "delivered {delivered} + dropped {dropped} != sent 700"
+    );
+    assert_eq!(
+        dropped_full, 200,
+        "the records sent while the disk was full are dropped"
+    );
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "a record stored twice");
+    // Said once per episode, and its end too.
+    let errors = log.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "ERROR lines while the disk was full:\n{log}");
+    assert!(
+        log.contains("reserved on disk again"),
+        "no recovery line:\n{log}"
+    );
+}
+
+/// Peak resident memory of a process in KiB, from the kernel.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Regression (found reading the TCP framing while fuzzing the parser): a line that never
+/// ends, or an octet count that never does, was buffered whole before being cut, so one
+/// peer could fill the shipper's memory.
+#[test]
+fn an_endless_tcp_line_is_cut_not_buffered() {
+    use std::io::Write;
+    let dir = TempDir::new("endless");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let tcp = free_addr();
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--syslog-tcp", &tcp]);
+    let before = peak_rss_kib(sh.child.id());
+    let chunk = vec![b'x'; 1 << 20];
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    conn.write_all(b"<13>Nov 27 07:57:02 endless: ").unwrap();
+    for _ in 0..256 {
+        conn.write_all(&chunk).unwrap();
+    }
+    conn.write_all(b"\n<13>Nov 27 07:57:02 after: the next line\n")
+        .unwrap();
+    drop(conn);
+    // Digits without the space that ends a count: the connection is refused, not buffered.
+    let mut conn = std::net::TcpStream::connect(&tcp).unwrap();
+    let digits = vec![b'1'; 1 << 20];
+    for _ in 0..256 {
+        if conn.write_all(&digits).is_err() {
+            break;
+        }
+    }
+    drop(conn);
+    wait_total(&ix, "service:after", 1);
+    let cut = &wait_total(&ix, "service:endless", 1)["hits"][0];
+    assert_eq!(cut["truncated"], true);
+    assert!(cut["message"].as_str().unwrap().len() <= 64 * 1024);
+    let grown_mib = (peak_rss_kib(sh.child.id()) - before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "the shipper's peak memory grew by {grown_mib} MiB for 2 × 256 MiB without an end"
+    );
+}

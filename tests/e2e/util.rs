@@ -307,6 +307,16 @@ pub struct Shipper {
 
 impl Shipper {
     pub fn start(dir: &Path, indexers: &[&str], args: &[&str]) -> Shipper {
+        Shipper::start_env(dir, indexers, args, &[])
+    }
+
+    /// With environment variables set, as a container's configuration does.
+    pub fn start_env(
+        dir: &Path,
+        indexers: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Shipper {
         let socket = dir.join("dev-log");
         let log = dir.join(format!("shipper-{}.log", fastrand::u32(..)));
         let mut cmd = sawmill();
@@ -321,6 +331,7 @@ impl Shipper {
             .arg(&socket)
             .args(["--metrics", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

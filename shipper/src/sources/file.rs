@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::enrich::enrich;
 use crate::event::{AckTracker, Event};
+use crate::metrics::Metrics;
 use crate::queue::{Item, Queue, Source};
 
 #[derive(Clone, Debug)]
@@ -63,10 +64,12 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
         .unwrap_or_default();
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut last_written = String::new();
+    let mut watch = PatternWatch::default();
     while !stop.load(Relaxed) {
-        for pattern in &cfg.globs {
+        let mut matches = vec![0usize; cfg.globs.len()];
+        for (i, pattern) in cfg.globs.iter().enumerate() {
             let Ok(paths) = glob::glob(pattern) else {
-                tracing::error!(%pattern, "Not a valid glob.");
+                // The shipper refuses invalid globs at start; counted as matching nothing.
                 continue;
             };
             for path in paths.flatten() {
@@ -76,6 +79,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 if !meta.is_file() {
                     continue;
                 }
+                matches[i] += 1;
                 let key = format!("{}-{}", meta.dev(), meta.ino());
                 if let Some(t) = tails.get_mut(&key) {
                     t.path = path;
@@ -109,6 +113,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 );
             }
         }
+        watch.update(&cfg.globs, &matches, queue.metrics());
         let mut gone = Vec::new();
         for (key, t) in tails.iter_mut() {
             if !read_new(cfg, t, queue, stop) {
@@ -148,6 +153,32 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             last_written = text;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Which patterns match no file: a typo or a path that does not exist yet is said once at
+/// start (WARN) and always shown in a gauge; the pattern is still watched, so a file that
+/// appears later is tailed.
+#[derive(Default)]
+struct PatternWatch {
+    /// Per pattern: it matched a file at the last look. Empty before the first look.
+    matched: Vec<bool>,
+}
+
+impl PatternWatch {
+    fn update(&mut self, globs: &[String], matches: &[usize], metrics: &Metrics) {
+        let first = self.matched.is_empty();
+        self.matched.resize(globs.len(), false);
+        for ((pattern, n), matched) in globs.iter().zip(matches).zip(&mut self.matched) {
+            if first && *n == 0 {
+                tracing::warn!(%pattern, "No file matches this tail pattern; watching for one.");
+            } else if !first && !*matched && *n > 0 {
+                tracing::info!(%pattern, files = n, "Files match the tail pattern now.");
+            }
+            *matched = *n > 0;
+        }
+        let unmatched = matches.iter().filter(|n| **n == 0).count() as u64;
+        metrics.tail_patterns_unmatched.store(unmatched, Relaxed);
     }
 }
 

@@ -274,6 +274,9 @@ pub fn tcp_loop(
     }
 }
 
+/// An octet count (`LEN SP`) longer than this is refused: `usize::MAX` has 20 digits.
+const MAX_COUNT_DIGITS: u64 = 21;
+
 /// Reads frames until the peer closes: octet counting (`LEN SP MSG`) when a frame starts
 /// with a digit, a newline-terminated line otherwise.
 fn tcp_conn(
@@ -304,8 +307,10 @@ fn tcp_conn(
         };
         frame.clear();
         if first.is_ascii_digit() {
+            // A count has at most 20 digits; reading until a space without a bound let a
+            // peer that never sends one fill the memory.
             let mut len = Vec::new();
-            r.read_until(b' ', &mut len)?;
+            (&mut r).take(MAX_COUNT_DIGITS).read_until(b' ', &mut len)?;
             let n: usize = std::str::from_utf8(&len)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -316,11 +321,16 @@ fn tcp_conn(
             r.read_exact(&mut frame)?;
             std::io::copy(&mut (&mut r).take((n - keep) as u64), &mut std::io::sink())?;
         } else {
-            r.read_until(b'\n', &mut frame)?;
+            // At most one byte past the limit (so it is flagged) is kept; the rest of an
+            // over-long line is skipped, not buffered: a line without end cannot fill memory.
+            (&mut r)
+                .take(max as u64 + 1)
+                .read_until(b'\n', &mut frame)?;
             if frame.last() == Some(&b'\n') {
                 frame.pop();
+            } else if frame.len() > max {
+                r.skip_until(b'\n')?;
             }
-            frame.truncate(max + 1);
         }
         if frame.is_empty() {
             continue;
