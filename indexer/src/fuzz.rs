@@ -27,7 +27,7 @@ fn runner() -> TestRunner {
     })
 }
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 23] = [
     "message",
     "ts",
     "received",
@@ -48,6 +48,9 @@ const KEYS: [&str; 20] = [
     "a",
     "a.b",
     "",
+    "nul\0key",
+    "sep\u{1}key",
+    "a_key_of_more_than_forty_bytes_that_goes_on_and_on",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -133,20 +136,50 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// What every accepted record must survive: the log's round trip and the index.
-fn check_record(fields: &Fields, r: &Record) -> Result<(), TestCaseError> {
-    let back = Record::from_source(&r.source)
-        .map_err(|e| TestCaseError::fail(format!("stored source does not replay: {e}")))?;
-    prop_assert_eq!(&back.message, &r.message);
-    prop_assert_eq!(back.ts, r.ts);
-    prop_assert_eq!(&back.key, &r.key);
-    let _ = fields.document(1, r);
-    Ok(())
+/// An in-memory index that every accepted record goes into, committed now and then, so a
+/// panic anywhere in tantivy's indexing of odd values would show.
+struct Sink {
+    fields: Fields,
+    writer: std::cell::RefCell<(tantivy::IndexWriter, u64)>,
+}
+
+impl Sink {
+    fn new() -> Sink {
+        let fields = Fields::new();
+        let index = tantivy::Index::create_in_ram(fields.schema.clone());
+        let writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        Sink {
+            fields,
+            writer: std::cell::RefCell::new((writer, 0)),
+        }
+    }
+
+    /// What every accepted record must survive: the log's round trip and the index.
+    fn check(&self, r: &Record) -> Result<(), TestCaseError> {
+        let back = Record::from_source(&r.source)
+            .map_err(|e| TestCaseError::fail(format!("stored source does not replay: {e}")))?;
+        prop_assert_eq!(&back.message, &r.message);
+        prop_assert_eq!(back.ts, r.ts);
+        prop_assert_eq!(&back.key, &r.key);
+        prop_assert_eq!(&back.strings, &r.strings);
+        prop_assert_eq!(back.pid, r.pid);
+        prop_assert_eq!(&back.fields, &r.fields);
+        let mut w = self.writer.borrow_mut();
+        w.1 += 1;
+        let rid = w.1;
+        w.0.add_document(self.fields.document(rid, r))
+            .map_err(|e| TestCaseError::fail(format!("not indexed: {e}")))?;
+        if rid.is_multiple_of(5_000) {
+            w.0.commit()
+                .map_err(|e| TestCaseError::fail(format!("commit: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 #[test]
 fn ndjson_bodies_give_one_answer_per_line_and_never_panic() {
-    let fields = Fields::new();
+    let sink = Sink::new();
     let now = OffsetDateTime::now_utc();
     runner()
         .run(&body(), |body| {
@@ -158,7 +191,7 @@ fn ndjson_bodies_give_one_answer_per_line_and_never_panic() {
             for (_, obj) in ndjson_objects(&body) {
                 answered += 1;
                 match obj.and_then(|o| Record::from_object(o, now)) {
-                    Ok(r) => check_record(&fields, &r)?,
+                    Ok(r) => sink.check(&r)?,
                     Err(reason) => prop_assert!(!reason.is_empty()),
                 }
             }
@@ -170,7 +203,7 @@ fn ndjson_bodies_give_one_answer_per_line_and_never_panic() {
 
 #[test]
 fn bulk_bodies_give_one_item_per_action_and_never_panic() {
-    let fields = Fields::new();
+    let sink = Sink::new();
     let now = OffsetDateTime::now_utc();
     let action = prop_oneof![
         Just(br#"{"index":{}}"#.to_vec()),
@@ -194,7 +227,7 @@ fn bulk_bodies_give_one_item_per_action_and_never_panic() {
             let pending = items.iter().filter(|i| !i.failed()).count();
             prop_assert_eq!(pending, records.len());
             for r in &records {
-                check_record(&fields, r)?;
+                sink.check(r)?;
             }
             let outcomes: Vec<Outcome> = (0..records.len() as u64).map(Outcome::Stored).collect();
             let resp = crate::bulk::response(&items, &outcomes, 0);
@@ -223,13 +256,13 @@ fn a_deeply_nested_record_is_indexed_and_searchable() {
     writer.add_document(fields.document(1, &r)).unwrap();
     writer.commit().unwrap();
     let searcher = index.reader().unwrap().searcher();
-    let q = crate::query::compile("deep", &fields).unwrap();
-    assert_eq!(
-        searcher
-            .search(q.as_ref(), &tantivy::collector::Count)
-            .unwrap(),
-        1
-    );
+    for q in ["deep", "fields.x.y:1", "_exists_:fields.x"] {
+        let parsed = crate::query::compile(q, &fields).unwrap();
+        let n = searcher
+            .search(parsed.as_ref(), &tantivy::collector::Count)
+            .unwrap();
+        assert_eq!(n, 1, "`{q}`");
+    }
     // Past the limit, a clear reason rather than a crash.
     let deeper = format!("{{\"message\":{}1{}}}", "[".repeat(300), "]".repeat(300));
     let (_, obj) = ndjson_objects(deeper.as_bytes()).next().unwrap();

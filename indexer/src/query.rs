@@ -21,6 +21,7 @@
 //! ```
 
 use std::ops::Bound;
+use std::sync::OnceLock;
 
 use tantivy::json_utils::convert_to_fast_value_and_append_to_json_term;
 use tantivy::query::BitSetDocSet;
@@ -29,12 +30,12 @@ use tantivy::query::{
     FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, Scorer, TermQuery, Weight,
 };
 use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::tokenizer::{LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
+use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer};
 use tantivy::{BitSet, DateTime, DocId, DocSet, Score, SegmentReader, Term};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::record::{normalize_severity, STRING_FIELDS};
+use crate::record::{normalize_severity, SEVERITIES, STRING_FIELDS};
 use crate::schema::Fields;
 use crate::times::parse_instant;
 
@@ -48,6 +49,13 @@ pub const MAX_CLAUSES: usize = 1024;
 pub const MAX_PATTERN_BYTES: usize = 256;
 /// Largest edit distance of `word~N`, as in Lucene.
 pub const MAX_FUZZY_DISTANCE: u8 = 2;
+/// Most clauses that read a slice of a term dictionary rather than one term: wildcards,
+/// fuzzy words and has-field on fields without a column. Each costs a scan and a bitset
+/// per segment, so a thousand of them in one GET would tie up a core and memory.
+pub const MAX_SCANS: usize = 16;
+/// The index leaves out words of this many bytes or more (tantivy's `RemoveLongFilter`), so
+/// a query for one can never match.
+pub const MAX_WORD_BYTES: usize = 40;
 
 /// A parsed query, before it meets the schema.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,7 +142,11 @@ pub fn parse(q: &str) -> Result<Ast> {
 /// Parses and compiles `q` for the schema's fields.
 pub fn compile(q: &str, fields: &Fields) -> Result<Box<dyn Query>> {
     let ast = parse(q)?;
-    let c = Compiler { f: fields, q };
+    let c = Compiler {
+        f: fields,
+        q,
+        scans: std::cell::Cell::new(0),
+    };
     Ok(c.top(&ast)?.unwrap_or_else(|| Box::new(EmptyQuery)))
 }
 
@@ -196,7 +208,7 @@ impl<'a> Parser<'a> {
             && r[kw.len()..]
                 .chars()
                 .next()
-                .is_none_or(|c| c.is_whitespace() || c == '(' || c == '"' || c == '-')
+                .is_none_or(|c| c.is_whitespace() || c == '(' || c == '"')
     }
 
     fn at_or(&self) -> bool {
@@ -385,10 +397,15 @@ impl<'a> Parser<'a> {
     }
 
     fn field_value(&mut self, depth: usize, field: String) -> PResult<Ast> {
+        // `host: web-1` is read as `host:web-1`, as Lucene does.
+        self.skip_ws();
+        if self.eof() || self.at_and() || self.at_or() || self.peek() == Some(')') {
+            return Err(format!("`{field}:` needs a value after it"));
+        }
         match self.peek() {
             None => Err(format!("`{field}:` needs a value after it")),
-            Some(c) if c.is_whitespace() => Err(format!(
-                "`{field}:` needs a value right after the colon (quote a value with spaces)"
+            Some('/') => Err(format!(
+                "`{field}:/…/`: regular expressions are not supported; use wildcards (`*`, `?`), or quote a value that starts with `/`"
             )),
             Some('(') => self.group(depth, Some(&field)),
             Some('"') => {
@@ -446,6 +463,17 @@ impl<'a> Parser<'a> {
                 "it has more than the limit of {MAX_CLAUSES} words, phrases and ranges"
             ));
         }
+        if let Some(f) = &field {
+            if f.contains(|c: char| c.is_control()) {
+                return Err("a field name holds a control character".into());
+            }
+            if f.contains(['*', '?']) {
+                return Err(format!(
+                    "`{}`: wildcards work in values, not in field names",
+                    shorten(f)
+                ));
+            }
+        }
         Ok(Ast::Leaf { field, value })
     }
 
@@ -494,6 +522,12 @@ impl<'a> Parser<'a> {
                         )
                     })?
             };
+            if word.len() > MAX_PATTERN_BYTES {
+                return Err(format!(
+                    "the fuzzy word `{}` is longer than the limit of {MAX_PATTERN_BYTES} bytes",
+                    shorten(&word)
+                ));
+            }
             return Ok(Value::Fuzzy {
                 text: word,
                 distance,
@@ -628,21 +662,27 @@ enum Kind {
 struct Compiler<'a> {
     f: &'a Fields,
     q: &'a str,
+    /// Clauses so far that read a slice of a term dictionary (see [`MAX_SCANS`]).
+    scans: std::cell::Cell<usize>,
 }
 
 type Compiled = Option<Box<dyn Query>>;
 
-/// The analyzer of the `message` field and of text in `fields` ("default" in tantivy).
-fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .build()
-}
-
+/// Words of `text` as the index cuts them: the schema's own analyzer for `message` and text
+/// in `fields` (tantivy's "default"), but keeping the words it would leave out for length,
+/// so that a query for one is refused rather than silently dropped.
 fn tokens(text: &str) -> Vec<(usize, String)> {
+    static ANALYZER: OnceLock<TextAnalyzer> = OnceLock::new();
+    let mut a = ANALYZER
+        .get_or_init(|| {
+            // "default" is SimpleTokenizer, RemoveLongFilter(40), LowerCaser: the same
+            // without the length filter.
+            TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(LowerCaser)
+                .build()
+        })
+        .clone();
     let mut out = Vec::new();
-    let mut a = analyzer();
     let mut stream = a.token_stream(text);
     stream.process(&mut |t| out.push((t.position, t.text.clone())));
     out
@@ -660,6 +700,28 @@ impl Compiler<'_> {
         Error::BadQuery {
             query: shorten(self.q),
             message,
+        }
+    }
+
+    /// Counts one clause that scans a term dictionary, refusing past [`MAX_SCANS`].
+    fn scan(&self) -> Result<()> {
+        self.scans.set(self.scans.get() + 1);
+        if self.scans.get() > MAX_SCANS {
+            return Err(self.bad(format!(
+                "it has more than the limit of {MAX_SCANS} wildcard, fuzzy and has-field clauses"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Words the index never holds can never match: say so instead of answering 0.
+    fn check_lengths(&self, name: &str, toks: &[(usize, String)]) -> Result<()> {
+        match toks.iter().find(|(_, t)| t.len() >= MAX_WORD_BYTES) {
+            Some((_, t)) => Err(self.bad(format!(
+                "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, such as `{}`: search a shorter prefix with `*`, or put such ids in their own field",
+                shorten(t)
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -748,6 +810,7 @@ impl Compiler<'_> {
             (Kind::Date(_), Value::Exists) => Ok(Some(Box::new(AllQuery))),
             (Kind::Text(_), Value::Exists) => Ok(Some(Box::new(AllQuery))),
             (Kind::Json(f), Value::Exists) => {
+                self.scan()?;
                 let term = Term::from_field_json_path(f, path, false);
                 let mut prefix = term.serialized_value_bytes().to_vec();
                 prefix.pop(); // the end-of-path byte: sub-paths count too
@@ -757,18 +820,21 @@ impl Compiler<'_> {
                     rest: Matcher::JsonPathEnd,
                 })))
             }
-            (Kind::Keyword(f) | Kind::Number(f), Value::Exists) => {
+            (Kind::Keyword(f) | Kind::Number(f) | Kind::FastNumber(f), Value::Exists) => {
+                let entry = self.f.schema.get_field_entry(f);
+                if entry.is_fast() {
+                    // The column says which records have a value: no term to read.
+                    let name = entry.name().to_string();
+                    return Ok(Some(Box::new(tantivy::query::ExistsQuery::new(
+                        name, false,
+                    ))));
+                }
+                self.scan()?;
                 Ok(Some(Box::new(TermScanQuery {
                     field: f,
                     prefix: Vec::new(),
                     rest: Matcher::Any,
                 })))
-            }
-            (Kind::FastNumber(f), Value::Exists) => {
-                let name = self.f.schema.get_field_name(f).to_string();
-                Ok(Some(Box::new(tantivy::query::ExistsQuery::new(
-                    name, false,
-                ))))
             }
             (Kind::Text(f), v) => self.text(name, v, |tok| Term::from_field_text(f, tok), f, None),
             (Kind::Json(f), v) => {
@@ -826,6 +892,7 @@ impl Compiler<'_> {
                     _ => 0,
                 };
                 let toks = tokens(text);
+                self.check_lengths(name, &toks)?;
                 Ok(match toks.len() {
                     0 => None,
                     1 => Some(term_query(term(&toks[0].1))),
@@ -836,7 +903,9 @@ impl Compiler<'_> {
                 })
             }
             Value::Fuzzy { text, distance } => {
+                self.scan()?;
                 let toks = tokens(text);
+                self.check_lengths(name, &toks)?;
                 match toks.as_slice() {
                     [] => Ok(None),
                     [(_, tok)] => Ok(Some(Box::new(FuzzyTermQuery::new(
@@ -859,6 +928,22 @@ impl Compiler<'_> {
                     return Err(self.bad(format!(
                         "the wildcard word `{}` on `{name}` holds characters that split words; wildcards match within one word",
                         pattern_text(pieces)
+                    )));
+                }
+                self.scan()?;
+                // A pattern whose shortest match is too long for the index matches nothing.
+                let shortest: usize = pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Char(c) => c.len_utf8(),
+                        Piece::One => 1,
+                        Piece::Any => 0,
+                    })
+                    .sum();
+                if shortest >= MAX_WORD_BYTES {
+                    return Err(self.bad(format!(
+                        "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, so `{}` can never match: shorten it",
+                        shorten(&pattern_text(pieces))
                     )));
                 }
                 let lowered: Vec<Piece> = pieces
@@ -900,12 +985,19 @@ impl Compiler<'_> {
             Value::Word(v) | Value::Phrase { text: v, .. } => {
                 term_query(Term::from_field_text(f, &exact(v)?))
             }
-            Value::Fuzzy { text, distance } => Box::new(FuzzyTermQuery::new(
-                Term::from_field_text(f, text),
-                *distance,
-                true,
-            )),
-            Value::Pattern(pieces) => Box::new(pattern_query(f, &mut Vec::new(), pieces.clone())),
+            Value::Fuzzy { text, distance } => {
+                self.scan()?;
+                Box::new(FuzzyTermQuery::new(
+                    Term::from_field_text(f, text),
+                    *distance,
+                    true,
+                ))
+            }
+            Value::Pattern(pieces) => {
+                self.scan()?;
+                Box::new(pattern_query(f, &mut Vec::new(), pieces.clone()))
+            }
+            Value::Range { lo, hi } if name == "severity" => self.severity_range(f, lo, hi)?,
             Value::Range { lo, hi } => {
                 let t = |b: &Bound<String>| -> Result<Bound<Term>> {
                     Ok(match b {
@@ -918,6 +1010,37 @@ impl Compiler<'_> {
             }
             Value::Exists => unreachable!("handled by the caller"),
         })
+    }
+
+    /// Severities are ranked, not alphabetical: `severity:<=3` and `severity:[emerg TO err]`
+    /// both mean "err or worse", as syslog numbers them (0 emerg … 7 debug).
+    fn severity_range(
+        &self,
+        f: Field,
+        lo: &Bound<String>,
+        hi: &Bound<String>,
+    ) -> Result<Box<dyn Query>> {
+        let rank = |v: &str| -> Result<usize> {
+            let name = normalize_severity(v).map_err(|e| self.bad(e))?;
+            Ok(SEVERITIES.iter().position(|s| *s == name).unwrap_or(0))
+        };
+        let from = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(v) => rank(v)?,
+            Bound::Excluded(v) => rank(v)? + 1,
+        };
+        let to = match hi {
+            Bound::Unbounded => SEVERITIES.len(),
+            Bound::Included(v) => rank(v)? + 1,
+            Bound::Excluded(v) => rank(v)?,
+        };
+        let names = SEVERITIES.get(from..to.max(from)).unwrap_or_default();
+        Ok(Box::new(BooleanQuery::new(
+            names
+                .iter()
+                .map(|n| (Occur::Should, term_query(Term::from_field_text(f, n))))
+                .collect(),
+        )))
     }
 
     fn number(&self, name: &str, f: Field, fast: bool, value: &Value) -> Result<Box<dyn Query>> {

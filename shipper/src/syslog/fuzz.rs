@@ -8,12 +8,18 @@ use proptest::test_runner::{Config, TestCaseError};
 
 use super::*;
 
-/// Cases per property. Each property runs in a few seconds in release mode.
-const CASES: u32 = 100_000;
+/// Cases per property: 100,000, or `SAWMILL_PROPTEST_CASES` (as the indexer's property
+/// tests read it). Each property runs in a few seconds in release mode.
+fn cases() -> u32 {
+    std::env::var("SAWMILL_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn config() -> Config {
     Config {
-        cases: CASES,
+        cases: cases(),
         // Failures are reported with their input; no regression files in the tree.
         failure_persistence: None,
         ..Config::default()
