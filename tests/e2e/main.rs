@@ -10,6 +10,7 @@ mod operations;
 mod run;
 mod search;
 mod shipper;
+mod stopping;
 mod ui;
 mod up;
 mod util;
