@@ -166,6 +166,41 @@ fn headers_that_never_complete_are_cut_off_after_the_header_timeout() {
     assert_eq!(get_ok(&ix.api("/healthz"))["status"], "ok");
 }
 
+// The header timeout must not touch an answer being streamed: a live tail outlives it.
+#[test]
+fn a_live_tail_outlives_the_header_timeout() {
+    use std::io::BufRead;
+    let dir = TempDir::new("tail-outlives");
+    let ix = Indexer::start(
+        dir.path(),
+        &["--header-timeout", "1s", "--commit-interval", "100ms"],
+    );
+    let resp = client()
+        .get(ix.api("/api/v1/tail?q=service:late"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut lines = std::io::BufReader::new(resp).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), ": connected");
+    // Three header timeouts later, the stream still delivers.
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < quiet_until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, _) = post(
+        &ix.api("/api/v1/ingest"),
+        ndjson(&[json!({"message": "after a while", "service": "late"})]),
+        None,
+    );
+    assert_eq!(s, 200);
+    let data = lines
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix("data: ").map(str::to_string))
+        .expect("the tail ended without the record");
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(v["message"], "after a while");
+}
+
 #[test]
 fn a_body_that_never_completes_is_answered_408_after_the_body_timeout() {
     let dir = TempDir::new("body-timeout");
