@@ -123,7 +123,7 @@ fn a_client_stalled_in_its_body_does_not_hold_a_stop() {
 #[test]
 fn stalled_clients_do_not_keep_others_from_being_served() {
     let dir = TempDir::new("stall-others");
-    let ix = Indexer::start(dir.path(), &["--commit-interval", "100ms"]);
+    let ix = Indexer::start(&dir.path().join("data"), &["--commit-interval", "100ms"]);
     let _stalled: Vec<TcpStream> = (0..20)
         .flat_map(|_| {
             [
@@ -147,7 +147,7 @@ fn stalled_clients_do_not_keep_others_from_being_served() {
 #[test]
 fn headers_that_never_complete_are_cut_off_after_the_header_timeout() {
     let dir = TempDir::new("head-timeout");
-    let ix = Indexer::start(dir.path(), &["--header-timeout", "1s"]);
+    let ix = Indexer::start(&dir.path().join("data"), &["--header-timeout", "1s"]);
     let mut conn = stall_in_headers(&ix.url);
     let started = Instant::now();
     let mut answer = Vec::new();
@@ -172,7 +172,7 @@ fn a_live_tail_outlives_the_header_timeout() {
     use std::io::BufRead;
     let dir = TempDir::new("tail-outlives");
     let ix = Indexer::start(
-        dir.path(),
+        &dir.path().join("data"),
         &["--header-timeout", "1s", "--commit-interval", "100ms"],
     );
     let resp = client()
@@ -205,7 +205,7 @@ fn a_live_tail_outlives_the_header_timeout() {
 fn a_body_that_never_completes_is_answered_408_after_the_body_timeout() {
     let dir = TempDir::new("body-timeout");
     let ix = Indexer::start(
-        dir.path(),
+        &dir.path().join("data"),
         &["--body-timeout", "1s", "--commit-interval", "100ms"],
     );
     let mut conn = stall_in_body(&ix.url, "/api/v1/ingest");
@@ -226,7 +226,7 @@ fn a_body_that_never_completes_is_answered_408_after_the_body_timeout() {
 #[test]
 fn a_live_tail_does_not_hold_a_stop() {
     let dir = TempDir::new("stop-tail");
-    let mut ix = Indexer::start(dir.path(), &[]);
+    let mut ix = Indexer::start(&dir.path().join("data"), &[]);
     let mut tail = connect(&ix.url);
     tail.write_all(b"GET /api/v1/tail?q=* HTTP/1.1\r\nHost: sawmill\r\n\r\n")
         .unwrap();
@@ -243,7 +243,7 @@ fn a_live_tail_does_not_hold_a_stop() {
 #[test]
 fn the_ui_stops_within_the_bound_whatever_its_clients_do() {
     let dir = TempDir::new("stop-ui");
-    let ix = Indexer::start(dir.path(), &[]);
+    let ix = Indexer::start(&dir.path().join("data"), &[]);
     let mut ui = Ui::start(&[&ix.url]);
     let _head = stall_in_headers(&ui.url);
     let _body = stall_in_body(&ui.url, "/");
