@@ -47,6 +47,20 @@ struct UiArgs {
         required = true
     )]
     indexers: Vec<String>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// How long a client may take over a request head, and how long a stop waits for clients.
+#[derive(Args)]
+struct HttpArgs {
+    /// Close a connection whose request head has not fully arrived this long after it began.
+    #[arg(long, env = "SAWMILL_HEADER_TIMEOUT", default_value = "30s", value_parser = span)]
+    header_timeout: Duration,
+    /// On SIGTERM, wait this long for requests in flight, then drop their connections (live
+    /// tails end at once). An indexer commits everything acknowledged either way.
+    #[arg(long, env = "SAWMILL_STOP_TIMEOUT", default_value = "10s", value_parser = span)]
+    stop_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -151,6 +165,11 @@ struct IndexerArgs {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+    /// Answer 408 to an ingest whose body has not fully arrived this long after its head.
+    #[arg(long, env = "SAWMILL_BODY_TIMEOUT", default_value = "60s", value_parser = span)]
+    body_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -232,6 +251,9 @@ fn main() {
         eprintln!("sawmill: {e:#}");
         std::process::exit(1);
     }
+    // Everything acknowledged is committed by now; a search still running on a blocking
+    // thread must not hold the exit (dropping the runtime would wait for it).
+    rt.shutdown_timeout(Duration::from_secs(1));
 }
 
 /// The command line, with `SAWMILL_TAIL` split at `:` as PATH is. A `--tail` value is
@@ -257,7 +279,13 @@ fn parse_cli() -> Cli {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Indexer(a) => {
-            indexer(a.listen, a.store.config(), a.store.max_body_bytes, None).await
+            let api = ApiConfig {
+                max_body_bytes: a.store.max_body_bytes,
+                header_timeout: a.http.header_timeout,
+                body_timeout: a.body_timeout,
+                stop_timeout: a.http.stop_timeout,
+            };
+            indexer(a.listen, a.store.config(), api, None).await
         }
         Command::Shipper(a) => shipper(a).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),
@@ -276,7 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 demo: a.demo,
                 ui_listen: a.ui_listen,
             };
-            indexer(a.listen, store.config(), store.max_body_bytes, Some(up)).await
+            let api = ApiConfig {
+                max_body_bytes: store.max_body_bytes,
+                ..ApiConfig::default()
+            };
+            indexer(a.listen, store.config(), api, Some(up)).await
         }
     }
 }
@@ -292,9 +324,10 @@ struct Up {
 async fn indexer(
     listen: SocketAddr,
     config: StoreConfig,
-    max_body_bytes: u64,
+    api: ApiConfig,
     up: Option<Up>,
 ) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(config))
         .await?
@@ -305,14 +338,9 @@ async fn indexer(
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sawmill_indexer::serve(
-        listener,
-        store,
-        ApiConfig { max_body_bytes },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = tokio::spawn(sawmill_indexer::serve(listener, store, api, async {
+        let _ = stop_rx.await;
+    }));
     // Tests and scripts read this line to find a port chosen by the kernel (--listen 127.0.0.1:0).
     println!("sawmill indexer listening on {url}");
     let mut shipper = None;
@@ -324,7 +352,8 @@ async fn indexer(
         println!("sawmill ui listening on {ui_url}");
         let client = sawmill_ui::Client::new(vec![url.clone()])?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sawmill_ui::serve(listener, client, async {
+        let config = sawmill_ui::ServeConfig::default();
+        let task = tokio::spawn(sawmill_ui::serve(listener, client, config, async {
             let _ = rx.await;
         }));
         ui_server = Some((tx, task));
@@ -377,11 +406,12 @@ async fn indexer(
                 .ok();
         }
     }
-    shutdown_signal().await;
-    if let Some((tx, task)) = ui_server {
+    stop.await;
+    // The UI's stop runs while the shipper drains: each is bounded, and the sum is shorter.
+    let ui_task = ui_server.map(|(tx, task)| {
         let _ = tx.send(());
-        task.await??;
-    }
+        task
+    });
     if let Some(mut w) = worker {
         let _ = w.kill();
         let _ = w.wait();
@@ -389,6 +419,9 @@ async fn indexer(
     // The shipper drains into the indexer before the indexer stops.
     if let Some(sh) = shipper {
         sh.stop().await;
+    }
+    if let Some(task) = ui_task {
+        task.await??;
     }
     let _ = stop_tx.send(());
     server.await??;
@@ -410,14 +443,20 @@ async fn ui(a: UiArgs) -> anyhow::Result<()> {
             anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
         }
     }
+    let stop = shutdown_signal();
     let client = sawmill_ui::Client::new(a.indexers)?;
     let (listener, url) = ui_listener(a.listen).await?;
     println!("sawmill ui listening on {url}");
-    sawmill_ui::serve(listener, client, shutdown_signal()).await?;
+    let config = sawmill_ui::ServeConfig {
+        header_timeout: a.http.header_timeout,
+        stop_timeout: a.http.stop_timeout,
+    };
+    sawmill_ui::serve(listener, client, config, stop).await?;
     Ok(())
 }
 
 async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
+    let stop = shutdown_signal();
     let mut cfg = sawmill_shipper::ShipperConfig::new(a.indexers, a.state);
     cfg.syslog_socket = a.syslog_socket;
     cfg.syslog_udp = a.syslog_udp;
@@ -443,7 +482,7 @@ async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
     if let Some(addr) = shipper.metrics_addr {
         println!("sawmill shipper metrics on http://{addr}/metrics");
     }
-    shutdown_signal().await;
+    stop.await;
     shipper.stop().await;
     Ok(())
 }
@@ -455,12 +494,18 @@ fn fastrand_seed() -> u64 {
         .unwrap_or(1)
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Catches SIGTERM and SIGINT from the moment it is called, so that a signal during start-up
+/// stops the process cleanly once it has started instead of killing it; completes at the
+/// first one.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("Shutting down: committing what was acknowledged.");
     }
-    tracing::info!("Shutting down: committing what was acknowledged.");
 }

@@ -37,12 +37,21 @@ use crate::times::{format_rfc3339, parse_instant};
 pub struct ApiConfig {
     /// Largest accepted request body, compressed and decompressed alike.
     pub max_body_bytes: u64,
+    /// Longest a client may take to send a request head; the connection is then closed.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send an ingest body; it is then answered 408.
+    pub body_timeout: Duration,
+    /// Longest a stop waits for requests in flight before dropping their connections.
+    pub stop_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: 64 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -458,7 +467,9 @@ async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec
             limit,
         });
     }
-    let raw = read_limited(body, limit).await?;
+    let raw = tokio::time::timeout(s.config.body_timeout, read_limited(body, limit))
+        .await
+        .map_err(|_| Error::BodyTimeout(s.config.body_timeout))??;
     m.bytes_received.fetch_add(raw.len() as u64, Relaxed);
     let encoding = headers
         .get(CONTENT_ENCODING)

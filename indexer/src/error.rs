@@ -16,6 +16,8 @@ pub enum Error {
     BadRequest(String),
     #[error("query `{query}` does not parse: {message}")]
     BadQuery { query: String, message: String },
+    #[error("the request body did not arrive within {} s (the limit set by --body-timeout)", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
     #[error("{what} exceeds the limit of {limit} bytes (raise it with --max-body-bytes)")]
     TooLarge { what: &'static str, limit: u64 },
     #[error("unsupported content encoding `{0}`: send gzip, zstd or an uncompressed body")]
@@ -51,6 +53,7 @@ impl Error {
             Error::BadRequest(_) | Error::BadQuery { .. } | Error::BadEncoding(_) => {
                 StatusCode::BAD_REQUEST
             }
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -84,6 +87,11 @@ impl IntoResponse for Error {
             self.to_string()
         };
         let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may never come: the connection cannot carry another request.
+            let close = [(axum::http::header::CONNECTION, "close")];
+            return (status, close, Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -17,6 +17,7 @@ mod dedup;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod http;
 mod lock;
 mod metrics;
 mod partition;
@@ -41,7 +42,8 @@ pub use store::{Outcome, Store, StoreConfig};
 pub use times::{format_rfc3339, parse_bytes, parse_span};
 
 /// Serves the API on `listener` until `shutdown` completes, then commits everything
-/// acknowledged and returns.
+/// acknowledged and returns. A stop waits at most `config.stop_timeout` for requests in
+/// flight (live tails end at once); the store commits whatever was acknowledged either way.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
@@ -49,13 +51,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let (header_timeout, stop_timeout) = (config.header_timeout, config.stop_timeout);
     let app = router(store.clone(), config, rx);
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await;
+    http::serve(listener, app, header_timeout, stop_timeout, async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
+    .await;
     let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
-    res
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub commit_micros: AtomicU64,
     pub index_errors: AtomicU64,
+    pub index_recoveries: AtomicU64,
     pub records_indexed: AtomicU64,
     pub records_replayed: AtomicU64,
     pub partitions: AtomicU64,
@@ -104,6 +105,11 @@ impl Metrics {
             "index_errors_total",
             "Errors while indexing; the write-ahead log keeps the records for replay.",
             self.index_errors.load(Relaxed),
+        );
+        counter(
+            "index_recoveries_total",
+            "Times indexing resumed by itself after failing, the records the log kept added again.",
+            self.index_recoveries.load(Relaxed),
         );
         counter(
             "partitions_removed_total",

@@ -5,6 +5,10 @@
 //! then answers them. The index thread adds those records to their time partitions and
 //! commits every partition it touched once per commit interval, recording in each commit
 //! the log position it covers; the log is trimmed behind the slowest partition.
+//!
+//! When indexing fails (a full disk), the log keeps every record: the index thread drops its
+//! writers, whose uncommitted records are lost with them, and retries by itself, adding
+//! everything the log holds past what each partition has committed, as a restart would.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -166,34 +170,21 @@ impl Store {
         // Replay straight into the partitions, so memory stays bounded however much the
         // log holds beyond the last commit.
         let mut indexer = Indexer::new(shared.clone(), checkpoint);
-        let gran = shared.config.granularity;
-        let (mut replayed, mut bad) = (0u64, 0u64);
+        let mut replayed = 0u64;
         let wal = Wal::open(&data.join("wal"), checkpoint, |pos, payload| {
-            let rec = match std::str::from_utf8(payload)
-                .map_err(|e| e.to_string())
-                .and_then(Record::from_source)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    bad += 1;
-                    tracing::error!(position = pos, error = %e, "Unreadable record in the write-ahead log.");
-                    return;
+            if let Some(rec) = decode_frame(pos, payload, &shared.metrics) {
+                if let Some(k) = &rec.key {
+                    dedup.insert(k);
                 }
-            };
-            if let Some(k) = &rec.key {
-                dedup.insert(k);
-            }
-            // A partition whose commit reaches past this record holds it already.
-            if committed.get(&gran.start_of(rec.ts)).copied().unwrap_or(0) <= pos {
-                indexer.add_one(pos, rec);
-                replayed += 1;
+                if indexer.replay(pos, rec, &committed) {
+                    replayed += 1;
+                }
             }
         })?;
         let end = wal.next_position();
         indexer.last_pos = end;
         indexer.commit();
         indexer.enforce_retention();
-        shared.metrics.index_errors.fetch_add(bad, Relaxed);
         shared.metrics.records_replayed.store(replayed, Relaxed);
         tracing::info!(
             partitions = shared.partitions.read().unwrap().len(),
@@ -240,8 +231,8 @@ impl Store {
         self.shared.config.retention
     }
 
-    /// `Some(reason)` once indexing has failed: the log is then kept whole, and a restart
-    /// replays it.
+    /// `Some(reason)` while indexing fails: the log then keeps every record, and indexing
+    /// is retried until it succeeds.
     pub fn problem(&self) -> Option<String> {
         self.shared.problem.lock().unwrap().clone()
     }
@@ -311,6 +302,29 @@ fn load_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where each partition's last commit reaches in the log, from its files.
+fn committed_positions(shared: &Shared) -> Result<HashMap<i64, u64>> {
+    let map = shared.partitions.read().unwrap();
+    map.values()
+        .map(|p| Ok((p.start, p.committed_position()?)))
+        .collect()
+}
+
+/// A record of the log, or `None` (logged and counted) if it cannot be read back.
+fn decode_frame(pos: u64, payload: &[u8], metrics: &Metrics) -> Option<Record> {
+    match std::str::from_utf8(payload)
+        .map_err(|e| e.to_string())
+        .and_then(Record::from_source)
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            metrics.index_errors.fetch_add(1, Relaxed);
+            tracing::error!(position = pos, error = %e, "Unreadable record in the write-ahead log.");
+            None
+        }
+    }
 }
 
 fn checkpoint_path(data: &Path) -> PathBuf {
@@ -455,20 +469,34 @@ struct Indexer {
     dirty: HashSet<i64>,
     /// Log position just past the last record added.
     last_pos: u64,
+    /// The last checkpoint written: every partition holds every record before it.
+    checkpoint: u64,
     deadline: Option<Instant>,
-    /// False after an indexing error: the log is then kept whole until a restart replays it.
-    healthy: bool,
+    /// Set after an indexing error: records are then left to the log until a retry adds
+    /// everything past `checkpoint` again.
+    failed: bool,
+    /// When to retry after a failure, and the wait after the next one.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
 }
 
+/// The first retry after an indexing failure; each failed retry doubles the wait, up to
+/// `RETRY_MAX`, so a disk that stays full costs little.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl Indexer {
-    fn new(shared: Arc<Shared>, end: u64) -> Indexer {
+    fn new(shared: Arc<Shared>, checkpoint: u64) -> Indexer {
         Indexer {
             shared,
             writers: HashMap::new(),
             dirty: HashSet::new(),
-            last_pos: end,
+            last_pos: checkpoint,
+            checkpoint,
             deadline: None,
-            healthy: true,
+            failed: false,
+            retry_at: None,
+            retry_delay: RETRY_MIN,
         }
     }
 
@@ -476,16 +504,15 @@ impl Indexer {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
-            let until = self.deadline.map_or(next_tick, |d| d.min(next_tick));
+            let until = [self.deadline, self.retry_at]
+                .into_iter()
+                .flatten()
+                .fold(next_tick, Instant::min);
             match rx.recv_timeout(until.saturating_duration_since(now)) {
                 Ok(batch) => self.add(batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.commit();
-                    tracing::info!(
-                        position = self.last_pos,
-                        "Index thread stopped; everything acknowledged is committed."
-                    );
+                    self.stop();
                     return;
                 }
             }
@@ -493,11 +520,33 @@ impl Indexer {
             if self.deadline.is_some_and(|d| now >= d) {
                 self.commit();
             }
+            if self.retry_at.is_some_and(|t| now >= t) {
+                self.recover();
+            }
             if now >= next_tick {
                 self.enforce_retention();
                 self.update_gauges();
                 next_tick = now + TICK;
             }
+        }
+    }
+
+    /// The last commit, and the one place that says whether it covers everything.
+    fn stop(&mut self) {
+        self.commit();
+        // No retry here: it would add the whole log again, which can take long, and the
+        // next start replays it anyway.
+        if self.failed {
+            tracing::error!(
+                checkpoint = self.checkpoint,
+                end = self.last_pos,
+                "Index thread stopped with indexing failing; the acknowledged records from the checkpoint on stay in the write-ahead log and are replayed at the next start."
+            );
+        } else {
+            tracing::info!(
+                position = self.last_pos,
+                "Index thread stopped; everything acknowledged is committed."
+            );
         }
     }
 
@@ -519,11 +568,6 @@ impl Indexer {
 
     fn writer(&mut self, start: i64) -> Result<&mut IndexWriter<TantivyDocument>> {
         if !self.writers.contains_key(&start) {
-            if self.writers.len() >= MAX_OPEN_WRITERS {
-                // Writers hold indexing memory: commit and close them before opening another.
-                self.commit();
-                self.writers.clear();
-            }
             let p = self.partition(start)?;
             let cfg = &self.shared.config;
             let w = p.index.writer_with_num_threads(
@@ -543,10 +587,33 @@ impl Indexer {
         self.last_pos = batch.end;
     }
 
+    /// Adds a record read back from the log, unless its partition's last commit (in
+    /// `committed`) holds it already. Returns whether it was added.
+    fn replay(&mut self, pos: u64, rec: Record, committed: &HashMap<i64, u64>) -> bool {
+        let start = self.shared.config.granularity.start_of(rec.ts);
+        if committed.get(&start).copied().unwrap_or(0) > pos {
+            return false;
+        }
+        self.add_one(pos, rec);
+        true
+    }
+
     fn add_one(&mut self, rid: u64, rec: Record) {
         // Everything before this record is added: what an early commit may claim.
         self.last_pos = rid;
+        if self.failed {
+            // The log holds it; the next retry adds it.
+            return;
+        }
         let start = self.shared.config.granularity.start_of(rec.ts);
+        if !self.writers.contains_key(&start) && self.writers.len() >= MAX_OPEN_WRITERS {
+            // Writers hold indexing memory: commit and close them before opening another.
+            self.commit();
+            self.writers.clear();
+            if self.failed {
+                return;
+            }
+        }
         let doc = self.shared.fields.document(rid, &rec);
         let res = self
             .writer(start)
@@ -554,28 +621,106 @@ impl Indexer {
         match res {
             Ok(_) => {
                 self.dirty.insert(start);
+                self.shared.metrics.records_indexed.fetch_add(1, Relaxed);
             }
             Err(e) => self.fail(format!("indexing record {rid} failed: {e}")),
         }
-        self.shared.metrics.records_indexed.fetch_add(1, Relaxed);
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + self.shared.config.commit_interval);
         }
     }
 
-    /// From the first failure on, the log is kept whole so that a restart replays it.
+    /// Drops every writer and leaves records to the log until `recover` succeeds.
     fn fail(&mut self, problem: String) {
         self.shared.metrics.index_errors.fetch_add(1, Relaxed);
-        if self.healthy {
-            tracing::error!(%problem, "Indexing failed; the write-ahead log is kept whole until a restart replays it.");
-            *self.shared.problem.lock().unwrap() = Some(format!("{problem}; restart the indexer once the cause is fixed (nothing acknowledged is lost: the write-ahead log is replayed)"));
+        {
+            let mut slot = self.shared.problem.lock().unwrap();
+            if slot.is_none() {
+                tracing::error!(%problem, "Indexing failed; the write-ahead log keeps every record, and indexing is retried by itself.");
+            } else {
+                tracing::warn!(%problem, "Indexing failed again.");
+            }
+            *slot = Some(format!("{problem}; indexing is retried by itself every few seconds and resumes once the cause is fixed (a full disk: free space or lower --retention / --max-disk); nothing acknowledged is lost: the write-ahead log keeps every record until it is indexed"));
         }
-        self.healthy = false;
+        self.failed = true;
+        // A tantivy writer that failed has lost the records it held uncommitted, and maybe
+        // indexing threads: its next commit would then claim records it does not hold (a
+        // restart replayed nothing: 32,000 acknowledged records lost), and with no thread
+        // left, adding blocks for good once its queue is full. Every writer goes; `recover`
+        // adds their records again from the log.
+        self.writers.clear();
+        self.dirty.clear();
+        self.deadline = None;
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+    }
+
+    /// After a failure: adds every record the log holds past each partition's last commit
+    /// to fresh writers, and commits them, as a restart would.
+    fn recover(&mut self) {
+        self.retry_at = None;
+        let end = self.last_pos;
+        let from = self.checkpoint;
+        self.failed = false;
+        let committed = match committed_positions(&self.shared) {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .retry_failed(end, format!("reading the partitions' commits failed: {e}"))
+            }
+        };
+        let dir = self.shared.config.data.join("wal");
+        let metrics = self.shared.metrics.clone();
+        let mut added = 0u64;
+        let res = wal::read(&dir, from, end, |pos, payload| {
+            if let Some(rec) = decode_frame(pos, payload, &metrics) {
+                added += u64::from(self.replay(pos, rec, &committed));
+            }
+            !self.failed
+        });
+        if let Err(e) = res {
+            return self.retry_failed(end, format!("reading the write-ahead log failed: {e}"));
+        }
+        if self.failed {
+            return self.retry_failed(end, String::new());
+        }
+        self.last_pos = end;
+        self.commit();
+        if self.failed {
+            return self.retry_failed(end, String::new());
+        }
+        self.retry_delay = RETRY_MIN;
+        self.shared.metrics.index_recoveries.fetch_add(1, Relaxed);
+        *self.shared.problem.lock().unwrap() = None;
+        tracing::info!(
+            from,
+            end,
+            records = added,
+            "Indexing recovered; every acknowledged record is committed."
+        );
+    }
+
+    /// A retry failed (`problem` is empty when `fail` has said why): the next one covers
+    /// the log up to `end` at least, and waits longer.
+    fn retry_failed(&mut self, end: u64, problem: String) {
+        self.last_pos = end;
+        if !problem.is_empty() {
+            self.fail(problem);
+        }
+        self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        tracing::warn!(
+            retry_in_ms = self.retry_delay.as_millis() as u64,
+            "Indexing still fails; retrying later."
+        );
     }
 
     /// Commits every partition written since the last commit, then makes them searchable.
     fn commit(&mut self) {
         self.deadline = None;
+        if self.failed {
+            // What the writers held is gone; `recover` commits it.
+            return;
+        }
         let started = Instant::now();
         let payload = self.last_pos.to_string();
         let dirty: Vec<i64> = self.dirty.drain().collect();
@@ -589,6 +734,7 @@ impl Indexer {
             });
             if let Err(e) = res {
                 self.fail(format!("commit of partition {start} failed: {e}"));
+                break;
             }
         }
         {
@@ -601,20 +747,28 @@ impl Indexer {
                 }
             }
         }
-        if self.healthy {
-            let data = &self.shared.config.data;
+        if !dirty.is_empty() {
+            self.shared.metrics.commits.fetch_add(1, Relaxed);
+            add_duration(&self.shared.metrics.commit_micros, started.elapsed());
+        }
+        if self.failed {
+            return;
+        }
+        let data = &self.shared.config.data;
+        if self.last_pos > self.checkpoint {
             match write_checkpoint(data, self.last_pos) {
                 Ok(()) => {
+                    self.checkpoint = self.last_pos;
                     if let Err(e) = wal::remove_before(&data.join("wal"), self.last_pos) {
                         tracing::warn!(error = %e, "Could not trim the write-ahead log.");
                     }
                 }
-                Err(e) => self.fail(format!("writing the checkpoint failed: {e}")),
+                // Every partition's commit says how far it reaches, so replay stays right
+                // from an older checkpoint: only trimming the log waits.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not write the checkpoint; the write-ahead log is kept from the previous one.")
+                }
             }
-        }
-        if !dirty.is_empty() {
-            self.shared.metrics.commits.fetch_add(1, Relaxed);
-            add_duration(&self.shared.metrics.commit_micros, started.elapsed());
         }
         self.shared.searchable.send_replace(self.last_pos);
     }

@@ -19,6 +19,10 @@ pub struct Wal {
     file: File,
     seg_start: u64,
     seg_len: u64,
+    /// A failed write may have left bytes past `seg_len` (or, after a failed fsync, pages
+    /// whose state nobody knows): they are cut off, or a new segment started, before the
+    /// next write is accepted.
+    needs_reset: bool,
 }
 
 pub fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
@@ -71,27 +75,13 @@ impl Wal {
                 continue;
             }
             let data = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            let mut off = 0usize;
-            while off + HEADER <= data.len() {
-                let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
-                let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
-                let body = off + HEADER;
-                // Zeroes (a preallocated or zero-filled tail) are torn too: no record is empty.
-                if len == 0
-                    || body + len > data.len()
-                    || crc32fast::hash(&data[body..body + len]) != crc
-                {
-                    break;
-                }
-                let pos = start + off as u64;
-                if pos >= from {
-                    visit(pos, &data[body..body + len]);
-                }
-                off = body + len;
-            }
-            if off < data.len() {
+            let (off, size) = scan_segment(&data, start, from, next, |pos, payload| {
+                visit(pos, payload);
+                true
+            });
+            if off < size {
                 if last {
-                    tracing::warn!(path = %path.display(), bytes = data.len() - off, "Cutting a torn write off the end of the write-ahead log (it was never acknowledged).");
+                    tracing::warn!(path = %path.display(), bytes = size - off, "Cutting a torn write off the end of the write-ahead log (it was never acknowledged).");
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&path)
@@ -116,6 +106,7 @@ impl Wal {
                     file,
                     seg_start: start,
                     seg_len: end - start,
+                    needs_reset: false,
                 })
             }
             _ => Wal::create_segment(dir, end),
@@ -136,6 +127,7 @@ impl Wal {
             file,
             seg_start: start,
             seg_len: 0,
+            needs_reset: false,
         })
     }
 
@@ -147,13 +139,20 @@ impl Wal {
     /// Appends encoded frames and makes them durable. On failure nothing of `frames` is
     /// left in the log, so the caller may report the whole write as failed.
     pub fn append(&mut self, frames: &[u8]) -> Result<()> {
+        self.reset()?;
         let path = segment_path(&self.dir, self.seg_start);
         let res = self
             .file
             .write_all_at(frames, self.seg_len)
             .and_then(|_| self.file.sync_data());
         if let Err(e) = res {
-            let _ = self.file.set_len(self.seg_len);
+            // After a failed write or fsync, what the file holds past `seg_len` is unknown
+            // (Linux may even have dropped the dirty pages and report the next fsync as
+            // clean): none of it was acknowledged, so it goes before anything else is written.
+            self.needs_reset = true;
+            if let Err(e) = self.reset() {
+                tracing::warn!(error = %e, "Could not cut a failed write off the write-ahead log yet; retrying before the next write.");
+            }
             return Err(Error::io(path, e));
         }
         self.seg_len += frames.len() as u64;
@@ -168,6 +167,98 @@ impl Wal {
         }
         Ok(())
     }
+
+    /// Makes the log end cleanly at `next_position()` after a failed write: the segment is
+    /// cut back to its last acknowledged byte, or, if even that fails, a new segment starts
+    /// there (reading a segment stops where the next one starts, so whatever the old one
+    /// holds beyond is never read).
+    fn reset(&mut self) -> Result<()> {
+        if !self.needs_reset {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, self.seg_start);
+        let cut = self
+            .file
+            .set_len(self.seg_len)
+            .and_then(|_| self.file.sync_all());
+        match cut {
+            Ok(()) => self.needs_reset = false,
+            Err(e) if self.seg_len == 0 => return Err(Error::io(path, e)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Could not cut a failed write off the write-ahead log; starting a new segment.");
+                *self = Wal::create_segment(&self.dir, self.next_position())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Calls `visit(position, payload)` for each intact frame of a segment that starts at
+/// `start`, from position `from` on and below `below`, until `visit` returns false. Returns
+/// how far the intact frames reach (an offset in `data`) and how many bytes of `data` belong
+/// to the segment at all (none at or past the next segment's start).
+fn scan_segment(
+    data: &[u8],
+    start: u64,
+    from: u64,
+    below: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> bool,
+) -> (usize, usize) {
+    let size = (below.saturating_sub(start)).min(data.len() as u64) as usize;
+    let data = &data[..size];
+    let mut off = 0usize;
+    while off + HEADER <= data.len() {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
+        let body = off + HEADER;
+        // Zeroes (a preallocated or zero-filled tail) are torn too: no record is empty.
+        if len == 0 || body + len > data.len() || crc32fast::hash(&data[body..body + len]) != crc {
+            break;
+        }
+        let pos = start + off as u64;
+        if pos >= from && !visit(pos, &data[body..body + len]) {
+            return (off, off);
+        }
+        off = body + len;
+    }
+    (off, size)
+}
+
+/// Reads the frames at positions in `[from, to)`, which a running log has made durable,
+/// calling `visit(position, payload)` until it returns false. For a writer that lost what
+/// it held uncommitted: it is added again from here.
+pub fn read(
+    dir: &Path,
+    from: u64,
+    to: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> bool,
+) -> Result<()> {
+    let segs = segments(dir)?;
+    for (i, &start) in segs.iter().enumerate() {
+        let next = segs.get(i + 1).copied().unwrap_or(u64::MAX);
+        if next <= from {
+            continue;
+        }
+        if start >= to {
+            break;
+        }
+        let path = segment_path(dir, start);
+        let data = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let mut stopped = false;
+        let (off, _) = scan_segment(&data, start, from, next.min(to), |pos, payload| {
+            stopped = !visit(pos, payload);
+            !stopped
+        });
+        if stopped {
+            return Ok(());
+        }
+        let reached = start + off as u64;
+        if reached < next.min(to) {
+            // Only a log damaged at rest gets here; Wal::open has said so at start.
+            tracing::error!(path = %path.display(), offset = off, "Write-ahead log segment is corrupt; records after this point in it are lost.");
+        }
+    }
+    Ok(())
 }
 
 /// Removes segments whose every record lies before `pos` (already committed to the index).
@@ -229,6 +320,69 @@ mod tests {
         let mut seen = Vec::new();
         Wal::open(&dir, 11, |pos, _| seen.push(pos)).unwrap();
         assert_eq!(seen, vec![11]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for p in payloads {
+            encode_frame(&mut buf, p);
+        }
+        buf
+    }
+
+    fn replay(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        Wal::open(dir, 0, |pos, p| seen.push((pos, p.to_vec()))).unwrap();
+        seen
+    }
+
+    // What a failed write or fsync leaves (whole frames that were never acknowledged) is
+    // cut off before the next write, so a restart never replays it.
+    #[test]
+    fn a_failed_write_is_cut_off_before_the_next() {
+        let dir = tmp("reset");
+        let mut wal = Wal::open(&dir, 0, |_, _| panic!("empty log")).unwrap();
+        wal.append(&frames(&[b"one"])).unwrap();
+        let end = wal.next_position();
+        wal.file
+            .write_all_at(&frames(&[b"lost", b"lost"]), end)
+            .unwrap();
+        wal.needs_reset = true;
+        wal.append(&frames(&[b"two"])).unwrap();
+        drop(wal);
+        assert_eq!(
+            replay(&dir),
+            vec![(0, b"one".to_vec()), (end, b"two".to_vec())]
+        );
+        let mut seen = Vec::new();
+        read(&dir, 0, end + 11, |pos, _| {
+            seen.push(pos);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![0, end]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // When the failed write could not be cut off, a new segment starts where the last
+    // acknowledged frame ends; the old one's bytes past that are never read.
+    #[test]
+    fn a_segment_is_read_only_up_to_where_the_next_starts() {
+        let dir = tmp("bounded");
+        let mut wal = Wal::open(&dir, 0, |_, _| panic!("empty log")).unwrap();
+        wal.append(&frames(&[b"one"])).unwrap();
+        let end = wal.next_position();
+        wal.file
+            .write_all_at(&frames(&[b"lost", b"lost"]), end)
+            .unwrap();
+        let mut wal = Wal::create_segment(&dir, end).unwrap();
+        wal.append(&frames(&[b"two"])).unwrap();
+        drop(wal);
+        assert_eq!(
+            replay(&dir),
+            vec![(0, b"one".to_vec()), (end, b"two".to_vec())]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

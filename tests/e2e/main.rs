@@ -11,6 +11,7 @@ mod query;
 mod run;
 mod search;
 mod shipper;
+mod stopping;
 mod ui;
 mod up;
 mod util;

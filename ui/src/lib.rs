@@ -15,6 +15,7 @@
 mod client;
 mod error;
 mod highlight;
+mod http;
 mod pages;
 mod record;
 mod svg;
@@ -32,11 +33,31 @@ pub use web::{router, CSP};
 /// How often replicas' health is checked for the banner.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Bounds of the UI's HTTP server.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Longest a client may take to send a request head; the connection is then closed.
+    pub header_timeout: Duration,
+    /// Longest a stop waits for requests in flight before dropping their connections.
+    pub stop_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Serves the UI on `listener` until `shutdown` completes, checking the replicas' health
-/// in the background.
+/// in the background. Live tails end at once when the stop begins; other requests get up
+/// to `config.stop_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Client,
+    config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let health = client.clone();
@@ -47,14 +68,19 @@ pub async fn serve(
             tokio::time::sleep(HEALTH_INTERVAL).await;
         }
     });
-    let res = axum::serve(listener, router(client))
-        .with_graceful_shutdown(async move {
+    http::serve(
+        listener,
+        router(client),
+        config.header_timeout,
+        config.stop_timeout,
+        async move {
             shutdown.await;
             closing.close();
-        })
-        .await;
+        },
+    )
+    .await;
     checker.abort();
-    res
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,92 @@
+//! Serving the router over HTTP/1 with the bounds a server facing the network needs: a
+//! client has `header_timeout` to send a request head, and a stop waits at most
+//! `stop_timeout` for requests in flight before dropping their connections.
+//!
+//! axum::serve has neither: one client stalled mid-request held a stop for as long as it
+//! stayed connected. A twin of the indexer's `indexer/src/http.rs`; keep the two alike (the
+//! UI talks to indexers only over HTTP, so it does not link their crate).
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the requests in flight
+/// finish for up to `stop_timeout` and drops whatever connections remain.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => {
+                    conns.spawn(connection(io, app.clone(), header_timeout, stop_rx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: the listener itself is fine, and a
+                    // pause lets connections close instead of spinning on the error.
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Finished connections are reaped as they go, so the set stays small.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(stop_timeout, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            stop_timeout_ms = stop_timeout.as_millis() as u64,
+            "Dropping connections still open at the stop deadline."
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// One connection: served until it ends, or, once the stop begins, until its request in
+/// flight is answered (an idle connection closes at once).
+async fn connection(
+    io: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "Connection ended with an error.");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "Connection ended with an error.");
+    }
+}
