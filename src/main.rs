@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sawmill_indexer::{ApiConfig, Granularity, Store, StoreConfig};
+use sawmill_indexer::{ApiConfig, Granularity, SearchLimits, Store, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -175,6 +175,40 @@ struct StoreArgs {
     /// Indexing memory per open partition writer (e.g. 128MiB).
     #[arg(long, env = "SAWMILL_WRITER_MEMORY", default_value = "128MiB", value_parser = bytes)]
     writer_memory: u64,
+    /// Longer ingested messages are cut to this size (on a character boundary) and flagged `truncated`.
+    #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "256KiB", value_parser = bytes)]
+    max_message_bytes: u64,
+    #[command(flatten)]
+    searches: SearchArgs,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Searches running at once (default: the number of CPU cores); others wait in the queue.
+    #[arg(long, env = "SAWMILL_MAX_CONCURRENT_SEARCHES")]
+    max_concurrent_searches: Option<usize>,
+    /// Searches waiting for a slot; beyond it, searches are refused with 429 and Retry-After.
+    #[arg(long, env = "SAWMILL_SEARCH_QUEUE", default_value_t = 64)]
+    search_queue: usize,
+    /// Longest wait in the queue; beyond it, 503 with Retry-After.
+    #[arg(long, env = "SAWMILL_SEARCH_QUEUE_TIMEOUT", default_value = "10s", value_parser = span)]
+    search_queue_timeout: Duration,
+    /// Longest a search may run; beyond it, it is stopped and answered 504.
+    #[arg(long, env = "SAWMILL_SEARCH_TIMEOUT", default_value = "30s", value_parser = span)]
+    search_timeout: Duration,
+}
+
+impl SearchArgs {
+    fn limits(&self) -> SearchLimits {
+        let mut l = SearchLimits::default();
+        if let Some(n) = self.max_concurrent_searches {
+            l.max_concurrent = n.max(1);
+        }
+        l.queue = self.search_queue;
+        l.queue_timeout = self.search_queue_timeout;
+        l.timeout = self.search_timeout;
+        l
+    }
 }
 
 fn span(s: &str) -> Result<Duration, String> {
@@ -194,6 +228,14 @@ impl StoreArgs {
         c.max_disk = self.max_disk;
         c.writer_memory = self.writer_memory as usize;
         c
+    }
+
+    fn api(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            max_message_bytes: self.max_message_bytes as usize,
+            searches: self.searches.limits(),
+        }
     }
 }
 
@@ -235,9 +277,7 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Indexer(a) => {
-            indexer(a.listen, a.store.config(), a.store.max_body_bytes, None).await
-        }
+        Command::Indexer(a) => indexer(a.listen, a.store.config(), a.store.api(), None).await,
         Command::Shipper(a) => shipper(a).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),
         Command::Ui(a) => ui(a).await,
@@ -250,12 +290,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_disk: None,
                 max_body_bytes: 64 << 20,
                 writer_memory: 128 << 20,
+                max_message_bytes: 256 << 10,
+                searches: SearchArgs {
+                    max_concurrent_searches: None,
+                    search_queue: 64,
+                    search_queue_timeout: Duration::from_secs(10),
+                    search_timeout: Duration::from_secs(30),
+                },
             };
             let up = Up {
                 demo: a.demo,
                 ui_listen: a.ui_listen,
             };
-            indexer(a.listen, store.config(), store.max_body_bytes, Some(up)).await
+            indexer(a.listen, store.config(), store.api(), Some(up)).await
         }
     }
 }
@@ -271,7 +318,7 @@ struct Up {
 async fn indexer(
     listen: SocketAddr,
     config: StoreConfig,
-    max_body_bytes: u64,
+    api: ApiConfig,
     up: Option<Up>,
 ) -> anyhow::Result<()> {
     let data = config.data.clone();
@@ -284,14 +331,9 @@ async fn indexer(
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sawmill_indexer::serve(
-        listener,
-        store,
-        ApiConfig { max_body_bytes },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = tokio::spawn(sawmill_indexer::serve(listener, store, api, async {
+        let _ = stop_rx.await;
+    }));
     // Tests and scripts read this line to find a port chosen by the kernel (--listen 127.0.0.1:0).
     println!("sawmill indexer listening on {url}");
     let mut shipper = None;
