@@ -50,11 +50,6 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// No deadline: for searches the indexer makes for itself.
-    pub fn unlimited() -> Budget {
-        Budget::new(Duration::from_secs(100 * 365 * 86_400), Default::default())
-    }
-
     fn new(timeout: Duration, cancelled: Arc<AtomicBool>) -> Budget {
         let now = Instant::now();
         Budget {

@@ -328,6 +328,10 @@ fn four_huge_answers_at_once_stay_within_128_mib_of_indexer_memory() {
         assert_eq!(*a, (200, 200, MIB), "(total, hits, shortest message)");
     }
     let grew_mib = (ix.peak_rss_kib().saturating_sub(before)) as f64 / 1024.0;
+    eprintln!(
+        "four huge answers: indexer peak RSS {grew_mib:.1} MiB above {:.0} MiB",
+        before as f64 / 1024.0
+    );
     assert!(
         grew_mib <= 128.0,
         "four concurrent q=*&limit=10000 answers over 200 records of 1 MiB raised the indexer's \
