@@ -78,7 +78,7 @@ fn get_full(url: &str) -> (u16, Option<String>, Value) {
 // Regression (issue 9, point 9): nothing bounded concurrent searches, so 50 clients of
 // heavy queries starved ingest and `/healthz` and grew the indexer to 634 MiB.
 #[test]
-fn searches_beyond_the_limit_get_429_with_retry_after_and_are_counted() {
+fn searches_beyond_the_limit_wait_or_get_429_or_503_with_retry_after_and_are_counted() {
     let dir = TempDir::new("search-limit");
     let ix = Indexer::start_env(
         dir.path(),
@@ -159,6 +159,79 @@ fn searches_beyond_the_limit_get_429_with_retry_after_and_are_counted() {
         }
     }
     wait_total(&ix, "service:small", 5);
+
+    // A queue that waits long enough lets them all through, one at a time.
+    assert!(ix.terminate().success());
+    let all_wait = [
+        ("SAWMILL_MAX_CONCURRENT_SEARCHES", "1"),
+        ("SAWMILL_SEARCH_QUEUE", "100"),
+        ("SAWMILL_SEARCH_QUEUE_TIMEOUT", "60s"),
+    ];
+    let ix = Indexer::start_env(dir.path(), &[], &all_wait);
+    let statuses = burst(&url_of(&ix, HEAVY), 12);
+    assert_eq!(
+        statuses.iter().filter(|a| a.0 == 200).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        ix.metric("sawmill_indexer_searches_rejected_total{reason=\"queue_full\"}")
+            + ix.metric("sawmill_indexer_searches_rejected_total{reason=\"queue_timeout\"}"),
+        0.0
+    );
+    // A wait longer than --search-queue-timeout is refused with 503, and counted.
+    assert!(ix.terminate().success());
+    let short_wait = [
+        ("SAWMILL_MAX_CONCURRENT_SEARCHES", "1"),
+        ("SAWMILL_SEARCH_QUEUE", "100"),
+        ("SAWMILL_SEARCH_QUEUE_TIMEOUT", "1ms"),
+    ];
+    let ix = Indexer::start_env(dir.path(), &[], &short_wait);
+    let answers = burst(&url_of(&ix, HEAVY), clients);
+    let waited: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.0 != 200 && a.0 != 503).count(),
+        0,
+        "{answers:?}"
+    );
+    assert!(
+        !waited.is_empty(),
+        "{clients} heavy searches at once with one slot and a 1 ms wait: none refused"
+    );
+    for (_, retry, v) in &waited {
+        assert_eq!(retry.as_deref(), Some("1"), "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("--search-queue-timeout"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        ix.metric("sawmill_indexer_searches_rejected_total{reason=\"queue_timeout\"}"),
+        waited.len() as f64
+    );
+}
+
+fn url_of(ix: &Indexer, q: &str) -> String {
+    ix.api(&format!("/api/v1/search?q={}&limit=100", urlencode(q)))
+}
+
+/// `n` GETs of `url` at once.
+fn burst(url: &str, n: usize) -> Vec<(u16, Option<String>, Value)> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    get_full(url)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 /// The first SSE `event: error` of a tail, within `within`.
