@@ -246,7 +246,7 @@ enum Part {
 
 /// A streamed answer's hits are read on the search threads in chunks of about this size,
 /// one chunk ahead of the client: four clients taking 200 MB answers at once grew the
-/// indexer by 2 GiB when answers were built whole, and by a few MiB since.
+/// indexer by 2 GiB when answers were built whole, and by about 40 MiB since.
 const CHUNK_BYTES: usize = 256 << 10;
 
 /// A JSON answer written as the client takes it, in memory bounded by one chunk. A failure
