@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -249,47 +249,63 @@ enum Part {
 /// indexer by 2 GiB when answers were built whole, and by about 40 MiB since.
 const CHUNK_BYTES: usize = 256 << 10;
 
-/// A JSON answer written as the client takes it, in memory bounded by one chunk. A failure
-/// halfway can no longer change the status, so it cuts the body short (the client sees
-/// incomplete JSON) and is logged and counted.
-fn streamed(s: &AppState, parts: Vec<Part>) -> Response {
-    let state = (VecDeque::from(parts), s.clone());
-    let stream = futures_util::stream::unfold(state, |(mut parts, s)| async move {
-        loop {
-            match parts.pop_front()? {
-                Part::Text(t) => return Some((Ok(Bytes::from(t)), (parts, s))),
-                Part::Hits(reader) if reader.remaining() == 0 => continue,
-                Part::Hits(mut reader) => {
-                    let res = s
-                        .searches
-                        .spawn(move || {
-                            let mut out = Vec::new();
-                            let res = reader.read_chunk(&mut out, CHUNK_BYTES);
-                            res.map(|_| (reader, out))
-                        })
-                        .await
-                        .and_then(|r| r);
-                    match res {
-                        Ok((reader, out)) => {
-                            parts.push_front(Part::Hits(reader));
-                            return Some((Ok(Bytes::from(out)), (parts, s)));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "Reading hits for an answer failed; the answer is cut short.");
-                            s.store.metrics().search_errors.fetch_add(1, Relaxed);
-                            parts.clear();
-                            return Some((Err(std::io::Error::other(e.to_string())), (parts, s)));
-                        }
-                    }
-                }
+/// The next chunk of a streamed answer: parts gathered until it holds [`CHUNK_BYTES`] or
+/// the parts run out; hits are read on the search threads.
+async fn next_chunk(parts: &mut VecDeque<Part>, s: &AppState) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while out.len() < CHUNK_BYTES {
+        match parts.pop_front() {
+            None => break,
+            Some(Part::Text(t)) => out.extend_from_slice(t.as_bytes()),
+            Some(Part::Hits(reader)) if reader.remaining() == 0 => {}
+            Some(Part::Hits(mut reader)) => {
+                let (reader, chunk) = s
+                    .searches
+                    .spawn(move || {
+                        let res = reader.read_chunk(&mut out, CHUNK_BYTES);
+                        res.map(|_| (reader, out))
+                    })
+                    .await??;
+                out = chunk;
+                parts.push_front(Part::Hits(reader));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON answer written as the client takes it, in memory bounded by one chunk. An answer
+/// that fits in one chunk leaves whole, in one write: streamed, its end-of-body marker went
+/// as a second small write, which Nagle's algorithm held until the client's delayed ACK,
+/// 40 ms later. A failure after the first chunk can no longer change the status, so it
+/// cuts the body short (the client sees incomplete JSON) and is logged and counted.
+async fn streamed(s: &AppState, parts: Vec<Part>) -> Response {
+    let mut parts = VecDeque::from(parts);
+    let json = [(CONTENT_TYPE, "application/json")];
+    let first = match next_chunk(&mut parts, s).await {
+        Ok(first) => first,
+        Err(e) => {
+            s.store.metrics().search_errors.fetch_add(1, Relaxed);
+            return e.into_response();
+        }
+    };
+    if parts.is_empty() {
+        return (json, first).into_response();
+    }
+    let rest = futures_util::stream::unfold((parts, s.clone()), |(mut parts, s)| async move {
+        match next_chunk(&mut parts, &s).await {
+            Ok(chunk) if chunk.is_empty() => None,
+            Ok(chunk) => Some((Ok(Bytes::from(chunk)), (parts, s))),
+            Err(e) => {
+                tracing::error!(error = %e, "Reading hits for an answer failed; the answer is cut short.");
+                s.store.metrics().search_errors.fetch_add(1, Relaxed);
+                parts.clear();
+                Some((Err(std::io::Error::other(e.to_string())), (parts, s)))
             }
         }
     });
-    (
-        [(CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    let first = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
+    (json, Body::from_stream(first.chain(rest))).into_response()
 }
 
 fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
@@ -318,7 +334,8 @@ async fn search(State(s): State<AppState>, Params(p): Params<SearchParams>) -> R
             Part::Hits(r.hits.reader(cut)),
             Part::Text(end),
         ],
-    ))
+    )
+    .await)
 }
 
 async fn histogram(
@@ -397,7 +414,8 @@ async fn context(
             Part::Hits(c.after.reader(cut)),
             Part::Text(format!("],\"took_ms\":{}}}", ms(started))),
         ],
-    ))
+    )
+    .await)
 }
 
 /// `{"id":"...","total":N,"hits":[...],"took_ms":T}`, streamed.
@@ -420,7 +438,8 @@ async fn trace(
             Part::Hits(hits.reader(p.max_message_bytes)),
             Part::Text(format!("],\"took_ms\":{}}}", ms(started))),
         ],
-    ))
+    )
+    .await)
 }
 
 /// Records are sent as they become searchable; a round that finds more than this many
