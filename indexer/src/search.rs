@@ -5,7 +5,6 @@
 
 use std::ops::Bound;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tantivy::collector::{Collector, Count};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
@@ -45,18 +44,9 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The record as the API returns it: its stored JSON with `_id` added in front.
-    pub fn to_json(&self) -> Box<RawValue> {
-        let mut out = Vec::with_capacity(self.source.len() + 32);
-        self.write_json(&mut out, None);
-        String::from_utf8(out)
-            .ok()
-            .and_then(|s| RawValue::from_string(s).ok())
-            .unwrap_or_else(|| RawValue::from_string("{}".into()).unwrap())
-    }
-
-    /// Appends the record as the API returns it to `out`; with `cut`, a message longer than
-    /// that many bytes is cut on a character boundary and the hit says so (`_message_cut`).
+    /// Appends the record as the API returns it to `out`, its stored JSON with `_id` added in
+    /// front; with `cut`, a message longer than that many bytes is cut on a character
+    /// boundary and the hit says so (`_message_cut`).
     pub fn write_json(&self, out: &mut Vec<u8>, cut: Option<usize>) {
         // The whole record is no longer than the limit, so neither is its message.
         if let Some(max) = cut.filter(|max| self.source.len() > *max) {
@@ -65,7 +55,8 @@ impl Hit {
                     if cut_str(m, max) {
                         obj.insert("_message_cut".into(), Value::Bool(true));
                         obj.insert("_id".into(), Value::String(self.rid.to_string()));
-                        if serde_json::to_writer(&mut *out, &obj).is_ok() {
+                        if let Ok(json) = serde_json::to_vec(&obj) {
+                            out.extend_from_slice(&json);
                             return;
                         }
                     }
