@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sawmill_indexer::{ApiConfig, Granularity, Store, StoreConfig};
+use sawmill_indexer::{ApiConfig, Granularity, SearchLimits, Store, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -195,6 +195,40 @@ struct StoreArgs {
     /// Indexing memory per open partition writer (e.g. 128MiB).
     #[arg(long, env = "SAWMILL_WRITER_MEMORY", default_value = "128MiB", value_parser = bytes)]
     writer_memory: u64,
+    /// Longer ingested messages are cut to this size (on a character boundary) and flagged `truncated`.
+    #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "256KiB", value_parser = bytes)]
+    max_message_bytes: u64,
+    #[command(flatten)]
+    searches: SearchArgs,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Searches running at once (default: the number of CPU cores); others wait in the queue.
+    #[arg(long, env = "SAWMILL_MAX_CONCURRENT_SEARCHES")]
+    max_concurrent_searches: Option<usize>,
+    /// Searches waiting for a slot; beyond it, searches are refused with 429 and Retry-After.
+    #[arg(long, env = "SAWMILL_SEARCH_QUEUE", default_value_t = 64)]
+    search_queue: usize,
+    /// Longest wait in the queue; beyond it, 503 with Retry-After.
+    #[arg(long, env = "SAWMILL_SEARCH_QUEUE_TIMEOUT", default_value = "10s", value_parser = span)]
+    search_queue_timeout: Duration,
+    /// Longest a search may run; beyond it, it is stopped and answered 504.
+    #[arg(long, env = "SAWMILL_SEARCH_TIMEOUT", default_value = "30s", value_parser = span)]
+    search_timeout: Duration,
+}
+
+impl SearchArgs {
+    fn limits(&self) -> SearchLimits {
+        let mut l = SearchLimits::default();
+        if let Some(n) = self.max_concurrent_searches {
+            l.max_concurrent = n.max(1);
+        }
+        l.queue = self.search_queue;
+        l.queue_timeout = self.search_queue_timeout;
+        l.timeout = self.search_timeout;
+        l
+    }
 }
 
 fn span(s: &str) -> Result<Duration, String> {
@@ -214,6 +248,17 @@ impl StoreArgs {
         c.max_disk = self.max_disk;
         c.writer_memory = self.writer_memory as usize;
         c
+    }
+
+    /// The API settings these flags give; the HTTP timeouts keep their defaults unless the
+    /// command has flags for them.
+    fn api(&self) -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: self.max_body_bytes,
+            max_message_bytes: self.max_message_bytes as usize,
+            searches: self.searches.limits(),
+            ..ApiConfig::default()
+        }
     }
 }
 
@@ -280,10 +325,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Indexer(a) => {
             let api = ApiConfig {
-                max_body_bytes: a.store.max_body_bytes,
                 header_timeout: a.http.header_timeout,
                 body_timeout: a.body_timeout,
                 stop_timeout: a.http.stop_timeout,
+                ..a.store.api()
             };
             indexer(a.listen, a.store.config(), api, None).await
         }
@@ -299,16 +344,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_disk: None,
                 max_body_bytes: 64 << 20,
                 writer_memory: 128 << 20,
+                max_message_bytes: 256 << 10,
+                searches: SearchArgs {
+                    max_concurrent_searches: None,
+                    search_queue: 64,
+                    search_queue_timeout: Duration::from_secs(10),
+                    search_timeout: Duration::from_secs(30),
+                },
             };
             let up = Up {
                 demo: a.demo,
                 ui_listen: a.ui_listen,
             };
-            let api = ApiConfig {
-                max_body_bytes: store.max_body_bytes,
-                ..ApiConfig::default()
-            };
-            indexer(a.listen, store.config(), api, Some(up)).await
+            indexer(a.listen, store.config(), store.api(), Some(up)).await
         }
     }
 }

@@ -1,11 +1,14 @@
 //! The HTTP API of DESIGN.md: handlers parse the request, call the store, shape the answer.
+//! Searches run on the search threads within their limits; answers with hits are streamed,
+//! the hits read from the doc store a chunk at a time as the client takes them.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -14,10 +17,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tantivy::query::Query;
 use time::OffsetDateTime;
@@ -27,8 +29,9 @@ use crate::body::{decode, ndjson_objects, read_limited};
 use crate::collectors::Order;
 use crate::error::{Error, Result};
 use crate::metrics::add_duration;
-use crate::record::Record;
-use crate::search::{Hit, Scope, TimeRange};
+use crate::record::{cut_message, Record};
+use crate::search::{HitReader, Scope, TimeRange};
+use crate::searches::{Budget, SearchLimits, Searches};
 use crate::store::{Outcome, Store};
 use crate::times::{format_rfc3339, parse_instant};
 
@@ -43,6 +46,10 @@ pub struct ApiConfig {
     pub body_timeout: Duration,
     /// Longest a stop waits for requests in flight before dropping their connections.
     pub stop_timeout: Duration,
+    /// Longer ingested messages are cut to this many bytes and flagged `truncated`.
+    pub max_message_bytes: usize,
+    /// How many searches run at once, wait, and for how long.
+    pub searches: SearchLimits,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +59,8 @@ impl Default for ApiConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
+            max_message_bytes: 256 << 10,
+            searches: SearchLimits::default(),
         }
     }
 }
@@ -60,6 +69,7 @@ impl Default for ApiConfig {
 pub struct AppState {
     store: Store,
     config: ApiConfig,
+    searches: Searches,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -81,6 +91,7 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
         .route("/", get(root))
         .fallback(not_found)
         .with_state(AppState {
+            searches: Searches::start(config.searches.clone(), store.metrics().clone()),
             store,
             config,
             shutdown,
@@ -130,6 +141,8 @@ struct SearchParams {
     #[serde(default)]
     order: Order,
     cursor: Option<String>,
+    /// Cut each hit's message to this many bytes (lists show only the start of long ones).
+    max_message_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +177,7 @@ struct ContextParams {
     after: usize,
     #[serde(default)]
     scope: Scope,
+    max_message_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +185,7 @@ struct ContextParams {
 struct TraceParams {
     #[serde(default = "default_trace_limit")]
     limit: usize,
+    max_message_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +193,7 @@ struct TraceParams {
 struct TailParams {
     #[serde(default)]
     q: String,
+    max_message_bytes: Option<usize>,
 }
 
 fn time_range(start: Option<&str>, end: Option<&str>) -> Result<TimeRange> {
@@ -210,21 +226,14 @@ fn check_max(name: &str, v: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs a search off the async threads, counting it.
+/// Runs a search on the search threads within its limits, counting it.
 async fn blocking<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Store, &Budget) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let store = s.store.clone();
     let started = Instant::now();
-    let res = tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .unwrap_or_else(|e| {
-            Err(Error::Io {
-                path: Default::default(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        });
+    let res = s.searches.run(move |budget| f(&store, budget)).await;
     let m = s.store.metrics();
     m.searches.fetch_add(1, Relaxed);
     add_duration(&m.search_micros, started.elapsed());
@@ -234,40 +243,108 @@ async fn blocking<T: Send + 'static>(
     res
 }
 
-fn hits_json(hits: &[Hit]) -> Vec<Box<RawValue>> {
-    hits.iter().map(Hit::to_json).collect()
-}
-
 fn ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
-#[derive(Serialize)]
-struct SearchBody {
-    total: u64,
-    hits: Vec<Box<RawValue>>,
-    took_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cursor: Option<String>,
+/// A piece of a streamed answer: JSON text, or hits still to be read, comma-separated.
+enum Part {
+    Text(String),
+    Hits(HitReader),
 }
 
-async fn search(
-    State(s): State<AppState>,
-    Params(p): Params<SearchParams>,
-) -> Result<Json<SearchBody>> {
+/// A streamed answer's hits are read on the search threads in chunks of about this size,
+/// one chunk ahead of the client: four clients taking 200 MB answers at once grew the
+/// indexer by 2 GiB when answers were built whole, and by about 40 MiB since.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// The next chunk of a streamed answer: parts gathered until it holds [`CHUNK_BYTES`] or
+/// the parts run out; hits are read on the search threads.
+async fn next_chunk(parts: &mut VecDeque<Part>, s: &AppState) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while out.len() < CHUNK_BYTES {
+        match parts.pop_front() {
+            None => break,
+            Some(Part::Text(t)) => out.extend_from_slice(t.as_bytes()),
+            Some(Part::Hits(reader)) if reader.remaining() == 0 => {}
+            Some(Part::Hits(mut reader)) => {
+                let (reader, chunk) = s
+                    .searches
+                    .spawn(move || {
+                        let res = reader.read_chunk(&mut out, CHUNK_BYTES);
+                        res.map(|_| (reader, out))
+                    })
+                    .await??;
+                out = chunk;
+                parts.push_front(Part::Hits(reader));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON answer written as the client takes it, in memory bounded by one chunk. An answer
+/// that fits in one chunk leaves whole, in one write: streamed, its end-of-body marker went
+/// as a second small write, which Nagle's algorithm held until the client's delayed ACK,
+/// 40 ms later. A failure after the first chunk can no longer change the status, so it
+/// cuts the body short (the client sees incomplete JSON) and is logged and counted.
+async fn streamed(s: &AppState, parts: Vec<Part>) -> Response {
+    let mut parts = VecDeque::from(parts);
+    let json = [(CONTENT_TYPE, "application/json")];
+    let first = match next_chunk(&mut parts, s).await {
+        Ok(first) => first,
+        Err(e) => {
+            s.store.metrics().search_errors.fetch_add(1, Relaxed);
+            return e.into_response();
+        }
+    };
+    if parts.is_empty() {
+        return (json, first).into_response();
+    }
+    let rest = futures_util::stream::unfold((parts, s.clone()), |(mut parts, s)| async move {
+        match next_chunk(&mut parts, &s).await {
+            Ok(chunk) if chunk.is_empty() => None,
+            Ok(chunk) => Some((Ok(Bytes::from(chunk)), (parts, s))),
+            Err(e) => {
+                tracing::error!(error = %e, "Reading hits for an answer failed; the answer is cut short.");
+                s.store.metrics().search_errors.fetch_add(1, Relaxed);
+                parts.clear();
+                Some((Err(std::io::Error::other(e.to_string())), (parts, s)))
+            }
+        }
+    });
+    let first = futures_util::stream::once(async move { Ok(Bytes::from(first)) });
+    (json, Body::from_stream(first.chain(rest))).into_response()
+}
+
+fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// `{"total":N,"hits":[...],"took_ms":T,"cursor":"..."}`, streamed.
+async fn search(State(s): State<AppState>, Params(p): Params<SearchParams>) -> Result<Response> {
     let range = time_range(p.start.as_deref(), p.end.as_deref())?;
     check_max("limit", p.limit, MAX_LIMIT)?;
     let started = Instant::now();
-    let r = blocking(&s, move |st| {
-        st.search(&p.q, range, p.order, p.limit, p.cursor.as_deref())
+    let cut = p.max_message_bytes;
+    let r = blocking(&s, move |st, budget| {
+        st.search(&p.q, range, p.order, p.limit, p.cursor.as_deref(), budget)
     })
     .await?;
-    Ok(Json(SearchBody {
-        total: r.total,
-        hits: hits_json(&r.hits),
-        took_ms: ms(started),
-        cursor: r.cursor,
-    }))
+    let mut end = format!("],\"took_ms\":{}", ms(started));
+    if let Some(c) = &r.cursor {
+        end.push_str(&format!(",\"cursor\":{}", json_text(c)));
+    }
+    end.push('}');
+    Ok(streamed(
+        &s,
+        vec![
+            Part::Text(format!("{{\"total\":{},\"hits\":[", r.total)),
+            Part::Hits(r.hits.reader(cut)),
+            Part::Text(end),
+        ],
+    )
+    .await)
 }
 
 async fn histogram(
@@ -280,7 +357,7 @@ async fn histogram(
         return Err(Error::BadRequest("`buckets` must be at least 1".into()));
     }
     let started = Instant::now();
-    let h = blocking(&s, move |st| st.histogram(&p.q, range, p.buckets)).await?;
+    let h = blocking(&s, move |st, b| st.histogram(&p.q, range, p.buckets, b)).await?;
     let total: u64 = h.buckets.iter().map(|b| b.1).sum();
     let buckets: Vec<Value> = h
         .buckets
@@ -303,7 +380,7 @@ async fn terms(State(s): State<AppState>, Params(p): Params<TermsParams>) -> Res
     check_max("size", p.size, 1000)?;
     let started = Instant::now();
     let field = p.field.clone();
-    let t = blocking(&s, move |st| st.terms(&p.field, &p.q, range, p.size)).await?;
+    let t = blocking(&s, move |st, b| st.terms(&p.field, &p.q, range, p.size, b)).await?;
     let values: Vec<Value> = t
         .values
         .iter()
@@ -319,60 +396,163 @@ fn parse_id(id: &str) -> Result<u64> {
         .map_err(|_| Error::BadRequest(format!("`{id}` is not a record id (the `_id` of a hit)")))
 }
 
-#[derive(Serialize)]
-struct ContextBody {
-    anchor: Box<RawValue>,
-    before: Vec<Box<RawValue>>,
-    after: Vec<Box<RawValue>>,
-    took_ms: u64,
-}
-
+/// `{"anchor":{...},"before":[...],"after":[...],"took_ms":T}`, streamed.
 async fn context(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Params(p): Params<ContextParams>,
-) -> Result<Json<ContextBody>> {
+) -> Result<Response> {
     let rid = parse_id(&id)?;
     check_max("before", p.before, MAX_LIMIT)?;
     check_max("after", p.after, MAX_LIMIT)?;
     let started = Instant::now();
-    let c = blocking(&s, move |st| st.context(rid, p.before, p.after, p.scope)).await?;
-    Ok(Json(ContextBody {
-        anchor: c.anchor.to_json(),
-        before: hits_json(&c.before),
-        after: hits_json(&c.after),
-        took_ms: ms(started),
-    }))
+    let cut = p.max_message_bytes;
+    let c = blocking(&s, move |st, b| {
+        st.context(rid, p.before, p.after, p.scope, b)
+    })
+    .await?;
+    let mut anchor = b"{\"anchor\":".to_vec();
+    c.anchor.write_json(&mut anchor, cut);
+    anchor.extend_from_slice(b",\"before\":[");
+    Ok(streamed(
+        &s,
+        vec![
+            Part::Text(String::from_utf8(anchor).unwrap_or_default()),
+            Part::Hits(c.before.reader(cut)),
+            Part::Text("],\"after\":[".into()),
+            Part::Hits(c.after.reader(cut)),
+            Part::Text(format!("],\"took_ms\":{}}}", ms(started))),
+        ],
+    )
+    .await)
 }
 
-#[derive(Serialize)]
-struct TraceBody {
-    id: String,
-    total: u64,
-    hits: Vec<Box<RawValue>>,
-    took_ms: u64,
-}
-
+/// `{"id":"...","total":N,"hits":[...],"took_ms":T}`, streamed.
 async fn trace(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Params(p): Params<TraceParams>,
-) -> Result<Json<TraceBody>> {
+) -> Result<Response> {
     check_max("limit", p.limit, 100_000)?;
     let started = Instant::now();
     let key = id.clone();
-    let (total, hits) = blocking(&s, move |st| st.trace(&key, p.limit)).await?;
-    Ok(Json(TraceBody {
-        id,
-        total,
-        hits: hits_json(&hits),
-        took_ms: ms(started),
-    }))
+    let (total, hits) = blocking(&s, move |st, b| st.trace(&key, p.limit, b)).await?;
+    Ok(streamed(
+        &s,
+        vec![
+            Part::Text(format!(
+                "{{\"id\":{},\"total\":{total},\"hits\":[",
+                json_text(&id)
+            )),
+            Part::Hits(hits.reader(p.max_message_bytes)),
+            Part::Text(format!("],\"took_ms\":{}}}", ms(started))),
+        ],
+    )
+    .await)
 }
 
 /// Records are sent as they become searchable; a round that finds more than this many
 /// sends the first of them and says how many it skipped (a browser cannot show more).
 const TAIL_ROUND: usize = 1000;
+
+/// A live tail between events: what it has to send, and where the next round starts.
+struct Tailing {
+    s: AppState,
+    query: Arc<dyn Query>,
+    searchable: watch::Receiver<u64>,
+    /// The next round looks at records from this log position on.
+    from: u64,
+    pending: VecDeque<Event>,
+    /// A round's hits not yet read: read a chunk at a time, as the events go out.
+    reading: Option<HitReader>,
+    cut: Option<usize>,
+}
+
+impl Tailing {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
+            }
+            if let Some(reader) = self.reading.take().filter(|r| r.remaining() > 0) {
+                let cut = self.cut;
+                let res = self
+                    .s
+                    .searches
+                    .spawn(move || {
+                        let mut reader = reader;
+                        let mut events = Vec::new();
+                        let mut bytes = 0;
+                        while bytes < CHUNK_BYTES {
+                            let Some(hit) = reader.next_hit()? else { break };
+                            let mut out = Vec::new();
+                            hit.write_json(&mut out, cut);
+                            bytes += out.len();
+                            events.push(Event::default().data(String::from_utf8_lossy(&out)));
+                        }
+                        Ok((reader, events))
+                    })
+                    .await
+                    .and_then(|r| r);
+                match res {
+                    Ok((reader, events)) => {
+                        self.reading = Some(reader);
+                        self.pending.extend(events);
+                    }
+                    Err(e) => {
+                        self.pending
+                            .push_back(Event::default().event("error").data(e.to_string()));
+                    }
+                }
+                continue;
+            }
+            let mut shutdown = self.s.shutdown.clone();
+            if *shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                changed = self.searchable.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                _ = shutdown.changed() => return None,
+            }
+            let upto = *self.searchable.borrow_and_update();
+            if upto <= self.from {
+                continue;
+            }
+            let (q, from) = (self.query.clone(), self.from);
+            let res = blocking(&self.s, move |st, b| {
+                st.since(q.as_ref(), from, upto, TAIL_ROUND, b)
+            })
+            .await;
+            match res {
+                Ok((total, hits)) => {
+                    self.from = upto;
+                    if total > hits.len() as u64 {
+                        self.pending.push_back(
+                            Event::default()
+                                .event("skipped")
+                                .data((total - hits.len() as u64).to_string()),
+                        );
+                    }
+                    self.reading = Some(hits.reader(self.cut));
+                }
+                Err(e) => {
+                    // A round past the search timeout would only grow and time out again:
+                    // it is given up, and the error says so. Other failures (a full search
+                    // queue) are tried again with the next commit.
+                    if matches!(e, Error::SearchTimeout { .. }) {
+                        self.from = upto;
+                    }
+                    self.pending
+                        .push_back(Event::default().event("error").data(e.to_string()));
+                }
+            }
+        }
+    }
+}
 
 async fn tail(
     State(s): State<AppState>,
@@ -381,61 +561,19 @@ async fn tail(
     let query: Arc<dyn Query> = Arc::from(s.store.parse_query(&p.q)?);
     let mut searchable = s.store.subscribe();
     let from = *searchable.borrow_and_update();
-    let state = (
+    let state = Tailing {
         s,
         query,
         searchable,
         from,
-        std::collections::VecDeque::from([Event::default().comment("connected")]),
-    );
-    let stream = futures_util::stream::unfold(
-        state,
-        |(s, query, mut searchable, mut from, mut pending)| async move {
-            loop {
-                if let Some(ev) = pending.pop_front() {
-                    return Some((Ok(ev), (s, query, searchable, from, pending)));
-                }
-                let mut shutdown = s.shutdown.clone();
-                if *shutdown.borrow() {
-                    return None;
-                }
-                tokio::select! {
-                    changed = searchable.changed() => {
-                        if changed.is_err() {
-                            return None;
-                        }
-                    }
-                    _ = shutdown.changed() => return None,
-                }
-                let upto = *searchable.borrow_and_update();
-                if upto <= from {
-                    continue;
-                }
-                let q = query.clone();
-                let res =
-                    blocking(&s, move |st| st.since(q.as_ref(), from, upto, TAIL_ROUND)).await;
-                match res {
-                    Ok((total, hits)) => {
-                        from = upto;
-                        if total > hits.len() as u64 {
-                            pending.push_back(
-                                Event::default()
-                                    .event("skipped")
-                                    .data((total - hits.len() as u64).to_string()),
-                            );
-                        }
-                        for h in hits {
-                            pending.push_back(Event::default().data(h.to_json().get()));
-                        }
-                    }
-                    // The same window is tried again at the next commit.
-                    Err(e) => {
-                        pending.push_back(Event::default().event("error").data(e.to_string()))
-                    }
-                }
-            }
-        },
-    );
+        pending: VecDeque::from([Event::default().comment("connected")]),
+        reading: None,
+        cut: p.max_message_bytes,
+    };
+    let stream = futures_util::stream::unfold(state, |mut t| async move {
+        let ev = t.next_event().await?;
+        Some((Ok(ev), t))
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -516,26 +654,36 @@ fn count_error<T: IntoResponse>(s: &AppState, res: Result<T>) -> Response {
 async fn ingest_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<IngestBody>> {
     let decoded = body_bytes(s, headers, body).await?;
     let st = s.clone();
-    let (records, rejected) = tokio::task::spawn_blocking(move || {
+    let max = s.config.max_message_bytes;
+    let (records, rejected, cut) = tokio::task::spawn_blocking(move || {
         let now = OffsetDateTime::now_utc();
         let mut records = Vec::new();
         let mut rejected = Vec::new();
+        let mut cut = Vec::new();
         for (line, obj) in ndjson_objects(&decoded) {
+            let mut was_cut = false;
             match obj
-                .and_then(|o| Record::from_object(o, now))
+                .and_then(|mut o| {
+                    was_cut = cut_message(&mut o, max);
+                    Record::from_object(o, now)
+                })
                 .and_then(|r| check_age(&st, &r, now).map(|_| r))
             {
-                Ok(r) => records.push(r),
+                Ok(r) => {
+                    records.push(r);
+                    cut.push(was_cut);
+                }
                 Err(error) => rejected.push(RejectedLine { line, error }),
             }
         }
-        (records, rejected)
+        (records, rejected, cut)
     })
     .await
     .map_err(|e| Error::BadRequest(e.to_string()))?;
     let m = s.store.metrics();
     m.records_rejected.fetch_add(rejected.len() as u64, Relaxed);
     let outcomes = s.store.ingest(records).await?;
+    count_cut(s, &outcomes, &cut);
     let duplicates = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)
@@ -548,6 +696,19 @@ async fn ingest_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<J
         duplicates,
         rejected,
     }))
+}
+
+/// Counts the stored records whose message was cut (a resent duplicate was counted before).
+fn count_cut(s: &AppState, outcomes: &[Outcome], cut: &[bool]) {
+    let n = outcomes
+        .iter()
+        .zip(cut)
+        .filter(|(o, c)| **c && matches!(o, Outcome::Stored(_)))
+        .count();
+    s.store
+        .metrics()
+        .records_truncated
+        .fetch_add(n as u64, Relaxed);
 }
 
 async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -574,13 +735,15 @@ async fn bulk_inner(
     let started = Instant::now();
     let decoded = body_bytes(s, headers, body).await?;
     let index = index.to_string();
-    let (records, items) = tokio::task::spawn_blocking(move || {
-        crate::bulk::parse(&decoded, &index, OffsetDateTime::now_utc())
+    let max = s.config.max_message_bytes;
+    let (records, items, cut) = tokio::task::spawn_blocking(move || {
+        crate::bulk::parse(&decoded, &index, OffsetDateTime::now_utc(), max)
     })
     .await
     .map_err(|e| Error::BadRequest(e.to_string()))?;
     let m = s.store.metrics();
     let outcomes = s.store.ingest(records).await?;
+    count_cut(s, &outcomes, &cut);
     let duplicates = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)

@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::body::parse_object;
-use crate::record::Record;
+use crate::record::{cut_message, Record};
 use crate::store::Outcome;
 
 /// One action of a bulk body: either a record to store or an error already decided.
@@ -32,8 +32,15 @@ enum ItemResult {
     },
 }
 
-/// Parses action/source line pairs. Records come back in item order.
-pub fn parse(body: &[u8], default_index: &str, now: OffsetDateTime) -> (Vec<Record>, Vec<Item>) {
+/// Parses action/source line pairs, cutting messages to `max_message_bytes`. Records come
+/// back in item order, each with whether its message was cut.
+pub fn parse(
+    body: &[u8],
+    default_index: &str,
+    now: OffsetDateTime,
+    max_message_bytes: usize,
+) -> (Vec<Record>, Vec<Item>, Vec<bool>) {
+    let mut cut = Vec::new();
     let mut lines = body
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -115,10 +122,15 @@ pub fn parse(body: &[u8], default_index: &str, now: OffsetDateTime) -> (Vec<Reco
             ));
             break;
         };
-        let rec = parse_object(source_line)
-            .and_then(|doc| Record::from_object(map_source(doc, &index, id.as_deref()), now));
+        let mut was_cut = false;
+        let rec = parse_object(source_line).and_then(|doc| {
+            let mut obj = map_source(doc, &index, id.as_deref());
+            was_cut = cut_message(&mut obj, max_message_bytes);
+            Record::from_object(obj, now)
+        });
         match rec {
             Ok(r) => {
+                cut.push(was_cut);
                 items.push(Item {
                     action: name,
                     index,
@@ -137,7 +149,7 @@ pub fn parse(body: &[u8], default_index: &str, now: OffsetDateTime) -> (Vec<Reco
             )),
         }
     }
-    (records, items)
+    (records, items, cut)
 }
 
 fn failed(

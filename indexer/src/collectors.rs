@@ -1,11 +1,93 @@
-//! tantivy collectors over fast fields: newest-first top hits, time histogram, top terms.
+//! tantivy collectors over fast fields: newest-first top hits, time histogram, top terms;
+//! and [`Bounded`], which stops any collector once its search's budget is spent.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
-use tantivy::{DateTime, DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::query::Weight;
+use tantivy::{
+    DateTime, DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TantivyError,
+    COLLECT_BLOCK_BUFFER_LEN,
+};
+
+use crate::searches::Budget;
+
+/// Blocks of documents (64 each) between two looks at the budget: a look costs a clock
+/// read, about as much as collecting a handful of documents.
+const BLOCKS_PER_CHECK: usize = 16;
+
+/// Runs `inner` over each segment the way tantivy does, but checks `budget` before each
+/// segment and every [`BLOCKS_PER_CHECK`] blocks of matching documents, failing the search
+/// once it is spent: a search past its deadline stops working within about a thousand
+/// documents, not at the end of the segment.
+pub struct Bounded<'a, C> {
+    pub inner: C,
+    pub budget: &'a Budget,
+}
+
+/// The error a stopped collection returns; the budget says why.
+pub fn stopped() -> TantivyError {
+    TantivyError::InternalError("search stopped: its budget is spent".into())
+}
+
+impl<C: Collector> Collector for Bounded<'_, C> {
+    type Fruit = C::Fruit;
+    type Child = C::Child;
+
+    fn for_segment(
+        &self,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<C::Child> {
+        self.inner.for_segment(segment, reader)
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<<C::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<C::Fruit> {
+        self.inner.merge_fruits(fruits)
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment: u32,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<<C::Child as SegmentCollector>::Fruit> {
+        self.budget.check().map_err(|_| stopped())?;
+        let mut child = self.inner.for_segment(segment, reader)?;
+        let mut docs = weight.scorer(reader, 1.0)?;
+        let alive = reader.alive_bitset();
+        let mut buf = [0 as DocId; COLLECT_BLOCK_BUFFER_LEN];
+        let mut blocks = 0usize;
+        loop {
+            let n = docs.fill_buffer(&mut buf);
+            match alive {
+                None => child.collect_block(&buf[..n]),
+                Some(alive) => {
+                    for &d in buf[..n].iter().filter(|d| alive.is_alive(**d)) {
+                        child.collect(d, 0.0);
+                    }
+                }
+            }
+            if n < buf.len() {
+                break;
+            }
+            blocks += 1;
+            if blocks.is_multiple_of(BLOCKS_PER_CHECK) {
+                self.budget.check().map_err(|_| stopped())?;
+            }
+        }
+        Ok(child.harvest())
+    }
+}
 
 /// Sort order of hits by (`ts`, arrival).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]

@@ -2,10 +2,13 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+
+use crate::searches::span_text;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -36,6 +39,15 @@ pub enum Error {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("the indexer is shutting down")]
     ShuttingDown,
+    #[error("too many searches at once: {running} running and {queued} waiting, the most --max-concurrent-searches and --search-queue allow; retry shortly")]
+    Busy { running: usize, queued: usize },
+    #[error("the search waited {} for a free search slot (--search-queue-timeout) while other searches ran; retry shortly", span_text(*.waited))]
+    QueueTimeout { waited: Duration },
+    #[error("the search ran longer than --search-timeout ({}) and was stopped: narrow the query or the time range", span_text(*.timeout))]
+    SearchTimeout { timeout: Duration },
+    /// Nobody waits for the answer any more; never sent.
+    #[error("the search was cancelled: the client went away")]
+    Cancelled,
 }
 
 impl Error {
@@ -58,7 +70,11 @@ impl Error {
             Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShuttingDown | Error::QueueTimeout { .. } | Error::Cancelled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SearchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Locked { .. } | Error::Io { .. } | Error::Tantivy(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -75,8 +91,13 @@ impl From<tantivy::query::QueryParserError> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        // 5xx details are for the operator's log, not for whoever sent the request.
-        let message = if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+        // 5xx details are for the operator's log, not for whoever sent the request; those
+        // below say what the client can do about them.
+        let message = if status.is_server_error()
+            && !matches!(
+                status,
+                StatusCode::INSUFFICIENT_STORAGE | StatusCode::GATEWAY_TIMEOUT
+            ) {
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 self.to_string()
             } else {
@@ -87,11 +108,22 @@ impl IntoResponse for Error {
             self.to_string()
         };
         let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+        let mut resp = (status, Json(body)).into_response();
+        let headers = resp.headers_mut();
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may never come: the connection cannot carry another request.
-            let close = [(axum::http::header::CONNECTION, "close")];
-            return (status, close, Json(body)).into_response();
+            headers.insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
-        (status, Json(body)).into_response()
+        // Slots free up as searches end: a second is a fair first guess for a retry.
+        if matches!(self, Error::Busy { .. } | Error::QueueTimeout { .. }) {
+            headers.insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }

@@ -25,6 +25,7 @@ mod query;
 mod record;
 mod schema;
 mod search;
+mod searches;
 mod store;
 mod times;
 mod wal;
@@ -38,6 +39,7 @@ pub use partition::{index_settings, Granularity};
 pub use record::{DedupKey, Record, SEVERITIES};
 pub use schema::Fields;
 pub use search::{Hit, Scope, TimeRange};
+pub use searches::SearchLimits;
 pub use store::{Outcome, Store, StoreConfig};
 pub use times::{format_rfc3339, parse_bytes, parse_span};
 

@@ -29,6 +29,15 @@ pub struct Metrics {
     pub searches: AtomicU64,
     pub search_errors: AtomicU64,
     pub search_micros: AtomicU64,
+    /// Searches on a search thread now (a gauge).
+    pub searches_running: AtomicU64,
+    /// Searches waiting for a slot now (a gauge).
+    pub searches_queued: AtomicU64,
+    pub searches_rejected_queue_full: AtomicU64,
+    pub searches_rejected_queue_timeout: AtomicU64,
+    pub searches_timed_out: AtomicU64,
+    pub searches_cancelled: AtomicU64,
+    pub records_truncated: AtomicU64,
 }
 
 pub fn add_duration(counter: &AtomicU64, d: Duration) {
@@ -126,6 +135,35 @@ impl Metrics {
             "Search API requests that failed.",
             self.search_errors.load(Relaxed),
         );
+        counter(
+            "searches_timed_out_total",
+            "Searches stopped at --search-timeout (answered 504).",
+            self.searches_timed_out.load(Relaxed),
+        );
+        counter(
+            "searches_cancelled_total",
+            "Searches stopped because their client went away.",
+            self.searches_cancelled.load(Relaxed),
+        );
+        counter(
+            "records_truncated_total",
+            "Ingested records whose message was cut to --max-message-bytes (flagged `truncated`).",
+            self.records_truncated.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sawmill_indexer_searches_rejected_total Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).\n# TYPE sawmill_indexer_searches_rejected_total counter"
+        );
+        for (reason, n) in [
+            ("queue_full", &self.searches_rejected_queue_full),
+            ("queue_timeout", &self.searches_rejected_queue_timeout),
+        ] {
+            let _ = writeln!(
+                out,
+                "sawmill_indexer_searches_rejected_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let mut float = |name: &str, kind: &str, help: &str, v: String| {
             let _ = writeln!(out, "# HELP sawmill_indexer_{name} {help}\n# TYPE sawmill_indexer_{name} {kind}\nsawmill_indexer_{name} {v}");
         };
@@ -146,6 +184,18 @@ impl Metrics {
             "counter",
             "Time spent answering searches (divide by searches_total for the mean latency).",
             secs(&self.search_micros),
+        );
+        float(
+            "searches_running",
+            "gauge",
+            "Searches running now (at most --max-concurrent-searches).",
+            self.searches_running.load(Relaxed).to_string(),
+        );
+        float(
+            "searches_queued",
+            "gauge",
+            "Searches waiting for a slot now (at most --search-queue).",
+            self.searches_queued.load(Relaxed).to_string(),
         );
         float(
             "partitions",

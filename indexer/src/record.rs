@@ -196,6 +196,41 @@ impl Record {
     }
 }
 
+/// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut.
+pub fn cut_str(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
+}
+
+/// Cuts an ingested object's `message` to at most `max` bytes and flags the record
+/// `truncated`, as the shipper does with long lines; whether it cut. A structured message is
+/// stored as its JSON text (see [`Record::from_object`]), so that text is what is cut.
+pub fn cut_message(obj: &mut Map<String, Value>, max: usize) -> bool {
+    let cut = match obj.get_mut("message") {
+        Some(Value::String(s)) => cut_str(s, max),
+        Some(v @ (Value::Object(_) | Value::Array(_))) => {
+            let mut text = v.to_string();
+            let cut = cut_str(&mut text, max);
+            if cut {
+                *v = Value::String(text);
+            }
+            cut
+        }
+        _ => false,
+    };
+    if cut {
+        obj.insert("truncated".into(), Value::Bool(true));
+    }
+    cut
+}
+
 /// Maps the usual spellings (`ERROR`, `warn`, `fatal`, `3`) to the syslog names.
 pub fn normalize_severity(s: &str) -> Result<&'static str, String> {
     let lower = s.trim().to_ascii_lowercase();
@@ -248,6 +283,22 @@ mod tests {
         assert!(e.contains("`message` is required"), "{e}");
         let e = Record::from_object(obj(json!({"message":"x","ts":"yesterday"})), now).unwrap_err();
         assert!(e.contains("yesterday"), "{e}");
+    }
+
+    #[test]
+    fn messages_are_cut_on_a_character_boundary_and_flagged() {
+        let mut o = obj(json!({"message": "aéé", "truncated": false}));
+        assert!(cut_message(&mut o, 4));
+        assert_eq!(o["message"], "aé");
+        assert_eq!(o["truncated"], true);
+        let mut o = obj(json!({"message": "abcd"}));
+        assert!(!cut_message(&mut o, 4));
+        assert_eq!(o.get("truncated"), None);
+        let mut o = obj(json!({"message": {"k": "vvvv"}}));
+        assert!(cut_message(&mut o, 6));
+        assert_eq!(o["message"], "{\"k\":\"");
+        let mut o = obj(json!({"message": 12345}));
+        assert!(!cut_message(&mut o, 2));
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! The read path: queries, top hits, histograms, terms, context and traces over the partitions
-//! a time range touches.
+//! a time range touches. Every search spends from a [`Budget`] and stops when it is spent;
+//! hits are found first and read from the doc store later, a chunk at a time, by a
+//! [`HitReader`], so an answer of any size is written out in bounded memory.
 
 use std::ops::Bound;
 
-use serde_json::value::RawValue;
-use serde_json::Value;
-use tantivy::collector::Count;
+use serde_json::{Map, Value};
+use tantivy::collector::{Collector, Count};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value as _};
+use tantivy::schema::{Field, IndexRecordOption, Value as _};
+use tantivy::store::StoreReader;
 use tantivy::{DateTime, Searcher, TantivyDocument, Term};
 
-use crate::collectors::{rank, HistogramCollector, Order, TermsCollector, TopCollector, TopHit};
+use crate::collectors::{
+    rank, Bounded, HistogramCollector, Order, TermsCollector, TopCollector, TopHit,
+};
 use crate::error::{Error, Result};
+use crate::record::cut_str;
 use crate::schema::FAST_STRING_FIELDS;
+use crate::searches::Budget;
 use crate::store::Store;
 
 /// An inclusive time range in epoch microseconds; `None` is unbounded.
@@ -37,30 +43,151 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// The record as the API returns it: its stored JSON with `_id` added in front.
-    pub fn to_json(&self) -> Box<RawValue> {
+    /// Appends the record as the API returns it to `out`, its stored JSON with `_id` added in
+    /// front; with `cut`, a message longer than that many bytes is cut on a character
+    /// boundary and the hit says so (`_message_cut`).
+    pub fn write_json(&self, out: &mut Vec<u8>, cut: Option<usize>) {
+        // The whole record is no longer than the limit, so neither is its message.
+        if let Some(max) = cut.filter(|max| self.source.len() > *max) {
+            if let Ok(mut obj) = serde_json::from_str::<Map<String, Value>>(&self.source) {
+                if let Some(Value::String(m)) = obj.get_mut("message") {
+                    if cut_str(m, max) {
+                        obj.insert("_message_cut".into(), Value::Bool(true));
+                        obj.insert("_id".into(), Value::String(self.rid.to_string()));
+                        if let Ok(json) = serde_json::to_vec(&obj) {
+                            out.extend_from_slice(&json);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
         let body = self.source.strip_prefix('{').unwrap_or("}");
         let sep = if body.trim_start().starts_with('}') {
             ""
         } else {
             ","
         };
-        RawValue::from_string(format!("{{\"_id\":\"{}\"{sep}{body}", self.rid))
-            .unwrap_or_else(|_| RawValue::from_string("{}".into()).unwrap())
+        out.extend_from_slice(b"{\"_id\":\"");
+        out.extend_from_slice(self.rid.to_string().as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(sep.as_bytes());
+        out.extend_from_slice(body.as_bytes());
     }
 
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.source).unwrap_or(Value::Null)
     }
+}
 
-    fn cursor(&self) -> String {
-        format!("{}.{}", self.ts_micros, self.rid)
+/// Hits found and ranked but not yet read from the doc store.
+pub struct Found {
+    /// One snapshot per partition, kept so the hits can still be read after a commit.
+    searchers: Vec<Searcher>,
+    /// (index into `searchers`, hit), in answer order.
+    hits: Vec<(usize, TopHit)>,
+    source: Field,
+}
+
+impl Found {
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    /// Reads the hits in order; `cut` cuts messages (see [`Hit::write_json`]).
+    pub fn reader(self, cut: Option<usize>) -> HitReader {
+        HitReader {
+            found: self,
+            next: 0,
+            stores: Vec::new(),
+            cut,
+        }
+    }
+
+    fn reverse(&mut self) {
+        self.hits.reverse();
+    }
+
+    fn sort_by_rid(&mut self) {
+        self.hits.sort_unstable_by_key(|(_, t)| t.rid);
+    }
+}
+
+/// Doc store readers kept open at once by a [`HitReader`]; each caches one block.
+const OPEN_STORES: usize = 8;
+
+/// Reads found hits from the doc store in order. It opens its own store readers, each
+/// caching a single block, rather than using the searcher's shared ones, which keep up to
+/// a hundred decompressed blocks per segment for as long as the searcher lives: with
+/// records of a megabyte, that was a hundred megabytes per segment.
+pub struct HitReader {
+    found: Found,
+    next: usize,
+    /// (partition, segment) → its store reader, most recently opened last.
+    stores: Vec<((usize, u32), StoreReader)>,
+    cut: Option<usize>,
+}
+
+impl HitReader {
+    pub fn remaining(&self) -> usize {
+        self.found.hits.len() - self.next
+    }
+
+    /// The next hit, if any.
+    pub fn next_hit(&mut self) -> Result<Option<Hit>> {
+        let Some(&(p, top)) = self.found.hits.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let key = (p, top.addr.segment_ord);
+        let i = match self.stores.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                if self.stores.len() >= OPEN_STORES {
+                    self.stores.remove(0);
+                }
+                let seg = self.found.searchers[p].segment_reader(top.addr.segment_ord);
+                let store = seg
+                    .get_store_reader(1)
+                    .map_err(|e| Error::Tantivy(e.into()))?;
+                self.stores.push((key, store));
+                self.stores.len() - 1
+            }
+        };
+        let doc: TantivyDocument = self.stores[i].1.get(top.addr.doc_id)?;
+        let source = doc
+            .get_first(self.found.source)
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(Some(Hit {
+            rid: top.rid,
+            ts_micros: top.ts_micros,
+            source,
+        }))
+    }
+
+    /// Appends the next hits to `out` as comma-separated JSON until it holds `max_bytes` or
+    /// the hits run out.
+    pub fn read_chunk(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> Result<()> {
+        while out.len() < max_bytes {
+            let first = self.next == 0;
+            let Some(hit) = self.next_hit()? else { break };
+            if !first {
+                out.push(b',');
+            }
+            hit.write_json(out, self.cut);
+        }
+        Ok(())
     }
 }
 
 pub struct SearchResult {
     pub total: u64,
-    pub hits: Vec<Hit>,
+    pub hits: Found,
     /// Present when more hits may follow.
     pub cursor: Option<String>,
 }
@@ -95,9 +222,9 @@ pub enum Scope {
 pub struct Context {
     pub anchor: Hit,
     /// Oldest first.
-    pub before: Vec<Hit>,
+    pub before: Found,
     /// Oldest first.
-    pub after: Vec<Hit>,
+    pub after: Found,
 }
 
 /// Round intervals a histogram chooses from, in milliseconds.
@@ -146,6 +273,25 @@ fn parse_cursor(s: &str) -> Result<(i64, u64)> {
     ))
 }
 
+/// Runs `collector` within `budget`: a spent budget stops it and is the error returned.
+fn bounded<C: Collector>(
+    searcher: &Searcher,
+    query: &dyn Query,
+    collector: C,
+    budget: &Budget,
+) -> Result<C::Fruit> {
+    budget.check()?;
+    searcher
+        .search(
+            query,
+            &Bounded {
+                inner: collector,
+                budget,
+            },
+        )
+        .map_err(|e| budget.check().err().unwrap_or(Error::Tantivy(e)))
+}
+
 impl Store {
     /// Parses the Lucene-like query language (see `query.rs`); `*` and the empty query
     /// match everything.
@@ -170,19 +316,6 @@ impl Store {
         ]))
     }
 
-    fn load(&self, searcher: &Searcher, top: &TopHit) -> Result<Hit> {
-        let doc: TantivyDocument = searcher.doc(top.addr)?;
-        let source = doc
-            .get_first(self.fields().source)
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        Ok(Hit {
-            rid: top.rid,
-            ts_micros: top.ts_micros,
-            source,
-        })
-    }
-
     /// Counts every match in `range` and returns the `limit` best-ranked ones ranked below
     /// `below` (a cursor), visiting partitions in order and stopping the ranking early.
     fn top_hits(
@@ -192,7 +325,8 @@ impl Store {
         order: Order,
         limit: usize,
         below: Option<(i64, u64)>,
-    ) -> Result<(u64, Vec<Hit>)> {
+        budget: &Budget,
+    ) -> Result<(u64, Found)> {
         let (lo, hi) = range.bounds();
         let mut parts = self.partitions_between(lo, hi);
         if order == Order::Asc {
@@ -206,28 +340,30 @@ impl Store {
         };
         let below_rank = below.map(|(ts, rid)| rank(ts, rid, order));
         let mut total = 0;
-        let mut found: Vec<(Searcher, TopHit)> = Vec::new();
+        let mut found = Found {
+            searchers: Vec::new(),
+            hits: Vec::new(),
+            source: self.fields().source,
+        };
         for p in &parts {
             let searcher = p.reader.searcher();
-            if found.len() >= limit || !p.overlaps(rank_lo, rank_hi) {
-                total += searcher.search(query, &Count)? as u64;
+            if found.hits.len() >= limit || !p.overlaps(rank_lo, rank_hi) {
+                total += bounded(&searcher, query, Count, budget)? as u64;
                 continue;
             }
             let collector = TopCollector {
-                k: limit - found.len(),
+                k: limit - found.hits.len(),
                 order,
                 below: below_rank,
             };
-            let (count, top) = searcher.search(query, &(Count, collector))?;
+            let (count, top) = bounded(&searcher, query, (Count, collector), budget)?;
             total += count as u64;
             // Partitions are disjoint in time, so every hit here ranks after those found so far.
-            found.extend(top.into_iter().map(|t| (searcher.clone(), t)));
+            let i = found.searchers.len();
+            found.hits.extend(top.into_iter().map(|t| (i, t)));
+            found.searchers.push(searcher);
         }
-        let hits = found
-            .iter()
-            .map(|(s, t)| self.load(s, t))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((total, hits))
+        Ok((total, found))
     }
 
     pub fn search(
@@ -237,12 +373,15 @@ impl Store {
         order: Order,
         limit: usize,
         cursor: Option<&str>,
+        budget: &Budget,
     ) -> Result<SearchResult> {
         let below = cursor.map(parse_cursor).transpose()?;
         let query = self.time_filtered(self.parse_query(q)?, range);
-        let (total, hits) = self.top_hits(query.as_ref(), range, order, limit, below)?;
+        let (total, hits) = self.top_hits(query.as_ref(), range, order, limit, below, budget)?;
         let cursor = if hits.len() == limit && limit > 0 {
-            hits.last().map(Hit::cursor)
+            hits.hits
+                .last()
+                .map(|(_, t)| format!("{}.{}", t.ts_micros, t.rid))
         } else {
             None
         };
@@ -255,7 +394,13 @@ impl Store {
 
     /// Counts over time. An unbounded side of `range` is taken from the data itself, so the
     /// buckets always add up to the search's total.
-    pub fn histogram(&self, q: &str, range: TimeRange, buckets: usize) -> Result<Histogram> {
+    pub fn histogram(
+        &self,
+        q: &str,
+        range: TimeRange,
+        buckets: usize,
+        budget: &Budget,
+    ) -> Result<Histogram> {
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
         // One snapshot for the data's span and the counts, so they agree.
@@ -291,13 +436,15 @@ impl Store {
         let n = ((hi - origin) / interval + 1) as usize;
         let mut counts = vec![0u64; n];
         for searcher in &searchers {
-            let c = searcher.search(
+            let c = bounded(
+                searcher,
                 query.as_ref(),
-                &HistogramCollector {
+                HistogramCollector {
                     origin,
                     interval,
                     buckets: n,
                 },
+                budget,
             )?;
             for (a, b) in counts.iter_mut().zip(c) {
                 *a += b;
@@ -314,7 +461,14 @@ impl Store {
     }
 
     /// The most frequent values of a columnar field among the matches.
-    pub fn terms(&self, field: &str, q: &str, range: TimeRange, size: usize) -> Result<Terms> {
+    pub fn terms(
+        &self,
+        field: &str,
+        q: &str,
+        range: TimeRange,
+        size: usize,
+        budget: &Budget,
+    ) -> Result<Terms> {
         if !FAST_STRING_FIELDS.contains(&field) {
             return Err(Error::BadRequest(format!(
                 "`field` `{field}` has no term counts: use one of {}",
@@ -333,6 +487,7 @@ impl Store {
                 // Every record of the partition counts, and records are never deleted, so
                 // the inverted index's document frequencies are the counts: no scan needed.
                 for seg in searcher.segment_readers() {
+                    budget.check()?;
                     let inverted = seg.inverted_index(field_handle)?;
                     let mut terms = inverted
                         .terms()
@@ -349,11 +504,13 @@ impl Store {
                 }
                 continue;
             }
-            let (m, miss) = searcher.search(
+            let (m, miss) = bounded(
+                &searcher,
                 query.as_ref(),
-                &TermsCollector {
+                TermsCollector {
                     field: field.to_string(),
                 },
+                budget,
             )?;
             missing += miss;
             for (k, v) in m {
@@ -372,14 +529,15 @@ impl Store {
     }
 
     /// One record by id.
-    pub fn get(&self, rid: u64) -> Result<Hit> {
+    pub fn get(&self, rid: u64, budget: &Budget) -> Result<Hit> {
         let q = TermQuery::new(
             Term::from_field_u64(self.fields().rid, rid),
             IndexRecordOption::Basic,
         );
-        let (_, hits) = self.top_hits(&q, TimeRange::default(), Order::Desc, 1, None)?;
-        hits.into_iter()
-            .next()
+        let (_, found) = self.top_hits(&q, TimeRange::default(), Order::Desc, 1, None, budget)?;
+        found
+            .reader(None)
+            .next_hit()?
             .ok_or_else(|| Error::NotFound(format!("record `{rid}`")))
     }
 
@@ -392,8 +550,15 @@ impl Store {
     }
 
     /// The records just before and after one record, in time order.
-    pub fn context(&self, rid: u64, before: usize, after: usize, scope: Scope) -> Result<Context> {
-        let anchor = self.get(rid)?;
+    pub fn context(
+        &self,
+        rid: u64,
+        before: usize,
+        after: usize,
+        scope: Scope,
+        budget: &Budget,
+    ) -> Result<Context> {
+        let anchor = self.get(rid, budget)?;
         let v = anchor.value();
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -434,6 +599,7 @@ impl Store {
             Order::Desc,
             before,
             Some(key),
+            budget,
         )?;
         earlier.reverse();
         let (_, later) = self.top_hits(
@@ -442,6 +608,7 @@ impl Store {
             Order::Asc,
             after,
             Some(key),
+            budget,
         )?;
         Ok(Context {
             anchor,
@@ -451,12 +618,12 @@ impl Store {
     }
 
     /// Every record of one request across services, oldest first.
-    pub fn trace(&self, id: &str, limit: usize) -> Result<(u64, Vec<Hit>)> {
+    pub fn trace(&self, id: &str, limit: usize, budget: &Budget) -> Result<(u64, Found)> {
         let q = BooleanQuery::new(vec![
             (Occur::Should, self.term("trace_id", id)),
             (Occur::Should, self.term("request_id", id)),
         ]);
-        self.top_hits(&q, TimeRange::default(), Order::Asc, limit, None)
+        self.top_hits(&q, TimeRange::default(), Order::Asc, limit, None, budget)
     }
 
     /// Matching records with ids in `[from, upto)`, what became searchable since the last
@@ -467,7 +634,8 @@ impl Store {
         from: u64,
         upto: u64,
         limit: usize,
-    ) -> Result<(u64, Vec<Hit>)> {
+        budget: &Budget,
+    ) -> Result<(u64, Found)> {
         let f = self.fields().rid;
         let lo = Bound::Included(Term::from_field_u64(f, from));
         let rid_range = RangeQuery::new(lo, Bound::Excluded(Term::from_field_u64(f, upto)));
@@ -475,9 +643,10 @@ impl Store {
             (Occur::Must, query.box_clone()),
             (Occur::Must, Box::new(rid_range)),
         ]);
-        let (total, mut hits) = self.top_hits(&q, TimeRange::default(), Order::Asc, limit, None)?;
+        let (total, mut hits) =
+            self.top_hits(&q, TimeRange::default(), Order::Asc, limit, None, budget)?;
         // Arrival order, which is what a live tail shows.
-        hits.sort_unstable_by_key(|h| h.rid);
+        hits.sort_by_rid();
         Ok((total, hits))
     }
 }

@@ -6,6 +6,7 @@ mod docker;
 mod durability;
 mod files;
 mod ingest;
+mod load;
 mod operations;
 mod query;
 mod run;

@@ -61,9 +61,25 @@ impl Indexer {
         Indexer::run("up", "127.0.0.1:0", data, args)
     }
 
+    /// With settings given as environment variables (`SAWMILL_...`), as a container would.
+    pub fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Indexer {
+        Indexer::run_env("indexer", "127.0.0.1:0", data, args, env)
+    }
+
     fn run(command: &str, listen: &str, data: &Path, args: &[&str]) -> Indexer {
+        Indexer::run_env(command, listen, data, args, &[])
+    }
+
+    fn run_env(
+        command: &str,
+        listen: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Indexer {
         let log = data.with_extension(format!("log{}", fastrand::u32(..)));
         let mut cmd = sawmill();
+        cmd.envs(env.iter().copied());
         cmd.args([command, "--listen", listen, "--data"]).arg(data);
         if command == "up" {
             // `up` also serves the UI; a kernel-chosen port lets tests run side by side.
@@ -157,10 +173,25 @@ impl Indexer {
 
     /// Peak resident memory in KiB, from the kernel.
     pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Makes the kernel's peak (`VmHWM`) start again from the present resident size, so a
+    /// test can measure the peak of one phase.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").unwrap();
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }

@@ -318,7 +318,11 @@ impl Client {
     /// Opens the live tail of `q` on the first replica that accepts it: the response whose
     /// body is the indexer's event stream.
     pub async fn tail(&self, q: &str) -> Result<Served<reqwest::Response>> {
-        let pq = format!("/api/v1/tail?q={}", enc(q));
+        let pq = format!(
+            "/api/v1/tail?q={}&max_message_bytes={}",
+            enc(q),
+            crate::record::LIST_MESSAGE_BYTES
+        );
         let mut attempts = Vec::new();
         for i in self.order(None) {
             let url = format!("{}{}", self.replicas[i].url, pq);

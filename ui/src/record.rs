@@ -11,6 +11,10 @@ use crate::url::{enc, Tz};
 
 /// A message longer than this is cut in lists, with a "show all" link to the record page.
 pub const MESSAGE_CUT: usize = 4096;
+/// List pages ask the indexer to cut messages to this many bytes (`max_message_bytes`): room
+/// for the [`MESSAGE_CUT`] characters a row shows, at up to four bytes each. A Discover page
+/// over records of a megabyte fetched a hundred megabytes without it.
+pub const LIST_MESSAGE_BYTES: usize = 4 * MESSAGE_CUT;
 /// Field values and the raw JSON in an expanded row are cut at these sizes.
 pub const VALUE_CUT: usize = 1024;
 pub const RAW_CUT: usize = 8192;
@@ -213,7 +217,9 @@ impl Row {
     pub fn new(h: &Hit, replica: usize, terms: &Terms, tz: Tz) -> Row {
         let id = str_field(h, "_id");
         let severity = str_field(h, "severity");
-        let (message, message_cut) = cut(&str_field(h, "message"), MESSAGE_CUT);
+        let (message, cut_here) = cut(&str_field(h, "message"), MESSAGE_CUT);
+        // The indexer may have cut it already, at the page's request.
+        let message_cut = cut_here || h.get("_message_cut") == Some(&Value::Bool(true));
         let mut ids = Vec::new();
         for name in ["request_id", "trace_id"] {
             let Some(v) = h.get(name).map(text_of).filter(|v| !v.is_empty()) else {
@@ -244,7 +250,7 @@ impl Row {
         };
         for (k, v) in h {
             match (k.as_str(), v) {
-                ("message", _) => {}
+                ("message" | "_message_cut", _) => {}
                 ("fields", Value::Object(m)) => {
                     for (fk, fv) in m {
                         push(format!("fields.{fk}"), fv);

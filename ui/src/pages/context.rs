@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::highlight::Terms;
 use crate::pages::record::{on_record_replica, RecordRef};
 use crate::pages::Chrome;
-use crate::record::{record_query, Row};
+use crate::record::{record_query, Row, LIST_MESSAGE_BYTES};
 use crate::url::{enc, Tz};
 
 /// How many more records "earlier" and "later" add.
@@ -95,7 +95,7 @@ pub async fn page(
     let (before, after) = (p.before.min(MAX_NEIGHBOURS), p.after.min(MAX_NEIGHBOURS));
     let c: Served<ContextAnswer> = on_record_replica(client, id, &rref, |id| {
         format!(
-            "/api/v1/context/{}?before={before}&after={after}&scope={}",
+            "/api/v1/context/{}?before={before}&after={after}&scope={}&max_message_bytes={LIST_MESSAGE_BYTES}",
             enc(id),
             p.scope.as_str()
         )

@@ -7,7 +7,7 @@ use crate::client::{Client, HistogramAnswer, SearchAnswer, Served, TermsAnswer};
 use crate::error::{Error, Result};
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{cut, Row};
+use crate::record::{cut, Row, LIST_MESSAGE_BYTES};
 use crate::svg::{self, Histogram};
 use crate::url::{self, enc, View, QUICK_RANGES};
 
@@ -100,7 +100,10 @@ fn more(view: &View, cursor: Option<&str>) -> Option<More> {
 }
 
 fn search_path(view: &View) -> String {
-    let mut pq = format!("/api/v1/search?{}&limit={PAGE}", view.api_range());
+    let mut pq = format!(
+        "/api/v1/search?{}&limit={PAGE}&max_message_bytes={LIST_MESSAGE_BYTES}",
+        view.api_range()
+    );
     if let Some(c) = &view.cursor {
         pq.push_str(&format!("&cursor={}", enc(c)));
     }
@@ -170,7 +173,8 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
         enc(&view.end)
     );
     let err_hist_pq = format!("/api/v1/histogram?{err_range}&buckets={BUCKETS}");
-    let err_search_pq = format!("/api/v1/search?{err_range}&limit=1");
+    let err_search_pq =
+        format!("/api/v1/search?{err_range}&limit=1&max_message_bytes={LIST_MESSAGE_BYTES}");
     let terms_pq: Vec<String> = FACETS
         .iter()
         .map(|f| format!("/api/v1/terms?field={f}&{range}&size={FACET_SIZE}"))

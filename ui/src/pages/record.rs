@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::client::{Client, ContextAnswer, Hit, SearchAnswer, Served};
 use crate::error::{Error, Result};
 use crate::pages::Chrome;
-use crate::record::{severity_class, TimeText};
+use crate::record::{severity_class, TimeText, LIST_MESSAGE_BYTES};
 use crate::url::{enc, term, Tz};
 
 /// Where a record link came from: the replica whose id it is, and what identifies the
@@ -53,7 +53,7 @@ async fn locate(client: &Client, rref: &RecordRef) -> Result<Option<(usize, Stri
         None => "*".to_string(),
     };
     let pq = format!(
-        "/api/v1/search?q={}&start={}&end={}&limit=100",
+        "/api/v1/search?q={}&start={}&end={}&limit=100&max_message_bytes={LIST_MESSAGE_BYTES}",
         enc(&q),
         enc(ts),
         enc(ts)

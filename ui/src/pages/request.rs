@@ -7,7 +7,7 @@ use crate::client::{Client, Served, TraceAnswer};
 use crate::error::Result;
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{offset_text, Row};
+use crate::record::{offset_text, Row, LIST_MESSAGE_BYTES};
 use crate::svg::{self, Swimlanes};
 use crate::url::{enc, Tz};
 
@@ -27,7 +27,10 @@ pub struct RequestPage {
 }
 
 pub async fn page(client: &Client, id: &str, tz: Tz, mut chrome: Chrome) -> Result<RequestPage> {
-    let pq = format!("/api/v1/trace/{}?limit={LIMIT}", enc(id));
+    let pq = format!(
+        "/api/v1/trace/{}?limit={LIMIT}&max_message_bytes={LIST_MESSAGE_BYTES}",
+        enc(id)
+    );
     let t: Served<TraceAnswer> = client.get(&pq, None).await?;
     let terms = Terms::default();
     let mut rows: Vec<Row> = t

@@ -16,7 +16,7 @@ use crate::client::{Client, SearchAnswer};
 use crate::error::{Error, Result};
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::Row;
+use crate::record::{Row, LIST_MESSAGE_BYTES};
 use crate::url::{enc, Tz};
 
 /// Records shown when the page opens.
@@ -51,7 +51,10 @@ pub struct RowFragment<'a> {
 }
 
 pub async fn page(client: &Client, p: TailParams, mut chrome: Chrome) -> Result<TailPage> {
-    let pq = format!("/api/v1/search?q={}&limit={BACKLOG}", enc(&p.q));
+    let pq = format!(
+        "/api/v1/search?q={}&limit={BACKLOG}&max_message_bytes={LIST_MESSAGE_BYTES}",
+        enc(&p.q)
+    );
     let mut page = TailPage {
         stream_href: format!("/tail/stream?q={}&tz={}", enc(&p.q), p.tz.as_str()),
         discover_href: format!("/?q={}&tz={}", enc(&p.q), p.tz.as_str()),
