@@ -32,6 +32,9 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((io, _)) => {
+                    // Streamed answers end with a small write: without this, Nagle's algorithm
+                    // holds it until the client's delayed ACK (40 ms per answer, measured).
+                    let _ = io.set_nodelay(true);
                     conns.spawn(connection(io, app.clone(), header_timeout, stop_rx.clone()));
                 }
                 Err(e) => {

@@ -521,3 +521,52 @@ fn list_pages_ask_for_cut_messages_and_the_record_page_shows_all() {
         "the record page shows {shown} of the message's 300000 ω"
     );
 }
+
+#[test]
+fn a_search_stopped_at_its_timeout_is_not_sent_to_the_next_replica() {
+    // A query heavy enough to hit --search-timeout on one replica would hit it on the
+    // others too: failing over would only double the load of the heaviest queries (the
+    // amplification that let one page view kill both replicas before).
+    let dirs = [TempDir::new("timeout-ui-a"), TempDir::new("timeout-ui-b")];
+    let batches = corpus(20_000, 5);
+    let ixs: Vec<Indexer> = dirs
+        .iter()
+        .map(|d| {
+            let ix = Indexer::start_env(
+                d.path(),
+                &["--commit-interval", "100ms"],
+                &[("SAWMILL_SEARCH_TIMEOUT", "1ms")],
+            );
+            load(&ix, &batches);
+            ix
+        })
+        .collect();
+    // Searchable on both (a search itself would time out), so each would time out alike.
+    for ix in &ixs {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ix.metric("sawmill_indexer_records_indexed_total") < 20_000.0 {
+            assert!(Instant::now() < deadline, "records never became searchable");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300)); // past the next reader reload
+    }
+    let ui = Ui::start(&[&ixs[0].url, &ixs[1].url]);
+    let resp = client()
+        .get(format!("{}/?q={}&start=now-2h", ui.url, urlencode(HEAVY)))
+        .send()
+        .expect("the UI answers");
+    let html = resp.text().unwrap();
+    let (a, b) = (
+        ixs[0].metric("sawmill_indexer_searches_timed_out_total"),
+        ixs[1].metric("sawmill_indexer_searches_timed_out_total"),
+    );
+    assert!(a > 0.0, "the first replica timed nothing out");
+    assert!(
+        html.contains("--search-timeout"),
+        "the page does not say the search took too long"
+    );
+    assert_eq!(
+        b, 0.0,
+        "the timed-out search was sent to the second replica too"
+    );
+}

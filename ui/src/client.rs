@@ -216,8 +216,10 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
-        if status.is_client_error() {
-            // The replica is fine; the request is what is wrong, and every replica would say so.
+        // The replica is fine; the request is what is wrong, and every replica would say so.
+        // A search stopped at its --search-timeout (504) is final too: it would be stopped on
+        // every replica, and asking the next only doubles the load of the heaviest queries.
+        if status.is_client_error() || status == reqwest::StatusCode::GATEWAY_TIMEOUT {
             return Err(Attempt::Final(Error::Indexer {
                 status: status.as_u16(),
                 message,

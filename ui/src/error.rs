@@ -32,6 +32,8 @@ impl Error {
             Error::Indexer { status, .. } => match *status {
                 404 => StatusCode::NOT_FOUND,
                 413 => StatusCode::PAYLOAD_TOO_LARGE,
+                429 => StatusCode::TOO_MANY_REQUESTS,
+                504 => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_REQUEST,
             },
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
