@@ -3,7 +3,8 @@
 //! holds back the others.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ pub struct Batch {
     delivered: AtomicBool,
     /// Replicas that delivered or gave up on it; when all have, `acks` are released.
     handled: AtomicUsize,
-    acks: Vec<(Arc<AckTracker>, u64)>,
+    acks: Vec<(Arc<AckTracker>, Range<u64>)>,
 }
 
 impl Batch {
@@ -34,7 +35,7 @@ impl Batch {
         records: u64,
         pinned: bool,
         received_micros_sum: i128,
-        acks: Vec<(Arc<AckTracker>, u64)>,
+        acks: Vec<(Arc<AckTracker>, Range<u64>)>,
     ) -> Batch {
         // zstd at level 1 compresses log lines about as well as gzip at a fraction of the CPU.
         let body = zstd::bulk::compress(ndjson, 1).unwrap_or_else(|_| ndjson.to_vec());
@@ -50,11 +51,19 @@ impl Batch {
         }
     }
 
-    /// One replica is done with this batch; the last one lets its sources move on.
+    /// One replica is done with this batch; the last one lets its sources move on, unless
+    /// every replica gave it up: then a file's checkpoint stays before those lines, so a
+    /// restart reads them again rather than skipping them.
     fn handled_by_one(&self, replicas: usize) {
-        if self.handled.fetch_add(1, Relaxed) + 1 == replicas {
-            for (t, through) in &self.acks {
-                t.release(*through);
+        // AcqRel: the last replica sees every other one's `given_up`.
+        if self.handled.fetch_add(1, AcqRel) + 1 == replicas {
+            let lost = self.given_up.load(Relaxed) == replicas;
+            for (t, range) in &self.acks {
+                if lost {
+                    t.lose(range.clone());
+                } else {
+                    t.release(range.clone());
+                }
             }
         }
     }

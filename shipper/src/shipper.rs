@@ -296,7 +296,7 @@ struct Batcher {
 
 #[derive(Default)]
 struct Pending {
-    acks: Vec<(Arc<AckTracker>, u64)>,
+    acks: Vec<(Arc<AckTracker>, std::ops::Range<u64>)>,
     ndjson: Vec<u8>,
     records: u64,
     received_sum: i128,
@@ -415,8 +415,14 @@ impl Batcher {
     }
 
     fn add(&mut self, p: &mut Pending, mut ev: Event) {
-        if let Some(ack) = ev.ack.take() {
-            p.acks.push(ack);
+        if let Some((t, range)) = ev.ack.take() {
+            // A source's lines arrive in order: one range per source and batch.
+            match p.acks.last_mut() {
+                Some((last, r)) if Arc::ptr_eq(last, &t) && r.end == range.start => {
+                    r.end = range.end
+                }
+                _ => p.acks.push((t, range)),
+            }
         }
         match &ev.key {
             Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),

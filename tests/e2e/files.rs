@@ -1,7 +1,10 @@
 //! `--tail`: Docker json-file, CRI and plain files, rotation, and a crash while tailing.
 
 use std::io::Write;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::util::*;
 
@@ -135,5 +138,169 @@ fn a_shipper_killed_while_tailing_resumes_without_loss_or_duplicates() {
         line_numbers(&ix, "*"),
         (0..2000).collect::<Vec<u64>>(),
         "every line once"
+    );
+}
+
+/// How the numbered lines `n=0` .. `n=N-1` of a test came out on an indexer.
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    stored: u64,
+    missing: u64,
+    duplicated: u64,
+    /// Records that are not a whole numbered line: half-lines, drop reports.
+    other: u64,
+}
+
+impl Tally {
+    fn of(ix: &Indexer, n: u64) -> Tally {
+        let mut seen = vec![0u32; n as usize];
+        let mut other = 0;
+        let hits = all_hits(ix, "*");
+        for h in &hits {
+            let whole = h["message"].as_str().is_some_and(|m| m.starts_with("n="));
+            match h["fields"]["n"].as_u64() {
+                Some(i) if whole && i < n => seen[i as usize] += 1,
+                _ => other += 1,
+            }
+        }
+        Tally {
+            stored: hits.len() as u64,
+            missing: seen.iter().filter(|c| **c == 0).count() as u64,
+            duplicated: seen.iter().map(|c| c.saturating_sub(1) as u64).sum(),
+            other,
+        }
+    }
+
+    fn exact(n: u64) -> Tally {
+        Tally {
+            stored: n,
+            missing: 0,
+            duplicated: 0,
+            other: 0,
+        }
+    }
+}
+
+/// Waits until `n` records are searchable, or until the count has not moved for 10 s (so a
+/// shipper that lost lines fails with its figures rather than a timeout), then tallies.
+fn settle(ix: &Indexer, n: u64) -> Tally {
+    let url = ix.api("/api/v1/search?q=*&limit=0");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let total = get_ok(&url)["total"].as_u64().unwrap();
+        if total != last {
+            (last, since) = (total, Instant::now());
+        }
+        if total >= n || since.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Whatever else was on its way (duplicates) has had time to arrive too.
+    std::thread::sleep(Duration::from_millis(1000));
+    Tally::of(ix, n)
+}
+
+/// The checkpoint's offset for `path`, if the shipper has one.
+fn checkpoint(dir: &Path, path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("state/files.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.as_object()?
+        .values()
+        .find(|e| e["path"].as_str() == path.to_str())
+        .and_then(|e| e["offset"].as_u64())
+}
+
+/// Waits until every one of `paths` is checkpointed at its end: read, and acknowledged.
+fn wait_read_to_end(dir: &Path, paths: &[&Path]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let behind: Vec<String> = paths
+            .iter()
+            .filter_map(|p| {
+                let len = std::fs::metadata(p).unwrap().len();
+                let at = checkpoint(dir, p);
+                (at != Some(len)).then(|| format!("{}: {at:?} of {len}", p.display()))
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never checkpointed at the end: {behind:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn numbered(range: std::ops::Range<u64>) -> String {
+    range
+        .map(|i| format!("n={i} with some text to make the line longer\n"))
+        .collect()
+}
+
+/// Regression (issue 9, point 5): file lines went through the drop-when-full queue and the
+/// checkpoint then moved past the dropped ones: a file holding 100,000 lines at start lost
+/// 74,212 of them for good.
+#[test]
+fn a_big_file_under_a_small_queue_is_stored_whole_and_never_dropped() {
+    let dir = TempDir::new("bigfile");
+    let app = dir.path().join("app.log");
+    let n = 100_000;
+    std::fs::write(&app, numbered(0..n)).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--tail", app.to_str().unwrap(), "--queue-records", "100"],
+    );
+    let tally = settle(&ix, n);
+    let dropped = sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"file\"}");
+    assert_eq!(
+        (tally, dropped),
+        (Tally::exact(n), 0.0),
+        "every line once, none dropped by the queue"
+    );
+    wait_read_to_end(dir.path(), &[&app]);
+}
+
+/// Regression (issue 9, point 5): at 4,000 lines/s with four kill -9s of the shipper, 2,933
+/// lines were lost: the queue dropped them and the checkpoint passed them.
+#[test]
+fn a_shipper_killed_again_and_again_under_back_pressure_loses_and_repeats_nothing() {
+    let dir = TempDir::new("tailkills");
+    let app = dir.path().join("app.log");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let n = 20_000;
+    let writer = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            // About 4,000 lines a second, for five seconds.
+            for i in (0..n).step_by(40) {
+                append(&app, &numbered(i..i + 40));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let glob = app.to_str().unwrap().to_string();
+    let args = ["--tail", &glob, "--queue-records", "100"];
+    for _ in 0..4 {
+        let sh = Shipper::start(dir.path(), &[&ix.url], &args);
+        std::thread::sleep(Duration::from_millis(700 + fastrand::u64(..600)));
+        drop(sh); // kill -9
+    }
+    let sh = Shipper::start(dir.path(), &[&ix.url], &args);
+    writer.join().unwrap();
+    let tally = settle(&ix, n);
+    assert_eq!(
+        tally,
+        Tally::exact(n),
+        "every line once across four kill -9s"
+    );
+    assert_eq!(
+        sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"file\"}"),
+        0.0
     );
 }

@@ -1,7 +1,8 @@
 //! Files: tails paths matching globs — Docker json-file, CRI and plain text (Mesos sandbox
 //! `stdout`/`stderr`), told apart per file — through rename-and-create and copytruncate
-//! rotation. A line's idempotency key is its file and offset, and the checkpoint only moves
-//! past lines every replica has handled, so a crash or restart neither loses nor repeats.
+//! rotation. A file is its own buffer: its lines wait for room in the queue, never dropped.
+//! A line's idempotency key is its file and offset, and the checkpoint only moves past lines
+//! every replica has handled, so a crash or restart neither loses nor repeats.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -114,11 +115,14 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             if !read_new(cfg, t, queue, stop) {
                 break;
             }
-            // Rotated away (renamed, or deleted) and read to the end: done with it.
+            // Rotated away (renamed, or deleted), read to the end and every line back from
+            // the replicas: done with it (lines they all gave up cannot be read again from a
+            // file that is gone, and holding it open would keep its space).
             let current = std::fs::metadata(&t.path)
                 .ok()
                 .map(|m| format!("{}-{}", m.dev(), m.ino()));
             if current.as_deref() != Some(key.as_str())
+                && t.ack.handled() >= t.offset
                 && t.file
                     .metadata()
                     .map(|m| m.len() <= t.offset)
@@ -186,12 +190,18 @@ fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) ->
         let format = *t.format.get_or_insert_with(|| detect(line));
         if let Some(ev) = parse(cfg, t, format, line, line_offset) {
             let mut ev = ev;
-            ev.key = Some((src.clone(), ev.key.map_or(line_offset, |k| k.1)));
-            ev.ack = Some((t.ack.clone(), next));
+            // A joined line is keyed, and acknowledged, from where its first piece began.
+            let first = ev.key.map_or(line_offset, |k| k.1);
+            ev.key = Some((src.clone(), first));
+            ev.ack = Some((t.ack.clone(), first..next));
             ev.fields
                 .insert("path".into(), Value::String(t.path.display().to_string()));
             enrich(&mut ev);
-            queue.push(Item::Event(Box::new(ev), Source::File));
+            // A file is its own buffer: wait for room, never drop. When the shipper stops
+            // first, the line is not handed on and the checkpoint stays before it.
+            if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
+                return false;
+            }
         }
         start += nl + 1;
     }
@@ -200,8 +210,11 @@ fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) ->
         start = buf.len();
         let mut ev = plain(cfg, &buf);
         ev.key = Some((src, t.offset));
-        ev.ack = Some((t.ack.clone(), t.offset + start as u64));
-        queue.push(Item::Event(Box::new(ev), Source::File));
+        ev.ack = Some((t.ack.clone(), t.offset..t.offset + start as u64));
+        let _gate = cfg.gate.read().unwrap();
+        if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
+            return false;
+        }
     }
     t.offset += start as u64;
     true
