@@ -304,3 +304,92 @@ fn a_shipper_killed_again_and_again_under_back_pressure_loses_and_repeats_nothin
         0.0
     );
 }
+
+/// Regression (issue 9, point 6): with a glob that also catches rotated files, the copy
+/// copytruncate leaves was taken for a new file and read from 0: 1,000 of 1,100 lines
+/// were stored twice.
+#[test]
+fn copytruncate_under_a_glob_that_catches_the_copy_repeats_nothing() {
+    let dir = TempDir::new("copyglob");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let copy = logs.join("app.log.1");
+    std::fs::write(&app, numbered(0..1000)).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let glob = format!("{}/app.log*", logs.display());
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    wait_total(&ix, "*", 1000);
+    wait_read_to_end(dir.path(), &[&app]);
+    // logrotate's copytruncate: copy, then cut the original to zero; the app writes on.
+    std::fs::copy(&app, &copy).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, &numbered(1000..1100));
+    wait_read_to_end(dir.path(), &[&app, &copy]);
+    assert_eq!(settle(&ix, 1100), Tally::exact(1100), "every line once");
+}
+
+/// Regression (issue 9, point 6): copytruncate while the shipper was down, the file then
+/// grown past the old offset: the shipper resumed at the old byte offset, losing 1,068
+/// lines and storing one half-line, and read the copy from 0.
+#[test]
+fn copytruncate_while_the_shipper_is_down_loses_repeats_and_cuts_nothing() {
+    let dir = TempDir::new("copydown");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let copy = logs.join("app.log.1");
+    std::fs::write(&app, numbered(0..500)).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let glob = format!("{}/app.log*", logs.display());
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    wait_total(&ix, "*", 500);
+    wait_read_to_end(dir.path(), &[&app]);
+    drop(sh); // kill -9
+              // While it is down: more lines (only the copy will hold them), the rotation, and more
+              // than before in the new file, so that it is longer than the old checkpoint.
+    append(&app, &numbered(500..600));
+    std::fs::copy(&app, &copy).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, &numbered(600..1700));
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    wait_read_to_end(dir.path(), &[&app, &copy]);
+    assert_eq!(settle(&ix, 1700), Tally::exact(1700), "every line once");
+}
+
+/// A file shorter than its fingerprint that grows, and one renamed away while another takes
+/// its name, stay what they are: read on, never again from the start.
+#[test]
+fn short_files_that_grow_and_rename_rotation_under_a_glob_read_each_line_once() {
+    let dir = TempDir::new("shortgrow");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app = logs.join("app.log");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let glob = format!("{}/app.log*", logs.display());
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    append(&app, &numbered(0..2));
+    wait_total(&ix, "*", 2);
+    wait_read_to_end(dir.path(), &[&app]);
+    drop(sh); // kill -9: the checkpoint holds a fingerprint shorter than the full length
+    append(&app, &numbered(2..100));
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", &glob]);
+    wait_total(&ix, "*", 100);
+    // Rename rotation: the old file keeps its inode under the new name.
+    let old = logs.join("app.log.1");
+    std::fs::rename(&app, &old).unwrap();
+    append(&old, &numbered(100..110));
+    append(&app, &numbered(110..120));
+    wait_read_to_end(dir.path(), &[&app, &old]);
+    assert_eq!(settle(&ix, 120), Tally::exact(120), "every line once");
+}

@@ -1,14 +1,16 @@
 //! Files: tails paths matching globs — Docker json-file, CRI and plain text (Mesos sandbox
 //! `stdout`/`stderr`), told apart per file — through rename-and-create and copytruncate
-//! rotation. A file is its own buffer: its lines wait for room in the queue, never dropped.
-//! A line's idempotency key is its file and offset, and the checkpoint only moves past lines
-//! every replica has handled, so a crash or restart neither loses nor repeats.
+//! rotation, knowing a file by its inode and a fingerprint of its first bytes, so a copy is
+//! recognised and a truncation seen even across restarts. A file is its own buffer: its
+//! lines wait for room in the queue, never dropped. A line's idempotency key is its file and
+//! offset, and the checkpoint only moves past lines every replica has handled, so a crash or
+//! restart neither loses nor repeats.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -47,14 +49,129 @@ struct Tail {
     path: PathBuf,
     file: File,
     dev_ino: String,
+    /// What the records' keys are made of: the file's own `dev-ino`, or, for a copy of a
+    /// file already read (copytruncate), the original's, so that lines read from both have
+    /// the same key and the indexer stores them once.
+    id: String,
     /// Bumped when the file is truncated, so reused offsets get new keys.
     generation: u64,
     offset: u64,
+    fp: Fingerprint,
     format: Option<Format>,
     ack: Arc<AckTracker>,
     /// A line joined from partials (Docker's 16 KiB cuts, CRI `P`): text, stream, ts, start.
     pending: Option<(String, &'static str, Option<OffsetDateTime>, u64)>,
 }
+
+/// A file's first bytes, by which its content is recognised under another inode (a copy)
+/// and a truncation is told apart from growth, as Vector's `checksum` fingerprinter does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    /// How many bytes it covers: `FP_BYTES`, or the whole file while it is shorter.
+    len: u64,
+    /// FNV-1a of those bytes.
+    sum: u64,
+}
+
+/// 1 KiB holds about ten timestamped lines: enough to tell apart most files that start
+/// with the same banner, little enough to read again on every look at a growing file.
+const FP_BYTES: u64 = 1024;
+
+impl Fingerprint {
+    /// Of the file as it is now.
+    fn of(file: &File) -> std::io::Result<Fingerprint> {
+        let len = file.metadata()?.len().min(FP_BYTES);
+        Fingerprint::of_first(file, len)
+    }
+
+    fn of_first(file: &File, len: u64) -> std::io::Result<Fingerprint> {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, 0)?;
+        let mut sum: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in buf {
+            sum = (sum ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(Fingerprint { len, sum })
+    }
+
+    /// Whether `file` still starts with the bytes this fingerprint was taken of.
+    fn matches(&self, file: &File) -> bool {
+        self.len == 0 || Fingerprint::of_first(file, self.len).is_ok_and(|f| f == *self)
+    }
+}
+
+/// A file read before, under any inode: where its content was read to.
+#[derive(Clone, Debug)]
+struct Known {
+    id: String,
+    generation: u64,
+    offset: u64,
+    fp: Fingerprint,
+}
+
+impl Known {
+    fn from_saved(key: &str, v: &Value) -> Known {
+        Known {
+            id: v["id"].as_str().unwrap_or(key).to_string(),
+            generation: v["generation"].as_u64().unwrap_or(0),
+            offset: v["offset"].as_u64().unwrap_or(0),
+            // Checkpoints written before fingerprints have none: nothing to compare.
+            fp: Fingerprint {
+                len: v["fp_len"].as_u64().unwrap_or(0),
+                sum: v["fp"].as_u64().unwrap_or(0),
+            },
+        }
+    }
+
+    /// Whether `file`, of length `len`, holds this content up to where it was read: a
+    /// copy of it. Never for a file read from nowhere, or known only by an old checkpoint.
+    fn copied_to(&self, file: &File, len: u64) -> bool {
+        self.offset > 0 && self.fp.len > 0 && len >= self.offset && self.fp.matches(file)
+    }
+
+    /// Whether `file` starts like this content but does not reach where it was read to.
+    fn being_copied_to(&self, file: &File, len: u64) -> bool {
+        self.offset > 0
+            && self.fp.len > 0
+            && len < self.offset
+            && len >= self.fp.len
+            && self.fp.matches(file)
+    }
+}
+
+/// Where to start a file first seen under this `dev-ino`, and under which key.
+fn resume(
+    key: &str,
+    path: &Path,
+    file: &File,
+    len: u64,
+    saved: Option<&Value>,
+    known: &[Known],
+) -> (String, u64, u64) {
+    if let Some(v) = saved {
+        let k = Known::from_saved(key, v);
+        // Checkpoints sit at line ends; anything else means other content at this offset.
+        let at_line_end = k.offset == 0 || {
+            let mut b = [0u8; 1];
+            file.read_exact_at(&mut b, k.offset - 1).is_ok() && b[0] == b'\n'
+        };
+        if len >= k.offset && k.fp.matches(file) && at_line_end {
+            return (k.id, k.generation, k.offset);
+        }
+        // Truncated (copytruncate) or replaced while the shipper was away: start over,
+        // under new keys.
+        tracing::info!(path = %path.display(), offset = k.offset, len, "File was truncated or replaced since its checkpoint; reading it from the start.");
+        return (key.to_string(), k.generation + 1, 0);
+    }
+    if let Some(k) = known.iter().rev().find(|k| k.copied_to(file, len)) {
+        tracing::info!(path = %path.display(), offset = k.offset, "File is a copy of one already read (copytruncate); reading on from where that one was.");
+        return (k.id.clone(), k.generation, k.offset);
+    }
+    (key.to_string(), 0, 0)
+}
+
+/// Rotated copies remembered at most: logrotate keeps a handful per file.
+const MAX_KNOWN: usize = 1024;
 
 /// Follows the globs until `stop`.
 pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
@@ -62,6 +179,9 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
+    // What was read before under other inodes: the checkpoints as they were at start (a
+    // copy made while the shipper was down), then content truncated while running.
+    let mut known: Vec<Known> = saved.iter().map(|(k, v)| Known::from_saved(k, v)).collect();
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut last_written = String::new();
     while !stop.load(Relaxed) {
@@ -85,22 +205,33 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                let (offset, generation) = saved
-                    .get(&key)
-                    .map(|v| {
-                        (
-                            v["offset"].as_u64().unwrap_or(0),
-                            v["generation"].as_u64().unwrap_or(0),
-                        )
-                    })
-                    .unwrap_or((0, 0));
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                // The live files too: a copy is usually seen while its original is tailed.
+                let live = tails.values().map(|t| Known {
+                    id: t.id.clone(),
+                    generation: t.generation,
+                    offset: t.ack.done(),
+                    fp: t.fp,
+                });
+                let candidates: Vec<Known> = known.iter().cloned().chain(live).collect();
+                if !saved.contains_key(&key)
+                    && candidates.iter().any(|k| k.being_copied_to(&file, len))
+                {
+                    // Starts like a file already read but is shorter than what was read of
+                    // it: a copy still being written. Look again next time.
+                    continue;
+                }
+                let (id, generation, offset) =
+                    resume(&key, &path, &file, len, saved.get(&key), &candidates);
                 tracing::info!(path = %path.display(), offset, "Tailing a file.");
                 tails.insert(
                     key.clone(),
                     Tail {
                         path,
+                        fp: Fingerprint::of(&file).unwrap_or_default(),
                         file,
                         dev_ino: key,
+                        id,
                         generation,
                         offset,
                         format: None,
@@ -112,7 +243,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
         }
         let mut gone = Vec::new();
         for (key, t) in tails.iter_mut() {
-            if !read_new(cfg, t, queue, stop) {
+            if !read_new(cfg, t, queue, stop, &mut known) {
                 break;
             }
             // Rotated away (renamed, or deleted), read to the end and every line back from
@@ -135,10 +266,20 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             tails.remove(&k);
             saved.remove(&k);
         }
+        if known.len() > MAX_KNOWN {
+            known.drain(..known.len() - MAX_KNOWN);
+        }
         for (k, t) in &tails {
             saved.insert(
                 k.clone(),
-                json!({"path": t.path, "offset": t.ack.done(), "generation": t.generation}),
+                json!({
+                    "path": t.path,
+                    "offset": t.ack.done(),
+                    "generation": t.generation,
+                    "id": t.id,
+                    "fp": t.fp.sum,
+                    "fp_len": t.fp.len,
+                }),
             );
         }
         let text = serde_json::to_string(&saved).unwrap_or_default();
@@ -156,18 +297,40 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
 }
 
 /// Reads what was appended since the last look; false when stopping.
-fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) -> bool {
+fn read_new(
+    cfg: &FileConfig,
+    t: &mut Tail,
+    queue: &Queue,
+    stop: &AtomicBool,
+    known: &mut Vec<Known>,
+) -> bool {
     let len = match t.file.metadata() {
         Ok(m) => m.len(),
         Err(_) => return true,
     };
-    if len < t.offset {
-        // copytruncate: the same file starts over.
+    // Shorter than what was read, or other first bytes (cut and written again between two
+    // looks): copytruncate, the same file starts over.
+    if len < t.offset || (len != t.offset && !t.fp.matches(&t.file)) {
         tracing::info!(path = %t.path.display(), "File was truncated; reading it from the start.");
+        // A copy not seen yet is recognised by what this content was.
+        known.push(Known {
+            id: t.id.clone(),
+            generation: t.generation,
+            offset: t.ack.done(),
+            fp: t.fp,
+        });
+        t.id = t.dev_ino.clone();
         t.offset = 0;
         t.generation += 1;
         t.ack = AckTracker::new(0);
         t.pending = None;
+        t.fp = Fingerprint::default();
+    }
+    // A file shorter than the fingerprint grows into it.
+    if t.fp.len < FP_BYTES && len > t.fp.len {
+        if let Ok(fp) = Fingerprint::of(&t.file) {
+            t.fp = fp;
+        }
     }
     if len == t.offset {
         return true;
@@ -177,7 +340,7 @@ fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) ->
     if t.file.seek(SeekFrom::Start(t.offset)).is_err() || t.file.read_exact(&mut buf).is_err() {
         return true;
     }
-    let src = format!("{}/file/{}-{}", cfg.src, t.dev_ino, t.generation);
+    let src = format!("{}/file/{}-{}", cfg.src, t.id, t.generation);
     let mut start = 0usize;
     while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
         let line = &buf[start..start + nl];
