@@ -76,6 +76,9 @@ pub struct Replica {
     backlog: Mutex<VecDeque<Arc<Batch>>>,
     notify: Notify,
     max_bytes: u64,
+    /// Its backlog has overflowed since the batcher last found it with nothing new given
+    /// up: one log line per episode, not one per batch.
+    pub overflowing: AtomicBool,
 }
 
 impl Replica {
@@ -86,6 +89,7 @@ impl Replica {
             backlog: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             max_bytes,
+            overflowing: AtomicBool::new(false),
         }
     }
 
@@ -99,6 +103,7 @@ impl Replica {
         q.push_back(batch);
         // The front batch may be in flight: evict from the second on.
         let mut i = 1;
+        let mut evicted = 0;
         while m.backlog_bytes.load(Relaxed) > self.max_bytes && i < q.len() {
             if q[i].pinned {
                 i += 1;
@@ -108,6 +113,7 @@ impl Replica {
             m.backlog_bytes.fetch_sub(gone.body.len() as u64, Relaxed);
             m.backlog_records.fetch_sub(gone.records, Relaxed);
             m.records_dropped.fetch_add(gone.records, Relaxed);
+            evicted += gone.records;
             let n = gone.given_up.fetch_add(1, Relaxed) + 1;
             if n == metrics.replicas.len() {
                 metrics.records_lost.fetch_add(gone.records, Relaxed);
@@ -115,6 +121,11 @@ impl Replica {
             gone.handled_by_one(metrics.replicas.len());
         }
         drop(q);
+        if evicted > 0 && !self.overflowing.swap(true, Relaxed) {
+            // Data is lost for this replica (repair or a restart of a file source may bring
+            // it back): an operator should know at once. The batcher reports the counts.
+            tracing::error!(replica = %self.url, records = evicted, backlog_bytes = self.max_bytes, "Replica's backlog is full; its oldest batches are given up for it.");
+        }
         self.notify.notify_one();
     }
 

@@ -284,6 +284,20 @@ impl Shipper {
     }
 }
 
+/// A `sawmill dropped N records …` record, as rsyslog reports its own losses.
+fn drop_report(message: String, n: u64, source: &str) -> Event {
+    let mut ev = Event {
+        message,
+        service: Some("sawmill-shipper".into()),
+        severity: Some("warning"),
+        received: Some(OffsetDateTime::now_utc()),
+        ..Default::default()
+    };
+    ev.fields.insert("dropped".into(), Value::from(n));
+    ev.fields.insert("source".into(), Value::from(source));
+    ev
+}
+
 struct Batcher {
     queue: Queue,
     parser: Parser,
@@ -314,6 +328,9 @@ impl Batcher {
         let mut p = Pending::default();
         let mut reported = [0u64; 6];
         let mut reported_lost = 0u64;
+        // Per replica: records given up for it as last reported, and when its episode began.
+        let mut reported_replica = vec![0u64; self.replicas.len()];
+        let mut episode_start = vec![0u64; self.replicas.len()];
         let mut last_report = Instant::now();
         let mut idle_naps = 0;
         loop {
@@ -359,20 +376,42 @@ impl Batcher {
                     reported_lost = lost;
                 }
                 for (source, n) in drops {
+                    let ev = drop_report(
+                        format!("sawmill dropped {n} records from {source} in the last {secs} s"),
+                        n,
+                        source,
+                    );
                     self.metrics.drop_reports.fetch_add(1, Relaxed);
-                    let mut ev = Event {
-                        message: format!(
-                            "sawmill dropped {n} records from {source} in the last {secs} s"
-                        ),
-                        service: Some("sawmill-shipper".into()),
-                        severity: Some("warning"),
-                        received: Some(OffsetDateTime::now_utc()),
-                        ..Default::default()
-                    };
-                    ev.fields.insert("dropped".into(), Value::from(n));
-                    ev.fields.insert("source".into(), Value::from(source));
                     self.add(&mut p, ev);
                     p.pinned = true;
+                }
+                // What one replica gave up while others took it: the replica misses it, so
+                // say which one (the others hold the report; it gets it too when back, as
+                // reports are never evicted).
+                for (i, r) in self.replicas.clone().iter().enumerate() {
+                    let total = self.metrics.replicas[i].records_dropped.load(Relaxed);
+                    let n = total - reported_replica[i];
+                    reported_replica[i] = total;
+                    if n > 0 {
+                        let mut ev = drop_report(
+                            format!(
+                                "sawmill dropped {n} records for replica {} in the last {secs} s",
+                                r.url
+                            ),
+                            n,
+                            "replica",
+                        );
+                        ev.fields
+                            .insert("replica".into(), Value::from(r.url.clone()));
+                        self.metrics.drop_reports.fetch_add(1, Relaxed);
+                        self.add(&mut p, ev);
+                        p.pinned = true;
+                    } else if r.overflowing.swap(false, Relaxed) {
+                        tracing::warn!(replica = %r.url, dropped = total - episode_start[i], "Replica's backlog has room again; what it missed was reported.");
+                    }
+                    if !r.overflowing.load(Relaxed) {
+                        episode_start[i] = total;
+                    }
                 }
             }
             let full = p.records as usize >= self.cfg.batch_records

@@ -7,6 +7,7 @@ mod durability;
 mod files;
 mod ingest;
 mod operations;
+mod replicas;
 mod run;
 mod search;
 mod shipper;
