@@ -13,65 +13,99 @@ use time::OffsetDateTime;
 /// come back in any order (a replica's backlog gives up its second batch while the first
 /// is still in flight), so the resume point only moves over an unbroken run of handled
 /// ranges; a line still out is a gap that holds it back. Memory is one entry per range
-/// that came back early, not one per line in flight.
+/// that came back early, not one per line in flight. A second run tracks what at least one
+/// replica took, which bounds how far a file reads ahead of its replicas.
 #[derive(Debug)]
 pub struct AckTracker(Mutex<Acks>);
 
 #[derive(Debug)]
 struct Acks {
-    /// Everything before this is handled.
-    frontier: u64,
-    /// Handled ranges past a gap: start -> end.
-    early: BTreeMap<u64, u64>,
+    /// Handled by every replica (delivered, or given up).
+    handled: Run,
+    /// Delivered to at least one replica.
+    delivered: Run,
     /// The start of the first range every replica gave up: the resume point stays there,
-    /// so a restart reads it again (its key makes that safe) instead of skipping it.
+    /// and the source reads it again (its key makes that safe) instead of skipping it.
     lost_from: Option<u64>,
 }
 
-impl AckTracker {
-    pub fn new(start: u64) -> Arc<AckTracker> {
-        Arc::new(AckTracker(Mutex::new(Acks {
-            frontier: start,
-            early: BTreeMap::new(),
-            lost_from: None,
-        })))
-    }
-
-    /// Every replica has handled (delivered, or given up on) the lines in `range`.
-    pub fn release(&self, range: Range<u64>) {
-        let mut a = self.0.lock().unwrap();
-        a.handled(range);
-    }
-
-    /// Every replica gave up on the lines in `range`.
-    pub fn lose(&self, range: Range<u64>) {
-        let mut a = self.0.lock().unwrap();
-        a.lost_from = Some(a.lost_from.map_or(range.start, |l| l.min(range.start)));
-        a.handled(range);
-    }
-
-    /// How far every line has come back, delivered or lost.
-    pub fn handled(&self) -> u64 {
-        self.0.lock().unwrap().frontier
-    }
-
-    /// Where a restart may resume.
-    pub fn done(&self) -> u64 {
-        let a = self.0.lock().unwrap();
-        a.frontier.min(a.lost_from.unwrap_or(u64::MAX))
-    }
+/// An unbroken run of ranges from the start, and the ranges that came back past a gap.
+#[derive(Debug)]
+struct Run {
+    frontier: u64,
+    /// start -> end
+    early: BTreeMap<u64, u64>,
 }
 
-impl Acks {
-    fn handled(&mut self, range: Range<u64>) {
+impl Run {
+    fn new(start: u64) -> Run {
+        Run {
+            frontier: start,
+            early: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, range: Range<u64>) {
         if range.start > self.frontier {
             self.early.insert(range.start, range.end);
             return;
         }
         self.frontier = self.frontier.max(range.end);
         while let Some(end) = self.early.remove(&self.frontier) {
-            self.frontier = end;
+            self.frontier = self.frontier.max(end);
         }
+    }
+}
+
+impl AckTracker {
+    pub fn new(start: u64) -> Arc<AckTracker> {
+        Arc::new(AckTracker(Mutex::new(Acks {
+            handled: Run::new(start),
+            delivered: Run::new(start),
+            lost_from: None,
+        })))
+    }
+
+    /// Every replica has handled (delivered, or given up on) the lines in `range`.
+    pub fn release(&self, range: Range<u64>) {
+        self.0.lock().unwrap().handled.add(range);
+    }
+
+    /// Every replica gave up on the lines in `range`.
+    pub fn lose(&self, range: Range<u64>) {
+        let mut a = self.0.lock().unwrap();
+        a.lost_from = Some(a.lost_from.map_or(range.start, |l| l.min(range.start)));
+        a.handled.add(range);
+    }
+
+    /// A replica took the lines in `range` (the first one to take them).
+    pub fn delivered(&self, range: Range<u64>) {
+        self.0.lock().unwrap().delivered.add(range);
+    }
+
+    /// How far every line has come back, delivered or lost.
+    pub fn handled(&self) -> u64 {
+        self.0.lock().unwrap().handled.frontier
+    }
+
+    /// How far every line has reached at least one replica.
+    pub fn delivered_through(&self) -> u64 {
+        self.0.lock().unwrap().delivered.frontier
+    }
+
+    /// Where a restart may resume.
+    pub fn done(&self) -> u64 {
+        let a = self.0.lock().unwrap();
+        a.handled.frontier.min(a.lost_from.unwrap_or(u64::MAX))
+    }
+
+    /// Where to read again from, once every replica gave up some lines: the lines from
+    /// there on count as out again until they come back anew.
+    pub fn rewind(&self) -> Option<u64> {
+        let mut a = self.0.lock().unwrap();
+        let from = a.lost_from.take()?;
+        a.handled.frontier = a.handled.frontier.min(from);
+        Some(from)
     }
 }
 
@@ -248,12 +282,23 @@ mod tests {
     }
 
     #[test]
-    fn lines_every_replica_gave_up_are_read_again_after_a_restart() {
+    fn lines_every_replica_gave_up_are_read_again() {
         let t = AckTracker::new(0);
         t.release(0..5);
+        t.delivered(0..5);
         t.lose(5..9);
         t.release(9..12);
-        assert_eq!(t.done(), 5);
+        t.delivered(9..12);
+        assert_eq!((t.done(), t.delivered_through()), (5, 5));
+        assert_eq!(t.rewind(), Some(5));
+        assert_eq!(t.rewind(), None);
+        // Read again from 5 on, everything after it too, and taken this time.
+        t.release(5..9);
+        t.delivered(5..9);
+        assert_eq!((t.done(), t.delivered_through()), (9, 12));
+        t.release(9..12);
+        t.delivered(9..12);
+        assert_eq!((t.done(), t.delivered_through()), (12, 12));
     }
 
     #[test]

@@ -194,7 +194,13 @@ impl Replica {
                     backoff = Duration::from_millis(100);
                     m.batches_acked.fetch_add(1, Relaxed);
                     m.records_delivered.fetch_add(batch.records, Relaxed);
-                    if !batch.delivered.swap(true, Relaxed) && batch.records > 0 {
+                    let first = !batch.delivered.swap(true, Relaxed);
+                    if first {
+                        for (t, range) in &batch.acks {
+                            t.delivered(range.clone());
+                        }
+                    }
+                    if first && batch.records > 0 {
                         let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
                         let total = now * batch.records as i128 - batch.received_micros_sum;
                         metrics

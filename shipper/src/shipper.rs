@@ -188,6 +188,10 @@ impl Shipper {
                 max_line_bytes: max,
                 src: state.src.clone(),
                 gate: gate.clone(),
+                // A quarter of a backlog, in bytes of the files: records compress to about
+                // the size of their lines, so what the files sent and no replica took yet
+                // fits in every backlog, with room left for the sockets' records.
+                window: (cfg.backlog_bytes / 4).max(1),
             };
             let (q, stop) = (queue.clone(), stop_sources.clone());
             threads.push(spawn("sawmill-files", move || file_run(&fcfg, &q, &stop))?);

@@ -152,10 +152,10 @@ struct Tally {
 }
 
 impl Tally {
-    fn of(ix: &Indexer, n: u64) -> Tally {
+    fn of_query(ix: &Indexer, q: &str, n: u64) -> Tally {
         let mut seen = vec![0u32; n as usize];
         let mut other = 0;
-        let hits = all_hits(ix, "*");
+        let hits = all_hits(ix, q);
         for h in &hits {
             let whole = h["message"].as_str().is_some_and(|m| m.starts_with("n="));
             match h["fields"]["n"].as_u64() {
@@ -184,7 +184,11 @@ impl Tally {
 /// Waits until `n` records are searchable, or until the count has not moved for 10 s (so a
 /// shipper that lost lines fails with its figures rather than a timeout), then tallies.
 fn settle(ix: &Indexer, n: u64) -> Tally {
-    let url = ix.api("/api/v1/search?q=*&limit=0");
+    settle_query(ix, "*", n)
+}
+
+fn settle_query(ix: &Indexer, q: &str, n: u64) -> Tally {
+    let url = ix.api(&format!("/api/v1/search?q={}&limit=0", urlencode(q)));
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut last, mut since) = (u64::MAX, Instant::now());
     loop {
@@ -199,7 +203,7 @@ fn settle(ix: &Indexer, n: u64) -> Tally {
     }
     // Whatever else was on its way (duplicates) has had time to arrive too.
     std::thread::sleep(Duration::from_millis(1000));
-    Tally::of(ix, n)
+    Tally::of_query(ix, q, n)
 }
 
 /// The checkpoint's offset for `path`, if the shipper has one.
@@ -392,4 +396,76 @@ fn short_files_that_grow_and_rename_rotation_under_a_glob_read_each_line_once() 
     append(&app, &numbered(110..120));
     wait_read_to_end(dir.path(), &[&app, &old]);
     assert_eq!(settle(&ix, 120), Tally::exact(120), "every line once");
+}
+
+/// Issue 9, point 5: with every replica away longer than their backlogs hold, a file's lines
+/// were given up by all of them and skipped until the next restart. A file waits for a
+/// replica to take what it already sent, and reads again what they all gave up when socket
+/// traffic pushed it out of the backlogs.
+#[test]
+fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back() {
+    let dir = TempDir::new("filedown");
+    let app = dir.path().join("app.log");
+    let addr = free_addr();
+    let sh = Shipper::start(
+        dir.path(),
+        &[&format!("http://{addr}")],
+        &[
+            "--tail",
+            app.to_str().unwrap(),
+            "--queue-records",
+            "100",
+            "--backlog-bytes",
+            "256KiB",
+        ],
+    );
+    // While the replica is away: the file grows, in several batches' worth, and syslog
+    // traffic, which cannot wait, overflows the backlog and pushes file batches out of it.
+    let n = 5_000;
+    let writer = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for i in (0..n).step_by(100) {
+                append(&app, &numbered(i..i + 100));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    for i in 0..30_000 {
+        sh.send(
+            format!(
+                "<13>Nov 27 07:57:02 other[1]: datagram {i} {:x}",
+                fastrand::u64(..)
+            )
+            .as_bytes(),
+        );
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let lost = sh.metric("sawmill_shipper_records_lost_total");
+    let ix = Indexer::start_at(
+        &addr,
+        &dir.path().join("ix"),
+        &["--commit-interval", "100ms"],
+    );
+    assert_eq!(
+        settle_query(&ix, "stream:file", n),
+        Tally::exact(n),
+        "every line once, no restart"
+    );
+    assert_eq!(
+        sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"file\"}"),
+        0.0
+    );
+    // The path under test was taken: file lines were given up by every replica, then read
+    // again.
+    assert!(lost > 0.0, "the backlog never overflowed");
+    assert!(
+        sh.log_text().contains("reading them again"),
+        "no file lines were given up; log:\n{}",
+        sh.log_text()
+    );
 }

@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub src: String,
     /// See `DockerConfig::gate`.
     pub gate: Arc<RwLock<()>>,
+    /// Bytes of all files that may be sent and not yet taken by any replica: past it the
+    /// files wait, so that while every replica is away their lines stay in the files
+    /// rather than overflow the backlogs.
+    pub window: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,8 +246,17 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             }
         }
         let mut gone = Vec::new();
+        let out: u64 = tails
+            .values()
+            .map(|t| t.offset.saturating_sub(t.ack.delivered_through()))
+            .sum();
+        // With nothing out, one line goes whatever its size, so a huge line cannot stall.
+        let mut window = Window {
+            left: cfg.window.saturating_sub(out),
+            free_line: out == 0,
+        };
         for (key, t) in tails.iter_mut() {
-            if !read_new(cfg, t, queue, stop, &mut known) {
+            if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
                 break;
             }
             // Rotated away (renamed, or deleted), read to the end and every line back from
@@ -296,6 +309,23 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
     }
 }
 
+/// What the files may still send before a replica takes some of it.
+struct Window {
+    left: u64,
+    free_line: bool,
+}
+
+impl Window {
+    /// Takes room for a line of `size` bytes, if there is.
+    fn take(&mut self, size: u64) -> bool {
+        if size <= self.left || std::mem::take(&mut self.free_line) {
+            self.left = self.left.saturating_sub(size);
+            return true;
+        }
+        false
+    }
+}
+
 /// Reads what was appended since the last look; false when stopping.
 fn read_new(
     cfg: &FileConfig,
@@ -303,7 +333,17 @@ fn read_new(
     queue: &Queue,
     stop: &AtomicBool,
     known: &mut Vec<Known>,
+    window: &mut Window,
 ) -> bool {
+    if let Some(from) = t.ack.rewind() {
+        // Every replica gave these lines up (their backlogs overflowed): the file still
+        // holds them, so read them again rather than skip them.
+        if from < t.offset {
+            tracing::warn!(path = %t.path.display(), from, to = t.offset, "Every replica gave up lines of a file; reading them again.");
+            t.offset = from;
+            t.pending = None;
+        }
+    }
     let len = match t.file.metadata() {
         Ok(m) => m.len(),
         Err(_) => return true,
@@ -342,10 +382,16 @@ fn read_new(
     }
     let src = format!("{}/file/{}-{}", cfg.src, t.id, t.generation);
     let mut start = 0usize;
+    let mut held = false;
     while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
         let line = &buf[start..start + nl];
         let line_offset = t.offset + start as u64;
         let next = line_offset + nl as u64 + 1;
+        if !window.take(next - line_offset) {
+            // The replicas have enough of this file's lines to take: read on later.
+            held = true;
+            break;
+        }
         let _gate = cfg.gate.read().unwrap();
         if stop.load(Relaxed) {
             return false;
@@ -368,7 +414,7 @@ fn read_new(
         }
         start += nl + 1;
     }
-    if start == 0 && buf.len() >= 4 << 20 {
+    if !held && start == 0 && buf.len() >= 4 << 20 {
         // No newline in 4 MiB: ship it cut rather than wait forever.
         start = buf.len();
         let mut ev = plain(cfg, &buf);
