@@ -71,7 +71,7 @@ impl AckTracker {
         self.0.lock().unwrap().handled.add(range);
     }
 
-    /// Every replica gave up on the lines in `range`.
+    /// Every replica's backlog gave up the lines in `range`.
     pub fn lose(&self, range: Range<u64>) {
         let mut a = self.0.lock().unwrap();
         a.lost_from = Some(a.lost_from.map_or(range.start, |l| l.min(range.start)));

@@ -23,6 +23,8 @@ pub struct Batch {
     /// Sum of the records' receipt times (µs), for the latency metric.
     received_micros_sum: i128,
     given_up: AtomicUsize,
+    /// Replicas whose backlog gave it up (rather than refused it).
+    evicted: AtomicUsize,
     delivered: AtomicBool,
     /// Replicas that delivered or gave up on it; when all have, `acks` are released.
     handled: AtomicUsize,
@@ -45,6 +47,7 @@ impl Batch {
             pinned,
             received_micros_sum,
             given_up: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
             delivered: AtomicBool::new(false),
             handled: AtomicUsize::new(0),
             acks,
@@ -52,12 +55,13 @@ impl Batch {
     }
 
     /// One replica is done with this batch; the last one lets its sources move on, unless
-    /// every replica gave it up: then a file's checkpoint stays before those lines, so a
-    /// restart reads them again rather than skipping them.
+    /// every replica's backlog gave it up: then a file reads those lines again, and its
+    /// checkpoint stays before them meanwhile. (A batch the replicas refused is not read
+    /// again: it would only be refused again, for ever.)
     fn handled_by_one(&self, replicas: usize) {
-        // AcqRel: the last replica sees every other one's `given_up`.
+        // AcqRel: the last replica sees every other one's `evicted`.
         if self.handled.fetch_add(1, AcqRel) + 1 == replicas {
-            let lost = self.given_up.load(Relaxed) == replicas;
+            let lost = self.evicted.load(Relaxed) == replicas;
             for (t, range) in &self.acks {
                 if lost {
                     t.lose(range.clone());
@@ -114,6 +118,7 @@ impl Replica {
             m.backlog_records.fetch_sub(gone.records, Relaxed);
             m.records_dropped.fetch_add(gone.records, Relaxed);
             evicted += gone.records;
+            gone.evicted.fetch_add(1, Relaxed);
             let n = gone.given_up.fetch_add(1, Relaxed) + 1;
             if n == metrics.replicas.len() {
                 metrics.records_lost.fetch_add(gone.records, Relaxed);
