@@ -83,11 +83,6 @@ impl AckTracker {
         self.0.lock().unwrap().delivered.add(range);
     }
 
-    /// How far every line has come back, delivered or lost.
-    pub fn handled(&self) -> u64 {
-        self.0.lock().unwrap().handled.frontier
-    }
-
     /// How far every line has reached at least one replica.
     pub fn delivered_through(&self) -> u64 {
         self.0.lock().unwrap().delivered.frontier

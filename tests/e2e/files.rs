@@ -469,3 +469,30 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
         sh.log_text()
     );
 }
+
+/// A checkpoint written before fingerprints existed (`{"path","offset","generation"}` per
+/// `dev-ino`) still loads: the file is read on from its offset, under the same keys.
+#[test]
+fn a_checkpoint_without_fingerprints_resumes_where_it_was() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("oldcheckpoint");
+    let app = dir.path().join("app.log");
+    std::fs::write(&app, numbered(0..100)).unwrap();
+    let offset = numbered(0..40).len();
+    let meta = std::fs::metadata(&app).unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(
+        dir.path().join("state/files.json"),
+        serde_json::json!({
+            format!("{}-{}", meta.dev(), meta.ino()):
+                {"path": app, "offset": offset, "generation": 0}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", app.to_str().unwrap()]);
+    wait_read_to_end(dir.path(), &[&app]);
+    wait_total(&ix, "*", 60);
+    assert_eq!(line_numbers(&ix, "*"), (40..100).collect::<Vec<u64>>());
+}

@@ -259,14 +259,14 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
                 break;
             }
-            // Rotated away (renamed, or deleted), read to the end and every line back from
-            // the replicas: done with it (lines they all gave up cannot be read again from a
-            // file that is gone, and holding it open would keep its space).
+            // Rotated away (renamed, or deleted), read to the end and every line handled by
+            // the replicas: done with it. Lines they all gave up keep it open, deleted or
+            // not, until they are read again from it.
             let current = std::fs::metadata(&t.path)
                 .ok()
                 .map(|m| format!("{}-{}", m.dev(), m.ino()));
             if current.as_deref() != Some(key.as_str())
-                && t.ack.handled() >= t.offset
+                && t.ack.done() >= t.offset
                 && t.file
                     .metadata()
                     .map(|m| m.len() <= t.offset)
