@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 pub struct Batch {
     pub body: Vec<u8>,
     pub records: u64,
+    /// Records a source can read again (file lines) if every backlog gives the batch up.
+    rereadable: u64,
     /// Holds a drop report: never evicted, so the count of lost records always arrives.
     pub pinned: bool,
     /// Sum of the records' receipt times (µs), for the latency metric.
@@ -35,6 +37,7 @@ impl Batch {
     pub fn new(
         ndjson: &[u8],
         records: u64,
+        rereadable: u64,
         pinned: bool,
         received_micros_sum: i128,
         acks: Vec<(Arc<AckTracker>, Range<u64>)>,
@@ -44,6 +47,7 @@ impl Batch {
         Batch {
             body,
             records,
+            rereadable,
             pinned,
             received_micros_sum,
             given_up: AtomicUsize::new(0),
@@ -118,10 +122,21 @@ impl Replica {
             m.backlog_records.fetch_sub(gone.records, Relaxed);
             m.records_dropped.fetch_add(gone.records, Relaxed);
             evicted += gone.records;
-            gone.evicted.fetch_add(1, Relaxed);
+            // Every eviction happens on the batcher's thread: these counts are exact.
+            let by_backlogs = gone.evicted.fetch_add(1, Relaxed) + 1;
             let n = gone.given_up.fetch_add(1, Relaxed) + 1;
             if n == metrics.replicas.len() {
-                metrics.records_lost.fetch_add(gone.records, Relaxed);
+                // Given up everywhere: lost, but for file lines, which are read again.
+                let lost = if by_backlogs == n {
+                    // No replica misses them for good, so no drop report names them either.
+                    for r in &metrics.replicas {
+                        r.records_reread.fetch_add(gone.rereadable, Relaxed);
+                    }
+                    gone.records - gone.rereadable
+                } else {
+                    gone.records
+                };
+                metrics.records_lost.fetch_add(lost, Relaxed);
             }
             gone.handled_by_one(metrics.replicas.len());
         }

@@ -317,6 +317,8 @@ struct Pending {
     acks: Vec<(Arc<AckTracker>, std::ops::Range<u64>)>,
     ndjson: Vec<u8>,
     records: u64,
+    /// Records a source can read again (file lines).
+    rereadable: u64,
     received_sum: i128,
     since: Option<Instant>,
     pinned: bool,
@@ -393,7 +395,8 @@ impl Batcher {
                 // say which one (the others hold the report; it gets it too when back, as
                 // reports are never evicted).
                 for (i, r) in self.replicas.clone().iter().enumerate() {
-                    let total = self.metrics.replicas[i].records_dropped.load(Relaxed);
+                    let m = &self.metrics.replicas[i];
+                    let total = m.records_dropped.load(Relaxed) - m.records_reread.load(Relaxed);
                     let n = total - reported_replica[i];
                     reported_replica[i] = total;
                     if n > 0 {
@@ -459,6 +462,7 @@ impl Batcher {
 
     fn add(&mut self, p: &mut Pending, mut ev: Event) {
         if let Some((t, range)) = ev.ack.take() {
+            p.rereadable += 1;
             // A source's lines arrive in order: one range per source and batch.
             match p.acks.last_mut() {
                 Some((last, r)) if Arc::ptr_eq(last, &t) && r.end == range.start => {
@@ -498,6 +502,7 @@ impl Batcher {
         let batch = Arc::new(Batch::new(
             &p.ndjson,
             p.records,
+            p.rereadable,
             p.pinned,
             p.received_sum,
             acks,

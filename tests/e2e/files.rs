@@ -417,6 +417,8 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
             "100",
             "--backlog-bytes",
             "256KiB",
+            "--drop-report-interval",
+            "1s",
         ],
     );
     // While the replica is away: the file grows, in several batches' worth, and syslog
@@ -431,7 +433,8 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
             }
         })
     };
-    for i in 0..30_000 {
+    let datagrams = 30_000;
+    for i in 0..datagrams {
         sh.send(
             format!(
                 "<13>Nov 27 07:57:02 other[1]: datagram {i} {:x}",
@@ -467,6 +470,42 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
         sh.log_text().contains("reading them again"),
         "no file lines were given up; log:\n{}",
         sh.log_text()
+    );
+    // Every datagram is stored, or counted as dropped by the queue or lost in the backlog,
+    // and the drop reports say so to the record: the file lines read again are in neither.
+    let q = |m: &str| sh.metric(m) as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut stored, mut queue_drops, mut lost, mut reported, mut named);
+    loop {
+        queue_drops = q("sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}");
+        lost = q("sawmill_shipper_records_lost_total");
+        let hits = all_hits(&ix, "service:sawmill-shipper");
+        let sum = |replica: bool| -> u64 {
+            hits.iter()
+                .filter(|h| h["fields"]["replica"].is_string() == replica)
+                .map(|h| h["fields"]["dropped"].as_u64().unwrap())
+                .sum()
+        };
+        (reported, named) = (sum(false), sum(true));
+        stored = get_ok(&ix.api("/api/v1/search?q=service:other&limit=0"))["total"]
+            .as_u64()
+            .unwrap();
+        let idle = q("sawmill_shipper_queue_records") == 0
+            && q(&format!(
+                "sawmill_shipper_backlog_records{{replica=\"http://{addr}\"}}"
+            )) == 0;
+        if idle && stored + queue_drops + lost == datagrams && reported == queue_drops + lost {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {stored} + queue drops {queue_drops} + lost {lost} of {datagrams}; reported {reported}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        named, lost,
+        "what the one replica missed, named: the datagrams lost"
     );
 }
 
