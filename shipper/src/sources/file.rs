@@ -536,3 +536,140 @@ fn parse(
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in a fresh temporary directory, removed with it.
+    struct Temp(PathBuf);
+
+    impl Temp {
+        fn new(name: &str) -> Temp {
+            let dir = std::env::temp_dir().join(format!(
+                "sawmill-fp-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Temp(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> (PathBuf, File) {
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            let f = File::open(&p).unwrap();
+            (p, f)
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn lines(range: std::ops::Range<u32>) -> String {
+        range.map(|i| format!("line {i} of the log\n")).collect()
+    }
+
+    fn saved(offset: usize, fp: Option<Fingerprint>) -> Value {
+        let mut v = json!({"path": "x", "offset": offset, "generation": 3});
+        if let Some(fp) = fp {
+            v["fp"] = json!(fp.sum);
+            v["fp_len"] = json!(fp.len);
+        }
+        v
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_where_the_same_content_still_is() {
+        let tmp = Temp::new("resume");
+        let before = lines(0..100);
+        let (_, f) = tmp.file("a", &before);
+        let fp = Fingerprint::of(&f).unwrap();
+        let at = lines(0..40).len();
+        let len = before.len() as u64;
+        let go =
+            |f: &File, len: u64, v: Value| resume("1-2", Path::new("a"), f, len, Some(&v), &[]);
+        assert_eq!(
+            go(&f, len, saved(at, Some(fp))),
+            ("1-2".into(), 3, at as u64)
+        );
+        // A checkpoint from before fingerprints: the offset is trusted.
+        assert_eq!(go(&f, len, saved(at, None)), ("1-2".into(), 3, at as u64));
+        // Not at a line end: other content is at that offset.
+        assert_eq!(go(&f, len, saved(at - 3, None)), ("1-2".into(), 4, 0));
+        // Cut and written again past the old offset: other first bytes.
+        let after = lines(500..700);
+        let (_, g) = tmp.file("b", &after);
+        assert_eq!(
+            go(&g, after.len() as u64, saved(at, Some(fp))),
+            ("1-2".into(), 4, 0)
+        );
+        // Shorter than the offset.
+        let (_, h) = tmp.file("c", &lines(0..10));
+        assert_eq!(
+            go(&h, lines(0..10).len() as u64, saved(at, None)),
+            ("1-2".into(), 4, 0)
+        );
+    }
+
+    #[test]
+    fn a_copy_is_known_by_its_first_bytes_and_its_length() {
+        let tmp = Temp::new("copy");
+        let text = lines(0..100);
+        let (_, orig) = tmp.file("orig", &text);
+        let read_to = lines(0..90).len() as u64;
+        let k = Known {
+            id: "1-2".into(),
+            generation: 5,
+            offset: read_to,
+            fp: Fingerprint::of(&orig).unwrap(),
+        };
+        assert_eq!(k.fp.len, FP_BYTES);
+        let (_, copy) = tmp.file("copy", &text);
+        let start = resume(
+            "1-9",
+            Path::new("copy"),
+            &copy,
+            text.len() as u64,
+            None,
+            std::slice::from_ref(&k),
+        );
+        assert_eq!(
+            start,
+            ("1-2".into(), 5, read_to),
+            "read on under the original's keys"
+        );
+        // A copy still being written is shorter than what was read of the original.
+        let part = &text[..1500];
+        let (_, partial) = tmp.file("partial", part);
+        assert!(k.being_copied_to(&partial, part.len() as u64));
+        // Another file is new.
+        let other = lines(1000..1100);
+        let (_, new) = tmp.file("new", &other);
+        let start = resume(
+            "1-7",
+            Path::new("new"),
+            &new,
+            other.len() as u64,
+            None,
+            &[k],
+        );
+        assert_eq!(start, ("1-7".into(), 0, 0));
+    }
+
+    #[test]
+    fn a_short_file_is_fingerprinted_whole_and_the_fingerprint_grows_with_it() {
+        let tmp = Temp::new("short");
+        let (p, f) = tmp.file("a", "one\n");
+        let small = Fingerprint::of(&f).unwrap();
+        assert_eq!(small.len, 4);
+        std::fs::write(&p, format!("one\n{}", lines(0..100))).unwrap();
+        assert!(small.matches(&f), "the first four bytes are unchanged");
+        std::fs::write(&p, lines(0..100)).unwrap();
+        assert!(!small.matches(&f), "other first bytes");
+        assert_eq!(Fingerprint::of(&f).unwrap().len, FP_BYTES);
+    }
+}
