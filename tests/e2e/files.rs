@@ -181,7 +181,7 @@ impl Tally {
     }
 }
 
-/// Waits until `n` records are searchable, or until the count has not moved for 10 s (so a
+/// Waits until `n` records are searchable, or until the count has not moved for 15 s (so a
 /// shipper that lost lines fails with its figures rather than a timeout), then tallies.
 fn settle(ix: &Indexer, n: u64) -> Tally {
     settle_query(ix, "*", n)
@@ -196,7 +196,7 @@ fn settle_query(ix: &Indexer, q: &str, n: u64) -> Tally {
         if total != last {
             (last, since) = (total, Instant::now());
         }
-        if total >= n || since.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+        if total >= n || since.elapsed() > Duration::from_secs(15) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
