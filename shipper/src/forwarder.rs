@@ -70,6 +70,9 @@ impl Batch {
                 if lost {
                     t.lose(range.clone());
                 } else {
+                    // Refused everywhere, it was never delivered: it must still leave the
+                    // file's window, or the file would wait for it for ever.
+                    t.delivered(range.clone());
                     t.release(range.clone());
                 }
             }

@@ -535,3 +535,66 @@ fn a_checkpoint_without_fingerprints_resumes_where_it_was() {
     wait_total(&ix, "*", 60);
     assert_eq!(line_numbers(&ix, "*"), (40..100).collect::<Vec<u64>>());
 }
+
+/// A stand-in indexer that refuses every batch for good (400), on a real socket.
+fn refusing_indexer() -> String {
+    use std::io::{BufRead, BufReader, Read};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = "HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\nno";
+                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Lines every replica refused for good are not read again (they would be refused again),
+/// and must not keep the file waiting for them either: the file is read to its end.
+#[test]
+fn a_file_whose_every_batch_is_refused_is_still_read_to_its_end() {
+    let dir = TempDir::new("refused");
+    let app = dir.path().join("app.log");
+    let n = 2_000;
+    std::fs::write(&app, numbered(0..n)).unwrap();
+    let url = refusing_indexer();
+    // A 16 KiB backlog lets a 4 KiB window of the file out at a time: the file is 25 of them.
+    let sh = Shipper::start(
+        dir.path(),
+        &[&url],
+        &["--tail", app.to_str().unwrap(), "--backlog-bytes", "16KiB"],
+    );
+    wait_read_to_end(dir.path(), &[&app]);
+    assert_eq!(
+        sh.metric("sawmill_shipper_records_received_total{source=\"file\"}") as u64,
+        n
+    );
+}
