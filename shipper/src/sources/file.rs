@@ -188,6 +188,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
     let mut known: Vec<Known> = saved.iter().map(|(k, v)| Known::from_saved(k, v)).collect();
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut last_written = String::new();
+    let mut round = 0usize;
     while !stop.load(Relaxed) {
         for pattern in &cfg.globs {
             let Ok(paths) = glob::glob(pattern) else {
@@ -255,7 +256,19 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             left: cfg.window.saturating_sub(out),
             free_line: out == 0,
         };
-        for (key, t) in tails.iter_mut() {
+        // Each round starts with another file, so that one busy file cannot take the whole
+        // window round after round.
+        let mut order: Vec<String> = tails.keys().cloned().collect();
+        order.sort_unstable();
+        if !order.is_empty() {
+            let first = round % order.len();
+            order.rotate_left(first);
+        }
+        round = round.wrapping_add(1);
+        for key in order {
+            let Some(t) = tails.get_mut(&key) else {
+                continue;
+            };
             if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
                 break;
             }
@@ -272,7 +285,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                     .map(|m| m.len() <= t.offset)
                     .unwrap_or(true)
             {
-                gone.push(key.clone());
+                gone.push(key);
             }
         }
         for k in gone {
