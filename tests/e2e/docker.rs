@@ -395,7 +395,7 @@ fn a_containers_burst_under_a_small_queue_waits_for_room_and_loses_nothing() {
     }
     let dir = TempDir::new("dockerburst");
     let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
-    let n = 20_000u64;
+    let n = 10_000u64;
     let c = Container::run(
         &[],
         &format!("i=0; while [ $i -lt {n} ]; do echo n=$i; i=$((i+1)); done; sleep 600"),
@@ -404,7 +404,7 @@ fn a_containers_burst_under_a_small_queue_waits_for_room_and_loses_nothing() {
     let sh = Shipper::start(
         dir.path(),
         &[&ix.url],
-        &["--docker", "--queue-records", "2"],
+        &["--docker", "--queue-records", "4"],
     );
     // Until all are in, or the count has stood still for 10 s (lost lines never come).
     let deadline = Instant::now() + Duration::from_secs(90);
