@@ -3,7 +3,8 @@
 //! holds back the others.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,44 +18,63 @@ use crate::metrics::Metrics;
 pub struct Batch {
     pub body: Vec<u8>,
     pub records: u64,
+    /// Records a source can read again (file lines) if every backlog gives the batch up.
+    rereadable: u64,
     /// Holds a drop report: never evicted, so the count of lost records always arrives.
     pub pinned: bool,
     /// Sum of the records' receipt times (µs), for the latency metric.
     received_micros_sum: i128,
     given_up: AtomicUsize,
+    /// Replicas whose backlog gave it up (rather than refused it).
+    evicted: AtomicUsize,
     delivered: AtomicBool,
     /// Replicas that delivered or gave up on it; when all have, `acks` are released.
     handled: AtomicUsize,
-    acks: Vec<(Arc<AckTracker>, u64)>,
+    acks: Vec<(Arc<AckTracker>, Range<u64>)>,
 }
 
 impl Batch {
     pub fn new(
         ndjson: &[u8],
         records: u64,
+        rereadable: u64,
         pinned: bool,
         received_micros_sum: i128,
-        acks: Vec<(Arc<AckTracker>, u64)>,
+        acks: Vec<(Arc<AckTracker>, Range<u64>)>,
     ) -> Batch {
         // zstd at level 1 compresses log lines about as well as gzip at a fraction of the CPU.
         let body = zstd::bulk::compress(ndjson, 1).unwrap_or_else(|_| ndjson.to_vec());
         Batch {
             body,
             records,
+            rereadable,
             pinned,
             received_micros_sum,
             given_up: AtomicUsize::new(0),
+            evicted: AtomicUsize::new(0),
             delivered: AtomicBool::new(false),
             handled: AtomicUsize::new(0),
             acks,
         }
     }
 
-    /// One replica is done with this batch; the last one lets its sources move on.
+    /// One replica is done with this batch; the last one lets its sources move on, unless
+    /// every replica's backlog gave it up: then a file reads those lines again, and its
+    /// checkpoint stays before them meanwhile. (A batch the replicas refused is not read
+    /// again: it would only be refused again, for ever.)
     fn handled_by_one(&self, replicas: usize) {
-        if self.handled.fetch_add(1, Relaxed) + 1 == replicas {
-            for (t, through) in &self.acks {
-                t.release(*through);
+        // AcqRel: the last replica sees every other one's `evicted`.
+        if self.handled.fetch_add(1, AcqRel) + 1 == replicas {
+            let lost = self.evicted.load(Relaxed) == replicas;
+            for (t, range) in &self.acks {
+                if lost {
+                    t.lose(range.clone());
+                } else {
+                    // Refused everywhere, it was never delivered: it must still leave the
+                    // file's window, or the file would wait for it for ever.
+                    t.delivered(range.clone());
+                    t.release(range.clone());
+                }
             }
         }
     }
@@ -67,6 +87,9 @@ pub struct Replica {
     backlog: Mutex<VecDeque<Arc<Batch>>>,
     notify: Notify,
     max_bytes: u64,
+    /// Its backlog has overflowed since the batcher last found it with nothing new given
+    /// up: one log line per episode, not one per batch.
+    pub overflowing: AtomicBool,
 }
 
 impl Replica {
@@ -77,6 +100,7 @@ impl Replica {
             backlog: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             max_bytes,
+            overflowing: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +114,7 @@ impl Replica {
         q.push_back(batch);
         // The front batch may be in flight: evict from the second on.
         let mut i = 1;
+        let mut evicted = 0;
         while m.backlog_bytes.load(Relaxed) > self.max_bytes && i < q.len() {
             if q[i].pinned {
                 i += 1;
@@ -99,13 +124,31 @@ impl Replica {
             m.backlog_bytes.fetch_sub(gone.body.len() as u64, Relaxed);
             m.backlog_records.fetch_sub(gone.records, Relaxed);
             m.records_dropped.fetch_add(gone.records, Relaxed);
+            evicted += gone.records;
+            // Every eviction happens on the batcher's thread: these counts are exact.
+            let by_backlogs = gone.evicted.fetch_add(1, Relaxed) + 1;
             let n = gone.given_up.fetch_add(1, Relaxed) + 1;
             if n == metrics.replicas.len() {
-                metrics.records_lost.fetch_add(gone.records, Relaxed);
+                // Given up everywhere: lost, but for file lines, which are read again.
+                let lost = if by_backlogs == n {
+                    // No replica misses them for good, so no drop report names them either.
+                    for r in &metrics.replicas {
+                        r.records_reread.fetch_add(gone.rereadable, Relaxed);
+                    }
+                    gone.records - gone.rereadable
+                } else {
+                    gone.records
+                };
+                metrics.records_lost.fetch_add(lost, Relaxed);
             }
             gone.handled_by_one(metrics.replicas.len());
         }
         drop(q);
+        if evicted > 0 && !self.overflowing.swap(true, Relaxed) {
+            // Data is lost for this replica (repair or a restart of a file source may bring
+            // it back): an operator should know at once. The batcher reports the counts.
+            tracing::error!(replica = %self.url, records = evicted, backlog_bytes = self.max_bytes, "Replica's backlog is full; its oldest batches are given up for it.");
+        }
         self.notify.notify_one();
     }
 
@@ -174,7 +217,13 @@ impl Replica {
                     backoff = Duration::from_millis(100);
                     m.batches_acked.fetch_add(1, Relaxed);
                     m.records_delivered.fetch_add(batch.records, Relaxed);
-                    if !batch.delivered.swap(true, Relaxed) && batch.records > 0 {
+                    let first = !batch.delivered.swap(true, Relaxed);
+                    if first {
+                        for (t, range) in &batch.acks {
+                            t.delivered(range.clone());
+                        }
+                    }
+                    if first && batch.records > 0 {
                         let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
                         let total = now * batch.records as i128 - batch.received_micros_sum;
                         metrics

@@ -4,7 +4,8 @@
 //! Sources turn what they read into [`Event`]s: the syslog socket parses datagrams with
 //! [`Parser`] (RFC 5424, RFC 3164, glibc's `/dev/log` form), and every event is enriched
 //! with the correlation ids and fields its message carries. Sources put items in one
-//! bounded [`queue`](Queue) that drops (and counts) rather than block; the batcher numbers
+//! bounded [`queue`](Queue): the sockets' are dropped (and counted) when it is full rather
+//! than block, files and Docker logs wait for room; the batcher numbers
 //! records with a persisted sender id and sequence, compresses batches and hands each to
 //! every replica's backlog, whose sender retries until that replica acknowledges it. The
 //! demo source generates realistic traffic for `sawmill up --demo`.

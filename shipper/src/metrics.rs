@@ -13,7 +13,7 @@ pub struct Metrics {
     pub queue_pushed: AtomicU64,
     pub queue_popped: AtomicU64,
     pub parse_fallbacks: AtomicU64,
-    /// Records every replica gave up on.
+    /// Records every replica gave up on, but for file lines, which are read again.
     pub records_lost: AtomicU64,
     pub drop_reports: AtomicU64,
     pub latency_micros: AtomicU64,
@@ -39,6 +39,8 @@ pub struct ReplicaMetrics {
     pub batches_retried: AtomicU64,
     pub records_delivered: AtomicU64,
     pub records_dropped: AtomicU64,
+    /// Of those, file lines every replica gave up, which the file source reads again.
+    pub records_reread: AtomicU64,
     pub records_enqueued: AtomicU64,
     pub backlog_bytes: AtomicU64,
     pub backlog_records: AtomicU64,
@@ -110,7 +112,7 @@ impl Metrics {
             ),
             (
                 "records_lost_total",
-                "Records given up by every replica (their backlogs overflowed).",
+                "Records given up by every replica (backlogs overflowed, or refused), but for file lines, which are read again.",
                 self.records_lost.load(Relaxed),
             ),
             (

@@ -1,8 +1,9 @@
-//! The one bounded queue between sources and the forwarder: bounded by records and bytes,
-//! it drops the newest item when full and counts the drop per source, so a source never
-//! blocks.
+//! The one bounded queue between sources and the forwarder, bounded by records and bytes.
+//! Sources whose sender must never wait (sockets, `sawmill run`) [`push`](Queue::push): the
+//! newest item is dropped when full and counted per source. Sources that can wait (files,
+//! Docker logs) [`push_wait`](Queue::push_wait) for room instead and are never skipped.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,50 @@ impl Queue {
                 m.queue_dropped[source.index()].fetch_add(1, Relaxed);
                 false
             }
+        }
+    }
+
+    /// Waits for room instead of dropping: for sources that are their own buffer (a file,
+    /// Docker's log). They may fill only half the queue (records and bytes), so that the
+    /// sockets, which cannot wait, still find room while a big file is being read. False
+    /// only when `stop` was raised before the item got in.
+    pub fn push_wait(&self, item: Item, stop: &AtomicBool) -> bool {
+        let source = item.source();
+        let m = &self.metrics;
+        let w = item.weight();
+        let max_records = (self.tx.capacity().unwrap_or(1) / 2).max(1);
+        let max_bytes = self.max_bytes / 2;
+        let mut item = Some((item, w));
+        let mut nap = Duration::from_micros(100);
+        loop {
+            if stop.load(Relaxed) {
+                return false;
+            }
+            let bytes = self.bytes.load(Relaxed);
+            // An item bigger than the share still goes in alone, or it would wait forever.
+            let room = self.tx.len() < max_records && (bytes + w <= max_bytes || bytes == 0);
+            if room {
+                self.bytes.fetch_add(w, Relaxed);
+                match self.tx.try_send(item.take().unwrap()) {
+                    Ok(()) => {
+                        // Counted only once in: a line left behind at a stop is read again.
+                        m.received[source.index()].fetch_add(1, Relaxed);
+                        m.queue_pushed.fetch_add(1, Relaxed);
+                        return true;
+                    }
+                    // A socket took the last slot in between: wait like any other time.
+                    Err(TrySendError::Full(back)) | Err(TrySendError::Disconnected(back)) => {
+                        self.bytes.fetch_sub(w, Relaxed);
+                        item = Some(back);
+                    }
+                }
+            }
+            // Polling rather than a condition variable: the batcher pops on every record,
+            // and a wake-up per pop would cost the socket path more than these naps cost a
+            // file. Capped at 2 ms, a 100-record queue still passes tens of thousands of
+            // lines a second.
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
         }
     }
 

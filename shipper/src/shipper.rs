@@ -195,6 +195,10 @@ impl Shipper {
                 max_line_bytes: max,
                 src: state.src.clone(),
                 gate: gate.clone(),
+                // A quarter of a backlog, in bytes of the files: records compress to about
+                // the size of their lines, so what the files sent and no replica took yet
+                // fits in every backlog, with room left for the sockets' records.
+                window: (cfg.backlog_bytes / 4).max(1),
             };
             let (q, stop) = (queue.clone(), stop_sources.clone());
             threads.push(spawn("sawmill-files", move || file_run(&fcfg, &q, &stop))?);
@@ -292,6 +296,20 @@ impl Shipper {
     }
 }
 
+/// A `sawmill dropped N records …` record, as rsyslog reports its own losses.
+fn drop_report(message: String, n: u64, source: &str) -> Event {
+    let mut ev = Event {
+        message,
+        service: Some("sawmill-shipper".into()),
+        severity: Some("warning"),
+        received: Some(OffsetDateTime::now_utc()),
+        ..Default::default()
+    };
+    ev.fields.insert("dropped".into(), Value::from(n));
+    ev.fields.insert("source".into(), Value::from(source));
+    ev
+}
+
 struct Batcher {
     queue: Queue,
     parser: Parser,
@@ -320,9 +338,11 @@ const MAX_REPORTS: u64 = 8;
 
 #[derive(Default)]
 struct Pending {
-    acks: Vec<(Arc<AckTracker>, u64)>,
+    acks: Vec<(Arc<AckTracker>, std::ops::Range<u64>)>,
     ndjson: Vec<u8>,
     records: u64,
+    /// Records a source can read again (file lines).
+    rereadable: u64,
     received_sum: i128,
     since: Option<Instant>,
     pinned: bool,
@@ -339,6 +359,9 @@ impl Batcher {
         let mut reported = [0u64; 6];
         let mut reported_lost = 0u64;
         let mut reported_unnumbered = 0u64;
+        // Per replica: records given up for it as last reported, and when its episode began.
+        let mut reported_replica = vec![0u64; self.replicas.len()];
+        let mut episode_start = vec![0u64; self.replicas.len()];
         let mut last_report = Instant::now();
         let mut idle_naps = 0;
         loop {
@@ -404,20 +427,45 @@ impl Batcher {
                     reported_unnumbered = unnumbered;
                 }
                 for (source, why, n) in drops {
-                    self.metrics.drop_reports.fetch_add(1, Relaxed);
-                    let mut ev = Event {
-                        message: format!(
+                    let ev = drop_report(
+                        format!(
                             "sawmill dropped {n} records from {source}{why} in the last {secs} s"
                         ),
-                        service: Some("sawmill-shipper".into()),
-                        severity: Some("warning"),
-                        received: Some(OffsetDateTime::now_utc()),
-                        ..Default::default()
-                    };
-                    ev.fields.insert("dropped".into(), Value::from(n));
-                    ev.fields.insert("source".into(), Value::from(source));
+                        n,
+                        source,
+                    );
+                    self.metrics.drop_reports.fetch_add(1, Relaxed);
                     self.add(&mut p, ev);
                     p.pinned = true;
+                }
+                // What one replica gave up while others took it: the replica misses it, so
+                // say which one (the others hold the report; it gets it too when back, as
+                // reports are never evicted).
+                for (i, r) in self.replicas.clone().iter().enumerate() {
+                    let m = &self.metrics.replicas[i];
+                    let total = m.records_dropped.load(Relaxed) - m.records_reread.load(Relaxed);
+                    let n = total - reported_replica[i];
+                    reported_replica[i] = total;
+                    if n > 0 {
+                        let mut ev = drop_report(
+                            format!(
+                                "sawmill dropped {n} records for replica {} in the last {secs} s",
+                                r.url
+                            ),
+                            n,
+                            "replica",
+                        );
+                        ev.fields
+                            .insert("replica".into(), Value::from(r.url.clone()));
+                        self.metrics.drop_reports.fetch_add(1, Relaxed);
+                        self.add(&mut p, ev);
+                        p.pinned = true;
+                    } else if r.overflowing.swap(false, Relaxed) {
+                        tracing::warn!(replica = %r.url, dropped = total - episode_start[i], "Replica's backlog has room again; what it missed was reported.");
+                    }
+                    if !r.overflowing.load(Relaxed) {
+                        episode_start[i] = total;
+                    }
                 }
             }
             let full = p.records as usize >= self.cfg.batch_records
@@ -460,8 +508,15 @@ impl Batcher {
     }
 
     fn add(&mut self, p: &mut Pending, mut ev: Event) {
-        if let Some(ack) = ev.ack.take() {
-            p.acks.push(ack);
+        if let Some((t, range)) = ev.ack.take() {
+            p.rereadable += 1;
+            // A source's lines arrive in order: one range per source and batch.
+            match p.acks.last_mut() {
+                Some((last, r)) if Arc::ptr_eq(last, &t) && r.end == range.start => {
+                    r.end = range.end
+                }
+                _ => p.acks.push((t, range)),
+            }
         }
         match &ev.key {
             Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),
@@ -546,6 +601,7 @@ impl Batcher {
         let batch = Arc::new(Batch::new(
             &p.ndjson,
             p.records,
+            p.rereadable,
             p.pinned,
             p.received_sum,
             acks,

@@ -384,3 +384,48 @@ fn a_shipper_inside_a_container_does_not_ship_its_own_output() {
         "the shipper skips its own container"
     );
 }
+
+/// Regression (issue 9, point 5): a container's output went through the drop-when-full
+/// queue, so a burst under a small queue lost lines for good (the checkpoint passed them).
+/// Docker keeps the log: the source waits for room instead.
+#[test]
+fn a_containers_burst_under_a_small_queue_waits_for_room_and_loses_nothing() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerburst");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let n = 10_000u64;
+    let c = Container::run(
+        &[],
+        &format!("i=0; while [ $i -lt {n} ]; do echo n=$i; i=$((i+1)); done; sleep 600"),
+    );
+    let q = format!("container:{}", c.0);
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--docker", "--queue-records", "4"],
+    );
+    // Until all are in, or the count has stood still for 10 s (lost lines never come).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let got = count(&ix, &q);
+        if got != last {
+            (last, since) = (got, Instant::now());
+        }
+        if got >= n || since.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got = line_numbers(&ix, &q);
+    let missing = (0..n).filter(|i| got.binary_search(i).is_err()).count();
+    let dropped = sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"docker\"}");
+    assert_eq!(
+        (got.len(), missing, dropped),
+        (n as usize, 0, 0.0),
+        "(stored, missing, dropped by the queue): every line once, none dropped"
+    );
+}

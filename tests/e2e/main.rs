@@ -9,6 +9,7 @@ mod ingest;
 mod load;
 mod operations;
 mod query;
+mod replicas;
 mod run;
 mod search;
 mod shipper;

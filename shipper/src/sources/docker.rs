@@ -357,7 +357,10 @@ fn follow_container(
         ev.fields
             .insert("container_id".into(), Value::String(meta.id.clone()));
         enrich(&mut ev);
-        queue.push(Item::Event(Box::new(ev), Source::Docker));
+        // Docker keeps the log: wait for room rather than skip the line.
+        if !queue.push_wait(Item::Event(Box::new(ev), Source::Docker), stop) {
+            break;
+        }
         if ts.is_some() {
             checkpoint = ts;
             save(&cp_path, checkpoint);

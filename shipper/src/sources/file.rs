@@ -1,13 +1,16 @@
 //! Files: tails paths matching globs — Docker json-file, CRI and plain text (Mesos sandbox
 //! `stdout`/`stderr`), told apart per file — through rename-and-create and copytruncate
-//! rotation. A line's idempotency key is its file and offset, and the checkpoint only moves
-//! past lines every replica has handled, so a crash or restart neither loses nor repeats.
+//! rotation, knowing a file by its inode and a fingerprint of its first bytes, so a copy is
+//! recognised and a truncation seen even across restarts. A file is its own buffer: its
+//! lines wait for room in the queue, never dropped. A line's idempotency key is its file and
+//! offset, and the checkpoint only moves past lines every replica has handled, so a crash or
+//! restart neither loses nor repeats.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -32,6 +35,10 @@ pub struct FileConfig {
     pub src: String,
     /// See `DockerConfig::gate`.
     pub gate: Arc<RwLock<()>>,
+    /// Bytes of all files that may be sent and not yet taken by any replica: past it the
+    /// files wait, so that while every replica is away their lines stay in the files
+    /// rather than overflow the backlogs.
+    pub window: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +54,129 @@ struct Tail {
     path: PathBuf,
     file: File,
     dev_ino: String,
+    /// What the records' keys are made of: the file's own `dev-ino`, or, for a copy of a
+    /// file already read (copytruncate), the original's, so that lines read from both have
+    /// the same key and the indexer stores them once.
+    id: String,
     /// Bumped when the file is truncated, so reused offsets get new keys.
     generation: u64,
     offset: u64,
+    fp: Fingerprint,
     format: Option<Format>,
     ack: Arc<AckTracker>,
     /// A line joined from partials (Docker's 16 KiB cuts, CRI `P`): text, stream, ts, start.
     pending: Option<(String, &'static str, Option<OffsetDateTime>, u64)>,
 }
+
+/// A file's first bytes, by which its content is recognised under another inode (a copy)
+/// and a truncation is told apart from growth, as Vector's `checksum` fingerprinter does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    /// How many bytes it covers: `FP_BYTES`, or the whole file while it is shorter.
+    len: u64,
+    /// FNV-1a of those bytes.
+    sum: u64,
+}
+
+/// 1 KiB holds about ten timestamped lines: enough to tell apart most files that start
+/// with the same banner, little enough to read again on every look at a growing file.
+const FP_BYTES: u64 = 1024;
+
+impl Fingerprint {
+    /// Of the file as it is now.
+    fn of(file: &File) -> std::io::Result<Fingerprint> {
+        let len = file.metadata()?.len().min(FP_BYTES);
+        Fingerprint::of_first(file, len)
+    }
+
+    fn of_first(file: &File, len: u64) -> std::io::Result<Fingerprint> {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, 0)?;
+        let mut sum: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in buf {
+            sum = (sum ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(Fingerprint { len, sum })
+    }
+
+    /// Whether `file` still starts with the bytes this fingerprint was taken of.
+    fn matches(&self, file: &File) -> bool {
+        self.len == 0 || Fingerprint::of_first(file, self.len).is_ok_and(|f| f == *self)
+    }
+}
+
+/// A file read before, under any inode: where its content was read to.
+#[derive(Clone, Debug)]
+struct Known {
+    id: String,
+    generation: u64,
+    offset: u64,
+    fp: Fingerprint,
+}
+
+impl Known {
+    fn from_saved(key: &str, v: &Value) -> Known {
+        Known {
+            id: v["id"].as_str().unwrap_or(key).to_string(),
+            generation: v["generation"].as_u64().unwrap_or(0),
+            offset: v["offset"].as_u64().unwrap_or(0),
+            // Checkpoints written before fingerprints have none: nothing to compare.
+            fp: Fingerprint {
+                len: v["fp_len"].as_u64().unwrap_or(0),
+                sum: v["fp"].as_u64().unwrap_or(0),
+            },
+        }
+    }
+
+    /// Whether `file`, of length `len`, holds this content up to where it was read: a
+    /// copy of it. Never for a file read from nowhere, or known only by an old checkpoint.
+    fn copied_to(&self, file: &File, len: u64) -> bool {
+        self.offset > 0 && self.fp.len > 0 && len >= self.offset && self.fp.matches(file)
+    }
+
+    /// Whether `file` starts like this content but does not reach where it was read to.
+    fn being_copied_to(&self, file: &File, len: u64) -> bool {
+        self.offset > 0
+            && self.fp.len > 0
+            && len < self.offset
+            && len >= self.fp.len
+            && self.fp.matches(file)
+    }
+}
+
+/// Where to start a file first seen under this `dev-ino`, and under which key.
+fn resume(
+    key: &str,
+    path: &Path,
+    file: &File,
+    len: u64,
+    saved: Option<&Value>,
+    known: &[Known],
+) -> (String, u64, u64) {
+    if let Some(v) = saved {
+        let k = Known::from_saved(key, v);
+        // Checkpoints sit at line ends; anything else means other content at this offset.
+        let at_line_end = k.offset == 0 || {
+            let mut b = [0u8; 1];
+            file.read_exact_at(&mut b, k.offset - 1).is_ok() && b[0] == b'\n'
+        };
+        if len >= k.offset && k.fp.matches(file) && at_line_end {
+            return (k.id, k.generation, k.offset);
+        }
+        // Truncated (copytruncate) or replaced while the shipper was away: start over,
+        // under new keys.
+        tracing::info!(path = %path.display(), offset = k.offset, len, "File was truncated or replaced since its checkpoint; reading it from the start.");
+        return (key.to_string(), k.generation + 1, 0);
+    }
+    if let Some(k) = known.iter().rev().find(|k| k.copied_to(file, len)) {
+        tracing::info!(path = %path.display(), offset = k.offset, "File is a copy of one already read (copytruncate); reading on from where that one was.");
+        return (k.id.clone(), k.generation, k.offset);
+    }
+    (key.to_string(), 0, 0)
+}
+
+/// Rotated copies remembered at most: logrotate keeps a handful per file.
+const MAX_KNOWN: usize = 1024;
 
 /// Follows the globs until `stop`.
 pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
@@ -62,9 +184,13 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
+    // What was read before under other inodes: the checkpoints as they were at start (a
+    // copy made while the shipper was down), then content truncated while running.
+    let mut known: Vec<Known> = saved.iter().map(|(k, v)| Known::from_saved(k, v)).collect();
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut last_written = String::new();
     let mut watch = PatternWatch::default();
+    let mut round = 0usize;
     while !stop.load(Relaxed) {
         let mut matches = vec![0usize; cfg.globs.len()];
         for (i, pattern) in cfg.globs.iter().enumerate() {
@@ -88,22 +214,33 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                let (offset, generation) = saved
-                    .get(&key)
-                    .map(|v| {
-                        (
-                            v["offset"].as_u64().unwrap_or(0),
-                            v["generation"].as_u64().unwrap_or(0),
-                        )
-                    })
-                    .unwrap_or((0, 0));
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                // The live files too: a copy is usually seen while its original is tailed.
+                let live = tails.values().map(|t| Known {
+                    id: t.id.clone(),
+                    generation: t.generation,
+                    offset: t.ack.done(),
+                    fp: t.fp,
+                });
+                let candidates: Vec<Known> = known.iter().cloned().chain(live).collect();
+                if !saved.contains_key(&key)
+                    && candidates.iter().any(|k| k.being_copied_to(&file, len))
+                {
+                    // Starts like a file already read but is shorter than what was read of
+                    // it: a copy still being written. Look again next time.
+                    continue;
+                }
+                let (id, generation, offset) =
+                    resume(&key, &path, &file, len, saved.get(&key), &candidates);
                 tracing::info!(path = %path.display(), offset, "Tailing a file.");
                 tails.insert(
                     key.clone(),
                     Tail {
                         path,
+                        fp: Fingerprint::of(&file).unwrap_or_default(),
                         file,
                         dev_ino: key,
+                        id,
                         generation,
                         offset,
                         format: None,
@@ -115,31 +252,65 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
         }
         watch.update(&cfg.globs, &matches, queue.metrics());
         let mut gone = Vec::new();
-        for (key, t) in tails.iter_mut() {
-            if !read_new(cfg, t, queue, stop) {
+        let out: u64 = tails
+            .values()
+            .map(|t| t.offset.saturating_sub(t.ack.delivered_through()))
+            .sum();
+        // With nothing out, one line goes whatever its size, so a huge line cannot stall.
+        let mut window = Window {
+            left: cfg.window.saturating_sub(out),
+            free_line: out == 0,
+        };
+        // Each round starts with another file, so that one busy file cannot take the whole
+        // window round after round.
+        let mut order: Vec<String> = tails.keys().cloned().collect();
+        order.sort_unstable();
+        if !order.is_empty() {
+            let first = round % order.len();
+            order.rotate_left(first);
+        }
+        round = round.wrapping_add(1);
+        for key in order {
+            let Some(t) = tails.get_mut(&key) else {
+                continue;
+            };
+            if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
                 break;
             }
-            // Rotated away (renamed, or deleted) and read to the end: done with it.
+            // Rotated away (renamed, or deleted), read to the end and every line handled by
+            // the replicas: done with it. Lines they all gave up keep it open, deleted or
+            // not, until they are read again from it.
             let current = std::fs::metadata(&t.path)
                 .ok()
                 .map(|m| format!("{}-{}", m.dev(), m.ino()));
             if current.as_deref() != Some(key.as_str())
+                && t.ack.done() >= t.offset
                 && t.file
                     .metadata()
                     .map(|m| m.len() <= t.offset)
                     .unwrap_or(true)
             {
-                gone.push(key.clone());
+                gone.push(key);
             }
         }
         for k in gone {
             tails.remove(&k);
             saved.remove(&k);
         }
+        if known.len() > MAX_KNOWN {
+            known.drain(..known.len() - MAX_KNOWN);
+        }
         for (k, t) in &tails {
             saved.insert(
                 k.clone(),
-                json!({"path": t.path, "offset": t.ack.done(), "generation": t.generation}),
+                json!({
+                    "path": t.path,
+                    "offset": t.ack.done(),
+                    "generation": t.generation,
+                    "id": t.id,
+                    "fp": t.fp.sum,
+                    "fp_len": t.fp.len,
+                }),
             );
         }
         let text = serde_json::to_string(&saved).unwrap_or_default();
@@ -182,19 +353,68 @@ impl PatternWatch {
     }
 }
 
+/// What the files may still send before a replica takes some of it.
+struct Window {
+    left: u64,
+    free_line: bool,
+}
+
+impl Window {
+    /// Takes room for a line of `size` bytes, if there is.
+    fn take(&mut self, size: u64) -> bool {
+        if size <= self.left || std::mem::take(&mut self.free_line) {
+            self.left = self.left.saturating_sub(size);
+            return true;
+        }
+        false
+    }
+}
+
 /// Reads what was appended since the last look; false when stopping.
-fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) -> bool {
+fn read_new(
+    cfg: &FileConfig,
+    t: &mut Tail,
+    queue: &Queue,
+    stop: &AtomicBool,
+    known: &mut Vec<Known>,
+    window: &mut Window,
+) -> bool {
+    if let Some(from) = t.ack.rewind() {
+        // Every replica gave these lines up (their backlogs overflowed): the file still
+        // holds them, so read them again rather than skip them.
+        if from < t.offset {
+            tracing::warn!(path = %t.path.display(), from, to = t.offset, "Every replica gave up lines of a file; reading them again.");
+            t.offset = from;
+            t.pending = None;
+        }
+    }
     let len = match t.file.metadata() {
         Ok(m) => m.len(),
         Err(_) => return true,
     };
-    if len < t.offset {
-        // copytruncate: the same file starts over.
+    // Shorter than what was read, or other first bytes (cut and written again between two
+    // looks): copytruncate, the same file starts over.
+    if len < t.offset || (len != t.offset && !t.fp.matches(&t.file)) {
         tracing::info!(path = %t.path.display(), "File was truncated; reading it from the start.");
+        // A copy not seen yet is recognised by what this content was.
+        known.push(Known {
+            id: t.id.clone(),
+            generation: t.generation,
+            offset: t.ack.done(),
+            fp: t.fp,
+        });
+        t.id = t.dev_ino.clone();
         t.offset = 0;
         t.generation += 1;
         t.ack = AckTracker::new(0);
         t.pending = None;
+        t.fp = Fingerprint::default();
+    }
+    // A file shorter than the fingerprint grows into it.
+    if t.fp.len < FP_BYTES && len > t.fp.len {
+        if let Ok(fp) = Fingerprint::of(&t.file) {
+            t.fp = fp;
+        }
     }
     if len == t.offset {
         return true;
@@ -204,12 +424,18 @@ fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) ->
     if t.file.seek(SeekFrom::Start(t.offset)).is_err() || t.file.read_exact(&mut buf).is_err() {
         return true;
     }
-    let src = format!("{}/file/{}-{}", cfg.src, t.dev_ino, t.generation);
+    let src = format!("{}/file/{}-{}", cfg.src, t.id, t.generation);
     let mut start = 0usize;
+    let mut held = false;
     while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
         let line = &buf[start..start + nl];
         let line_offset = t.offset + start as u64;
         let next = line_offset + nl as u64 + 1;
+        if !window.take(next - line_offset) {
+            // The replicas have enough of this file's lines to take: read on later.
+            held = true;
+            break;
+        }
         let _gate = cfg.gate.read().unwrap();
         if stop.load(Relaxed) {
             return false;
@@ -217,22 +443,31 @@ fn read_new(cfg: &FileConfig, t: &mut Tail, queue: &Queue, stop: &AtomicBool) ->
         let format = *t.format.get_or_insert_with(|| detect(line));
         if let Some(ev) = parse(cfg, t, format, line, line_offset) {
             let mut ev = ev;
-            ev.key = Some((src.clone(), ev.key.map_or(line_offset, |k| k.1)));
-            ev.ack = Some((t.ack.clone(), next));
+            // A joined line is keyed, and acknowledged, from where its first piece began.
+            let first = ev.key.map_or(line_offset, |k| k.1);
+            ev.key = Some((src.clone(), first));
+            ev.ack = Some((t.ack.clone(), first..next));
             ev.fields
                 .insert("path".into(), Value::String(t.path.display().to_string()));
             enrich(&mut ev);
-            queue.push(Item::Event(Box::new(ev), Source::File));
+            // A file is its own buffer: wait for room, never drop. When the shipper stops
+            // first, the line is not handed on and the checkpoint stays before it.
+            if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
+                return false;
+            }
         }
         start += nl + 1;
     }
-    if start == 0 && buf.len() >= 4 << 20 {
+    if !held && start == 0 && buf.len() >= 4 << 20 {
         // No newline in 4 MiB: ship it cut rather than wait forever.
         start = buf.len();
         let mut ev = plain(cfg, &buf);
         ev.key = Some((src, t.offset));
-        ev.ack = Some((t.ack.clone(), t.offset + start as u64));
-        queue.push(Item::Event(Box::new(ev), Source::File));
+        ev.ack = Some((t.ack.clone(), t.offset..t.offset + start as u64));
+        let _gate = cfg.gate.read().unwrap();
+        if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
+            return false;
+        }
     }
     t.offset += start as u64;
     true
@@ -344,4 +579,141 @@ fn parse(
         key: Some((String::new(), start)),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in a fresh temporary directory, removed with it.
+    struct Temp(PathBuf);
+
+    impl Temp {
+        fn new(name: &str) -> Temp {
+            let dir = std::env::temp_dir().join(format!(
+                "sawmill-fp-{name}-{}-{}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Temp(dir)
+        }
+
+        fn file(&self, name: &str, text: &str) -> (PathBuf, File) {
+            let p = self.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            let f = File::open(&p).unwrap();
+            (p, f)
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn lines(range: std::ops::Range<u32>) -> String {
+        range.map(|i| format!("line {i} of the log\n")).collect()
+    }
+
+    fn saved(offset: usize, fp: Option<Fingerprint>) -> Value {
+        let mut v = json!({"path": "x", "offset": offset, "generation": 3});
+        if let Some(fp) = fp {
+            v["fp"] = json!(fp.sum);
+            v["fp_len"] = json!(fp.len);
+        }
+        v
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_only_where_the_same_content_still_is() {
+        let tmp = Temp::new("resume");
+        let before = lines(0..100);
+        let (_, f) = tmp.file("a", &before);
+        let fp = Fingerprint::of(&f).unwrap();
+        let at = lines(0..40).len();
+        let len = before.len() as u64;
+        let go =
+            |f: &File, len: u64, v: Value| resume("1-2", Path::new("a"), f, len, Some(&v), &[]);
+        assert_eq!(
+            go(&f, len, saved(at, Some(fp))),
+            ("1-2".into(), 3, at as u64)
+        );
+        // A checkpoint from before fingerprints: the offset is trusted.
+        assert_eq!(go(&f, len, saved(at, None)), ("1-2".into(), 3, at as u64));
+        // Not at a line end: other content is at that offset.
+        assert_eq!(go(&f, len, saved(at - 3, None)), ("1-2".into(), 4, 0));
+        // Cut and written again past the old offset: other first bytes.
+        let after = lines(500..700);
+        let (_, g) = tmp.file("b", &after);
+        assert_eq!(
+            go(&g, after.len() as u64, saved(at, Some(fp))),
+            ("1-2".into(), 4, 0)
+        );
+        // Shorter than the offset.
+        let (_, h) = tmp.file("c", &lines(0..10));
+        assert_eq!(
+            go(&h, lines(0..10).len() as u64, saved(at, None)),
+            ("1-2".into(), 4, 0)
+        );
+    }
+
+    #[test]
+    fn a_copy_is_known_by_its_first_bytes_and_its_length() {
+        let tmp = Temp::new("copy");
+        let text = lines(0..100);
+        let (_, orig) = tmp.file("orig", &text);
+        let read_to = lines(0..90).len() as u64;
+        let k = Known {
+            id: "1-2".into(),
+            generation: 5,
+            offset: read_to,
+            fp: Fingerprint::of(&orig).unwrap(),
+        };
+        assert_eq!(k.fp.len, FP_BYTES);
+        let (_, copy) = tmp.file("copy", &text);
+        let start = resume(
+            "1-9",
+            Path::new("copy"),
+            &copy,
+            text.len() as u64,
+            None,
+            std::slice::from_ref(&k),
+        );
+        assert_eq!(
+            start,
+            ("1-2".into(), 5, read_to),
+            "read on under the original's keys"
+        );
+        // A copy still being written is shorter than what was read of the original.
+        let part = &text[..1500];
+        let (_, partial) = tmp.file("partial", part);
+        assert!(k.being_copied_to(&partial, part.len() as u64));
+        // Another file is new.
+        let other = lines(1000..1100);
+        let (_, new) = tmp.file("new", &other);
+        let start = resume(
+            "1-7",
+            Path::new("new"),
+            &new,
+            other.len() as u64,
+            None,
+            &[k],
+        );
+        assert_eq!(start, ("1-7".into(), 0, 0));
+    }
+
+    #[test]
+    fn a_short_file_is_fingerprinted_whole_and_the_fingerprint_grows_with_it() {
+        let tmp = Temp::new("short");
+        let (p, f) = tmp.file("a", "one\n");
+        let small = Fingerprint::of(&f).unwrap();
+        assert_eq!(small.len, 4);
+        std::fs::write(&p, format!("one\n{}", lines(0..100))).unwrap();
+        assert!(small.matches(&f), "the first four bytes are unchanged");
+        std::fs::write(&p, lines(0..100)).unwrap();
+        assert!(!small.matches(&f), "other first bytes");
+        assert_eq!(Fingerprint::of(&f).unwrap().len, FP_BYTES);
+    }
 }
