@@ -508,16 +508,6 @@ impl Batcher {
     }
 
     fn add(&mut self, p: &mut Pending, mut ev: Event) {
-        if let Some((t, range)) = ev.ack.take() {
-            p.rereadable += 1;
-            // A source's lines arrive in order: one range per source and batch.
-            match p.acks.last_mut() {
-                Some((last, r)) if Arc::ptr_eq(last, &t) && r.end == range.start => {
-                    r.end = range.end
-                }
-                _ => p.acks.push((t, range)),
-            }
-        }
         match &ev.key {
             Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),
             None => {
@@ -535,6 +525,18 @@ impl Batcher {
                     }
                 };
                 ev.write_record(&mut p.ndjson, &self.state.src, seq, &self.host)
+            }
+        }
+        // Only once the record is in the batch: an ack released for a record that was
+        // dropped would let its source's checkpoint pass a line never sent.
+        if let Some((t, range)) = ev.ack.take() {
+            p.rereadable += 1;
+            // A source's lines arrive in order: one range per source and batch.
+            match p.acks.last_mut() {
+                Some((last, r)) if Arc::ptr_eq(last, &t) && r.end == range.start => {
+                    r.end = range.end
+                }
+                _ => p.acks.push((t, range)),
             }
         }
         p.records += 1;
