@@ -443,9 +443,16 @@ impl Batcher {
                 // reports are never evicted).
                 for (i, r) in self.replicas.clone().iter().enumerate() {
                     let m = &self.metrics.replicas[i];
-                    let total = m.records_dropped.load(Relaxed) - m.records_reread.load(Relaxed);
-                    let n = total - reported_replica[i];
-                    reported_replica[i] = total;
+                    // Saturating, and never below what was reported: lines a replica gave up
+                    // count as re-read only once every replica has given them up, so this
+                    // difference can shrink after a report went out (a panic, or a report of
+                    // 2^64 records, before).
+                    let total = m
+                        .records_dropped
+                        .load(Relaxed)
+                        .saturating_sub(m.records_reread.load(Relaxed));
+                    let n = total.saturating_sub(reported_replica[i]);
+                    reported_replica[i] = reported_replica[i].max(total);
                     if n > 0 {
                         let mut ev = drop_report(
                             format!(
@@ -461,7 +468,7 @@ impl Batcher {
                         self.add(&mut p, ev);
                         p.pinned = true;
                     } else if r.overflowing.swap(false, Relaxed) {
-                        tracing::warn!(replica = %r.url, dropped = total - episode_start[i], "Replica's backlog has room again; what it missed was reported.");
+                        tracing::warn!(replica = %r.url, dropped = total.saturating_sub(episode_start[i]), "Replica's backlog has room again; what it missed was reported.");
                     }
                     if !r.overflowing.load(Relaxed) {
                         episode_start[i] = total;
