@@ -23,6 +23,9 @@ pub struct Wal {
     /// whose state nobody knows): they are cut off, or a new segment started, before the
     /// next write is accepted.
     needs_reset: bool,
+    /// The segment is full but the next one could not be started: it must be, before the
+    /// next write (see `append`).
+    needs_rollover: bool,
 }
 
 pub fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
@@ -107,6 +110,7 @@ impl Wal {
                     seg_start: start,
                     seg_len: end - start,
                     needs_reset: false,
+                    needs_rollover: false,
                 })
             }
             _ => Wal::create_segment(dir, end),
@@ -128,6 +132,7 @@ impl Wal {
             seg_start: start,
             seg_len: 0,
             needs_reset: false,
+            needs_rollover: false,
         })
     }
 
@@ -140,6 +145,9 @@ impl Wal {
     /// left in the log, so the caller may report the whole write as failed.
     pub fn append(&mut self, frames: &[u8]) -> Result<()> {
         self.reset()?;
+        if self.needs_rollover {
+            *self = Wal::create_segment(&self.dir, self.next_position())?;
+        }
         let path = segment_path(&self.dir, self.seg_start);
         let res = self
             .file
@@ -157,11 +165,15 @@ impl Wal {
         }
         self.seg_len += frames.len() as u64;
         if self.seg_len >= SEGMENT_BYTES {
-            // The frames are durable already: a failed rollover only means writing on.
+            // The frames are durable already. A failed rollover may still leave the new
+            // segment's file behind, and reading stops where the next segment starts: writing
+            // on in this one would put acknowledged frames where no replay reads them. So the
+            // next write starts the segment first, and fails (unacknowledged) until it can.
             match Wal::create_segment(&self.dir, self.next_position()) {
                 Ok(next) => *self = next,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Could not start a new write-ahead log segment; continuing in the current one.")
+                    tracing::warn!(error = %e, "Could not start a new write-ahead log segment; retrying before the next write.");
+                    self.needs_rollover = true;
                 }
             }
         }
@@ -296,6 +308,52 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sawmill-wal-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_failed_rollover_never_writes_where_no_replay_reads() {
+        // Review: a rollover that failed after creating the next segment's file went on
+        // writing acknowledged frames into the full segment, past where the next one starts,
+        // and a replay (which stops there) never saw them.
+        let dir = tmp("rollover");
+        let mut wal = Wal::open(&dir, 0, |_, _| {}).unwrap();
+        let mut acked: Vec<Vec<u8>> = Vec::new();
+        let mut append = |wal: &mut Wal, payload: &[u8]| {
+            let mut buf = Vec::new();
+            encode_frame(&mut buf, payload);
+            if wal.append(&buf).is_ok() {
+                acked.push(payload.to_vec());
+            }
+        };
+        let big = vec![b'x'; SEGMENT_BYTES as usize];
+        let next = (HEADER + big.len()) as u64;
+        // The next segment cannot be started: a directory stands where its file goes.
+        fs::create_dir_all(segment_path(&dir, next)).unwrap();
+        append(&mut wal, &big);
+        append(&mut wal, b"while the rollover fails");
+        // What a failed rollover can leave behind: the next segment's file, empty.
+        fs::remove_dir(segment_path(&dir, next)).unwrap();
+        fs::write(segment_path(&dir, next), b"").unwrap();
+        append(&mut wal, b"once it works");
+        drop(wal);
+        let mut replayed = Vec::new();
+        Wal::open(&dir, 0, |_, p| replayed.push(p.to_vec())).unwrap();
+        let short = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|p| p[..p.len().min(30)].to_vec())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            short(&replayed),
+            short(&acked),
+            "every acknowledged frame replays"
+        );
+        assert_eq!(
+            acked.len(),
+            2,
+            "the write during the failed rollover was refused"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
