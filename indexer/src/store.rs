@@ -478,6 +478,9 @@ struct Indexer {
     /// When to retry after a failure, and the wait after the next one.
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    /// Partitions whose writers were dropped by a failure: they may hold segment files
+    /// flushed but never committed, which only tantivy's garbage collection removes.
+    orphaned: HashSet<i64>,
 }
 
 /// The first retry after an indexing failure; each failed retry doubles the wait, up to
@@ -497,6 +500,7 @@ impl Indexer {
             failed: false,
             retry_at: None,
             retry_delay: RETRY_MIN,
+            orphaned: HashSet::new(),
         }
     }
 
@@ -648,6 +652,7 @@ impl Indexer {
         // restart replayed nothing: 32,000 acknowledged records lost), and with no thread
         // left, adding blocks for good once its queue is full. Every writer goes; `recover`
         // adds their records again from the log.
+        self.orphaned.extend(self.writers.keys().copied());
         self.writers.clear();
         self.dirty.clear();
         self.deadline = None;
@@ -668,6 +673,20 @@ impl Indexer {
                     .retry_failed(end, format!("reading the partitions' commits failed: {e}"))
             }
         };
+        // Review: the failed writers' flushed but uncommitted segments stay on disk until
+        // tantivy collects them, and only a commit or an explicit call does. Without this, a
+        // retry that filled the disk again left them holding the space an operator freed,
+        // and every later retry failed at its first flush.
+        for start in std::mem::take(&mut self.orphaned) {
+            let collected = self
+                .writer(start)
+                .and_then(|w| w.garbage_collect_files().wait().map_err(Error::from));
+            if let Err(e) = collected {
+                self.orphaned.insert(start);
+                return self
+                    .retry_failed(end, format!("removing uncommitted segments failed: {e}"));
+            }
+        }
         let dir = self.shared.config.data.join("wal");
         let metrics = self.shared.metrics.clone();
         let mut added = 0u64;
