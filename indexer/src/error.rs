@@ -39,6 +39,9 @@ pub enum Error {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("the indexer is shutting down")]
     ShuttingDown,
+    /// A bug: a search thread panicked. The thread lives on; the client gets a 500.
+    #[error("a search panicked: {0}")]
+    Panicked(String),
     #[error("too many searches at once: {running} running and {queued} waiting, the most --max-concurrent-searches and --search-queue allow; retry shortly")]
     Busy { running: usize, queued: usize },
     #[error("the search waited {} for a free search slot (--search-queue-timeout) while other searches ran; retry shortly", span_text(*.waited))]
@@ -75,7 +78,7 @@ impl Error {
             }
             Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::SearchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Locked { .. } | Error::Io { .. } | Error::Tantivy(_) => {
+            Error::Locked { .. } | Error::Io { .. } | Error::Tantivy(_) | Error::Panicked(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }

@@ -171,9 +171,10 @@ impl Searches {
         let res = self
             .spawn(move || {
                 metrics.searches_running.fetch_add(1, Relaxed);
+                // Left however `f` ends, a panic included.
+                let _running = Running(&metrics.searches_running);
                 // The clock starts when the search does: waiting had its own limit.
                 let res = f(&Budget::new(timeout, cancelled));
-                metrics.searches_running.fetch_sub(1, Relaxed);
                 drop(slot);
                 match &res {
                     Err(Error::SearchTimeout { .. }) => {
@@ -200,10 +201,21 @@ impl Searches {
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            // A panic in tantivy or a collector must cost one answer (a 500), not a search
+            // thread: the pool never regrows, and with every thread gone each search would
+            // be refused until a restart.
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Error::Panicked(what)
+            });
+            let _ = tx.send(res);
         });
         self.inner.jobs.send(job).map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 }
 
@@ -214,6 +226,15 @@ impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
         self.1.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a search as running until dropped, however it ends.
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -255,5 +276,35 @@ pub fn span_text(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_search_costs_its_answer_not_the_thread() {
+        // Review: a panic ended the pool's only thread for good, and every later search was
+        // refused as "shutting down" until a restart.
+        let metrics = Arc::new(Metrics::default());
+        let searches = Searches::start(
+            SearchLimits {
+                max_concurrent: 1,
+                ..SearchLimits::default()
+            },
+            metrics.clone(),
+        );
+        let res = searches
+            .run(|_| -> Result<()> { panic!("a bug in a collector") })
+            .await;
+        assert!(
+            matches!(&res, Err(Error::Panicked(m)) if m.contains("collector")),
+            "{res:?}"
+        );
+        for _ in 0..3 {
+            assert_eq!(searches.run(|_| Ok(7)).await.unwrap(), 7);
+        }
+        assert_eq!(metrics.searches_running.load(Relaxed), 0);
     }
 }
