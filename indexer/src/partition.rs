@@ -59,7 +59,8 @@ fn dir_name(start: i64, secs: i64) -> String {
 
 pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
     let rest = name.strip_prefix("p-")?;
-    let (start, secs) = rest.split_once('-')?;
+    // From the right: a start before 1970 is negative (`p--00000086400-86400`).
+    let (start, secs) = rest.rsplit_once('-')?;
     Some((start.parse().ok()?, secs.parse().ok()?))
 }
 
