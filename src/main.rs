@@ -61,6 +61,10 @@ struct HttpArgs {
     /// tails end at once). An indexer commits everything acknowledged either way.
     #[arg(long, env = "SAWMILL_STOP_TIMEOUT", default_value = "10s", value_parser = span)]
     stop_timeout: Duration,
+    /// Serve at most this many connections at once; more wait in the kernel's listen backlog
+    /// until one ends, so a flood of clients cannot exhaust memory or file descriptors.
+    #[arg(long, env = "SAWMILL_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
 }
 
 #[derive(Args)]
@@ -328,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 header_timeout: a.http.header_timeout,
                 body_timeout: a.body_timeout,
                 stop_timeout: a.http.stop_timeout,
+                max_connections: a.http.max_connections,
                 ..a.store.api()
             };
             indexer(a.listen, a.store.config(), api, None).await
@@ -498,6 +503,7 @@ async fn ui(a: UiArgs) -> anyhow::Result<()> {
     let config = sawmill_ui::ServeConfig {
         header_timeout: a.http.header_timeout,
         stop_timeout: a.http.stop_timeout,
+        max_connections: a.http.max_connections,
     };
     sawmill_ui::serve(listener, client, config, stop).await?;
     Ok(())

@@ -46,6 +46,8 @@ pub struct ApiConfig {
     pub body_timeout: Duration,
     /// Longest a stop waits for requests in flight before dropping their connections.
     pub stop_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog until one ends.
+    pub max_connections: usize,
     /// Longer ingested messages are cut to this many bytes and flagged `truncated`.
     pub max_message_bytes: usize,
     /// How many searches run at once, wait, and for how long.
@@ -59,6 +61,7 @@ impl Default for ApiConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             max_message_bytes: 256 << 10,
             searches: SearchLimits::default(),
         }

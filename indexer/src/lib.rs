@@ -53,12 +53,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let (header_timeout, stop_timeout) = (config.header_timeout, config.stop_timeout);
+    let (header_timeout, stop_timeout, max_connections) = (
+        config.header_timeout,
+        config.stop_timeout,
+        config.max_connections,
+    );
     let app = router(store.clone(), config, rx);
-    http::serve(listener, app, header_timeout, stop_timeout, async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    })
+    http::serve(
+        listener,
+        app,
+        header_timeout,
+        stop_timeout,
+        max_connections,
+        async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        },
+    )
     .await;
     let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
     Ok(())

@@ -278,3 +278,52 @@ fn sawmill_up_stops_within_the_bound_whatever_its_clients_do() {
     assert!(st.success(), "{st:?}");
     assert_committed(&data, "su", 300);
 }
+
+#[test]
+fn connections_past_the_limit_wait_until_one_ends() {
+    // From review: nothing bounded the number of connections; each costs a task and buffers,
+    // and a flood of clients could exhaust memory or file descriptors.
+    let dir = TempDir::new("maxconn");
+    let ix = Indexer::start_env(dir.path(), &[], &[("SAWMILL_MAX_CONNECTIONS", "2")]);
+    let addr = ix.url.trim_start_matches("http://").to_string();
+    let ask = |conn: &mut TcpStream| {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+    };
+    let status_line = |conn: &mut TcpStream, wait: Duration| -> Option<String> {
+        conn.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 12];
+        match conn.read_exact(&mut buf) {
+            Ok(()) => Some(String::from_utf8_lossy(&buf).into_owned()),
+            Err(_) => None,
+        }
+    };
+    // Two keep-alive connections, each answered once (so both are surely accepted), then
+    // left open and idle: they hold both slots.
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            ask(&mut c);
+            let line = status_line(&mut c, Duration::from_secs(10));
+            assert_eq!(line.as_deref(), Some("HTTP/1.1 200"));
+            c
+        })
+        .collect();
+    let mut third = TcpStream::connect(&addr).unwrap();
+    ask(&mut third);
+    assert_eq!(
+        status_line(&mut third, Duration::from_secs(1)),
+        None,
+        "a third connection was served while two held both slots"
+    );
+    drop(held.remove(0));
+    assert_eq!(
+        status_line(&mut third, Duration::from_secs(10)).as_deref(),
+        Some("HTTP/1.1 200"),
+        "the waiting connection was not served once a slot freed"
+    );
+    assert!(
+        ix.log_text().contains("Connection limit reached"),
+        "the limit was not logged"
+    );
+}

@@ -1,19 +1,21 @@
-//! Serving the router over HTTP/1 with the bounds a server facing the network needs: a
-//! client has `header_timeout` to send a request head, and a stop waits at most
-//! `stop_timeout` for requests in flight before dropping their connections.
+//! Serving the router over HTTP/1 with the bounds a server facing the network needs: at
+//! most `max_connections` at once, a client has `header_timeout` to send a request head,
+//! and a stop waits at most `stop_timeout` for requests in flight before dropping their
+//! connections.
 //!
 //! axum::serve has neither: one client stalled mid-request held a stop for as long as it
 //! stayed connected. A twin of the indexer's `indexer/src/http.rs`; keep the two alike (the
 //! UI talks to indexers only over HTTP, so it does not link their crate).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the requests in flight
@@ -23,12 +25,39 @@ pub async fn serve(
     app: Router,
     header_timeout: Duration,
     stop_timeout: Duration,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut at_limit = false;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // At the limit, nothing more is accepted until a connection ends: the kernel's
+        // backlog holds the rest, so a flood of clients costs a bounded number of tasks and
+        // buffers here.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !std::mem::replace(&mut at_limit, true) {
+                    tracing::warn!(
+                        max_connections,
+                        "Connection limit reached; new connections wait until one ends."
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        if slots.available_permits() > 0 {
+            at_limit = false;
+        }
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -36,7 +65,11 @@ pub async fn serve(
                     // Streamed answers end with a small write: without this, Nagle's algorithm
                     // holds it until the client's delayed ACK (40 ms per answer, measured).
                     let _ = io.set_nodelay(true);
-                    conns.spawn(connection(io, app.clone(), header_timeout, stop_rx.clone()));
+                    let served = connection(io, app.clone(), header_timeout, stop_rx.clone());
+                    conns.spawn(async move {
+                        served.await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: the listener itself is fine, and a

@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// Longest a stop waits for requests in flight before dropping their connections.
     pub stop_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog until one ends.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +49,7 @@ impl Default for ServeConfig {
         ServeConfig {
             header_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -73,6 +76,7 @@ pub async fn serve(
         router(client),
         config.header_timeout,
         config.stop_timeout,
+        config.max_connections,
         async move {
             shutdown.await;
             closing.close();
