@@ -17,7 +17,6 @@ mod dedup;
 mod error;
 #[cfg(test)]
 mod fuzz;
-mod http;
 mod lock;
 mod metrics;
 mod partition;
@@ -59,7 +58,7 @@ pub async fn serve(
         config.max_connections,
     );
     let app = router(store.clone(), config, rx);
-    http::serve(
+    sawmill_http::serve(
         listener,
         app,
         header_timeout,

@@ -15,7 +15,6 @@
 mod client;
 mod error;
 mod highlight;
-mod http;
 mod pages;
 mod record;
 mod svg;
@@ -71,7 +70,7 @@ pub async fn serve(
             tokio::time::sleep(HEALTH_INTERVAL).await;
         }
     });
-    http::serve(
+    sawmill_http::serve(
         listener,
         router(client),
         config.header_timeout,

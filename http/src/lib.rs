@@ -1,11 +1,10 @@
-//! Serving the router over HTTP/1 with the bounds a server facing the network needs: at
-//! most `max_connections` at once, a client has `header_timeout` to send a request head,
-//! and a stop waits at most `stop_timeout` for requests in flight before dropping their
-//! connections.
+//! Sawmill's HTTP/1 server loop, shared by the indexer and the UI (which talk to each other
+//! only over HTTP, so neither links the other's crate): at most `max_connections` at once, a
+//! client has `header_timeout` to send a request head, and a stop waits at most
+//! `stop_timeout` for requests in flight before dropping their connections.
 //!
-//! axum::serve has neither: one client stalled mid-request held a stop for as long as it
-//! stayed connected. A twin of the indexer's `indexer/src/http.rs`; keep the two alike (the
-//! UI talks to indexers only over HTTP, so it does not link their crate).
+//! axum::serve has none of these: one client stalled mid-request held a stop for as long as
+//! it stayed connected, and nothing bounded how many connections a flood of clients opened.
 
 use std::future::Future;
 use std::sync::Arc;
