@@ -5,14 +5,15 @@
 //!
 //! Run: `cargo bench --bench indexer` (`SAWMILL_BENCH_RECORDS=500000` for a quicker run).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{baseline_index, env_or, hex, ingest, peak_rss_mib, percentiles, Data, Draw};
+use common::{
+    baseline_index, env_or, hex, ingest, peak_rss_mib, percentiles, start_server, Data, Draw,
+    Server,
+};
 use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
 use tantivy::aggregation::agg_req::Aggregations;
@@ -151,36 +152,6 @@ fn baseline(d: &Data, dir: &Path) -> (Index, Rate) {
     (index, Rate { secs })
 }
 
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sawmill"))
-        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("SAWMILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("sawmill indexer listening on ")
-        .expect("indexer started")
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
-
 /// (b) Through the HTTP API: two senders, each batch acknowledged only once durable; the
 /// clock stops when the last record is searchable.
 fn through_http(d: &Data, server: &Server) -> Rate {
@@ -256,7 +227,7 @@ fn main() {
     let (index, a) = baseline(&d, &tmp.join("baseline"));
     let a_rps = report("(a) straight into tantivy (baseline)", &a, &d);
     let a_bytes = dir_bytes(&tmp.join("baseline"));
-    let server = start_server(&tmp.join("server"));
+    let server = start_server(&tmp.join("server"), &[]);
     let b = through_http(&d, &server);
     let b_rps = report("(b) POST /api/v1/ingest, durable + dedup", &b, &d);
     // Background merges shrink the index for a while after the last commit: measure once settled.

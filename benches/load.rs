@@ -8,16 +8,13 @@
 //! how long they search).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_or, hex, ingest, peak_rss_mib, Draw};
+use common::{env_or, hex, ingest, peak_rss_mib, start_server, Draw};
 use serde_json::{json, Value};
 
 const WORDS: [&str; 16] = [
@@ -49,37 +46,6 @@ const HEAVY: [&str; 6] = [
     "/api/v1/histogram?q=NOT%20service:auth&buckets=5000",
     "/api/v1/search?q=*&limit=10000&order=asc",
 ];
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sawmill"))
-        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(["--commit-interval", "200ms"])
-        .env("SAWMILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("sawmill indexer listening on ")
-        .expect("indexer started")
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
 
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -174,7 +140,7 @@ fn main() {
             "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
         })
     });
-    let server = start_server(&tmp.join("data"));
+    let server = start_server(&tmp.join("data"), &["--commit-interval", "200ms"]);
     let pid = server.child.id();
     let started = Instant::now();
     ingest(&d.batches, &server.url);

@@ -193,3 +193,37 @@ pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
         v[((v.len() as f64 * 0.95) as usize).min(v.len() - 1)],
     )
 }
+
+/// A real `sawmill indexer` on a kernel-chosen loopback port, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sawmill indexer` on `data` with `args`, and waits for its address.
+pub fn start_server(data: &Path, args: &[&str]) -> Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sawmill"))
+        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(args)
+        .env("SAWMILL_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("sawmill indexer listening on ")
+        .expect("indexer started")
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
