@@ -4,21 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// The sum of N over the drop reports an indexer holds that name `replica`.
-fn reported_for(ix: &Indexer, replica: &str) -> u64 {
-    let (s, v) = get(&ix.api("/api/v1/search?q=service:sawmill-shipper&limit=1000"));
-    if s != 200 {
-        return 0;
-    }
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["fields"]["replica"].as_str() == Some(replica))
-        .map(|h| h["fields"]["dropped"].as_u64().unwrap())
-        .sum()
-}
-
 fn total(ix: &Indexer, q: &str) -> u64 {
     get_ok(&ix.api(&format!("/api/v1/search?q={}&limit=0", urlencode(q))))["total"]
         .as_u64()
@@ -66,7 +51,7 @@ fn a_replica_whose_backlog_overflows_is_named_in_the_log_and_in_a_drop_report() 
     // as each report takes room in B's backlog).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (d, r) = (dropped(&b.url), reported_for(&a, &b.url));
+        let (d, r) = (dropped(&b.url), reported_dropped(&a, Some(&b.url)));
         if d > 0 && r == d {
             break;
         }
@@ -102,7 +87,7 @@ fn a_replica_whose_backlog_overflows_is_named_in_the_log_and_in_a_drop_report() 
             "sawmill_shipper_backlog_records{{replica=\"{}\"}}",
             b.url
         )) == 0;
-        if idle && reported_for(&b, &b.url) == missed {
+        if idle && reported_dropped(&b, Some(&b.url)) == missed {
             break;
         }
         assert!(

@@ -236,7 +236,7 @@ fn when_everything_overflows_every_lost_record_is_counted_and_reported() {
             )) == 0
         });
         let owed = q("sawmill_shipper_records_lost_total") + queue_drops;
-        if idle && reported_total(&a) == owed && reported_total(&b) == owed {
+        if idle && reported_dropped(&a, None) == owed && reported_dropped(&b, None) == owed {
             break;
         }
         assert!(
@@ -274,28 +274,12 @@ fn when_everything_overflows_every_lost_record_is_counted_and_reported() {
         );
         // ... and the drop records say so, to the record.
         assert_eq!(
-            reported_total(ix),
+            reported_dropped(ix, None),
             queue_drops + lost,
             "drop records on {r}"
         );
     }
     eprintln!("overflow: sent {n} in {sent_in:?}; stored {}, queue drops {queue_drops}, lost in backlogs {lost}", n - queue_drops - lost);
-}
-
-/// The sum of N over `sawmill dropped N records` records an indexer holds, leaving out the
-/// reports on one replica (`fields.replica`): records lost everywhere are reported as such.
-fn reported_total(ix: &Indexer) -> u64 {
-    let (s, v) = get(&ix.api("/api/v1/search?q=service:sawmill-shipper&limit=1000"));
-    if s != 200 {
-        return 0;
-    }
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["fields"]["replica"].is_null())
-        .map(|h| h["fields"]["dropped"].as_u64().unwrap())
-        .sum()
 }
 
 #[test]

@@ -505,3 +505,19 @@ impl Drop for Ui {
         let _ = self.child.wait();
     }
 }
+
+/// The sum of N over the `sawmill dropped N records` reports an indexer holds: those naming
+/// `replica` (`fields.replica`), or with `None` those naming none (records lost everywhere).
+pub fn reported_dropped(ix: &Indexer, replica: Option<&str>) -> u64 {
+    let (s, v) = get(&ix.api("/api/v1/search?q=service:sawmill-shipper&limit=1000"));
+    if s != 200 {
+        return 0;
+    }
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["fields"]["replica"].as_str() == replica)
+        .map(|h| h["fields"]["dropped"].as_u64().unwrap())
+        .sum()
+}
