@@ -1,0 +1,400 @@
+//! The HTTP API between the parts (DESIGN.md "API"): each route's path, the parameters it
+//! takes and the answer it gives. The indexer deserialises the parameters and serialises
+//! the answers (or streams text that a test checks against these types); the UI and
+//! `sawmill query` build requests from the parameters and read answers back as these types.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+/// `POST` NDJSON records, one object per line; answers [`IngestResponse`].
+pub const INGEST: &str = "/api/v1/ingest";
+/// `POST` an Elasticsearch bulk body; answers in Elasticsearch's bulk form.
+pub const BULK: &str = "/_bulk";
+/// `POST` an Elasticsearch bulk body whose actions default to index `{index}`.
+pub const BULK_INDEX: &str = "/{index}/_bulk";
+/// `GET` with [`SearchParams`]; answers [`SearchResponse`].
+pub const SEARCH: &str = "/api/v1/search";
+/// `GET` with [`HistogramParams`]; answers [`HistogramResponse`].
+pub const HISTOGRAM: &str = "/api/v1/histogram";
+/// `GET` with [`TermsParams`]; answers [`TermsResponse`].
+pub const TERMS: &str = "/api/v1/terms";
+/// `GET /api/v1/context/{id}` with [`ContextParams`]; answers [`ContextResponse`].
+pub const CONTEXT: &str = "/api/v1/context/{id}";
+/// `GET /api/v1/trace/{id}` with [`TraceParams`]; answers [`TraceResponse`].
+pub const TRACE: &str = "/api/v1/trace/{id}";
+/// `GET` with [`TailParams`]: server-sent events, one hit (as JSON) per `data:` event,
+/// `event: skipped` with a count, `event: error` with a message.
+pub const TAIL: &str = "/api/v1/tail";
+/// `GET`: [`Health`], 200 while all is well and 503 once an operator must act.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: Prometheus text.
+pub const METRICS: &str = "/metrics";
+
+/// `path` (one of the routes above) with `{id}` or `{index}` filled in, escaped.
+pub fn path_with(path: &str, value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            escaped.push(b as char);
+        } else {
+            escaped.push_str(&format!("%{b:02X}"));
+        }
+    }
+    match path.find('{').zip(path.find('}')) {
+        Some((a, b)) if a < b => format!("{}{}{}", &path[..a], escaped, &path[b + 1..]),
+        _ => path.to_string(),
+    }
+}
+
+/// The most hits one search, context side or page returns.
+pub const MAX_LIMIT: usize = 10_000;
+/// The most hits one trace returns.
+pub const MAX_TRACE_LIMIT: usize = 100_000;
+/// The most histogram buckets.
+pub const MAX_BUCKETS: usize = 10_000;
+/// The most terms one terms request returns.
+pub const MAX_TERMS: usize = 1_000;
+
+/// Sort order of hits by (`ts`, arrival).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// Which neighbours `context` shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Same host and service.
+    #[default]
+    Service,
+    /// Same host.
+    Host,
+    /// Same trace or request id.
+    Request,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Service, Scope::Host, Scope::Request];
+
+    /// The name used in query strings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Service => "service",
+            Scope::Host => "host",
+            Scope::Request => "request",
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn default_limit() -> usize {
+    100
+}
+fn is_default_limit(v: &usize) -> bool {
+    *v == default_limit()
+}
+fn default_buckets() -> usize {
+    60
+}
+fn default_size() -> usize {
+    10
+}
+fn default_neighbours() -> usize {
+    10
+}
+fn default_trace_limit() -> usize {
+    10_000
+}
+
+/// Parameters of [`SEARCH`]. Times (`start`, `end`) are RFC 3339, epoch numbers or
+/// relative (`now-15m`); absent means unbounded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// The query (DESIGN.md "Query language"); empty matches everything.
+    #[serde(default)]
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// At most [`MAX_LIMIT`].
+    #[serde(default = "default_limit", skip_serializing_if = "is_default_limit")]
+    pub limit: usize,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub order: Order,
+    /// From the previous page's answer, to read the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Cut each hit's message to this many bytes (lists show only the start of long ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            q: String::new(),
+            start: None,
+            end: None,
+            limit: default_limit(),
+            order: Order::Desc,
+            cursor: None,
+            max_message_bytes: None,
+        }
+    }
+}
+
+/// Parameters of [`HISTOGRAM`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramParams {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// About this many buckets, of a round width; at most [`MAX_BUCKETS`].
+    #[serde(default = "default_buckets")]
+    pub buckets: usize,
+}
+
+/// Parameters of [`TERMS`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermsParams {
+    /// A columnar field ([`crate::Field::fast`]).
+    pub field: String,
+    #[serde(default)]
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// At most [`MAX_TERMS`].
+    #[serde(default = "default_size")]
+    pub size: usize,
+}
+
+/// Parameters of [`CONTEXT`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextParams {
+    #[serde(default = "default_neighbours")]
+    pub before: usize,
+    #[serde(default = "default_neighbours")]
+    pub after: usize,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Parameters of [`TRACE`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceParams {
+    /// At most [`MAX_TRACE_LIMIT`].
+    #[serde(default = "default_trace_limit")]
+    pub limit: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Parameters of [`TAIL`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailParams {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+}
+
+/// A stored record as a search returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// The record's id on the replica that answered (for [`CONTEXT`]); ids differ between
+    /// replicas.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The message was cut to the request's `max_message_bytes`.
+    #[serde(
+        rename = "_message_cut",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub message_cut: bool,
+    #[serde(flatten)]
+    pub record: Record<'static>,
+}
+
+/// The answer of [`SEARCH`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchResponse {
+    /// Every match in the range, not only those returned.
+    pub total: u64,
+    pub hits: Vec<Hit>,
+    pub took_ms: u64,
+    /// Present when more hits may follow: pass it back for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// One bar of a histogram.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// The bucket's start, RFC 3339.
+    pub ts: String,
+    pub count: u64,
+}
+
+/// The answer of [`HISTOGRAM`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistogramResponse {
+    pub interval_ms: i64,
+    pub buckets: Vec<Bucket>,
+    pub total: u64,
+    pub took_ms: u64,
+}
+
+/// One value of a terms answer and how many matches hold it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TermCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// The answer of [`TERMS`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TermsResponse {
+    pub field: String,
+    /// Most frequent first.
+    pub values: Vec<TermCount>,
+    /// Matches whose value is not among `values`.
+    pub other: u64,
+    /// Matches without the field.
+    pub missing: u64,
+    pub took_ms: u64,
+}
+
+/// The answer of [`CONTEXT`]: the anchor and its neighbours, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContextResponse {
+    pub anchor: Hit,
+    pub before: Vec<Hit>,
+    pub after: Vec<Hit>,
+    pub took_ms: u64,
+}
+
+/// The answer of [`TRACE`]: every record of one request, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceResponse {
+    pub id: String,
+    pub total: u64,
+    pub hits: Vec<Hit>,
+    pub took_ms: u64,
+}
+
+/// A line [`INGEST`] refused, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedLine {
+    /// 1-based line number in the body.
+    pub line: usize,
+    pub error: String,
+}
+
+/// The answer of [`INGEST`]: every line is accepted, a duplicate of one already stored, or
+/// rejected with its reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<RejectedLine>,
+}
+
+/// The answer of [`HEALTHZ`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `degraded` with a `problem`.
+    pub status: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// How far into its log the indexer's searches reach.
+    pub searchable_position: u64,
+}
+
+/// The body of every error answer, whatever the route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do about it.
+    pub error: String,
+    /// The HTTP status, repeated for clients that only see the body.
+    pub status: u16,
+}
+
+impl ErrorBody {
+    /// The message of an error answer's body; the start of the body as text when it is not
+    /// one (a proxy's page, say).
+    pub fn message_of(body: &[u8]) -> String {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(e) => e.error,
+            Err(_) => String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_escaped_into_paths() {
+        assert_eq!(path_with(CONTEXT, "12"), "/api/v1/context/12");
+        assert_eq!(path_with(TRACE, "a b/c"), "/api/v1/trace/a%20b%2Fc");
+        assert_eq!(path_with(BULK_INDEX, "logs"), "/logs/_bulk");
+        assert_eq!(path_with(SEARCH, "x"), SEARCH);
+    }
+
+    #[test]
+    fn hits_carry_their_id_beside_the_record() {
+        let j = r#"{"_id":"5","ts":"2026-11-30T07:00:00.000000000Z","message":"m","severity":"err","_src":"s","_seq":3,"_message_cut":true}"#;
+        let h: Hit = serde_json::from_str(j).unwrap();
+        assert_eq!(h.id, "5");
+        assert!(h.message_cut);
+        assert_eq!(h.record.severity, Some(crate::Severity::Err));
+        assert_eq!(h.record.key.as_ref().map(|k| k.seq), Some(3));
+        let back: Hit = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn default_parameters_are_left_out_of_requests() {
+        let p = SearchParams {
+            q: "a".into(),
+            ..SearchParams::default()
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v, serde_json::json!({"q": "a"}));
+        assert!(serde_json::from_str::<SearchParams>(r#"{"q":"a","nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn error_bodies_are_read_or_quoted() {
+        assert_eq!(
+            ErrorBody::message_of(br#"{"error":"bad","status":400}"#),
+            "bad"
+        );
+        assert_eq!(ErrorBody::message_of(b"<html>"), "<html>");
+    }
+}

@@ -1,0 +1,178 @@
+//! A record on the wire (DESIGN.md "Record format"): what the shipper sends, what the
+//! indexer stores, and what a search returns inside each hit.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::severity::Severity;
+use crate::time::Stamp;
+
+/// What makes a record unique to its sender, so a resent batch is stored once: a sender's
+/// stable id and its sequence number for the record. Optional: a record without one is
+/// stored every time it arrives (a sender that could not make a number durable must send
+/// none rather than risk reusing it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key<'a> {
+    #[serde(rename = "_src")]
+    pub src: Cow<'a, str>,
+    #[serde(rename = "_seq")]
+    pub seq: u64,
+}
+
+/// One record. Strings borrow when written (the shipper serialises straight from its
+/// events) and are owned when read (`Record<'static>`).
+///
+/// On ingest the indexer is more lenient than this type (numbers for strings, ECS objects,
+/// level words for `severity`, epoch numbers for `ts`) and normalises to it; what it stores
+/// and returns always has this shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record<'a> {
+    /// When it happened; the indexer uses `received` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Stamp>,
+    /// When the first Sawmill part saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Stamp>,
+    pub message: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// A syslog facility name (`user`, `local0`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facility: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Cow<'a, str>>,
+    /// `syslog`, `stdout`, `stderr` or `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u64>,
+    /// The message was cut to a size limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// Everything else, searchable as `fields.KEY`.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub fields: Cow<'a, Map<String, Value>>,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key<'a>>,
+    /// An explicit document id (Elasticsearch `_id` on the way in), scoped by index.
+    #[serde(rename = "_key", default, skip_serializing_if = "Option::is_none")]
+    pub doc_key: Option<Cow<'a, str>>,
+}
+
+// serde's `skip_serializing_if` passes the field as declared.
+#[allow(clippy::ptr_arg)]
+fn is_empty(m: &Cow<'_, Map<String, Value>>) -> bool {
+    m.is_empty()
+}
+
+impl Record<'_> {
+    /// The value of exact field `name` (see [`crate::fields::EXACT`]).
+    pub fn exact(&self, name: &str) -> Option<&str> {
+        match name {
+            "host" => self.host.as_deref(),
+            "service" => self.service.as_deref(),
+            "severity" => self.severity.map(Severity::name),
+            "facility" => self.facility.as_deref(),
+            "container" => self.container.as_deref(),
+            "image" => self.image.as_deref(),
+            "stream" => self.stream.as_deref(),
+            "trace_id" => self.trace_id.as_deref(),
+            "request_id" => self.request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Appends the record as one NDJSON line to `out`.
+    pub fn write_ndjson(&self, out: &mut Vec<u8>) {
+        // Serialising strings, numbers and a JSON map into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{FieldKind, EXACT, FIELDS};
+    use time::macros::datetime;
+
+    fn full() -> Record<'static> {
+        let mut fields = Map::new();
+        fields.insert("user".into(), Value::from(42));
+        Record {
+            ts: Some(Stamp(datetime!(2026-11-30 07:00:00 UTC))),
+            received: Some(Stamp(datetime!(2026-11-30 07:00:01 UTC))),
+            message: "hello".into(),
+            host: Some("h".into()),
+            service: Some("s".into()),
+            severity: Some(Severity::Err),
+            facility: Some("user".into()),
+            container: Some("c".into()),
+            image: Some("i".into()),
+            stream: Some("stdout".into()),
+            trace_id: Some("t".into()),
+            request_id: Some("r".into()),
+            pid: Some(7),
+            truncated: true,
+            fields: Cow::Owned(fields),
+            key: Some(Key {
+                src: "src".into(),
+                seq: 9,
+            }),
+            doc_key: None,
+        }
+    }
+
+    #[test]
+    fn the_type_writes_every_field_of_the_table_and_no_other() {
+        let v = serde_json::to_value(full()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        let mut got = keys.clone();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        let r = full();
+        for name in EXACT {
+            assert!(r.exact(name).is_some(), "{name}");
+        }
+        assert!(FIELDS
+            .iter()
+            .any(|f| f.kind == FieldKind::Exact && f.name == "severity"));
+    }
+
+    #[test]
+    fn the_key_is_optional_both_ways() {
+        let mut r = full();
+        r.key = None;
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains("_src") && !line.contains("_seq"), "{line}");
+        let back: Record<'static> = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+        let keyed: Record<'static> =
+            serde_json::from_value(serde_json::to_value(full()).unwrap()).unwrap();
+        assert_eq!(keyed, full());
+    }
+
+    #[test]
+    fn a_minimal_record_is_just_a_message() {
+        let r: Record<'static> = serde_json::from_str(r#"{"message":"m"}"#).unwrap();
+        assert_eq!(r.message, "m");
+        assert_eq!(r.key, None);
+        let mut out = Vec::new();
+        r.write_ndjson(&mut out);
+        assert_eq!(out, b"{\"message\":\"m\"}\n");
+    }
+}
