@@ -384,7 +384,8 @@ mod tests {
 
     #[test]
     fn a_reader_may_take_hits_its_own_way() {
-        let j = r#"{"total":2,"hits":[{"_id":"1","message":"m"},{"_id":"2","message":5}],"took_ms":1}"#;
+        let j =
+            r#"{"total":2,"hits":[{"_id":"1","message":"m"},{"_id":"2","message":5}],"took_ms":1}"#;
         assert!(serde_json::from_str::<SearchResponse>(j).is_err());
         let lenient: SearchResponse<serde_json::Value> = serde_json::from_str(j).unwrap();
         let typed: Vec<bool> = lenient
