@@ -37,6 +37,42 @@ fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
     out.into_iter()
 }
 
+/// The phrase whose opening quote is at `i`, unescaped, and the index after its closing
+/// quote.
+fn phrase_at(chars: &[char], i: usize) -> (String, usize) {
+    let mut k = i + 1;
+    let mut s = String::new();
+    while k < chars.len() && chars[k] != '"' {
+        if chars[k] == '\\' && k + 1 < chars.len() {
+            k += 1;
+        }
+        s.push(chars[k]);
+        k += 1;
+    }
+    (s, k + 1)
+}
+
+/// The index of the `)` that closes the group opened at `i` (the end when it is never
+/// closed).
+fn group_end(chars: &[char], i: usize) -> usize {
+    let mut depth = 0;
+    let mut k = i;
+    while k < chars.len() {
+        match chars[k] {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        k += 1;
+    }
+    k
+}
+
 impl Terms {
     /// Reads the bare words and phrases of a Lucene-like query (those that search
     /// `message`), leaving out negated ones and other fields' values.
@@ -70,35 +106,12 @@ impl Terms {
                 i = j + 1;
             }
             let (text, phrase, next) = if i < chars.len() && chars[i] == '"' {
-                let mut k = i + 1;
-                let mut s = String::new();
-                while k < chars.len() && chars[k] != '"' {
-                    if chars[k] == '\\' && k + 1 < chars.len() {
-                        k += 1;
-                    }
-                    s.push(chars[k]);
-                    k += 1;
-                }
-                (s, true, k + 1)
+                let (s, next) = phrase_at(&chars, i);
+                (s, true, next)
             } else if i < chars.len() && chars[i] == '(' {
                 // `field:( … )`: another field's group, skipped whole.
-                let mut depth = 0;
-                let mut k = i;
-                while k < chars.len() {
-                    match chars[k] {
-                        '(' => depth += 1,
-                        ')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    k += 1;
-                }
                 if field.as_deref().is_some_and(|f| f != "message") {
-                    i = k + 1;
+                    i = group_end(&chars, i) + 1;
                     negated = false;
                     continue;
                 }
@@ -121,24 +134,29 @@ impl Terms {
             }
             let searches_message = field.as_deref().is_none_or(|f| f == "message");
             if !negated && searches_message && text != "*" {
-                // `word*` matches by prefix; `~` and `^` suffixes change scoring, not words.
-                let bare = text.split(['~', '^']).next().unwrap_or("");
-                let prefix = !phrase && bare.ends_with('*');
-                for (_, w) in words(bare) {
-                    let w = w.to_lowercase();
-                    if w.len() > 40 {
-                        continue;
-                    }
-                    if prefix {
-                        t.prefixes.push(w);
-                    } else {
-                        t.exact.insert(w);
-                    }
-                }
+                t.add(&text, phrase);
             }
             negated = false;
         }
         t
+    }
+
+    /// The words of one query term: `word*` matches by prefix; `~` and `^` suffixes change
+    /// scoring, not words.
+    fn add(&mut self, text: &str, phrase: bool) {
+        let bare = text.split(['~', '^']).next().unwrap_or("");
+        let prefix = !phrase && bare.ends_with('*');
+        for (_, w) in words(bare) {
+            let w = w.to_lowercase();
+            if w.len() > 40 {
+                continue;
+            }
+            if prefix {
+                self.prefixes.push(w);
+            } else {
+                self.exact.insert(w);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
