@@ -1,69 +1,78 @@
-//! The indexers' search API as the UI uses it: typed answers, and failover between replicas
-//! within one request, remembering which replicas are down for the page's banner.
+//! The indexers' search API as the UI uses it: one typed method per route, built from the
+//! contract's paths and parameter types (`sawmill_record::api`) and read back into its
+//! answer types, with failover between replicas within one request, remembering which
+//! replicas are down for the page's banner.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use sawmill_record::api::{
+    self, ContextParams, ContextResponse, ErrorBody, Health, HistogramParams, HistogramResponse,
+    Hit, SearchParams, SearchResponse, TailParams, TermsParams, TermsResponse, TraceParams,
+    TraceResponse,
+};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::url::enc;
 
-/// A stored record as the search API returns it, `_id` included.
-pub type Hit = Map<String, Value>;
+/// Longest one API call may take before the next replica is asked.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct SearchAnswer {
-    pub total: u64,
-    pub hits: Vec<Hit>,
-    pub took_ms: u64,
-    #[serde(default)]
-    pub cursor: Option<String>,
+/// A hit as the UI reads it: the contract's [`Hit`], or, for a stored record that does not
+/// fit it, why not and its JSON as the indexer gave it. The indexer normalises what it
+/// stores (`message` is a string, `severity` one of the eight names), but a replica of
+/// another version or a peer speaking the API may not: one odd record then costs a
+/// placeholder row, never the page.
+#[derive(Clone, Debug)]
+// Nearly every hit is readable: boxing the large variant would allocate for each of them.
+#[allow(clippy::large_enum_variant)]
+pub enum ReadHit {
+    Hit(Hit),
+    Unreadable(Unreadable),
 }
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct Bucket {
-    pub ts: String,
-    pub count: u64,
+/// A hit that is not a record of the contract.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    /// Why it could not be read, in serde's words.
+    pub error: String,
+    /// The hit's JSON, as given.
+    pub raw: Box<RawValue>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct HistogramAnswer {
-    pub interval_ms: i64,
-    pub buckets: Vec<Bucket>,
+impl<'de> Deserialize<'de> for ReadHit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ReadHit, D::Error> {
+        // Only a hit that is not JSON at all fails the answer; it cannot be, inside JSON.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Ok(match serde_json::from_str::<Hit>(raw.get()) {
+            Ok(h) => ReadHit::Hit(h),
+            Err(e) => ReadHit::Unreadable(Unreadable {
+                error: e.to_string(),
+                raw,
+            }),
+        })
+    }
 }
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct TermCount {
-    pub value: String,
-    pub count: u64,
+impl ReadHit {
+    pub fn hit(&self) -> Option<&Hit> {
+        match self {
+            ReadHit::Hit(h) => Some(h),
+            ReadHit::Unreadable(_) => None,
+        }
+    }
 }
 
-#[derive(Clone, Debug, Deserialize)]
-pub struct TermsAnswer {
-    pub values: Vec<TermCount>,
-    #[serde(default)]
-    pub other: u64,
-    #[serde(default)]
-    pub missing: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct ContextAnswer {
-    pub anchor: Hit,
-    pub before: Vec<Hit>,
-    pub after: Vec<Hit>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct TraceAnswer {
-    pub total: u64,
-    pub hits: Vec<Hit>,
-}
+/// The answers whose hits the UI reads one by one.
+pub type Search = SearchResponse<ReadHit>;
+pub type Context = ContextResponse<ReadHit>;
+pub type Trace = TraceResponse<ReadHit>;
 
 /// An answer and the replica that gave it (its index in the configured list), so record ids,
 /// which only mean something on the replica that issued them, can be traced back.
@@ -100,17 +109,39 @@ pub struct Client {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-/// A request a replica could not serve: try the next one.
+/// Which replicas may answer a request.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// Any, `prefer` first: the answer is the same on every replica.
+    Any { prefer: Option<usize> },
+    /// Only this one: record ids mean something on the replica that issued them only.
+    Only(usize),
+}
+
+/// A request a replica could not serve: try the next one, or stop there.
 enum Attempt {
     Failover(String),
     Final(Error),
+}
+
+/// `path?query` for a route and its parameters, the query in the form the indexer's
+/// parameter types read.
+fn path_and_query<P: Serialize>(path: &str, params: &P) -> String {
+    // Flat structs of strings, numbers and unit enums always serialise; were one not to,
+    // the route's defaults would apply, which the page's API line then shows.
+    let q = serde_urlencoded::to_string(params).unwrap_or_default();
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{q}")
+    }
 }
 
 impl Client {
     /// `urls` are the replicas' base URLs (`http://host:port`), in order of preference.
     pub fn new(urls: Vec<String>) -> Result<Client> {
         if urls.is_empty() {
-            return Err(Error::BadRequest("give at least one --indexer URL".into()));
+            return Err(Error::Config("give at least one --indexer URL".into()));
         }
         let http = reqwest::Client::builder()
             // A dead replica on the same network refuses at once; a hung one must not hold
@@ -118,7 +149,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| Error::BadRequest(format!("cannot build an HTTP client: {e}")))?;
+            .map_err(Error::HttpClient)?;
         let now = OffsetDateTime::now_utc();
         let replicas = urls
             .into_iter()
@@ -150,15 +181,116 @@ impl Client {
         self.closing.send_replace(true);
     }
 
-    pub fn replica_urls(&self) -> Vec<String> {
-        self.replicas.iter().map(|r| r.url.clone()).collect()
-    }
-
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
         self.replicas
             .iter()
             .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect()
+    }
+
+    // ---- The routes, one method each. ----
+
+    /// [`api::SEARCH`], on any replica (`prefer` first: a cursor continues on its own).
+    pub async fn search(&self, p: &SearchParams, prefer: Option<usize>) -> Result<Served<Search>> {
+        self.get(&path_and_query(api::SEARCH, p), Target::Any { prefer })
+            .await
+    }
+
+    /// [`api::HISTOGRAM`], on any replica.
+    pub async fn histogram(&self, p: &HistogramParams) -> Result<Served<HistogramResponse>> {
+        let pq = path_and_query(api::HISTOGRAM, p);
+        self.get(&pq, Target::Any { prefer: None }).await
+    }
+
+    /// [`api::TERMS`], on any replica.
+    pub async fn terms(&self, p: &TermsParams) -> Result<Served<TermsResponse>> {
+        let pq = path_and_query(api::TERMS, p);
+        self.get(&pq, Target::Any { prefer: None }).await
+    }
+
+    /// [`api::CONTEXT`] of record `id`: on `replica`, the one that issued the id, or on any
+    /// replica for an id of unknown origin (a hand-made link).
+    pub async fn context(
+        &self,
+        replica: Option<usize>,
+        id: &str,
+        p: &ContextParams,
+    ) -> Result<Served<Context>> {
+        let pq = path_and_query(&api::path_with(api::CONTEXT, id), p);
+        let target = match replica {
+            Some(r) => Target::Only(r),
+            None => Target::Any { prefer: None },
+        };
+        self.get(&pq, target).await
+    }
+
+    /// [`api::TRACE`] of request or trace id `id`, on any replica.
+    pub async fn trace(&self, id: &str, p: &TraceParams) -> Result<Served<Trace>> {
+        let pq = path_and_query(&api::path_with(api::TRACE, id), p);
+        self.get(&pq, Target::Any { prefer: None }).await
+    }
+
+    /// Opens [`api::TAIL`] on the first replica that accepts it: the response whose body is
+    /// the indexer's event stream.
+    pub async fn tail(&self, p: &TailParams) -> Result<Served<reqwest::Response>> {
+        let pq = path_and_query(api::TAIL, p);
+        // No overall timeout: the stream lasts as long as the browser watches.
+        self.first(
+            &pq,
+            Target::Any { prefer: None },
+            None,
+            |r| async move { Ok(r) },
+        )
+        .await
+    }
+
+    /// The URL [`Client::tail`] asks on `replica`, for a page to show before it is opened.
+    pub fn tail_url(&self, replica: usize, p: &TailParams) -> String {
+        let base = self.replicas.get(replica).map_or("", |r| r.url.as_str());
+        format!("{base}{}", path_and_query(api::TAIL, p))
+    }
+
+    /// Asks every replica's [`api::HEALTHZ`], so the banner knows about a dead replica even
+    /// while pages are served by another one.
+    pub async fn check_health(&self) {
+        let checks = (0..self.replicas.len()).map(|i| self.check_one(i));
+        futures_util::future::join_all(checks).await;
+    }
+
+    // ---- Failover. ----
+
+    async fn check_one(&self, i: usize) {
+        let base = &self.replicas[i].url;
+        let res = self
+            .http
+            .get(format!("{base}{}", api::HEALTHZ))
+            .timeout(HEALTH_TIMEOUT)
+            .send()
+            .await;
+        let error = match res {
+            Ok(r) if r.status().is_success() => None,
+            // Degraded (a full disk, say) still answers searches: report it, keep it.
+            Ok(r) if r.status().as_u16() == 503 => {
+                let b = r.bytes().await.unwrap_or_default();
+                let problem = serde_json::from_slice::<Health>(&b)
+                    .ok()
+                    .and_then(|h| h.problem)
+                    .unwrap_or_else(|| "degraded".into());
+                let mut s = self.replicas[i]
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                s.error = Some(format!("`{base}`: degraded: {problem}"));
+                return;
+            }
+            Ok(r) => Some(format!(
+                "`{base}`: {} answered {}",
+                api::HEALTHZ,
+                r.status()
+            )),
+            Err(e) => Some(format!("`{base}`: {}", describe(&e))),
+        };
+        self.mark(i, error);
     }
 
     fn mark(&self, i: usize, error: Option<String>) {
@@ -181,7 +313,17 @@ impl Client {
 
     /// The order in which replicas are asked: `prefer` first, then those believed up, then
     /// those believed down (they may have come back since).
-    fn order(&self, prefer: Option<usize>) -> Vec<usize> {
+    fn order(&self, target: Target) -> Result<Vec<usize>> {
+        let prefer = match target {
+            Target::Only(r) if r < self.replicas.len() => return Ok(vec![r]),
+            Target::Only(r) => {
+                return Err(Error::BadRequest(format!(
+                    "`r={r}` names no replica: this UI has {}",
+                    self.replicas.len()
+                )))
+            }
+            Target::Any { prefer } => prefer,
+        };
         let st = self.statuses();
         let mut order: Vec<usize> = Vec::with_capacity(st.len());
         if let Some(p) = prefer.filter(|p| *p < st.len()) {
@@ -194,28 +336,30 @@ impl Client {
                 }
             }
         }
-        order
+        Ok(order)
     }
 
-    async fn try_one(&self, i: usize, path_and_query: &str) -> std::result::Result<Bytes, Attempt> {
-        let url = format!("{}{}", self.replicas[i].url, path_and_query);
-        let fail = |e: String| Attempt::Failover(format!("`{}`: {e}", self.replicas[i].url));
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| fail(describe(&e)))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| fail(describe(&e)))?;
-        if status.is_success() {
-            return Ok(body);
+    /// Sends `path_and_query` to replica `i`: its successful response, or whether the next
+    /// replica should be asked.
+    async fn send(
+        &self,
+        i: usize,
+        path_and_query: &str,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<reqwest::Response, Attempt> {
+        let base = &self.replicas[i].url;
+        let fail = |e: String| Attempt::Failover(format!("`{base}`: {e}"));
+        let mut req = self.http.get(format!("{base}{path_and_query}"));
+        if let Some(t) = timeout {
+            req = req.timeout(t);
         }
-        let message = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+        let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let message = ErrorBody::message_of(&body);
         // The replica is fine; the request is what is wrong, and every replica would say so.
         // A search stopped at its --search-timeout (504) is final too: it would be stopped on
         // every replica, and asking the next only doubles the load of the heaviest queries.
@@ -228,22 +372,35 @@ impl Client {
         Err(fail(format!("answered {status}: {message}")))
     }
 
-    /// GETs `path_and_query` from the first replica that answers, failing over on
-    /// connection errors and 5xx answers.
-    pub async fn get_raw(
+    /// The first answer among `target`'s replicas, read by `read`, failing over on
+    /// connection errors, 5xx answers and bodies cut off on the way, and noting each
+    /// replica's state for the banner.
+    async fn first<T, F, Fut>(
         &self,
         path_and_query: &str,
-        prefer: Option<usize>,
-    ) -> Result<Served<Bytes>> {
+        target: Target,
+        timeout: Option<Duration>,
+        read: F,
+    ) -> Result<Served<T>>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: Future<Output = std::result::Result<T, reqwest::Error>>,
+    {
         let mut attempts = Vec::new();
-        for i in self.order(prefer) {
-            match self.try_one(i, path_and_query).await {
-                Ok(body) => {
+        for i in self.order(target)? {
+            let outcome = match self.send(i, path_and_query, timeout).await {
+                Ok(resp) => read(resp).await.map_err(|e| {
+                    Attempt::Failover(format!("`{}`: {}", self.replicas[i].url, describe(&e)))
+                }),
+                Err(a) => Err(a),
+            };
+            match outcome {
+                Ok(value) => {
                     self.mark(i, None);
                     return Ok(Served {
-                        value: body,
+                        value,
                         replica: i,
-                        url: format!("{}{}", self.replicas[i].url, path_and_query),
+                        url: format!("{}{path_and_query}", self.replicas[i].url),
                     });
                 }
                 Err(Attempt::Final(e)) => {
@@ -259,12 +416,17 @@ impl Client {
         Err(Error::Unavailable { attempts })
     }
 
-    pub async fn get<T: DeserializeOwned>(
+    /// The answer of the first replica that gives one, read as `T`. A body that is not the
+    /// API's answer is no reason to ask the next replica: every one of the same version
+    /// would answer the same.
+    async fn get<T: DeserializeOwned>(
         &self,
         path_and_query: &str,
-        prefer: Option<usize>,
+        target: Target,
     ) -> Result<Served<T>> {
-        let raw = self.get_raw(path_and_query, prefer).await?;
+        let raw = self
+            .first(path_and_query, target, Some(REQUEST_TIMEOUT), |r| r.bytes())
+            .await?;
         let value = serde_json::from_slice(&raw.value).map_err(|e| Error::BadAnswer {
             url: raw.url.clone(),
             detail: e.to_string(),
@@ -274,132 +436,6 @@ impl Client {
             replica: raw.replica,
             url: raw.url,
         })
-    }
-
-    /// GETs from one replica only: for record ids, which mean something on the replica that
-    /// issued them and nowhere else.
-    pub async fn get_from<T: DeserializeOwned>(
-        &self,
-        replica: usize,
-        path_and_query: &str,
-    ) -> Result<Served<T>> {
-        if replica >= self.replicas.len() {
-            return Err(Error::BadRequest(format!(
-                "`r={replica}` names no replica: this UI has {}",
-                self.replicas.len()
-            )));
-        }
-        let body = match self.try_one(replica, path_and_query).await {
-            Ok(b) => {
-                self.mark(replica, None);
-                b
-            }
-            Err(Attempt::Final(e)) => {
-                self.mark(replica, None);
-                return Err(e);
-            }
-            Err(Attempt::Failover(why)) => {
-                self.mark(replica, Some(why.clone()));
-                return Err(Error::Unavailable {
-                    attempts: vec![why],
-                });
-            }
-        };
-        let url = format!("{}{}", self.replicas[replica].url, path_and_query);
-        let value = serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(Served {
-            value,
-            replica,
-            url,
-        })
-    }
-
-    /// Opens the live tail of `q` on the first replica that accepts it: the response whose
-    /// body is the indexer's event stream.
-    pub async fn tail(&self, q: &str) -> Result<Served<reqwest::Response>> {
-        let pq = format!(
-            "/api/v1/tail?q={}&max_message_bytes={}",
-            enc(q),
-            crate::record::LIST_MESSAGE_BYTES
-        );
-        let mut attempts = Vec::new();
-        for i in self.order(None) {
-            let url = format!("{}{}", self.replicas[i].url, pq);
-            match self.http.get(&url).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    self.mark(i, None);
-                    return Ok(Served {
-                        value: resp,
-                        replica: i,
-                        url,
-                    });
-                }
-                Ok(resp) if resp.status().is_client_error() => {
-                    self.mark(i, None);
-                    let status = resp.status().as_u16();
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let message = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                    return Err(Error::Indexer { status, message });
-                }
-                Ok(resp) => {
-                    let why = format!("`{}`: answered {}", self.replicas[i].url, resp.status());
-                    self.mark(i, Some(why.clone()));
-                    attempts.push(why);
-                }
-                Err(e) => {
-                    let why = format!("`{}`: {}", self.replicas[i].url, describe(&e));
-                    self.mark(i, Some(why.clone()));
-                    attempts.push(why);
-                }
-            }
-        }
-        Err(Error::Unavailable { attempts })
-    }
-
-    /// Asks every replica's `/healthz`, so the banner knows about a dead replica even while
-    /// pages are served by another one.
-    pub async fn check_health(&self) {
-        let checks = (0..self.replicas.len()).map(|i| async move {
-            let url = format!("{}/healthz", self.replicas[i].url);
-            let res = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            let error = match res {
-                Ok(r) if r.status().is_success() => None,
-                // Degraded (a full disk, say) still answers searches: report it, keep it.
-                Ok(r) if r.status().as_u16() == 503 => {
-                    let b = r.bytes().await.unwrap_or_default();
-                    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                    let problem = v
-                        .get("problem")
-                        .and_then(Value::as_str)
-                        .unwrap_or("degraded");
-                    let mut s = self.replicas[i]
-                        .status
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    s.error = Some(format!("`{}`: degraded: {problem}", self.replicas[i].url));
-                    return;
-                }
-                Ok(r) => Some(format!(
-                    "`{}`: /healthz answered {}",
-                    self.replicas[i].url,
-                    r.status()
-                )),
-                Err(e) => Some(format!("`{}`: {}", self.replicas[i].url, describe(&e))),
-            };
-            self.mark(i, error);
-        });
-        futures_util::future::join_all(checks).await;
     }
 }
 

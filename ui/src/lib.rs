@@ -1,22 +1,38 @@
 //! Sawmill's web UI: server-rendered pages over the indexers' search API, with failover
-//! between replicas.
+//! between replicas. A request passes five stages, one module each:
 //!
-//! A [`Client`] holds the replicas' base URLs and asks the first healthy one, moving on to
-//! the next within the same request when one fails, and remembering which are down so
-//! every page can say so in a banner. [`router`] maps each page to a plain async function
-//! in `pages/` that makes the API calls (Discover makes its seven at once) and builds an
-//! askama template struct from the answers; `record` turns a stored record into what a row
-//! shows, `highlight` splits messages into matched and unmatched segments for `<mark>`,
-//! `svg` lays out the histogram and the request view's swimlanes, and `url` keeps each
-//! page's whole state in its query string. Log content only ever reaches a page through
-//! askama's escaping, and the pages' only script and style are the two static files served
-//! from the binary under a Content-Security-Policy without `unsafe-inline`.
+//! 1. **HTTP** (`web`): the router maps each page to a thin handler that reads the query
+//!    string into the page's parameters (a typo is a 400 page, not a silent default), calls
+//!    the page's function and renders its template. Every answer gets the security headers
+//!    here, and every [`Error`] (defined in `error`) becomes its status and error page here,
+//!    in one place.
+//! 2. **Pages** (`pages/`): one plain async function per page (`discover`, `context`,
+//!    `record`, `request`, `tail`, `export`) that decides which API calls the page needs,
+//!    makes them (Discover its nine at once) and builds the page's askama struct. Page
+//!    state lives in the URL (`url`), so every view can be shared by copying the address.
+//! 3. **Typed client** (`client`): one method per route of the contract
+//!    (`sawmill_record::api`): it builds the path and query string from the route's
+//!    parameter type and reads the answer into the contract's answer type, each hit on its
+//!    own, so a stored record that does not fit the contract becomes a placeholder row
+//!    ("record could not be read") instead of failing the page.
+//! 4. **Replicas with failover** (`client`): a request goes to the first healthy replica
+//!    and moves on within the same request when one fails (connection error, 5xx, a body
+//!    cut off); a refusal (4xx, a search timeout) is final. Replicas' state, also checked in
+//!    the background through `/healthz`, feeds every page's banner. Record ids only mean
+//!    something on the replica that issued them, so links carry it, and a record is found
+//!    again by time and sender key when that replica is down.
+//! 5. **Templates** (`row`, `highlight`, `svg`, `ui/templates/`): `row` turns a hit into
+//!    what a row shows (typed severity, cut messages, safe links), `highlight` splits
+//!    messages into matched and unmatched segments for `<mark>`, `svg` lays out the
+//!    histogram and the request view's swimlanes. Log content only reaches a page through
+//!    askama's escaping, and the pages' only script and style are two static files served
+//!    under a Content-Security-Policy without `unsafe-inline`.
 
 mod client;
 mod error;
 mod highlight;
 mod pages;
-mod record;
+mod row;
 mod svg;
 mod url;
 mod web;

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
-use crate::client::HistogramAnswer;
-use crate::record::{format_iso, format_utc, parse_ts, Row};
+use sawmill_record::api::HistogramResponse;
+use sawmill_record::time::parse_rfc3339;
+
+use crate::row::{format_iso, format_utc, Row};
 use crate::url::View;
 
 pub const WIDTH: f64 = 1000.0;
@@ -54,9 +56,46 @@ pub fn interval_text(ms: i64) -> String {
     }
 }
 
+/// About six labels across, on bucket boundaries `slot` apart: dates for buckets of a day
+/// or more, milliseconds for buckets under a second.
+fn ticks(h: &HistogramResponse, slot: f64) -> Vec<Tick> {
+    let every = (h.buckets.len() / 6).max(1);
+    let day = h.interval_ms >= 86_400_000;
+    h.buckets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0)
+        .filter_map(|(i, b)| {
+            let t = parse_rfc3339(&b.ts)?;
+            let label = if day {
+                format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+            } else if h.interval_ms < 1000 {
+                format!(
+                    "{:02}:{:02}:{:02}.{:03}",
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.millisecond()
+                )
+            } else {
+                format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+            };
+            Some(Tick {
+                x: f1(i as f64 * slot),
+                label,
+                iso: format_iso(t),
+            })
+        })
+        .collect()
+}
+
 /// Bars for each bucket scaled to the largest; `errors` (same buckets, error severities
 /// only) is drawn over them. Each bar links to Discover zoomed to its bucket.
-pub fn histogram(h: &HistogramAnswer, errors: Option<&HistogramAnswer>, view: &View) -> Histogram {
+pub fn histogram(
+    h: &HistogramResponse,
+    errors: Option<&HistogramResponse>,
+    view: &View,
+) -> Histogram {
     let n = h.buckets.len().max(1) as f64;
     let max = h.buckets.iter().map(|b| b.count).max().unwrap_or(0);
     let errs: HashMap<&str, u64> = errors
@@ -79,7 +118,9 @@ pub fn histogram(h: &HistogramAnswer, errors: Option<&HistogramAnswer>, view: &V
     let interval_us = h.interval_ms.max(1) * 1000;
     let mut bars = Vec::with_capacity(h.buckets.len());
     for (i, b) in h.buckets.iter().enumerate() {
-        let Some(t) = parse_ts(&b.ts) else { continue };
+        let Some(t) = parse_rfc3339(&b.ts) else {
+            continue;
+        };
         // A range ending near year 9999 puts the last bucket's end out of range.
         let end = t
             .checked_add(time::Duration::microseconds(interval_us - 1))
@@ -113,39 +154,9 @@ pub fn histogram(h: &HistogramAnswer, errors: Option<&HistogramAnswer>, view: &V
             }),
         });
     }
-    // About six labels across, on bucket boundaries.
-    let every = (h.buckets.len() / 6).max(1);
-    let day = h.interval_ms >= 86_400_000;
-    let ticks = h
-        .buckets
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % every == 0)
-        .filter_map(|(i, b)| {
-            let t = parse_ts(&b.ts)?;
-            let label = if day {
-                format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
-            } else if h.interval_ms < 1000 {
-                format!(
-                    "{:02}:{:02}:{:02}.{:03}",
-                    t.hour(),
-                    t.minute(),
-                    t.second(),
-                    t.millisecond()
-                )
-            } else {
-                format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
-            };
-            Some(Tick {
-                x: f1(i as f64 * slot),
-                label,
-                iso: format_iso(t),
-            })
-        })
-        .collect();
     Histogram {
         bars,
-        ticks,
+        ticks: ticks(h, slot),
         max,
         interval: interval_text(h.interval_ms),
     }
@@ -186,7 +197,8 @@ pub struct Swimlanes {
 /// time between the first and the last record. Errors are larger and red.
 pub fn swimlanes(rows: &[Row]) -> Swimlanes {
     let mut order: Vec<String> = Vec::new();
-    for r in rows {
+    // A placeholder for a record that could not be read has no service and no time.
+    for r in rows.iter().filter(|r| !r.unreadable) {
         if !order.contains(&r.service) {
             order.push(r.service.clone());
         }
@@ -199,6 +211,7 @@ pub fn swimlanes(rows: &[Row]) -> Swimlanes {
     let marks = rows
         .iter()
         .enumerate()
+        .filter(|(_, r)| !r.unreadable)
         .map(|(i, r)| {
             let t = r.time.micros.unwrap_or(t0);
             let frac = if t1 > t0 {
@@ -220,7 +233,7 @@ pub fn swimlanes(rows: &[Row]) -> Swimlanes {
                     r.offset,
                     r.service,
                     r.severity,
-                    crate::record::cut(first_line, 160).0
+                    crate::row::cut(first_line, 160).0
                 ),
             }
         })
@@ -229,18 +242,21 @@ pub fn swimlanes(rows: &[Row]) -> Swimlanes {
         .iter()
         .enumerate()
         .map(|(i, name)| Lane {
-            name: crate::record::cut(name, 22).0,
+            name: crate::row::cut(name, 22).0,
             y: f1(i as f64 * LANE_H),
             text_y: f1(i as f64 * LANE_H + LANE_H / 2.0 + 4.0),
             line_y: f1(i as f64 * LANE_H + LANE_H / 2.0),
-            count: rows.iter().filter(|r| &r.service == name).count(),
+            count: rows
+                .iter()
+                .filter(|r| !r.unreadable && &r.service == name)
+                .count(),
         })
         .collect();
     Swimlanes {
         lanes,
         marks,
         height: f1(order.len().max(1) as f64 * LANE_H),
-        span: crate::record::offset_text(t1 - t0),
+        span: crate::row::offset_text(t1 - t0),
         end_x: f1(WIDTH - 10.0),
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use sawmill_record::api;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -62,7 +63,7 @@ impl Indexer {
             body.push('\n');
         }
         let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/ingest", self.url))
+            .post(format!("{}{}", self.url, api::INGEST))
             .body(body)
             .send()
             .await
@@ -73,7 +74,7 @@ impl Indexer {
 
     async fn wait_total(&self, n: u64) {
         for _ in 0..500 {
-            let b = reqwest::get(format!("{}/api/v1/search?limit=0&start=", self.url))
+            let b = reqwest::get(format!("{}{}?limit=0&start=", self.url, api::SEARCH))
                 .await
                 .unwrap()
                 .bytes()
@@ -116,7 +117,7 @@ fn fastrand_u32() -> u32 {
 }
 
 fn ago(secs: i64) -> String {
-    crate::record::format_iso(time::OffsetDateTime::now_utc() - time::Duration::seconds(secs))
+    crate::row::format_iso(time::OffsetDateTime::now_utc() - time::Duration::seconds(secs))
 }
 
 /// A request through three services; the payments line is an error.
@@ -136,7 +137,7 @@ fn request_records(req: &str, at: i64) -> Vec<Value> {
     .enumerate()
     {
         out.push(json!({
-            "ts": crate::record::format_iso(time::OffsetDateTime::now_utc() - time::Duration::seconds(at) + time::Duration::milliseconds(12 * i as i64)),
+            "ts": crate::row::format_iso(time::OffsetDateTime::now_utc() - time::Duration::seconds(at) + time::Duration::milliseconds(12 * i as i64)),
             "message": msg, "service": svc, "severity": sev, "host": format!("node-{}", i % 2),
             "request_id": req, "trace_id": format!("t-{req}"), "container": format!("demo-{svc}-1"),
             "stream": "stdout", "_src": "test", "_seq": at * 10 + i as i64,
@@ -219,8 +220,7 @@ async fn discover_shows_hits_histogram_facets_and_highlights() {
         "filter for payments"
     );
     assert!(
-        body.contains("/api/v1/search?q=timeout&amp;start=now-15m")
-            || body.contains("/api/v1/search?q=timeout&#38;start=now-15m"),
+        body.contains(&format!("{}?q=timeout&#38;start=now-15m", api::SEARCH)),
         "API URL shown"
     );
     assert!(

@@ -2,6 +2,7 @@
 //! of it, so that every view can be shared by copying the address.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sawmill_record::api::SearchParams;
 use serde::Deserialize;
 
 /// Everything but the unreserved characters of RFC 3986 is escaped, in queries and paths
@@ -110,14 +111,21 @@ impl View {
         s
     }
 
-    /// The search API's parameters for this view, as the UI asks them.
-    pub fn api_range(&self) -> String {
-        format!(
-            "q={}&start={}&end={}",
-            enc(&self.q),
-            enc(&self.start),
-            enc(&self.end)
-        )
+    /// `start` and `end` as the search API takes them: an empty bound is none.
+    pub fn bounds(&self) -> (Option<String>, Option<String>) {
+        let bound = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        (bound(&self.start), bound(&self.end))
+    }
+
+    /// This view's query and time range as a search, other parameters at their defaults.
+    pub fn search(&self) -> SearchParams {
+        let (start, end) = self.bounds();
+        SearchParams {
+            q: self.q.clone(),
+            start,
+            end,
+            ..SearchParams::default()
+        }
     }
 
     pub fn matches_all(&self) -> bool {

@@ -1,5 +1,6 @@
 //! The HTTP face: routes, thin handlers (parse, call the page's function, render), the
-//! static script and style, and the security headers every answer carries.
+//! static script and style, the security headers every answer carries, and the one place
+//! where an [`Error`] becomes an HTTP status and an error page.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -207,4 +208,83 @@ async fn export(
 
 async fn not_found(uri: Uri) -> Error {
     Error::NotFound(format!("page `{}`", uri.path()))
+}
+
+/// The error page: the status, what went wrong and what to do about it.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    status: u16,
+    reason: &'static str,
+    message: String,
+    hint: &'static str,
+}
+
+/// The status an error answers with.
+fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::Indexer { status, .. } => match *status {
+            404 => StatusCode::NOT_FOUND,
+            413 => StatusCode::PAYLOAD_TOO_LARGE,
+            429 => StatusCode::TOO_MANY_REQUESTS,
+            504 => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
+        Error::Config(_) | Error::HttpClient(_) | Error::Render(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// What the person in front of the page can do about it.
+fn hint_of(e: &Error) -> &'static str {
+    match e {
+        Error::Indexer { status: 404, .. } | Error::NotFound(_) => {
+            "The record or page may have been removed by retention, or the link is from another installation. Go back to Discover and search again."
+        }
+        Error::Indexer { .. } => {
+            "Fix the query or the time range and search again. Examples: `service:api AND severity:err`, `\"exact phrase\"`, `start=now-1h`."
+        }
+        Error::BadRequest(_) => "Check the link's parameters, or start again from Discover.",
+        Error::Unavailable { .. } => {
+            "Start an indexer (`sawmill indexer` or `sawmill up`) or check the --indexer URLs this UI was given; this page retries when reloaded."
+        }
+        Error::BadAnswer { .. } => {
+            "Check that the --indexer URL points at a Sawmill indexer and not at another service."
+        }
+        Error::Config(_) | Error::HttpClient(_) | Error::Render(_) => {
+            "This is a bug in the UI; the server log has the details."
+        }
+    }
+}
+
+/// Every error answer: its status and the error page. A 5xx of the UI's own says only
+/// "internal error" to the browser and logs the detail.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = status_of(&self);
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "Page failed.");
+            "internal error".to_string()
+        } else {
+            self.to_string()
+        };
+        let page = ErrorPage {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("error"),
+            message,
+            hint: hint_of(&self),
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "Error page failed to render.");
+                (status, page.message).into_response()
+            }
+        }
+    }
 }

@@ -2,44 +2,27 @@
 //! the same host, or the same request, with the anchor marked and kept in view.
 
 use askama::Template;
+use sawmill_record::api::{self, Scope};
 use serde::Deserialize;
 
-use crate::client::{Client, ContextAnswer, Served};
+use crate::client::{Client, ReadHit};
 use crate::error::Result;
 use crate::highlight::Terms;
-use crate::pages::record::{on_record_replica, RecordRef};
+use crate::pages::record::{context_of, RecordRef};
 use crate::pages::Chrome;
-use crate::record::{record_query, Row, LIST_MESSAGE_BYTES};
+use crate::row::{record_query, rows, Row, LIST_MESSAGE_BYTES};
 use crate::url::{enc, Tz};
 
 /// How many more records "earlier" and "later" add.
 pub const STEP: usize = 20;
 pub const MAX_NEIGHBOURS: usize = 2000;
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Same host and service (the indexer's default).
-    #[default]
-    Service,
-    Host,
-    Request,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Service => "service",
-            Scope::Host => "host",
-            Scope::Request => "request",
-        }
-    }
-}
-
 fn default_n() -> usize {
     10
 }
 
+/// The page's parameters: the record (as in [`RecordRef`]), the scope and how many
+/// neighbours on each side.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContextParams {
@@ -93,43 +76,32 @@ pub async fn page(
         seq: p.seq,
     };
     let (before, after) = (p.before.min(MAX_NEIGHBOURS), p.after.min(MAX_NEIGHBOURS));
-    let c: Served<ContextAnswer> = on_record_replica(client, id, &rref, |id| {
-        format!(
-            "/api/v1/context/{}?before={before}&after={after}&scope={}&max_message_bytes={LIST_MESSAGE_BYTES}",
-            enc(id),
-            p.scope.as_str()
-        )
-    })
-    .await?;
-    let terms = Terms::default();
-    let anchor = &c.value.anchor;
-    let aid = anchor
-        .get("_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or(id)
-        .to_string();
-    // Links go to the replica that answered, under its id for the anchor.
-    let base = format!(
-        "/context/{}?{}",
-        enc(&aid),
-        record_query(anchor, c.replica, p.tz)
-    );
-    let link = |scope: Scope, b: usize, a: usize| {
-        format!(
-            "{base}&scope={}&before={b}&after={a}#anchor",
-            scope.as_str()
-        )
+    let ask = api::ContextParams {
+        before,
+        after,
+        scope: p.scope,
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
     };
-    let mut rows: Vec<Row> = Vec::new();
-    for h in &c.value.before {
-        rows.push(Row::new(h, c.replica, &terms, p.tz));
-    }
-    let mut a = Row::new(anchor, c.replica, &terms, p.tz);
+    let c = context_of(client, id, &rref, &ask).await?;
+    let terms = Terms::default();
+    // Links go to the replica that answered, under its id for the anchor. An anchor that
+    // could not be read keeps the id asked for, and loses only its time and sender key.
+    let (aid, rq) = match &c.value.anchor {
+        ReadHit::Hit(h) => (h.id.clone(), record_query(h, c.replica, p.tz)),
+        ReadHit::Unreadable(_) => (
+            id.to_string(),
+            format!("r={}&tz={}", c.replica, p.tz.as_str()),
+        ),
+    };
+    let base = format!("/context/{}?{rq}", enc(&aid));
+    let link = |scope: Scope, b: usize, a: usize| {
+        format!("{base}&scope={}&before={b}&after={a}#anchor", scope.name())
+    };
+    let mut list = rows(&c.value.before, c.replica, &terms, p.tz);
+    let mut a = Row::of(&c.value.anchor, c.replica, &terms, p.tz);
     a.anchor = true;
-    rows.push(a);
-    for h in &c.value.after {
-        rows.push(Row::new(h, c.replica, &terms, p.tz));
-    }
+    list.push(a);
+    list.extend(rows(&c.value.after, c.replica, &terms, p.tz));
     let scopes = [
         (Scope::Service, "same service and host"),
         (Scope::Host, "same host"),
@@ -143,6 +115,7 @@ pub async fn page(
     })
     .collect();
     chrome.api_url = Some(c.url.clone());
+    chrome.count_unreadable(&list);
     chrome.banner = crate::pages::banner(client);
     Ok(ContextPage {
         chrome,
@@ -153,7 +126,7 @@ pub async fn page(
         at_end: c.value.after.len() < after,
         before,
         after,
-        rows,
+        rows: list,
         scope: p.scope,
     })
 }

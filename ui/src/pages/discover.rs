@@ -1,13 +1,19 @@
 //! Discover: the query bar and time range, the histogram, the hits and the field sidebar,
 //! from one histogram, one search and five terms requests made at the same time.
 
-use askama::Template;
+use std::sync::LazyLock;
 
-use crate::client::{Client, HistogramAnswer, SearchAnswer, Served, TermsAnswer};
+use askama::Template;
+use sawmill_record::api::{
+    HistogramParams, HistogramResponse, SearchParams, TermsParams, TermsResponse,
+};
+use sawmill_record::Severity;
+
+use crate::client::{Client, Search, Served};
 use crate::error::{Error, Result};
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{cut, Row, LIST_MESSAGE_BYTES};
+use crate::row::{cut, Row, LIST_MESSAGE_BYTES};
 use crate::svg::{self, Histogram};
 use crate::url::{self, enc, View, QUICK_RANGES};
 
@@ -17,8 +23,19 @@ pub const PAGE: usize = 100;
 pub const FACETS: [&str; 5] = ["service", "host", "severity", "container", "stream"];
 pub const FACET_SIZE: usize = 5;
 pub const BUCKETS: usize = 60;
-/// Error severities, for the histogram's red part and the "latest failure" link.
-pub const ERRORS: &str = "(severity:err OR severity:crit OR severity:alert OR severity:emerg)";
+
+/// Error severities, for the histogram's red part and the "latest failure" link:
+/// `(severity:err OR severity:crit OR severity:alert OR severity:emerg)`, least severe
+/// first as users write it.
+pub static ERRORS: LazyLock<String> = LazyLock::new(|| {
+    let terms: Vec<String> = Severity::ALL
+        .iter()
+        .rev()
+        .filter(|s| s.is_error())
+        .map(|s| format!("severity:{s}"))
+        .collect();
+    format!("({})", terms.join(" OR "))
+});
 
 #[derive(Clone, Debug)]
 pub struct Quick {
@@ -99,36 +116,35 @@ fn more(view: &View, cursor: Option<&str>) -> Option<More> {
     })
 }
 
-fn search_path(view: &View) -> String {
-    let mut pq = format!(
-        "/api/v1/search?{}&limit={PAGE}&max_message_bytes={LIST_MESSAGE_BYTES}",
-        view.api_range()
-    );
-    if let Some(c) = &view.cursor {
-        pq.push_str(&format!("&cursor={}", enc(c)));
+/// The search API's parameters for one of the view's pages of hits.
+fn search_params(view: &View) -> SearchParams {
+    SearchParams {
+        limit: PAGE,
+        cursor: view.cursor.clone(),
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+        ..view.search()
     }
-    pq
 }
 
-fn rows(s: &Served<SearchAnswer>, view: &View) -> Vec<Row> {
-    let terms = Terms::from_query(&view.q);
-    s.value
-        .hits
-        .iter()
-        .map(|h| Row::new(h, s.replica, &terms, view.tz))
-        .collect()
+fn rows(s: &Served<Search>, view: &View) -> Vec<Row> {
+    crate::row::rows(
+        &s.value.hits,
+        s.replica,
+        &Terms::from_query(&view.q),
+        view.tz,
+    )
 }
 
 /// One page of hits after the view's cursor.
 pub async fn rows_fragment(client: &Client, view: &View) -> Result<RowsFragment> {
-    let s: Served<SearchAnswer> = client.get(&search_path(view), None).await?;
+    let s = client.search(&search_params(view), None).await?;
     Ok(RowsFragment {
         rows: rows(&s, view),
         more: more(view, s.value.cursor.as_deref()),
     })
 }
 
-fn facet(t: TermsAnswer, field: &'static str, total: u64, view: &View) -> Facet {
+fn facet(t: TermsResponse, field: &'static str, total: u64, view: &View) -> Facet {
     let values = t
         .values
         .into_iter()
@@ -159,39 +175,67 @@ fn facet(t: TermsAnswer, field: &'static str, total: u64, view: &View) -> Facet 
     }
 }
 
-/// Builds Discover. A query the indexer refuses comes back as a page with the message
-/// inline (and the query kept); no replica answering is an error.
-pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<DiscoverPage> {
-    let range = view.api_range();
-    let search_pq = search_path(&view);
-    let hist_pq = format!("/api/v1/histogram?{range}&buckets={BUCKETS}");
-    let err_q = url::and(&view.q, ERRORS);
-    let err_range = format!(
-        "q={}&start={}&end={}",
-        enc(&err_q),
-        enc(&view.start),
-        enc(&view.end)
-    );
-    let err_hist_pq = format!("/api/v1/histogram?{err_range}&buckets={BUCKETS}");
-    let err_search_pq =
-        format!("/api/v1/search?{err_range}&limit=1&max_message_bytes={LIST_MESSAGE_BYTES}");
-    let terms_pq: Vec<String> = FACETS
-        .iter()
-        .map(|f| format!("/api/v1/terms?field={f}&{range}&size={FACET_SIZE}"))
-        .collect();
-    // All at once: the page costs the slowest request, not their sum.
+/// The answers of the nine API calls of one Discover page.
+struct Answers {
+    search: Result<Served<Search>>,
+    hist: Result<Served<HistogramResponse>>,
+    err_hist: Result<Served<HistogramResponse>>,
+    err_search: Result<Served<Search>>,
+    facets: [Result<Served<TermsResponse>>; FACETS.len()],
+}
+
+/// Asks for the hits, the histogram, the errors' histogram and latest error (`err_q`), and
+/// the five facets, all at once: the page costs the slowest request, not their sum.
+async fn ask(client: &Client, view: &View, err_q: &str) -> Answers {
+    let search = search_params(view);
+    let (start, end) = view.bounds();
+    let hist = HistogramParams {
+        q: view.q.clone(),
+        start: start.clone(),
+        end: end.clone(),
+        buckets: BUCKETS,
+    };
+    let err_hist = HistogramParams {
+        q: err_q.to_string(),
+        ..hist.clone()
+    };
+    let err_search = SearchParams {
+        q: err_q.to_string(),
+        start: start.clone(),
+        end: end.clone(),
+        limit: 1,
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+        ..SearchParams::default()
+    };
+    let terms = FACETS.map(|field| TermsParams {
+        field: field.to_string(),
+        q: view.q.clone(),
+        start: start.clone(),
+        end: end.clone(),
+        size: FACET_SIZE,
+    });
     let (search, hist, err_hist, err_search, t0, t1, t2, t3, t4) = tokio::join!(
-        client.get::<SearchAnswer>(&search_pq, None),
-        client.get::<HistogramAnswer>(&hist_pq, None),
-        client.get::<HistogramAnswer>(&err_hist_pq, None),
-        client.get::<SearchAnswer>(&err_search_pq, None),
-        client.get::<TermsAnswer>(&terms_pq[0], None),
-        client.get::<TermsAnswer>(&terms_pq[1], None),
-        client.get::<TermsAnswer>(&terms_pq[2], None),
-        client.get::<TermsAnswer>(&terms_pq[3], None),
-        client.get::<TermsAnswer>(&terms_pq[4], None),
+        client.search(&search, None),
+        client.histogram(&hist),
+        client.histogram(&err_hist),
+        client.search(&err_search, None),
+        client.terms(&terms[0]),
+        client.terms(&terms[1]),
+        client.terms(&terms[2]),
+        client.terms(&terms[3]),
+        client.terms(&terms[4]),
     );
-    let quick = QUICK_RANGES
+    Answers {
+        search,
+        hist,
+        err_hist,
+        err_search,
+        facets: [t0, t1, t2, t3, t4],
+    }
+}
+
+fn quick_ranges(view: &View) -> Vec<Quick> {
+    QUICK_RANGES
         .iter()
         .map(|(span, title)| {
             let start = format!("now-{span}");
@@ -205,13 +249,38 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
                 }),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The newest error of the result set, from the errors' search, when it has one.
+fn latest_failure(es: &Served<Search>, err_q: &str, view: &View) -> Option<LatestFailure> {
+    let h = es.value.hits.first()?.hit()?;
+    let row = Row::new(h, es.replica, &Terms::default(), view.tz);
+    let first_line = row
+        .message
+        .first()
+        .map(|s| s.text.lines().next().unwrap_or(""))
+        .unwrap_or("");
+    let label = cut(first_line, 120).0;
+    Some(LatestFailure {
+        total: es.value.total,
+        href: row.trace_href.clone().unwrap_or(row.context_href.clone()),
+        label: format!("{} {}: {label}", row.time.text, row.service),
+        list_href: view.discover(|v| v.q = err_q.to_string()),
+    })
+}
+
+/// Builds Discover. A query the indexer refuses comes back as a page with the message
+/// inline (and the query kept); no replica answering is an error.
+pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<DiscoverPage> {
+    let err_q = url::and(&view.q, &ERRORS);
+    let answers = ask(client, &view, &err_q).await;
     let mut page = DiscoverPage {
         export_ndjson: format!("/export?{}&format=ndjson", view.query_string()),
         export_csv: format!("/export?{}&format=csv", view.query_string()),
         export_limit: crate::pages::export::DEFAULT_LIMIT,
         tail_href: format!("/tail?q={}&tz={}", enc(&view.q), view.tz.as_str()),
-        quick,
+        quick: quick_ranges(&view),
         error: None,
         total: 0,
         took_ms: 0,
@@ -223,7 +292,7 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
         chrome: Chrome::default(),
         view,
     };
-    let search = match search {
+    let search = match answers.search {
         Ok(s) => s,
         Err(Error::Indexer { message, .. }) => {
             page.error = Some(message);
@@ -238,35 +307,18 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
     page.total = search.value.total;
     page.took_ms = search.value.took_ms;
     page.rows = rows(&search, view);
+    chrome.count_unreadable(&page.rows);
     page.more = more(view, search.value.cursor.as_deref());
-    if let Ok(h) = &hist {
-        page.histogram = Some(svg::histogram(
-            &h.value,
-            err_hist.as_ref().ok().map(|e| &e.value),
-            view,
-        ));
+    if let Ok(h) = &answers.hist {
+        let errors = answers.err_hist.as_ref().ok().map(|e| &e.value);
+        page.histogram = Some(svg::histogram(&h.value, errors, view));
     }
-    if let Ok(es) = err_search {
-        if let Some(h) = es.value.hits.first() {
-            let row = Row::new(h, es.replica, &Terms::default(), view.tz);
-            let label = cut(
-                row.message
-                    .first()
-                    .map(|s| s.text.lines().next().unwrap_or(""))
-                    .unwrap_or(""),
-                120,
-            )
-            .0;
-            page.failure = Some(LatestFailure {
-                total: es.value.total,
-                href: row.trace_href.clone().unwrap_or(row.context_href.clone()),
-                label: format!("{} {}: {label}", row.time.text, row.service),
-                list_href: view.discover(|v| v.q = err_q.clone()),
-            });
-        }
+    if let Ok(es) = &answers.err_search {
+        page.failure = latest_failure(es, &err_q, view);
     }
     let total = page.total;
-    page.facets = [t0, t1, t2, t3, t4]
+    page.facets = answers
+        .facets
         .into_iter()
         .zip(FACETS)
         .filter_map(|(t, f)| t.ok().map(|t| facet(t.value, f, total, view)))
@@ -274,4 +326,29 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
     chrome.banner = crate::pages::banner(client);
     page.chrome = chrome;
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ReadHit;
+
+    #[test]
+    fn the_error_query_names_every_error_severity() {
+        assert_eq!(
+            *ERRORS,
+            "(severity:err OR severity:crit OR severity:alert OR severity:emerg)"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_row_offers_no_links_and_shows_its_json_as_text() {
+        let h: ReadHit =
+            serde_json::from_str(r#"{"_id":"9","message":{"html":"<b>x</b>"}}"#).unwrap();
+        let rows = crate::row::rows([&h], 0, &Terms::default(), Default::default());
+        let html = RowsFragment { rows, more: None }.render().unwrap();
+        assert!(html.contains("record could not be read: "), "{html}");
+        assert!(html.contains("&#60;b&#62;x&#60;/b&#62;"), "{html}");
+        assert!(!html.contains("<b>") && !html.contains("href="), "{html}");
+    }
 }

@@ -3,18 +3,24 @@
 
 use axum::body::Body;
 use bytes::Bytes;
+use sawmill_record::api::SearchParams;
+use sawmill_record::{fields, Field};
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::client::{Client, Hit, SearchAnswer, Served};
+use crate::client::{Client, ReadHit, Search, Served};
 use crate::error::{Error, Result};
-use crate::url::{default_end, default_start, enc};
+use crate::row::{field_text, json_of};
+use crate::url::{default_end, default_start, View};
 
 pub const DEFAULT_LIMIT: usize = 10_000;
 pub const MAX_LIMIT: usize = 100_000;
 /// Records asked per search request while streaming.
 const CHUNK: usize = 1000;
-const CSV_COLUMNS: [&str; 9] = [
+
+/// The CSV's columns, fields of the contract's table in the order a spreadsheet reader
+/// wants them: when, how bad, where from, then the message and every other field as JSON.
+/// The key, flags and second timestamp stay out (the NDJSON export has everything).
+const CSV_COLUMNS: [&str; 10] = [
     "ts",
     "severity",
     "service",
@@ -24,7 +30,14 @@ const CSV_COLUMNS: [&str; 9] = [
     "trace_id",
     "request_id",
     "message",
+    "fields",
 ];
+
+/// The table's entry of each of [`CSV_COLUMNS`]; a name the table lacks is a bug that the
+/// tests catch, and meanwhile an empty column.
+fn csv_fields() -> impl Iterator<Item = Option<&'static Field>> {
+    CSV_COLUMNS.iter().map(|name| fields::field(name))
+}
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -77,35 +90,100 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
-fn csv_row(h: &Hit) -> String {
+fn csv_row(h: &ReadHit) -> String {
     let mut line = String::new();
-    for c in CSV_COLUMNS {
-        let v = match h.get(c) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => other.to_string(),
-        };
-        csv_field(&mut line, &v);
-        line.push(',');
+    match h {
+        ReadHit::Hit(h) => {
+            for (i, f) in csv_fields().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                let v = f.and_then(|f| field_text(&h.record, f));
+                csv_field(&mut line, v.as_deref().unwrap_or(""));
+            }
+        }
+        // Every column empty but the message, which says why, and the last, which holds
+        // the hit as the indexer gave it: an export never drops a record silently.
+        ReadHit::Unreadable(u) => {
+            for (i, name) in CSV_COLUMNS.iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                match *name {
+                    "message" => {
+                        csv_field(&mut line, &format!("record could not be read: {}", u.error))
+                    }
+                    "fields" => csv_field(&mut line, u.raw.get()),
+                    _ => {}
+                }
+            }
+        }
     }
-    let fields = h.get("fields").map(Value::to_string).unwrap_or_default();
-    csv_field(&mut line, &fields);
     line.push_str("\r\n");
     line
 }
 
-fn encode(format: Format, hits: &[Hit]) -> Bytes {
+/// A page of hits in the export's format. An NDJSON line is the hit as read (the record
+/// as stored, with its `_id`), or as the indexer gave it when it could not be read.
+fn encode(format: Format, hits: &[ReadHit]) -> Bytes {
     let mut out = String::new();
     for h in hits {
-        match format {
-            Format::Ndjson => {
-                out.push_str(&serde_json::to_string(h).unwrap_or_default());
+        match (format, h) {
+            (Format::Ndjson, ReadHit::Hit(h)) => {
+                out.push_str(&serde_json::to_string(&json_of(h)).unwrap_or_default());
                 out.push('\n');
             }
-            Format::Csv => out.push_str(&csv_row(h)),
+            (Format::Ndjson, ReadHit::Unreadable(u)) => {
+                out.push_str(u.raw.get());
+                out.push('\n');
+            }
+            (Format::Csv, h) => out.push_str(&csv_row(h)),
         }
     }
     Bytes::from(out)
+}
+
+/// The body of an export, page by page: the first, already fetched, then the rest on the
+/// replica that served it, whose cursors they continue.
+struct Pages {
+    client: Client,
+    base: SearchParams,
+    replica: usize,
+    cursor: Option<String>,
+    /// Records still to send, of the export's limit.
+    left: usize,
+    format: Format,
+    first: Option<Bytes>,
+}
+
+impl Pages {
+    async fn next(mut self) -> Option<(Result<Bytes>, Pages)> {
+        if let Some(b) = self.first.take() {
+            return Some((Ok(b), self));
+        }
+        let c = self.cursor.take()?;
+        if self.left == 0 {
+            return None;
+        }
+        let next = SearchParams {
+            limit: CHUNK.min(self.left),
+            cursor: Some(c),
+            ..self.base.clone()
+        };
+        match self.client.search(&next, Some(self.replica)).await {
+            Ok(page) => {
+                self.left -= page.value.hits.len().min(self.left);
+                self.cursor = page.value.cursor.clone().filter(|_| self.left > 0);
+                Some((Ok(encode(self.format, &page.value.hits)), self))
+            }
+            // Ends the body with an error: the client sees a broken download, never a
+            // silently short file.
+            Err(e) => {
+                tracing::warn!(error = %e, "Export stopped.");
+                Some((Err(e), self))
+            }
+        }
+    }
 }
 
 /// Starts the export: the first page is fetched before answering, so a bad query or no
@@ -118,18 +196,22 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
             p.limit
         )));
     }
-    let base = format!(
-        "/api/v1/search?q={}&start={}&end={}",
-        enc(&p.q),
-        enc(&p.start),
-        enc(&p.end)
-    );
-    let first_n = CHUNK.min(p.limit);
-    let first: Served<SearchAnswer> = client.get(&format!("{base}&limit={first_n}"), None).await?;
+    let view = View {
+        q: p.q.clone(),
+        start: p.start.clone(),
+        end: p.end.clone(),
+        ..View::default()
+    };
+    let base = view.search();
+    let first_page = SearchParams {
+        limit: CHUNK.min(p.limit),
+        ..base.clone()
+    };
+    let first: Served<Search> = client.search(&first_page, None).await?;
     let mut head = String::new();
     if p.format == Format::Csv {
         head.push_str(&CSV_COLUMNS.join(","));
-        head.push_str(",fields\r\n");
+        head.push_str("\r\n");
     }
     let mut first_chunk = head.into_bytes();
     first_chunk.extend_from_slice(&encode(p.format, &first.value.hits));
@@ -139,16 +221,7 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
     } else {
         None
     };
-    struct State {
-        client: Client,
-        base: String,
-        replica: usize,
-        cursor: Option<String>,
-        left: usize,
-        format: Format,
-        first: Option<Bytes>,
-    }
-    let state = State {
+    let pages = Pages {
         client: client.clone(),
         base,
         replica: first.replica,
@@ -157,30 +230,7 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
         format: p.format,
         first: Some(Bytes::from(first_chunk)),
     };
-    let stream = futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(b) = st.first.take() {
-            return Some((Ok::<Bytes, Error>(b), st));
-        }
-        let c = st.cursor.take()?;
-        if st.left == 0 {
-            return None;
-        }
-        let n = CHUNK.min(st.left);
-        let pq = format!("{}&limit={n}&cursor={}", st.base, enc(&c));
-        match st.client.get::<SearchAnswer>(&pq, Some(st.replica)).await {
-            Ok(page) => {
-                st.left -= page.value.hits.len().min(st.left);
-                st.cursor = page.value.cursor.clone().filter(|_| st.left > 0);
-                Some((Ok(encode(st.format, &page.value.hits)), st))
-            }
-            // Ends the body with an error: the client sees a broken download, never a
-            // silently short file.
-            Err(e) => {
-                tracing::warn!(error = %e, "Export stopped.");
-                Some((Err(e), st))
-            }
-        }
-    });
+    let stream = futures_util::stream::unfold(pages, Pages::next);
     let (content_type, filename) = match p.format {
         Format::Ndjson => ("application/x-ndjson", "sawmill-export.ndjson"),
         Format::Csv => ("text/csv; charset=utf-8", "sawmill-export.csv"),
@@ -199,10 +249,37 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
-        let h = json!({"ts": "t", "message": "=HYPERLINK(\"x\"), then\nmore", "service": "a,b", "fields": {"k": 1}});
+        let h = json!({"_id": "1", "ts": "2026-11-27T10:00:00Z", "message": "=HYPERLINK(\"x\"), then\nmore", "service": "a,b", "fields": {"k": 1}});
+        let h: ReadHit = serde_json::from_str(&h.to_string()).unwrap();
         assert_eq!(
-            csv_row(h.as_object().unwrap()),
-            "t,,\"a,b\",,,,,,\"'=HYPERLINK(\"\"x\"\"), then\nmore\",\"{\"\"k\"\":1}\"\r\n"
+            csv_row(&h),
+            "2026-11-27T10:00:00.000000000Z,,\"a,b\",,,,,,\"'=HYPERLINK(\"\"x\"\"), then\nmore\",\"{\"\"k\"\":1}\"\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_columns_are_fields_of_the_contract() {
+        for (name, f) in CSV_COLUMNS.iter().zip(csv_fields()) {
+            assert!(f.is_some(), "`{name}` is not in sawmill_record::FIELDS");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_hit_is_exported_as_given() {
+        let h: ReadHit = serde_json::from_str(r#"{"_id":"1","message":5}"#).unwrap();
+        assert!(matches!(h, ReadHit::Unreadable(_)));
+        assert_eq!(
+            &encode(Format::Ndjson, std::slice::from_ref(&h))[..],
+            b"{\"_id\":\"1\",\"message\":5}\n"
+        );
+        let csv = csv_row(&h);
+        assert!(
+            csv.starts_with(",,,,,,,,\"record could not be read: "),
+            "{csv}"
+        );
+        assert!(
+            csv.ends_with(",\"{\"\"_id\"\":\"\"1\"\",\"\"message\"\":5}\"\r\n"),
+            "{csv}"
         );
     }
 }

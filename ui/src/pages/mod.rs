@@ -8,10 +8,8 @@ pub mod record;
 pub mod request;
 pub mod tail;
 
-use askama::Template;
-
 use crate::client::Client;
-use crate::record::format_utc;
+use crate::row::{format_utc, Row};
 use crate::url::Tz;
 
 /// What every page's frame shows: the time-zone switch, the replica banner and the
@@ -28,6 +26,8 @@ pub struct Chrome {
     pub api_url: Option<String>,
     /// Which navigation entry is current: `discover`, `tail` or empty.
     pub nav: &'static str,
+    /// Hits on this page that could not be read, shown as placeholder rows.
+    pub unreadable: usize,
 }
 
 impl Chrome {
@@ -39,7 +39,27 @@ impl Chrome {
             banner: banner(client),
             api_url: None,
             nav,
+            unreadable: 0,
         }
+    }
+
+    /// Notes the placeholders among `rows` for the page, and in the log with the API URL
+    /// that gave them.
+    pub fn count_unreadable(&mut self, rows: &[Row]) {
+        let n = rows.iter().filter(|r| r.unreadable).count();
+        if n > 0 {
+            let first = rows.iter().find(|r| r.unreadable);
+            let why = first
+                .and_then(|r| r.message.first())
+                .map(|s| s.text.as_str());
+            tracing::warn!(
+                count = n,
+                url = self.api_url.as_deref().unwrap_or(""),
+                error = why.unwrap_or(""),
+                "Hits could not be read as records."
+            );
+        }
+        self.unreadable += n;
     }
 }
 
@@ -79,13 +99,4 @@ pub fn with_tz(uri: &axum::http::Uri, tz: Tz) -> String {
     let t = format!("tz={}", tz.as_str());
     parts.push(&t);
     format!("{}?{}", uri.path(), parts.join("&"))
-}
-
-#[derive(Template)]
-#[template(path = "error.html")]
-pub struct ErrorPage {
-    pub status: u16,
-    pub reason: &'static str,
-    pub message: String,
-    pub hint: &'static str,
 }

@@ -2,14 +2,18 @@
 //! another one by its time and sender key; and the page that shows a record uncut.
 
 use askama::Template;
+use sawmill_record::api::{ContextParams, SearchParams};
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::client::{Client, ContextAnswer, Hit, SearchAnswer, Served};
+use crate::client::{Client, Context, ReadHit, Served};
 use crate::error::{Error, Result};
+use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{severity_class, TimeText, LIST_MESSAGE_BYTES};
-use crate::url::{enc, term, Tz};
+use crate::row::{
+    field_list, json_of, safe_link, severity_class, text_of, trace_href, Row, TimeText,
+    LIST_MESSAGE_BYTES,
+};
+use crate::url::{term, Tz};
 
 /// Where a record link came from: the replica whose id it is, and what identifies the
 /// record on every replica (its `ts`, and `_src`/`_seq` when a shipper sent it).
@@ -21,21 +25,21 @@ pub struct RecordRef {
     pub seq: Option<u64>,
 }
 
-/// Asks for `path(id)` where that id is valid: the issuing replica while it answers,
-/// otherwise whichever replica holds the same record under its own id.
-pub async fn on_record_replica<T: serde::de::DeserializeOwned>(
+/// The context of record `id` where that id is valid: on the issuing replica while it
+/// answers, otherwise on whichever replica holds the same record under its own id.
+pub async fn context_of(
     client: &Client,
     id: &str,
     rref: &RecordRef,
-    path: impl Fn(&str) -> String,
-) -> Result<Served<T>> {
+    p: &ContextParams,
+) -> Result<Served<Context>> {
     let Some(r) = rref.r else {
         // A hand-made link: the id means whatever the first replica to answer says.
-        return client.get(&path(id), None).await;
+        return client.context(None, id, p).await;
     };
-    match client.get_from(r, &path(id)).await {
+    match client.context(Some(r), id, p).await {
         Err(Error::Unavailable { mut attempts }) => match locate(client, rref).await? {
-            Some((replica, other_id)) => client.get_from(replica, &path(&other_id)).await,
+            Some((replica, other_id)) => client.context(Some(replica), &other_id, p).await,
             None => {
                 attempts.push("the record could not be found on another replica".into());
                 Err(Error::Unavailable { attempts })
@@ -52,25 +56,26 @@ async fn locate(client: &Client, rref: &RecordRef) -> Result<Option<(usize, Stri
         Some(src) => term("_src", src),
         None => "*".to_string(),
     };
-    let pq = format!(
-        "/api/v1/search?q={}&start={}&end={}&limit=100&max_message_bytes={LIST_MESSAGE_BYTES}",
-        enc(&q),
-        enc(ts),
-        enc(ts)
-    );
-    let s: Served<SearchAnswer> = client.get(&pq, None).await?;
+    let p = SearchParams {
+        q,
+        start: Some(ts.clone()),
+        end: Some(ts.clone()),
+        limit: 100,
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+        ..SearchParams::default()
+    };
+    let s = client.search(&p, None).await?;
     let hits = &s.value.hits;
     let found = match rref.seq {
         Some(seq) => hits
             .iter()
-            .find(|h| h.get("_seq").and_then(Value::as_u64) == Some(seq)),
+            .filter_map(ReadHit::hit)
+            .find(|h| h.record.key.as_ref().map(|k| k.seq) == Some(seq)),
         // Without a sender key, only an unambiguous time identifies the record.
-        None if hits.len() == 1 => hits.first(),
+        None if hits.len() == 1 => hits[0].hit(),
         None => None,
     };
-    Ok(found
-        .and_then(|h| h.get("_id").and_then(Value::as_str))
-        .map(|id| (s.replica, id.to_string())))
+    Ok(found.map(|h| (s.replica, h.id.clone())))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -116,54 +121,56 @@ pub struct RecordPage {
     pub trace_href: Option<String>,
 }
 
+/// The record's fields, whole, each linked as in a row.
+fn whole_fields(json: &serde_json::Map<String, serde_json::Value>, tz: Tz) -> Vec<WholeField> {
+    field_list(json)
+        .into_iter()
+        .map(|(name, v)| {
+            let value = text_of(v);
+            let link = match name.as_str() {
+                "trace_id" | "request_id" => Some(trace_href(&value, tz)),
+                _ => safe_link(&value),
+            };
+            WholeField { name, value, link }
+        })
+        .collect()
+}
+
 pub async fn page(
     client: &Client,
     id: &str,
     p: RecordParams,
     mut chrome: Chrome,
 ) -> Result<RecordPage> {
-    let ctx: Served<ContextAnswer> = on_record_replica(client, id, &p.rref(), |id| {
-        format!("/api/v1/context/{}?before=0&after=0", enc(id))
-    })
-    .await?;
-    let h: &Hit = &ctx.value.anchor;
-    let row = crate::record::Row::new(h, ctx.replica, &Default::default(), p.tz);
-    let mut fields = Vec::new();
-    for (k, v) in h {
-        let mut add = |name: String, v: &Value| {
-            let value = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let link = match name.as_str() {
-                "trace_id" | "request_id" => Some(crate::record::trace_href(&value, p.tz)),
-                _ => crate::record::safe_link(&value),
-            };
-            fields.push(WholeField { name, value, link });
-        };
-        match (k.as_str(), v) {
-            ("message", _) => {}
-            ("fields", Value::Object(m)) => {
-                for (fk, fv) in m {
-                    add(format!("fields.{fk}"), fv);
-                }
-            }
-            _ => add(k.clone(), v),
-        }
-    }
+    let only = ContextParams {
+        before: 0,
+        after: 0,
+        scope: Default::default(),
+        max_message_bytes: None,
+    };
+    let ctx = context_of(client, id, &p.rref(), &only).await?;
+    let row = Row::of(&ctx.value.anchor, ctx.replica, &Terms::default(), p.tz);
     chrome.api_url = Some(ctx.url.clone());
+    chrome.count_unreadable(std::slice::from_ref(&row));
     chrome.banner = crate::pages::banner(client);
+    let (message, fields, raw) = match &ctx.value.anchor {
+        ReadHit::Hit(h) => {
+            let json = json_of(h);
+            let raw = serde_json::to_string_pretty(&json).unwrap_or_default();
+            (h.record.message.to_string(), whole_fields(&json, p.tz), raw)
+        }
+        ReadHit::Unreadable(u) => {
+            let why = row.message.iter().map(|s| s.text.as_str()).collect();
+            (why, Vec::new(), u.raw.get().to_string())
+        }
+    };
     Ok(RecordPage {
         chrome,
         time: row.time.clone(),
-        sev_class: severity_class(h.get("severity").and_then(Value::as_str).unwrap_or("")),
-        message: h
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        sev_class: severity_class(ctx.value.anchor.hit().and_then(|h| h.record.severity)),
+        message,
         fields,
-        raw: serde_json::to_string_pretty(h).unwrap_or_default(),
+        raw,
         context_href: row.context_href,
         trace_href: row.trace_href,
     })

@@ -2,12 +2,13 @@
 //! swimlane timeline above the list, with each record's offset from the first.
 
 use askama::Template;
+use sawmill_record::api::TraceParams;
 
-use crate::client::{Client, Served, TraceAnswer};
+use crate::client::Client;
 use crate::error::Result;
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{offset_text, Row, LIST_MESSAGE_BYTES};
+use crate::row::{offset_text, rows, Row, LIST_MESSAGE_BYTES};
 use crate::svg::{self, Swimlanes};
 use crate::url::{enc, Tz};
 
@@ -27,25 +28,20 @@ pub struct RequestPage {
 }
 
 pub async fn page(client: &Client, id: &str, tz: Tz, mut chrome: Chrome) -> Result<RequestPage> {
-    let pq = format!(
-        "/api/v1/trace/{}?limit={LIMIT}&max_message_bytes={LIST_MESSAGE_BYTES}",
-        enc(id)
-    );
-    let t: Served<TraceAnswer> = client.get(&pq, None).await?;
-    let terms = Terms::default();
-    let mut rows: Vec<Row> = t
-        .value
-        .hits
-        .iter()
-        .map(|h| Row::new(h, t.replica, &terms, tz))
-        .collect();
+    let p = TraceParams {
+        limit: LIMIT,
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+    };
+    let t = client.trace(id, &p).await?;
+    let mut rows: Vec<Row> = rows(&t.value.hits, t.replica, &Terms::default(), tz);
     let first = rows.iter().filter_map(|r| r.time.micros).min().unwrap_or(0);
-    for r in &mut rows {
+    for r in rows.iter_mut().filter(|r| !r.unreadable) {
         r.offset = offset_text(r.time.micros.unwrap_or(first) - first);
     }
     let quoted = crate::url::quote(id);
     let q = format!("trace_id:{quoted} OR request_id:{quoted}");
     chrome.api_url = Some(t.url.clone());
+    chrome.count_unreadable(&rows);
     chrome.banner = crate::pages::banner(client);
     Ok(RequestPage {
         chrome,

@@ -10,13 +10,14 @@ use askama::Template;
 use axum::response::sse::Event;
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
+use sawmill_record::api::{self, SearchParams};
 use serde::Deserialize;
 
-use crate::client::{Client, SearchAnswer};
+use crate::client::{Client, ReadHit};
 use crate::error::{Error, Result};
 use crate::highlight::Terms;
 use crate::pages::Chrome;
-use crate::record::{Row, LIST_MESSAGE_BYTES};
+use crate::row::{rows, Row, LIST_MESSAGE_BYTES};
 use crate::url::{enc, Tz};
 
 /// Records shown when the page opens.
@@ -50,11 +51,21 @@ pub struct RowFragment<'a> {
     pub row: &'a Row,
 }
 
+/// What the indexer's event stream is asked for.
+fn upstream_params(q: &str) -> api::TailParams {
+    api::TailParams {
+        q: q.to_string(),
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+    }
+}
+
 pub async fn page(client: &Client, p: TailParams, mut chrome: Chrome) -> Result<TailPage> {
-    let pq = format!(
-        "/api/v1/search?q={}&limit={BACKLOG}&max_message_bytes={LIST_MESSAGE_BYTES}",
-        enc(&p.q)
-    );
+    let backlog = SearchParams {
+        q: p.q.clone(),
+        limit: BACKLOG,
+        max_message_bytes: Some(LIST_MESSAGE_BYTES),
+        ..SearchParams::default()
+    };
     let mut page = TailPage {
         stream_href: format!("/tail/stream?q={}&tz={}", enc(&p.q), p.tz.as_str()),
         discover_href: format!("/?q={}&tz={}", enc(&p.q), p.tz.as_str()),
@@ -64,19 +75,14 @@ pub async fn page(client: &Client, p: TailParams, mut chrome: Chrome) -> Result<
         rows: Vec::new(),
         chrome: Chrome::default(),
     };
-    match client.get::<SearchAnswer>(&pq, None).await {
+    match client.search(&backlog, None).await {
         Ok(s) => {
             let terms = Terms::from_query(&p.q);
             // Oldest first, so new records arrive at the bottom, as with `tail -f`.
-            page.rows = s
-                .value
-                .hits
-                .iter()
-                .rev()
-                .map(|h| Row::new(h, s.replica, &terms, p.tz))
-                .collect();
-            let base = client.replica_urls().swap_remove(s.replica);
-            chrome.api_url = Some(format!("{base}/api/v1/tail?q={}", enc(&p.q)));
+            page.rows = rows(s.value.hits.iter().rev(), s.replica, &terms, p.tz);
+            // The stream the page opens next, on the replica that gave the backlog.
+            chrome.api_url = Some(client.tail_url(s.replica, &upstream_params(&p.q)));
+            chrome.count_unreadable(&page.rows);
         }
         Err(Error::Indexer { message, .. }) => page.error = Some(message),
         Err(e) => return Err(e),
@@ -125,8 +131,8 @@ fn take_events(buf: &mut BytesMut) -> Vec<Upstream> {
 fn relay(ev: Upstream, replica: usize, terms: &Terms, tz: Tz) -> Option<Event> {
     match ev.event.as_str() {
         "message" => {
-            let hit = serde_json::from_str::<crate::client::Hit>(&ev.data).ok()?;
-            let row = Row::new(&hit, replica, terms, tz);
+            let hit = serde_json::from_str::<ReadHit>(&ev.data).ok()?;
+            let row = Row::of(&hit, replica, terms, tz);
             let html = RowFragment { row: &row }.render().ok()?;
             Some(Event::default().event("row").data(html))
         }
@@ -141,7 +147,7 @@ pub async fn stream(
     client: &Client,
     p: TailParams,
 ) -> Result<impl Stream<Item = std::result::Result<Event, Infallible>> + use<>> {
-    let upstream = client.tail(&p.q).await?;
+    let upstream = client.tail(&upstream_params(&p.q)).await?;
     let replica = upstream.replica;
     let url = upstream.url.clone();
     let terms = Terms::from_query(&p.q);
