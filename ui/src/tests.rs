@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use sawmill_record::api;
 use http_body_util::BodyExt;
+use sawmill_record::api;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -122,6 +122,9 @@ fn ago(secs: i64) -> String {
 
 /// A request through three services; the payments line is an error.
 fn request_records(req: &str, at: i64) -> Vec<Value> {
+    // One `now` for the request: a clock read per record put the offsets a few tens of
+    // microseconds off 12 ms steps on a loaded machine (`+36.1 ms`).
+    let first = time::OffsetDateTime::now_utc() - time::Duration::seconds(at);
     let mut out = Vec::new();
     for (i, (svc, sev, msg)) in [
         ("gateway", "info", "GET /api/checkout started"),
@@ -137,7 +140,7 @@ fn request_records(req: &str, at: i64) -> Vec<Value> {
     .enumerate()
     {
         out.push(json!({
-            "ts": crate::row::format_iso(time::OffsetDateTime::now_utc() - time::Duration::seconds(at) + time::Duration::milliseconds(12 * i as i64)),
+            "ts": crate::row::format_iso(first + time::Duration::milliseconds(12 * i as i64)),
             "message": msg, "service": svc, "severity": sev, "host": format!("node-{}", i % 2),
             "request_id": req, "trace_id": format!("t-{req}"), "container": format!("demo-{svc}-1"),
             "stream": "stdout", "_src": "test", "_seq": at * 10 + i as i64,
@@ -164,6 +167,13 @@ async fn call_says(app: &axum::Router, uri: &str, status: u16, text: &str) -> St
     assert_eq!(got, status, "{uri}: {body}");
     assert!(body.contains(text), "{uri} should say {text:?}: {body}");
     body
+}
+
+#[test]
+fn a_ui_without_indexers_is_a_configuration_error() {
+    let e = Client::new(Vec::new()).err().expect("refused");
+    assert!(matches!(e, crate::Error::Config(_)), "{e:?}");
+    assert_eq!(e.to_string(), "give at least one --indexer URL");
 }
 
 fn ui(urls: &[&str]) -> axum::Router {
@@ -426,6 +436,13 @@ async fn request_view_has_one_lane_per_service_and_offsets() {
         body.contains("<span class=\"offset\">+36.0 ms</span>"),
         "{body}"
     );
+    // The API line shows the URL the page asked, built from the contract's route.
+    let asked = format!(
+        "{}{}?limit=5000&#38;max_message_bytes=16384",
+        ix.url,
+        api::path_with(api::TRACE, "req-abc")
+    );
+    assert!(body.contains(&asked), "{asked} in {body}");
     // Oldest first.
     let a = body.find("GET /api/checkout started").unwrap();
     let b = body.find("completed status=502").unwrap();
