@@ -302,9 +302,21 @@ impl Shipper {
         while Instant::now() < deadline && self.replicas.iter().any(|r| !r.is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.log_undelivered();
         self.stop_senders.store(true, Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+    }
+
+    /// Counts, in the log, what a stop leaves behind: records a replica has not acknowledged
+    /// when the drain timeout ends are lost for it, and no drop report can reach it.
+    fn log_undelivered(&self) {
+        for (r, m) in self.replicas.iter().zip(&self.metrics.replicas) {
+            let records = m.backlog_records.load(Relaxed);
+            if records > 0 {
+                tracing::error!(replica = %r.url, records, "Stopped before the replica acknowledged these records; they are lost for it.");
+            }
         }
     }
 }

@@ -324,3 +324,25 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
         "NO_COLOR=1 turns colour off: {plain:?}"
     );
 }
+
+/// Issue 10, B1: what a stop cannot deliver within its bound is counted, not silently
+/// left behind (before, the shipper exited without a word about it).
+#[test]
+fn a_stop_that_cannot_deliver_counts_what_it_leaves_behind() {
+    let dir = TempDir::new("stop-undelivered");
+    let ix = Indexer::start(&dir.path().join("ix"), &[]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
+    ix.kill9();
+    for n in 0..3 {
+        sh.send(format!("<13>Nov 27 07:57:02 orphan: line {n}").as_bytes());
+    }
+    let log = sh.log.clone();
+    sh.terminate();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("ERROR")
+            && l.contains("Stopped before the replica acknowledged these records")
+            && l.contains("records=3")),
+        "the three records no replica took are counted in the log:\n{text}"
+    );
+}
