@@ -346,3 +346,59 @@ fn a_stop_that_cannot_deliver_counts_what_it_leaves_behind() {
         "the three records no replica took are counted in the log:\n{text}"
     );
 }
+
+/// Writes `LINES` lines to the shipper's syslog TCP listener, then stops the shipper at once;
+/// every line must be indexed or reported dropped. With `accepted_first`, the connection is
+/// known to have been accepted (a first line arrived) before the burst.
+fn tcp_lines_written_before_a_stop_are_kept(name: &str, accepted_first: bool) {
+    use std::io::Write;
+    const LINES: u64 = 20_000;
+    let dir = TempDir::new(name);
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let addr = free_addr();
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--syslog-tcp", &addr, "--queue-records", "100000"],
+    );
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let mut sent = 0;
+    if accepted_first {
+        conn.write_all(b"<13>Nov 27 07:57:01 tcpstop: ready\n")
+            .unwrap();
+        wait_total(&ix, "service:tcpstop", 1);
+        sent += 1;
+    }
+    let mut body = Vec::new();
+    for n in 0..LINES {
+        writeln!(body, "<13>Nov 27 07:57:02 tcpstop: line n={n}").unwrap();
+    }
+    conn.write_all(&body).unwrap();
+    sent += LINES;
+    let log = sh.log.clone();
+    sh.terminate();
+    let indexed = settled_total(&ix, "service:tcpstop");
+    let dropped = reported_dropped(&ix, None);
+    assert_eq!(
+        indexed + dropped,
+        sent,
+        "{sent} lines written before the stop, {indexed} indexed, {dropped} reported dropped; \
+         shipper log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    drop(conn);
+}
+
+/// Before, each connection ended at the stop flag, leaving what the kernel held for it
+/// unread.
+#[test]
+fn a_stop_reads_what_a_connected_tcp_peer_already_sent() {
+    tcp_lines_written_before_a_stop_are_kept("stop-tcp-accepted", true);
+}
+
+/// Before, a connection the kernel had completed but the shipper not yet accepted was reset
+/// at the stop, with the lines its peer had written.
+#[test]
+fn a_stop_reads_what_a_tcp_peer_not_yet_accepted_already_sent() {
+    tcp_lines_written_before_a_stop_are_kept("stop-tcp-backlog", false);
+}

@@ -168,6 +168,10 @@ pub fn read_loop(
 /// the next instance, since the service manager keeps it open.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long a TCP peer may be silent before a stop takes it to have nothing more in
+/// flight: on loopback, what waits in the peer's send buffer arrives only as we read.
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+
 /// Takes what the kernel holds, without waiting for more. Once `closed` (shut for reading),
 /// nothing new can arrive, so this empties the socket for good.
 fn drain(sock: &SyslogSocket, batch: &mut Datagrams, queue: &Queue, closed: bool) {
@@ -358,9 +362,10 @@ pub fn udp_loop(
     }
 }
 
-/// Syslog over TCP (RFC 6587): each connection is read on its own thread. At a stop the
-/// listener is closed first (no new connections), then every connection queues what its
-/// peer already sent (see `tcp_conn`) before this returns.
+/// Syslog over TCP (RFC 6587): each connection is read on its own thread. At a stop, the
+/// connections the kernel has completed are still accepted (their peers may have sent lines
+/// already), then the listener is closed, and every connection queues what its peer sent
+/// (see `tcp_conn`) before this returns.
 pub fn tcp_loop(
     listener: std::net::TcpListener,
     queue: &Queue,
@@ -369,19 +374,14 @@ pub fn tcp_loop(
 ) {
     let _ = listener.set_nonblocking(true);
     let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
-    while !stop.load(Relaxed) {
+    loop {
+        let stopping = stop.load(Relaxed);
         match listener.accept() {
             Ok((conn, peer)) => {
-                let (q, stop) = (queue.clone(), stop.clone());
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
                 conns.retain(|c| !c.is_finished());
-                conns.push(std::thread::spawn(move || {
-                    if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
-                        tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
-                    }
-                }));
+                conns.push(read_tcp_peer(conn, peer, queue, max_message_bytes, stop));
             }
+            Err(_) if stopping => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50))
             }
@@ -397,13 +397,31 @@ pub fn tcp_loop(
     }
 }
 
+/// Reads one TCP peer on a thread of its own.
+fn read_tcp_peer(
+    conn: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    queue: &Queue,
+    max_message_bytes: usize,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (q, stop) = (queue.clone(), stop.clone());
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    std::thread::spawn(move || {
+        if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
+            tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
+        }
+    })
+}
+
 /// An octet count (`LEN SP`) longer than this is refused: `usize::MAX` has 20 digits.
 const MAX_COUNT_DIGITS: u64 = 21;
 
 /// Reads frames until the peer closes: octet counting (`LEN SP MSG`) when a frame starts
-/// with a digit, a newline-terminated line otherwise. At a stop, reads on without waiting
-/// (for at most `DRAIN_LIMIT`): the frames the peer already sent are queued, since its
-/// writes succeeded; a frame cut short by the stop is not.
+/// with a digit, a newline-terminated line otherwise. At a stop, reads on until the peer
+/// has been silent for `DRAIN_QUIET` (for at most `DRAIN_LIMIT`): the frames it sent before
+/// the stop are queued, since its writes succeeded; a frame cut short by the stop is not.
 fn tcp_conn(
     conn: std::net::TcpStream,
     queue: &Queue,
@@ -416,7 +434,7 @@ fn tcp_conn(
     let mut drain_until = None;
     loop {
         if drain_until.is_none() && stop.load(Relaxed) {
-            r.get_ref().set_nonblocking(true)?;
+            r.get_ref().set_read_timeout(Some(DRAIN_QUIET))?;
             drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
         }
         if drain_until.is_some_and(|d| std::time::Instant::now() >= d) {
