@@ -495,3 +495,26 @@ fn tcp_conn(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ucred(pid: i32, uid: u32, gid: u32) -> libc::ucred {
+        libc::ucred { pid, uid, gid }
+    }
+
+    #[test]
+    fn a_datagram_without_credentials_names_no_sender() {
+        assert!(attested(ucred(0, OVERFLOW_ID, OVERFLOW_ID)).is_none());
+    }
+
+    #[test]
+    fn real_senders_keep_their_credentials() {
+        // `nobody` is a real user, and pid 0 alone a sender in a pid namespace we cannot see.
+        for (pid, uid, gid) in [(42, OVERFLOW_ID, OVERFLOW_ID), (0, 1000, 1000), (1, 0, 0)] {
+            let c = attested(ucred(pid, uid, gid)).expect("credentials kept");
+            assert_eq!((c.pid, c.uid, c.gid), (pid, uid, gid));
+        }
+    }
+}
