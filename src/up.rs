@@ -39,17 +39,12 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
     let socket = data.join("dev-log");
     let shipper = start_shipper(&indexer.url, &data, &socket).await?;
     print_guide(&indexer.url, &ui.url, &data, &socket);
-    let worker = if cfg.demo {
-        start_demo(&socket, &ui.url)
-    } else {
-        None
-    };
+    let demo = cfg.demo.then(|| Demo::start(&socket, &ui.url));
     stop.await;
     // The UI's stop runs while the shipper drains: each is bounded, and the sum is shorter.
     let ui_stopped = ui.stop();
-    if let Some(mut w) = worker {
-        let _ = w.kill();
-        let _ = w.wait();
+    if let Some(demo) = demo {
+        demo.stop();
     }
     // The shipper drains into the indexer before the indexer stops.
     shipper.stop().await;
@@ -118,23 +113,41 @@ fn print_guide(url: &str, ui_url: &str, data: &Path, socket: &Path) {
     println!("  open the UI:   {ui_url}/");
 }
 
-/// Starts the demo traffic: five services logging to the socket, and a batch worker under
-/// `sawmill run`, returned so that it can be stopped with `up`.
-fn start_demo(socket: &Path, ui_url: &str) -> Option<Child> {
-    println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; failed requests: {ui_url}/?q=severity:err");
-    let cfg = sawmill_shipper::DemoConfig {
-        socket: socket.to_path_buf(),
-        rate: 4.0,
-        backfill: Duration::from_secs(15 * 60),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = sawmill_shipper::Demo::new(seed()).run(cfg).await {
-            tracing::error!(error = %e, "Demo traffic stopped.");
+/// The demo traffic: five services logging to the socket, and a batch worker under
+/// `sawmill run`.
+struct Demo {
+    services: tokio::task::JoinHandle<()>,
+    worker: Option<Child>,
+}
+
+impl Demo {
+    fn start(socket: &Path, ui_url: &str) -> Demo {
+        println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; failed requests: {ui_url}/?q=severity:err");
+        let cfg = sawmill_shipper::DemoConfig {
+            socket: socket.to_path_buf(),
+            rate: 4.0,
+            backfill: Duration::from_secs(15 * 60),
+        };
+        let services = tokio::spawn(async move {
+            if let Err(e) = sawmill_shipper::Demo::new(seed()).run(cfg).await {
+                tracing::error!(error = %e, "Demo traffic stopped.");
+            }
+        });
+        let worker = start_batch_worker(socket)
+            .map_err(|e| tracing::warn!(error = %e, "Demo batch worker not started."))
+            .ok();
+        Demo { services, worker }
+    }
+
+    /// Ends the traffic before the shipper stops: a stop closes the socket to senders, and
+    /// the demo would keep trying it and warn that its lines are not delivered.
+    fn stop(self) {
+        self.services.abort();
+        if let Some(mut w) = self.worker {
+            let _ = w.kill();
+            let _ = w.wait();
         }
-    });
-    start_batch_worker(socket)
-        .map_err(|e| tracing::warn!(error = %e, "Demo batch worker not started."))
-        .ok()
+    }
 }
 
 /// The demo's batch worker: a real child process writing plain lines to stdout and, now and
