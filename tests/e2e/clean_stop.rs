@@ -242,23 +242,56 @@ fn a_datagram_sent_before_credentials_were_asked_for_names_no_sender() {
     );
 }
 
+/// An indexer started and stopped with its stderr on a pipe: everything it wrote there.
+fn indexer_stderr_through_a_pipe(data: &Path) -> String {
+    use std::io::{BufRead, Read};
+    let mut child = sawmill()
+        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("SAWMILL_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("sawmill indexer listening on"),
+        "{first:?}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = child.wait();
+    text
+}
+
 /// Issue 10, B4: logs written to a file or a pipe carried ANSI colour codes, and the
 /// shipper's stop message spoke of committing, which is what an indexer does.
 #[test]
-fn logs_to_a_file_carry_no_colour_and_the_stop_says_what_the_shipper_does() {
+fn logs_off_a_terminal_carry_no_colour_and_the_stop_says_what_the_shipper_does() {
     let dir = TempDir::new("plain-logs");
+    let indexer_log = indexer_stderr_through_a_pipe(&dir.path().join("piped"));
     let ix = Indexer::start(&dir.path().join("ix"), &[]);
+    // Its stderr is a file.
     let sh = Shipper::start(dir.path(), &[&ix.url], &[]);
     let log = sh.log.clone();
     sh.terminate();
     let shipper_log = std::fs::read_to_string(&log).unwrap();
-    let indexer_log_path = ix.log.clone();
-    ix.terminate();
-    let indexer_log = std::fs::read_to_string(indexer_log_path).unwrap();
-    for (who, text) in [("shipper", &shipper_log), ("indexer", &indexer_log)] {
+    for (who, text) in [
+        ("shipper (to a file)", &shipper_log),
+        ("indexer (to a pipe)", &indexer_log),
+    ] {
         assert!(
             !text.contains("\x1b["),
-            "the {who}'s stderr is a file, so no colour codes:\n{text:?}"
+            "the {who} writes to no terminal, so no colour codes:\n{text:?}"
         );
     }
     assert!(
@@ -270,15 +303,19 @@ fn logs_to_a_file_carry_no_colour_and_the_stop_says_what_the_shipper_does() {
         "{shipper_log}"
     );
     assert!(
-        indexer_log.contains("committing what was acknowledged"),
+        indexer_log.contains("committing what was acknowledged")
+            && indexer_log.contains("Stopped."),
         "{indexer_log}"
     );
 }
 
-/// The same start-up, on a terminal (a pty from `script`), with `NO_COLOR` as given.
+/// An indexer's start and stop on a terminal (a pty from `script`), with `NO_COLOR` as given:
+/// everything it wrote there.
 fn indexer_output_on_a_terminal(dir: &Path, no_color: Option<&str>) -> String {
+    use std::io::{BufRead, Read};
+    // The shell prints its pid, which `exec` hands on to sawmill.
     let cmd = format!(
-        "exec {} indexer --listen 127.0.0.1:0 --data {}",
+        "echo pid=$$; exec {} indexer --listen 127.0.0.1:0 --data {}",
         env!("CARGO_BIN_EXE_sawmill"),
         dir.display()
     );
@@ -293,18 +330,23 @@ fn indexer_output_on_a_terminal(dir: &Path, no_color: Option<&str>) -> String {
         script.env("NO_COLOR", v);
     }
     let mut child = script.spawn().expect("script (util-linux) is installed");
-    let mut out = child.stdout.take().unwrap();
-    // The first log line is written right after the address; give it a moment, then stop.
-    std::thread::sleep(Duration::from_millis(1500));
-    let pids = std::process::Command::new("pgrep")
-        .args(["-P", &child.id().to_string()])
-        .output()
-        .unwrap();
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        unsafe { libc::kill(pid.parse().unwrap(), libc::SIGTERM) };
-    }
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    let mut pid = None;
+    // The address is printed once the stop signals are caught.
+    while !text.contains("sawmill indexer listening on") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("the indexer ended before it listened: {text:?}");
+        }
+        if let Some(p) = line.trim().strip_prefix("pid=") {
+            pid = p.parse::<i32>().ok();
+        }
+        text.push_str(&line);
+    }
+    let pid = pid.expect("the shell printed its pid");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    out.read_to_string(&mut text).unwrap();
     let _ = child.wait();
     text
 }
