@@ -1,12 +1,16 @@
 //! The `sawmill` binary: parses the command line and starts the library components.
 
+mod logging;
+mod serve;
+mod signal;
+mod up;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sawmill_indexer::{ApiConfig, Granularity, SearchLimits, Store, StoreConfig};
+use sawmill_indexer::{ApiConfig, Granularity, SearchLimits, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -272,28 +276,9 @@ fn main() {
         let Command::Run(a) = Cli::parse().command else {
             unreachable!()
         };
-        let cfg = sawmill_shipper::RunConfig {
-            command: a.command,
-            service: a.service,
-            to: a.to,
-            max_line_bytes: a.max_message_bytes as usize,
-            rate_limit: a.rate_limit,
-        };
-        match sawmill_shipper::run(cfg) {
-            Ok(code) => std::process::exit(code),
-            Err(e) => {
-                eprintln!("sawmill run: {e}");
-                std::process::exit(127);
-            }
-        }
+        wrap(a);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SAWMILL_LOG")
-                .unwrap_or_else(|_| "info,tantivy=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let cli = parse_cli();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     if let Err(e) = rt.block_on(run(cli)) {
@@ -303,6 +288,24 @@ fn main() {
     // Everything acknowledged is committed by now; a search still running on a blocking
     // thread must not hold the exit (dropping the runtime would wait for it).
     rt.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// `sawmill run`: runs the command and exits with its code (127 if it could not run).
+fn wrap(a: RunArgs) -> ! {
+    let cfg = sawmill_shipper::RunConfig {
+        command: a.command,
+        service: a.service,
+        to: a.to,
+        max_line_bytes: a.max_message_bytes as usize,
+        rate_limit: a.rate_limit,
+    };
+    match sawmill_shipper::run(cfg) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("sawmill run: {e}");
+            std::process::exit(127);
+        }
+    }
 }
 
 /// The command line, with `SAWMILL_TAIL` split at `:` as PATH is. A `--tail` value is
@@ -335,231 +338,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: a.http.max_connections,
                 ..a.store.api()
             };
-            indexer(a.listen, a.store.config(), api, None).await
+            serve::indexer(a.listen, a.store.config(), api).await
         }
-        Command::Shipper(a) => shipper(a).await,
+        Command::Shipper(a) => serve::shipper(a.config()).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),
-        Command::Ui(a) => ui(a).await,
-        Command::Up(a) => {
-            let store = StoreArgs {
-                data: a.data,
-                commit_interval: Duration::from_secs(1),
-                partition: Granularity::Day,
-                retention: None,
-                max_disk: None,
-                max_body_bytes: 64 << 20,
-                writer_memory: 128 << 20,
-                max_message_bytes: 256 << 10,
-                searches: SearchArgs {
-                    max_concurrent_searches: None,
-                    search_queue: 64,
-                    search_queue_timeout: Duration::from_secs(10),
-                    search_timeout: Duration::from_secs(30),
-                },
+        Command::Ui(a) => {
+            let config = sawmill_ui::ServeConfig {
+                header_timeout: a.http.header_timeout,
+                stop_timeout: a.http.stop_timeout,
+                max_connections: a.http.max_connections,
             };
-            let up = Up {
-                demo: a.demo,
-                ui_listen: a.ui_listen,
-            };
-            indexer(a.listen, store.config(), store.api(), Some(up)).await
+            serve::ui(a.listen, a.indexers, config).await
         }
+        Command::Up(a) => up::up(a.config()).await,
     }
 }
 
-/// What `sawmill up` adds to an indexer.
-struct Up {
-    demo: bool,
-    ui_listen: SocketAddr,
+impl ShipperArgs {
+    fn config(self) -> sawmill_shipper::ShipperConfig {
+        let mut cfg = sawmill_shipper::ShipperConfig::new(self.indexers, self.state);
+        cfg.syslog_socket = self.syslog_socket;
+        cfg.syslog_udp = self.syslog_udp;
+        cfg.syslog_tcp = self.syslog_tcp;
+        cfg.docker = self.docker.then_some(self.docker_host);
+        cfg.tail = self.tail;
+        cfg.queue_records = self.queue_records;
+        cfg.queue_bytes = self.queue_bytes as usize;
+        cfg.backlog_bytes = self.backlog_bytes;
+        cfg.metrics = self.metrics;
+        cfg.drop_report_interval = self.drop_report_interval;
+        cfg.parser = sawmill_shipper::Parser {
+            max_message_bytes: self.max_message_bytes as usize,
+            zone: self.timezone,
+        };
+        cfg
+    }
 }
 
-/// Starts an indexer; `up` is `Some` when run by `sawmill up`, which adds the web UI and a
-/// shipper with its syslog socket in the data directory (and the demo traffic).
-async fn indexer(
-    listen: SocketAddr,
-    config: StoreConfig,
-    api: ApiConfig,
-    up: Option<Up>,
-) -> anyhow::Result<()> {
-    let stop = shutdown_signal();
-    let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(config))
-        .await?
-        .with_context(|| format!("cannot open the data directory `{}`", data.display()))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sawmill_indexer::serve(listener, store, api, async {
-        let _ = stop_rx.await;
-    }));
-    // Tests and scripts read this line to find a port chosen by the kernel (--listen 127.0.0.1:0).
-    println!("sawmill indexer listening on {url}");
-    let mut shipper = None;
-    let mut worker = None;
-    let mut ui_server = None;
-    if let Some(Up { demo, ui_listen }) = up {
-        let (listener, ui_url) = ui_listener(ui_listen).await?;
-        // Tests read this second line to find the UI's port.
-        println!("sawmill ui listening on {ui_url}");
-        let client = sawmill_ui::Client::new(vec![url.clone()])?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let config = sawmill_ui::ServeConfig::default();
-        let task = tokio::spawn(sawmill_ui::serve(listener, client, config, async {
-            let _ = rx.await;
-        }));
-        ui_server = Some((tx, task));
-        let data = std::fs::canonicalize(&data).unwrap_or(data.clone());
-        let socket = data.join("dev-log");
-        let mut cfg = sawmill_shipper::ShipperConfig::new(vec![url.clone()], data.join("shipper"));
-        cfg.syslog_socket = Some(socket.clone());
-        shipper = Some(
-            sawmill_shipper::Shipper::start(cfg)
-                .await
-                .context("cannot start the shipper")?,
-        );
-        let s = socket.display();
-        println!("  syslog socket: {s}");
-        println!("  log to it:     logger -u {s} -t myapp 'hello from logger'");
-        println!("  wrap a process: sawmill run --to {s} -- your-command args");
-        println!("  containers:    docker run --rm -v {}:/run/sawmill busybox sh -c 'ln -sf /run/sawmill/dev-log /dev/log && logger -t box hello'", data.display());
-        println!("  search:        curl '{url}/api/v1/search?q=*&limit=5'");
-        println!("  open the UI:   {ui_url}/");
-        if demo {
-            println!("  demo:          five services (gateway, auth, orders, inventory, payments) log to the socket and a batch-worker runs under `sawmill run`; failed requests: {ui_url}/?q=severity:err");
-            let cfg = sawmill_shipper::DemoConfig {
-                socket: socket.clone(),
-                rate: 4.0,
-                backfill: Duration::from_secs(15 * 60),
-            };
-            tokio::spawn(async move {
-                if let Err(e) = sawmill_shipper::Demo::new(fastrand_seed()).run(cfg).await {
-                    tracing::error!(error = %e, "Demo traffic stopped.");
-                }
-            });
-            let script = "i=0; while true; do i=$((i+1)); echo \"batch $i processed items=$((i*7 % 50)) request_id=batch-$i\"; if [ $((i % 5)) -eq 0 ]; then echo \"level=warning batch $i slow: took 2300ms\" >&2; fi; sleep 2; done";
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.args(["run", "--service", "batch-worker", "--to"])
-                .arg(&socket)
-                .args(["--", "sh", "-c", script])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            // If `up` is killed outright, the worker must not outlive it.
-            // SAFETY: prctl is async-signal-safe and touches only the new process.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                })
-            };
-            worker = cmd
-                .spawn()
-                .map_err(|e| tracing::warn!(error = %e, "Demo batch worker not started."))
-                .ok();
+impl UpArgs {
+    /// `up` takes the indexer's defaults for everything but where things go.
+    fn config(self) -> up::UpConfig {
+        let store = StoreArgs {
+            data: self.data,
+            commit_interval: Duration::from_secs(1),
+            partition: Granularity::Day,
+            retention: None,
+            max_disk: None,
+            max_body_bytes: 64 << 20,
+            writer_memory: 128 << 20,
+            max_message_bytes: 256 << 10,
+            searches: SearchArgs {
+                max_concurrent_searches: None,
+                search_queue: 64,
+                search_queue_timeout: Duration::from_secs(10),
+                search_timeout: Duration::from_secs(30),
+            },
+        };
+        up::UpConfig {
+            listen: self.listen,
+            store: store.config(),
+            api: store.api(),
+            ui_listen: self.ui_listen,
+            demo: self.demo,
         }
-    }
-    stop.await;
-    // The UI's stop runs while the shipper drains: each is bounded, and the sum is shorter.
-    let ui_task = ui_server.map(|(tx, task)| {
-        let _ = tx.send(());
-        task
-    });
-    if let Some(mut w) = worker {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
-    // The shipper drains into the indexer before the indexer stops.
-    if let Some(sh) = shipper {
-        sh.stop().await;
-    }
-    if let Some(task) = ui_task {
-        task.await??;
-    }
-    let _ = stop_tx.send(());
-    server.await??;
-    tracing::info!("Stopped.");
-    Ok(())
-}
-
-async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, String)> {
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
-        format!("cannot listen on {listen} for the UI (is another sawmill running? pick another with --ui-listen / --listen)")
-    })?;
-    let url = format!("http://{}", listener.local_addr()?);
-    Ok((listener, url))
-}
-
-async fn ui(a: UiArgs) -> anyhow::Result<()> {
-    for u in &a.indexers {
-        if !u.starts_with("http://") {
-            anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
-        }
-    }
-    let stop = shutdown_signal();
-    let client = sawmill_ui::Client::new(a.indexers)?;
-    let (listener, url) = ui_listener(a.listen).await?;
-    println!("sawmill ui listening on {url}");
-    let config = sawmill_ui::ServeConfig {
-        header_timeout: a.http.header_timeout,
-        stop_timeout: a.http.stop_timeout,
-        max_connections: a.http.max_connections,
-    };
-    sawmill_ui::serve(listener, client, config, stop).await?;
-    Ok(())
-}
-
-async fn shipper(a: ShipperArgs) -> anyhow::Result<()> {
-    let stop = shutdown_signal();
-    let mut cfg = sawmill_shipper::ShipperConfig::new(a.indexers, a.state);
-    cfg.syslog_socket = a.syslog_socket;
-    cfg.syslog_udp = a.syslog_udp;
-    cfg.syslog_tcp = a.syslog_tcp;
-    cfg.docker = a.docker.then_some(a.docker_host);
-    cfg.tail = a.tail;
-    cfg.queue_records = a.queue_records;
-    cfg.queue_bytes = a.queue_bytes as usize;
-    cfg.backlog_bytes = a.backlog_bytes;
-    cfg.metrics = a.metrics;
-    cfg.drop_report_interval = a.drop_report_interval;
-    cfg.parser = sawmill_shipper::Parser {
-        max_message_bytes: a.max_message_bytes as usize,
-        zone: a.timezone,
-    };
-    let socket = cfg.syslog_socket.clone();
-    let shipper = sawmill_shipper::Shipper::start(cfg)
-        .await
-        .context("cannot start the shipper")?;
-    if let Some(p) = socket {
-        println!("sawmill shipper listening on {}", p.display());
-    }
-    if let Some(addr) = shipper.metrics_addr {
-        println!("sawmill shipper metrics on http://{addr}/metrics");
-    }
-    stop.await;
-    shipper.stop().await;
-    Ok(())
-}
-
-fn fastrand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-}
-
-/// Catches SIGTERM and SIGINT from the moment it is called, so that a signal during start-up
-/// stops the process cleanly once it has started instead of killing it; completes at the
-/// first one.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("Shutting down: committing what was acknowledged.");
     }
 }

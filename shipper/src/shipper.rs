@@ -91,8 +91,12 @@ pub struct Shipper {
     pub metrics_addr: Option<SocketAddr>,
     pub queue: Queue,
     stop_sources: Arc<AtomicBool>,
+    /// Set only once every source has stopped, so that the batcher takes all they queued.
+    stop_batcher: Arc<AtomicBool>,
     stop_senders: Arc<AtomicBool>,
+    /// The sources' threads.
     threads: Vec<JoinHandle<()>>,
+    batcher: Option<JoinHandle<()>>,
     replicas: Vec<Arc<Replica>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     drain_timeout: Duration,
@@ -138,6 +142,7 @@ impl Shipper {
         let queue = Queue::new(cfg.queue_records, cfg.queue_bytes, metrics.clone());
         let state = State::open(&cfg.state)?;
         let stop_sources = Arc::new(AtomicBool::new(false));
+        let stop_batcher = Arc::new(AtomicBool::new(false));
         let stop_senders = Arc::new(AtomicBool::new(false));
         let gate: Arc<std::sync::RwLock<()>> = Arc::default();
         let mut threads = Vec::new();
@@ -167,7 +172,7 @@ impl Shipper {
                 Error::Config(format!("cannot listen for syslog on tcp {addr}: {e}"))
             })?;
             let (q, stop) = (queue.clone(), stop_sources.clone());
-            threads.push(spawn("sawmill-tcp", move || tcp_loop(&l, &q, max, &stop))?);
+            threads.push(spawn("sawmill-tcp", move || tcp_loop(l, &q, max, &stop))?);
         }
         if let Some(host) = &cfg.docker {
             let dcfg = DockerConfig {
@@ -228,7 +233,7 @@ impl Shipper {
                 )
             })
             .collect();
-        {
+        let batcher = {
             let batcher = Batcher {
                 queue: queue.clone(),
                 parser: cfg.parser.clone(),
@@ -239,14 +244,14 @@ impl Shipper {
                 cfg: cfg.clone(),
                 outage: None,
             };
-            let stop = stop_sources.clone();
-            threads.push(spawn("sawmill-batch", move || {
+            let stop = stop_batcher.clone();
+            spawn("sawmill-batch", move || {
                 // Parsing, JSON and compression can wait in the queue; the socket readers
                 // and the applications cannot.
                 crate::priority::run_only_when_idle();
                 batcher.run(&stop)
-            })?);
-        }
+            })?
+        };
         let mut metrics_addr = None;
         if let Some(addr) = cfg.metrics {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -267,8 +272,10 @@ impl Shipper {
             metrics_addr,
             queue,
             stop_sources,
+            stop_batcher,
             stop_senders,
             threads,
+            batcher: Some(batcher),
             replicas,
             tasks,
             drain_timeout: cfg.drain_timeout,
@@ -277,7 +284,8 @@ impl Shipper {
         })
     }
 
-    /// Stops the sources, sends what is queued, and waits a little for the replicas.
+    /// Stops the sources (each stops accepting, then queues what it already took), lets
+    /// the batcher empty the queue, and waits a little for the replicas to take the rest.
     pub async fn stop(mut self) {
         self.stop_sources.store(true, Relaxed);
         // Waits out any line being enqueued right now; later ones see the flag.
@@ -285,13 +293,30 @@ impl Shipper {
         for t in self.threads.drain(..) {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        // Only now: a batcher stopped with the sources could end before a socket's drain.
+        self.stop_batcher.store(true, Relaxed);
+        if let Some(t) = self.batcher.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         let deadline = Instant::now() + self.drain_timeout;
         while Instant::now() < deadline && self.replicas.iter().any(|r| !r.is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.log_undelivered();
         self.stop_senders.store(true, Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+    }
+
+    /// Counts, in the log, what a stop leaves behind: records a replica has not acknowledged
+    /// when the drain timeout ends are lost for it, and no drop report can reach it.
+    fn log_undelivered(&self) {
+        for (r, m) in self.replicas.iter().zip(&self.metrics.replicas) {
+            let records = m.backlog_records.load(Relaxed);
+            if records > 0 {
+                tracing::error!(replica = %r.url, records, "Stopped before the replica acknowledged these records; they are lost for it.");
+            }
         }
     }
 }
@@ -401,10 +426,12 @@ impl Batcher {
                 // Recover without waiting for the next record.
                 self.reserved(1);
             }
+            let stopping = stop.load(Relaxed) && self.queue.is_empty();
             // Drop reports need sequence numbers too: while none can be reserved, the
-            // counts wait for the next round.
-            if last_report.elapsed() >= self.cfg.drop_report_interval && self.reserved(MAX_REPORTS)
-            {
+            // counts wait for the next round. A stop makes a last round: drops of the last
+            // moments are reported like any others.
+            let report_due = stopping || last_report.elapsed() >= self.cfg.drop_report_interval;
+            if report_due && self.reserved(MAX_REPORTS) {
                 let secs = last_report.elapsed().as_secs();
                 last_report = Instant::now();
                 let mut drops: Vec<(&str, &str, u64)> = take_drops(&self.metrics, &mut reported)
@@ -481,7 +508,7 @@ impl Batcher {
             if full || due || (p.pinned && p.records > 0) {
                 self.flush(&mut p);
             }
-            if stop.load(Relaxed) && self.queue.is_empty() {
+            if stopping {
                 self.flush(&mut p);
                 return;
             }
@@ -503,8 +530,11 @@ impl Batcher {
                 }
                 let mut ev = parsed.event;
                 if let Some(c) = creds {
-                    // Trusted: the kernel says who sent it, whatever the header claims.
-                    ev.fields.insert("_pid".into(), Value::from(c.pid));
+                    // Trusted: the kernel says who sent it, whatever the header claims. Pid 0
+                    // is no process: the sender lives in a pid namespace we cannot see.
+                    if c.pid != 0 {
+                        ev.fields.insert("_pid".into(), Value::from(c.pid));
+                    }
                     ev.fields.insert("_uid".into(), Value::from(c.uid));
                     ev.fields.insert("_gid".into(), Value::from(c.gid));
                 }

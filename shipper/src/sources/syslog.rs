@@ -14,11 +14,13 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::queue::{Creds, Item, Queue, Source};
 
-/// The socket, and whether this process made it (and so removes it at exit).
+/// The socket, and whether this process made it (and so removes it at a stop).
 pub struct SyslogSocket {
     pub sock: UnixDatagram,
     pub path: PathBuf,
-    owned: bool,
+    /// Made by this process and not yet removed: removed once only, so that a stop never
+    /// removes the socket of a newer shipper that bound the same path meanwhile.
+    owned: AtomicBool,
 }
 
 impl SyslogSocket {
@@ -30,7 +32,7 @@ impl SyslogSocket {
                 return finish(SyslogSocket {
                     sock,
                     path: path.to_path_buf(),
-                    owned: false,
+                    owned: AtomicBool::new(false),
                 });
             }
             None => {
@@ -52,8 +54,24 @@ impl SyslogSocket {
         finish(SyslogSocket {
             sock,
             path: path.to_path_buf(),
-            owned: true,
+            owned: AtomicBool::new(true),
         })
+    }
+
+    /// The first step of a stop: a socket this process made takes no more datagrams. Its
+    /// path is removed, so no new sender finds it, and it is shut for reading, so a sender
+    /// already connected (as `syslog(3)` is) gets `EPIPE` instead of queueing datagrams no
+    /// one would read; what the kernel already holds stays readable. A socket handed over
+    /// by the service manager is left as it is: it outlives this process, and what senders
+    /// queue in it is read by the next instance. True if the socket was closed to senders.
+    pub fn stop_accepting(&self) -> bool {
+        if !self.owned.swap(false, Relaxed) {
+            return false;
+        }
+        let _ = std::fs::remove_file(&self.path);
+        // SAFETY: shutdown on a socket we own; it changes no memory.
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RD) };
+        true
     }
 }
 
@@ -107,7 +125,7 @@ fn activated_socket() -> Option<UnixDatagram> {
 
 impl Drop for SyslogSocket {
     fn drop(&mut self) {
-        if self.owned {
+        if *self.owned.get_mut() {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -119,7 +137,8 @@ impl Drop for SyslogSocket {
 const RECV_BATCH: usize = 32;
 const CONTROL_BYTES: usize = 64;
 
-/// Receives until `stop`; every datagram becomes one queue item.
+/// Receives until `stop`, then stops accepting and takes what the kernel still holds:
+/// every datagram a sender saw accepted becomes one queue item (or a counted drop).
 pub fn read_loop(
     sock: &SyslogSocket,
     queue: &Queue,
@@ -127,62 +146,129 @@ pub fn read_loop(
     stop: &Arc<AtomicBool>,
 ) {
     let fd = sock.sock.as_raw_fd();
-    // One byte more than allowed, so an oversized datagram is seen as such. Only the pages
-    // a datagram touches become resident, so small messages keep this cheap.
-    let size = max_message_bytes + 1;
-    let mut bufs = vec![0u8; size * RECV_BATCH];
-    let mut control = vec![0u8; CONTROL_BYTES * RECV_BATCH];
-    let mut iovs: Vec<libc::iovec> = Vec::with_capacity(RECV_BATCH);
-    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); filled in below.
-    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; RECV_BATCH];
-    for i in 0..RECV_BATCH {
-        iovs.push(libc::iovec {
-            iov_base: bufs[i * size..].as_mut_ptr() as *mut _,
-            iov_len: size,
-        });
-    }
-    for (i, m) in msgs.iter_mut().enumerate() {
-        m.msg_hdr.msg_iov = &mut iovs[i];
-        m.msg_hdr.msg_iovlen = 1;
-        m.msg_hdr.msg_control = control[i * CONTROL_BYTES..].as_mut_ptr() as *mut _;
-        m.msg_hdr.msg_controllen = CONTROL_BYTES;
-    }
-    // The headers the last call filled: the kernel shrank their control lengths to what it
-    // wrote, and nothing else in a header changes between calls.
-    let mut filled = 0;
+    let mut batch = Datagrams::new(max_message_bytes);
     while !stop.load(Relaxed) {
-        for m in &mut msgs[..filled] {
-            m.msg_hdr.msg_controllen = CONTROL_BYTES;
-        }
-        filled = 0;
-        // SAFETY: every header points at live buffers of the stated lengths for the call.
         // MSG_WAITFORONE: block (up to the socket's read timeout) for the first datagram,
         // then take only what is already queued.
+        match batch.receive(fd, libc::MSG_WAITFORONE) {
+            Ok(n) => batch.enqueue(n, queue),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "Reading the syslog socket failed.");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let owned = sock.stop_accepting();
+    drain(sock, &mut batch, queue, owned);
+}
+
+/// How long a stop keeps reading a socket it cannot close to senders (one handed over by
+/// the service manager): senders may keep it full, and what is left stays queued in it for
+/// the next instance, since the service manager keeps it open.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long a TCP peer may be silent before a stop takes it to have nothing more in
+/// flight: on loopback, what waits in the peer's send buffer arrives only as we read.
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+
+/// Takes what the kernel holds, without waiting for more. Once `closed` (shut for reading),
+/// nothing new can arrive, so this empties the socket for good.
+fn drain(sock: &SyslogSocket, batch: &mut Datagrams, queue: &Queue, closed: bool) {
+    let fd = sock.sock.as_raw_fd();
+    let deadline = std::time::Instant::now() + DRAIN_LIMIT;
+    let mut taken = 0;
+    while closed || std::time::Instant::now() < deadline {
+        match batch.receive(fd, libc::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => {
+                batch.enqueue(n, queue);
+                taken += n;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            // EAGAIN: empty. Anything else: nothing more can be read either.
+            Err(_) => break,
+        }
+    }
+    tracing::debug!(datagrams = taken, "Syslog socket drained.");
+}
+
+/// Buffers and headers for one `recvmmsg` call of up to `RECV_BATCH` datagrams.
+struct Datagrams {
+    /// One slot of `size` bytes per datagram.
+    bufs: Vec<u8>,
+    size: usize,
+    control: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// The headers the last call filled: the kernel shrank their control lengths to what
+    /// it wrote, and nothing else in a header changes between calls.
+    filled: usize,
+}
+
+impl Datagrams {
+    fn new(max_message_bytes: usize) -> Datagrams {
+        // One byte more than allowed, so an oversized datagram is seen as such. Only the
+        // pages a datagram touches become resident, so small messages keep this cheap.
+        let size = max_message_bytes + 1;
+        let mut d = Datagrams {
+            bufs: vec![0u8; size * RECV_BATCH],
+            size,
+            control: vec![0u8; CONTROL_BYTES * RECV_BATCH],
+            iovs: Vec::with_capacity(RECV_BATCH),
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths); filled in below.
+            msgs: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
+            filled: 0,
+        };
+        for i in 0..RECV_BATCH {
+            let iov_base = d.bufs[i * size..].as_mut_ptr() as *mut _;
+            d.iovs.push(libc::iovec {
+                iov_base,
+                iov_len: size,
+            });
+        }
+        for (i, m) in d.msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_iov = &mut d.iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = d.control[i * CONTROL_BYTES..].as_mut_ptr() as *mut _;
+            m.msg_hdr.msg_controllen = CONTROL_BYTES;
+        }
+        d
+    }
+
+    /// One `recvmmsg` call: how many datagrams it took.
+    fn receive(&mut self, fd: libc::c_int, flags: libc::c_int) -> std::io::Result<usize> {
+        for m in &mut self.msgs[..self.filled] {
+            m.msg_hdr.msg_controllen = CONTROL_BYTES;
+        }
+        self.filled = 0;
+        // SAFETY: every header points at live buffers of the stated lengths for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                msgs.as_mut_ptr(),
+                self.msgs.as_mut_ptr(),
                 RECV_BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                tracing::error!(error = %e, "Reading the syslog socket failed.");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            continue;
+            return Err(std::io::Error::last_os_error());
         }
-        filled = n as usize;
+        self.filled = n as usize;
+        Ok(self.filled)
+    }
+
+    /// Puts the `n` datagrams just received in the queue.
+    fn enqueue(&self, n: usize, queue: &Queue) {
         let received = OffsetDateTime::now_utc();
-        for (i, m) in msgs.iter().take(filled).enumerate() {
-            // SAFETY: the kernel filled this header's control buffer in the call above.
+        let size = self.size;
+        for (i, m) in self.msgs.iter().take(n).enumerate() {
+            // SAFETY: the kernel filled this header's control buffer in the last call.
             let creds = unsafe { creds_of(&m.msg_hdr) };
             let len = (m.msg_len as usize).min(size);
             queue.push(Item::Syslog {
-                data: bufs[i * size..i * size + len].to_vec(),
+                data: self.bufs[i * size..i * size + len].to_vec(),
                 received,
                 creds,
                 source: Source::SyslogUnix,
@@ -191,24 +277,40 @@ pub fn read_loop(
     }
 }
 
+/// The kernel's stand-in for an id it cannot map (`/proc/sys/kernel/overflowuid` and
+/// `overflowgid`, 65534 by default): the uid and gid it reports when it has none.
+const OVERFLOW_ID: u32 = 65534;
+
 /// SAFETY: `msg` must be a header the kernel just filled.
 unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
     let mut c = libc::CMSG_FIRSTHDR(msg);
     while !c.is_null() {
         if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
             let u = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::ucred);
-            return Some(Creds {
-                pid: u.pid,
-                uid: u.uid,
-                gid: u.gid,
-            });
+            return attested(u);
         }
         c = libc::CMSG_NXTHDR(msg, c);
     }
     None
 }
 
-/// Syslog over UDP: one datagram, one message, as network devices send.
+/// The credentials in a `SCM_CREDENTIALS` message, unless the kernel attached none: a
+/// datagram queued before `SO_PASSCRED` was on (the one that starts a socket-activated
+/// shipper) reads as pid 0 with the overflow uid and gid, a sender that never existed.
+fn attested(u: libc::ucred) -> Option<Creds> {
+    if u.pid == 0 && u.uid == OVERFLOW_ID && u.gid == OVERFLOW_ID {
+        return None;
+    }
+    Some(Creds {
+        pid: u.pid,
+        uid: u.uid,
+        gid: u.gid,
+    })
+}
+
+/// Syslog over UDP: one datagram, one message, as network devices send. At a stop, what
+/// the kernel already holds is taken too (for at most `DRAIN_LIMIT`: UDP cannot be shut to
+/// senders, and what arrives after the socket closes was never acknowledged to anyone).
 pub fn udp_loop(
     sock: &std::net::UdpSocket,
     queue: &Queue,
@@ -217,7 +319,15 @@ pub fn udp_loop(
 ) {
     let mut buf = vec![0u8; max_message_bytes.max(65_536) + 1];
     let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    while !stop.load(Relaxed) {
+    let mut drain_until = None;
+    loop {
+        if drain_until.is_none() && stop.load(Relaxed) {
+            let _ = sock.set_nonblocking(true);
+            drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
+        }
+        if drain_until.is_some_and(|d| std::time::Instant::now() >= d) {
+            return;
+        }
         match sock.recv_from(&mut buf) {
             Ok((n, _)) => {
                 let received = OffsetDateTime::now_utc();
@@ -234,7 +344,16 @@ pub fn udp_loop(
                     std::io::ErrorKind::WouldBlock
                         | std::io::ErrorKind::TimedOut
                         | std::io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                if drain_until.is_some() && e.kind() == std::io::ErrorKind::WouldBlock {
+                    return;
+                }
+            }
+            Err(e) if drain_until.is_some() => {
+                tracing::debug!(error = %e, "Draining syslog over UDP ended.");
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Reading syslog over UDP failed.");
                 std::thread::sleep(Duration::from_millis(100));
@@ -243,26 +362,26 @@ pub fn udp_loop(
     }
 }
 
-/// Syslog over TCP (RFC 6587): each connection is read on its own thread.
+/// Syslog over TCP (RFC 6587): each connection is read on its own thread. At a stop, the
+/// connections the kernel has completed are still accepted (their peers may have sent lines
+/// already), then the listener is closed, and every connection queues what its peer sent
+/// (see `tcp_conn`) before this returns.
 pub fn tcp_loop(
-    listener: &std::net::TcpListener,
+    listener: std::net::TcpListener,
     queue: &Queue,
     max_message_bytes: usize,
     stop: &Arc<AtomicBool>,
 ) {
     let _ = listener.set_nonblocking(true);
-    while !stop.load(Relaxed) {
+    let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    loop {
+        let stopping = stop.load(Relaxed);
         match listener.accept() {
             Ok((conn, peer)) => {
-                let (q, stop) = (queue.clone(), stop.clone());
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-                std::thread::spawn(move || {
-                    if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
-                        tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
-                    }
-                });
+                conns.retain(|c| !c.is_finished());
+                conns.push(read_tcp_peer(conn, peer, queue, max_message_bytes, stop));
             }
+            Err(_) if stopping => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50))
             }
@@ -272,13 +391,37 @@ pub fn tcp_loop(
             }
         }
     }
+    drop(listener);
+    for c in conns {
+        let _ = c.join();
+    }
+}
+
+/// Reads one TCP peer on a thread of its own.
+fn read_tcp_peer(
+    conn: std::net::TcpStream,
+    peer: std::net::SocketAddr,
+    queue: &Queue,
+    max_message_bytes: usize,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (q, stop) = (queue.clone(), stop.clone());
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+    std::thread::spawn(move || {
+        if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
+            tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
+        }
+    })
 }
 
 /// An octet count (`LEN SP`) longer than this is refused: `usize::MAX` has 20 digits.
 const MAX_COUNT_DIGITS: u64 = 21;
 
 /// Reads frames until the peer closes: octet counting (`LEN SP MSG`) when a frame starts
-/// with a digit, a newline-terminated line otherwise.
+/// with a digit, a newline-terminated line otherwise. At a stop, reads on until the peer
+/// has been silent for `DRAIN_QUIET` (for at most `DRAIN_LIMIT`): the frames it sent before
+/// the stop are queued, since its writes succeeded; a frame cut short by the stop is not.
 fn tcp_conn(
     conn: std::net::TcpStream,
     queue: &Queue,
@@ -288,8 +431,13 @@ fn tcp_conn(
     use std::io::{BufRead, BufReader, Read};
     let mut r = BufReader::with_capacity(64 * 1024, conn);
     let mut frame = Vec::new();
+    let mut drain_until = None;
     loop {
-        if stop.load(Relaxed) {
+        if drain_until.is_none() && stop.load(Relaxed) {
+            r.get_ref().set_read_timeout(Some(DRAIN_QUIET))?;
+            drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
+        }
+        if drain_until.is_some_and(|d| std::time::Instant::now() >= d) {
             return Ok(());
         }
         let first = match r.fill_buf() {
@@ -301,7 +449,10 @@ fn tcp_conn(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                if drain_until.is_some() {
+                    return Ok(());
+                }
+                continue;
             }
             Err(e) => return Err(e),
         };
@@ -342,5 +493,28 @@ fn tcp_conn(
             creds: None,
             source: Source::SyslogTcp,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ucred(pid: i32, uid: u32, gid: u32) -> libc::ucred {
+        libc::ucred { pid, uid, gid }
+    }
+
+    #[test]
+    fn a_datagram_without_credentials_names_no_sender() {
+        assert!(attested(ucred(0, OVERFLOW_ID, OVERFLOW_ID)).is_none());
+    }
+
+    #[test]
+    fn real_senders_keep_their_credentials() {
+        // `nobody` is a real user, and pid 0 alone a sender in a pid namespace we cannot see.
+        for (pid, uid, gid) in [(42, OVERFLOW_ID, OVERFLOW_ID), (0, 1000, 1000), (1, 0, 0)] {
+            let c = attested(ucred(pid, uid, gid)).expect("credentials kept");
+            assert_eq!((c.pid, c.uid, c.gid), (pid, uid, gid));
+        }
     }
 }

@@ -1,0 +1,123 @@
+//! The commands that run one component until SIGTERM or SIGINT (`indexer`, `ui`,
+//! `shipper`), and the running indexer that `sawmill up` builds on.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sawmill_indexer::{ApiConfig, Store, StoreConfig};
+
+use crate::signal::shutdown_signal;
+
+/// What an indexer does once asked to stop.
+const INDEXER_STOPPING: &str = "Shutting down: committing what was acknowledged.";
+
+/// `sawmill indexer`: serves until a stop signal, then commits what was acknowledged.
+pub async fn indexer(
+    listen: SocketAddr,
+    config: StoreConfig,
+    api: ApiConfig,
+) -> anyhow::Result<()> {
+    let stop = shutdown_signal(INDEXER_STOPPING.into());
+    let indexer = RunningIndexer::start(listen, config, api).await?;
+    stop.await;
+    indexer.stop().await?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// An indexer serving its API on a spawned task.
+pub struct RunningIndexer {
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningIndexer {
+    /// Opens the store, binds `listen` and prints the address (`sawmill indexer listening
+    /// on URL`): tests and scripts read that first line to find a port the kernel chose.
+    pub async fn start(
+        listen: SocketAddr,
+        config: StoreConfig,
+        api: ApiConfig,
+    ) -> anyhow::Result<RunningIndexer> {
+        let data = config.data.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(config))
+            .await?
+            .with_context(|| format!("cannot open the data directory `{}`", data.display()))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sawmill_indexer::serve(listener, store, api, async {
+            let _ = stopped.await;
+        }));
+        println!("sawmill indexer listening on {url}");
+        Ok(RunningIndexer { url, stop, server })
+    }
+
+    /// Stops serving and waits until everything acknowledged is committed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
+/// Binds the UI's address, returning the listener and its URL.
+pub async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} for the UI (is another sawmill running? pick another with --ui-listen / --listen)")
+    })?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+/// `sawmill ui`: serves the web UI over `indexers` until a stop signal.
+pub async fn ui(
+    listen: SocketAddr,
+    indexers: Vec<String>,
+    config: sawmill_ui::ServeConfig,
+) -> anyhow::Result<()> {
+    for u in &indexers {
+        if !u.starts_with("http://") {
+            anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
+        }
+    }
+    let stopping = format!(
+        "Stopping: finishing the requests in flight (up to {} s).",
+        config.stop_timeout.as_secs()
+    );
+    let stop = shutdown_signal(stopping);
+    let client = sawmill_ui::Client::new(indexers)?;
+    let (listener, url) = ui_listener(listen).await?;
+    println!("sawmill ui listening on {url}");
+    sawmill_ui::serve(listener, client, config, stop).await?;
+    Ok(())
+}
+
+/// What a shipper does once asked to stop, given how long it may take to deliver.
+pub fn shipper_stopping(drain_timeout: std::time::Duration) -> String {
+    format!(
+        "Stopping: no longer accepting; draining the socket and delivering what is queued (up to {} s).",
+        drain_timeout.as_secs()
+    )
+}
+
+/// `sawmill shipper`: ships until a stop signal, then delivers what it accepted.
+pub async fn shipper(cfg: sawmill_shipper::ShipperConfig) -> anyhow::Result<()> {
+    let stop = shutdown_signal(shipper_stopping(cfg.drain_timeout));
+    let socket = cfg.syslog_socket.clone();
+    let shipper = sawmill_shipper::Shipper::start(cfg)
+        .await
+        .context("cannot start the shipper")?;
+    if let Some(p) = socket {
+        println!("sawmill shipper listening on {}", p.display());
+    }
+    if let Some(addr) = shipper.metrics_addr {
+        println!("sawmill shipper metrics on http://{addr}/metrics");
+    }
+    stop.await;
+    shipper.stop().await;
+    Ok(())
+}
