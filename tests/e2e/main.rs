@@ -12,6 +12,7 @@ mod query;
 mod replicas;
 mod run;
 mod search;
+mod sequence;
 mod shipper;
 mod stopping;
 mod ui;
