@@ -4,9 +4,16 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use sawmill_record::time::Stamp;
+use sawmill_record::{Key, Record, Severity};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+
+fn borrow(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(Cow::Borrowed)
+}
 
 /// How far a source's lines (byte ranges of a file) have been handled by every replica:
 /// where a restart may resume without losing anything. Lines are handed on in order but
@@ -130,7 +137,7 @@ pub struct Event {
     pub message: String,
     pub host: Option<String>,
     pub service: Option<String>,
-    pub severity: Option<&'static str>,
+    pub severity: Option<Severity>,
     pub facility: Option<&'static str>,
     pub pid: Option<u64>,
     /// `syslog`, `stdout`, `stderr` or `file`.
@@ -157,128 +164,44 @@ impl Event {
         200 + self.message.len() + self.fields.len() * 32
     }
 
-    /// Appends the NDJSON record, numbered for exactly-once delivery, to `out`. Written
-    /// straight from borrowed fields: building a `serde_json::Map` first cost the batcher
-    /// a third of its time.
-    pub fn write_record(&self, out: &mut Vec<u8>, src: &str, seq: u64, default_host: &str) {
+    /// Appends the NDJSON record to `out`, with `key` as its de-duplication key (none when
+    /// no number could be made durable). Written straight from borrowed fields: building a
+    /// `serde_json::Map` first cost the batcher a third of its time.
+    pub fn write_record(&self, out: &mut Vec<u8>, key: Option<Key<'_>>, default_host: &str) {
         let received = self.received.unwrap_or_else(OffsetDateTime::now_utc);
-        let rec = RecordRef {
-            ts: Stamp(self.ts.unwrap_or(received)),
-            received: Stamp(received),
-            message: &self.message,
-            host: self.host.as_deref().unwrap_or(default_host),
-            service: self.service.as_deref(),
-            container: self.container.as_deref(),
-            image: self.image.as_deref(),
-            trace_id: self.trace_id.as_deref(),
-            request_id: self.request_id.as_deref(),
+        Record {
+            ts: Some(Stamp(self.ts.unwrap_or(received))),
+            received: Some(Stamp(received)),
+            message: Cow::Borrowed(&self.message),
+            host: Some(Cow::Borrowed(self.host.as_deref().unwrap_or(default_host))),
+            service: borrow(&self.service),
             severity: self.severity,
-            facility: self.facility,
-            stream: self.stream,
+            facility: self.facility.map(Cow::Borrowed),
+            container: borrow(&self.container),
+            image: borrow(&self.image),
+            stream: self.stream.map(Cow::Borrowed),
+            trace_id: borrow(&self.trace_id),
+            request_id: borrow(&self.request_id),
             pid: self.pid,
             truncated: self.truncated,
-            fields: &self.fields,
-            src,
-            seq,
-        };
-        // Serializing borrowed strings and numbers into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &rec);
-        out.push(b'\n');
+            fields: Cow::Borrowed(&self.fields),
+            key,
+            doc_key: None,
+        }
+        .write_ndjson(out);
     }
 
     /// The record as a JSON value, for tests that compare fields.
     #[cfg(test)]
     pub fn to_record(&self, src: &str, seq: u64, default_host: &str) -> Value {
         let mut out = Vec::new();
-        self.write_record(&mut out, src, seq, default_host);
+        let key = Key {
+            src: Cow::Borrowed(src),
+            seq,
+        };
+        self.write_record(&mut out, Some(key), default_host);
         serde_json::from_slice(&out).expect("a record is JSON")
     }
-}
-
-/// The wire form of a record (DESIGN.md), borrowing from its event.
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    ts: Stamp,
-    received: Stamp,
-    message: &'a str,
-    host: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    severity: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    facility: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<u64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    truncated: bool,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    fields: &'a Map<String, Value>,
-    #[serde(rename = "_src")]
-    src: &'a str,
-    #[serde(rename = "_seq")]
-    seq: u64,
-}
-
-/// A time serialized as RFC 3339 in UTC, without an intermediate `String`.
-struct Stamp(OffsetDateTime);
-
-impl Serialize for Stamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 40];
-        let n = write_rfc3339(self.0, &mut buf);
-        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-    }
-}
-
-/// RFC 3339 in UTC, to the nanosecond (the indexer normalizes the form).
-#[cfg(test)]
-fn rfc3339(t: OffsetDateTime) -> String {
-    let mut buf = [0u8; 40];
-    let n = write_rfc3339(t, &mut buf);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// Writes `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` into `buf` and returns its length. Fixed-width
-/// digits by hand: every record carries two stamps, and `time`'s general formatter was a
-/// visible share of the batcher's time.
-pub fn write_rfc3339(t: OffsetDateTime, buf: &mut [u8; 40]) -> usize {
-    // RFC 3339 holds years 0000 to 9999. A time outside them in UTC (`9999-12-31T23:00:00
-    // -23:00` has no UTC form at all, and `to_offset` panicked on it) is clamped.
-    let t = match t.checked_to_offset(time::UtcOffset::UTC) {
-        Some(u) if (0..=9999).contains(&u.year()) => u,
-        _ if t.year() > 0 => time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC),
-        _ => time::macros::datetime!(0000-01-01 00:00:00 UTC),
-    };
-    let year = t.year() as u32;
-    let mut i = 0;
-    // Each field right to left, then its separator.
-    let mut put = |mut v: u32, width: usize, sep: u8| {
-        for d in buf[i..i + width].iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-        buf[i + width] = sep;
-        i += width + 1;
-    };
-    put(year, 4, b'-');
-    put(t.month() as u32, 2, b'-');
-    put(t.day() as u32, 2, b'T');
-    put(t.hour() as u32, 2, b':');
-    put(t.minute() as u32, 2, b':');
-    put(t.second() as u32, 2, b'.');
-    put(t.nanosecond(), 9, b'Z');
-    i
 }
 
 #[cfg(test)]
@@ -334,24 +257,5 @@ mod tests {
         assert_eq!(t.done(), 5);
         t.release(5..7);
         assert_eq!(t.done(), 9);
-    }
-
-    #[test]
-    fn stamps_are_rfc3339_utc_to_the_nanosecond() {
-        let t = time::macros::datetime!(2026-11-27 07:57:02.000123456 +01:00);
-        assert_eq!(rfc3339(t), "2026-11-27T06:57:02.000123456Z");
-        let parsed =
-            OffsetDateTime::parse(&rfc3339(t), &time::format_description::well_known::Rfc3339)
-                .unwrap();
-        assert_eq!(parsed, t);
-    }
-
-    #[test]
-    fn a_time_past_year_9999_in_utc_is_clamped_not_a_panic() {
-        // Regression: found by the syslog fuzz tests; `to_offset` panicked here.
-        let t = time::macros::datetime!(9999-12-31 23:00:00 -23:00);
-        assert_eq!(rfc3339(t), "9999-12-31T23:59:59.999999999Z");
-        let t = time::macros::datetime!(0000-01-01 00:00:00 +23:00);
-        assert_eq!(rfc3339(t), "0000-01-01T00:00:00.000000000Z");
     }
 }

@@ -18,8 +18,9 @@ pub struct Metrics {
     pub drop_reports: AtomicU64,
     pub latency_micros: AtomicU64,
     pub latency_records: AtomicU64,
-    /// Records dropped because no sequence number could be reserved on disk.
-    pub state_dropped: AtomicU64,
+    /// Records sent without a de-duplication key because no sequence number could be
+    /// reserved on disk.
+    pub state_unkeyed: AtomicU64,
     /// 1 while sequence numbers cannot be reserved (the state directory is full or
     /// read-only), else 0.
     pub state_unwritable: AtomicU64,
@@ -121,9 +122,9 @@ impl Metrics {
                 self.drop_reports.load(Relaxed),
             ),
             (
-                "state_records_dropped_total",
-                "Records dropped because no sequence number could be reserved in the state directory (full or read-only).",
-                self.state_dropped.load(Relaxed),
+                "state_records_unkeyed_total",
+                "Records sent without a de-duplication key because no sequence number could be reserved in the state directory (full or read-only).",
+                self.state_unkeyed.load(Relaxed),
             ),
             (
                 "latency_records_total",
@@ -160,7 +161,7 @@ impl Metrics {
             &mut o,
             "state_unwritable",
             "gauge",
-            "1 while sequence numbers cannot be reserved in the state directory: records are dropped and counted.",
+            "1 while sequence numbers cannot be reserved in the state directory: records are sent without a de-duplication key.",
         );
         let _ = writeln!(
             o,

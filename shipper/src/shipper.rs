@@ -1,6 +1,7 @@
 //! The running shipper: sources into the queue, the batcher out of it, and one sender per
 //! indexer replica.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use serde_json::Value;
 use time::OffsetDateTime;
+
+use sawmill_record::{Key, Severity};
 
 use crate::error::{Error, Result};
 use crate::event::{AckTracker, Event};
@@ -301,7 +304,7 @@ fn drop_report(message: String, n: u64, source: &str) -> Event {
     let mut ev = Event {
         message,
         service: Some("sawmill-shipper".into()),
-        severity: Some("warning"),
+        severity: Some(Severity::Warning),
         received: Some(OffsetDateTime::now_utc()),
         ..Default::default()
     };
@@ -327,14 +330,13 @@ struct StateOutage {
     since: Instant,
     retry_at: Instant,
     backoff: Duration,
-    dropped: u64,
+    /// Records sent without a key meanwhile.
+    unkeyed: u64,
 }
 
 /// Retries of a failed reservation start this far apart and double up to the maximum.
 const STATE_RETRY_FIRST: Duration = Duration::from_millis(50);
 const STATE_RETRY_MAX: Duration = Duration::from_secs(1);
-/// Drop reports made in one round at most: one per source, the backlogs and the state.
-const MAX_REPORTS: u64 = 8;
 
 #[derive(Default)]
 struct Pending {
@@ -358,7 +360,6 @@ impl Batcher {
         let mut p = Pending::default();
         let mut reported = [0u64; 6];
         let mut reported_lost = 0u64;
-        let mut reported_unnumbered = 0u64;
         // Per replica: records given up for it as last reported, and when its episode began.
         let mut reported_replica = vec![0u64; self.replicas.len()];
         let mut episode_start = vec![0u64; self.replicas.len()];
@@ -401,10 +402,7 @@ impl Batcher {
                 // Recover without waiting for the next record.
                 self.reserved(1);
             }
-            // Drop reports need sequence numbers too: while none can be reserved, the
-            // counts wait for the next round.
-            if last_report.elapsed() >= self.cfg.drop_report_interval && self.reserved(MAX_REPORTS)
-            {
+            if last_report.elapsed() >= self.cfg.drop_report_interval {
                 let secs = last_report.elapsed().as_secs();
                 last_report = Instant::now();
                 let mut drops: Vec<(&str, &str, u64)> = take_drops(&self.metrics, &mut reported)
@@ -416,15 +414,6 @@ impl Batcher {
                 if lost > reported_lost {
                     drops.push(("backlog", "", lost - reported_lost));
                     reported_lost = lost;
-                }
-                let unnumbered = self.metrics.state_dropped.load(Relaxed);
-                if unnumbered > reported_unnumbered {
-                    drops.push((
-                        "state",
-                        " (no sequence number could be reserved on disk)",
-                        unnumbered - reported_unnumbered,
-                    ));
-                    reported_unnumbered = unnumbered;
                 }
                 for (source, why, n) in drops {
                     let ev = drop_report(
@@ -516,22 +505,20 @@ impl Batcher {
 
     fn add(&mut self, p: &mut Pending, mut ev: Event) {
         match &ev.key {
-            Some((src, seq)) => ev.write_record(&mut p.ndjson, src, *seq, &self.host),
-            None => {
-                let seq = match self.reserved(1).then(|| self.state.next_seq()) {
-                    Some(Ok(s)) => s,
-                    _ => {
-                        // A number not reserved on disk would be handed out again after a
-                        // restart, and the indexer would drop that record as a duplicate
-                        // while we count it delivered: drop it here, counted and reported.
-                        self.metrics.state_dropped.fetch_add(1, Relaxed);
-                        if let Some(o) = &mut self.outage {
-                            o.dropped += 1;
-                        }
-                        return;
-                    }
+            Some((src, seq)) => {
+                let key = Key {
+                    src: Cow::Borrowed(src),
+                    seq: *seq,
                 };
-                ev.write_record(&mut p.ndjson, &self.state.src, seq, &self.host)
+                ev.write_record(&mut p.ndjson, Some(key), &self.host)
+            }
+            None => {
+                let seq = self.number();
+                let key = seq.map(|seq| Key {
+                    src: Cow::Borrowed(&self.state.src),
+                    seq,
+                });
+                ev.write_record(&mut p.ndjson, key, &self.host)
             }
         }
         // Only once the record is in the batch: an ack released for a record that was
@@ -555,6 +542,23 @@ impl Batcher {
         p.since.get_or_insert_with(Instant::now);
     }
 
+    /// The next sequence number, if it is reserved on disk. Otherwise none: a number not
+    /// made durable would be handed out again after a restart, and the indexer would drop
+    /// the record that then carries it as a duplicate. A record without a number goes
+    /// without a key (issue 10, B2): stored, though a resend may store it twice.
+    fn number(&mut self) -> Option<u64> {
+        match self.reserved(1).then(|| self.state.next_seq()) {
+            Some(Ok(s)) => Some(s),
+            _ => {
+                self.metrics.state_unkeyed.fetch_add(1, Relaxed);
+                if let Some(o) = &mut self.outage {
+                    o.unkeyed += 1;
+                }
+                None
+            }
+        }
+    }
+
     /// Whether the next `n` sequence numbers are reserved on disk, reserving them if
     /// needed. After a failure, tries again only once its backoff has passed; logs ERROR
     /// once per episode and INFO when it ends.
@@ -572,9 +576,9 @@ impl Batcher {
                 if let Some(o) = self.outage.take() {
                     self.metrics.state_unwritable.store(0, Relaxed);
                     tracing::info!(
-                        dropped = o.dropped,
+                        unkeyed = o.unkeyed,
                         seconds = o.since.elapsed().as_secs(),
-                        "Sequence numbers are reserved on disk again; records are sent again."
+                        "Sequence numbers are reserved on disk again; records are keyed again."
                     );
                 }
                 true
@@ -587,13 +591,13 @@ impl Batcher {
                         o.retry_at = now + o.backoff;
                     }
                     None => {
-                        tracing::error!(error = %e, state = %self.cfg.state.display(), "Cannot reserve sequence numbers on disk; records are dropped and counted until it can.");
+                        tracing::error!(error = %e, state = %self.cfg.state.display(), "Cannot reserve sequence numbers on disk; records are sent without a de-duplication key until it can.");
                         self.metrics.state_unwritable.store(1, Relaxed);
                         self.outage = Some(StateOutage {
                             since: now,
                             retry_at: now + STATE_RETRY_FIRST,
                             backoff: STATE_RETRY_FIRST,
-                            dropped: 0,
+                            unkeyed: 0,
                         });
                     }
                 }

@@ -81,7 +81,10 @@ fn records_sent_while_the_state_is_read_only_go_without_a_key_and_are_all_stored
         n, 400,
         "stored {n} of 400 records sent across a restart with a read-only state directory; shipper logs:\n{logs}"
     );
-    assert_eq!(line_numbers(&ix, "service:readonly"), (0..400).collect::<Vec<_>>());
+    assert_eq!(
+        line_numbers(&ix, "service:readonly"),
+        (0..400).collect::<Vec<_>>()
+    );
     for h in all_hits(&ix, "service:readonly") {
         assert!(
             h.get("_src").is_none() && h.get("_seq").is_none(),

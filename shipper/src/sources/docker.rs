@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sawmill_record::Severity;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -350,7 +351,11 @@ fn follow_container(
             container: Some(meta.name.clone()),
             image: Some(meta.image.clone()),
             stream: Some(if stream == 2 { "stderr" } else { "stdout" }),
-            severity: Some(if stream == 2 { "err" } else { "info" }),
+            severity: Some(if stream == 2 {
+                Severity::Err
+            } else {
+                Severity::Info
+            }),
             truncated,
             ..Default::default()
         };

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use sawmill_record::Severity;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -573,7 +574,11 @@ fn parse(
         received: Some(OffsetDateTime::now_utc()),
         message,
         stream: Some(stream),
-        severity: Some(if stream == "stderr" { "err" } else { "info" }),
+        severity: Some(if stream == "stderr" {
+            Severity::Err
+        } else {
+            Severity::Info
+        }),
         truncated,
         // A joined line is keyed by where it began.
         key: Some((String::new(), start)),

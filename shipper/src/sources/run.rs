@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::event::write_rfc3339;
+use sawmill_record::time::write_rfc3339;
 
 /// What to run and where its lines go.
 #[derive(Clone, Debug)]
@@ -342,7 +342,7 @@ fn send_lines(
                 s.dropped.fetch_add(1, Relaxed);
                 continue;
             }
-            let mut ts = [0u8; 40];
+            let mut ts = [0u8; 30];
             let n = write_rfc3339(stamp, &mut ts);
             batch.push(&[
                 header_start.as_bytes(),
