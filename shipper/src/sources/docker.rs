@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use sawmill_record::Severity;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::enrich::enrich;
-use crate::event::Event;
-use crate::queue::{Item, Queue, Source};
+use crate::error::Result;
+use crate::event::{Event, Item, Source};
+use crate::sources::{thread, Context, Running, SourceConfig};
 
 /// Where the engine is and where checkpoints go.
 #[derive(Clone, Debug)]
@@ -27,9 +27,16 @@ pub struct DockerConfig {
     pub checkpoints: PathBuf,
     /// Longer lines are cut and flagged.
     pub max_line_bytes: usize,
-    /// Held (shared) while a line is enqueued and checkpointed; a stop takes it exclusively
-    /// after raising the stop flag, so no line is checkpointed after the queue was drained.
-    pub gate: Arc<std::sync::RwLock<()>>,
+}
+
+impl SourceConfig for DockerConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        let cx = cx.clone();
+        // Not joined at stop: it blocks on the engine's streams; followers stop reading
+        // (and checkpointing) as soon as `stop` is raised.
+        thread("sawmill-docker", move || run(&self, &cx))?;
+        Ok(Running::default())
+    }
 }
 
 impl DockerConfig {
@@ -191,7 +198,8 @@ fn container_of_mountinfo(mountinfo: &str) -> Option<String> {
 }
 
 /// Follows containers until `stop`; reconnects when the engine goes away.
-pub fn run(cfg: &DockerConfig, queue: &Queue, stop: &Arc<AtomicBool>) {
+fn run(cfg: &DockerConfig, cx: &Context) {
+    let stop = &cx.stop;
     let socket = cfg.socket();
     let _ = std::fs::create_dir_all(&cfg.checkpoints);
     let following: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -202,16 +210,15 @@ pub fn run(cfg: &DockerConfig, queue: &Queue, stop: &Arc<AtomicBool>) {
             if me.as_deref() == Some(id) || !following.lock().unwrap().insert(id.to_string()) {
                 return;
             }
-            let (cfg, q, stop, following, socket, id) = (
+            let (cfg, cx, following, socket, id) = (
                 cfg.clone(),
-                queue.clone(),
-                stop.clone(),
+                cx.clone(),
                 following.clone(),
                 socket.clone(),
                 id.to_string(),
             );
             std::thread::spawn(move || {
-                if let Err(e) = follow_container(&cfg, &socket, &id, &q, &stop) {
+                if let Err(e) = follow_container(&cfg, &socket, &id, &cx) {
                     tracing::debug!(container = %id, error = %e, "Stopped following a container.");
                 }
                 following.lock().unwrap().remove(&id);
@@ -259,9 +266,9 @@ fn follow_container(
     cfg: &DockerConfig,
     socket: &Path,
     id: &str,
-    queue: &Queue,
-    stop: &AtomicBool,
+    cx: &Context,
 ) -> std::io::Result<()> {
+    let (queue, stop) = (&cx.queue, &*cx.stop);
     let meta = inspect(socket, id)?;
     let cp_path = cfg.checkpoints.join(&meta.id);
     let mut checkpoint: Option<OffsetDateTime> =
@@ -325,7 +332,7 @@ fn follow_container(
         if buf.last() != Some(&b'\n') {
             continue;
         }
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         // Stopping: leave the line to be read again after the restart.
         if stop.load(Relaxed) {
             break;
@@ -361,7 +368,6 @@ fn follow_container(
         };
         ev.fields
             .insert("container_id".into(), Value::String(meta.id.clone()));
-        enrich(&mut ev);
         // Docker keeps the log: wait for room rather than skip the line.
         if !queue.push_wait(Item::Event(Box::new(ev), Source::Docker), stop) {
             break;

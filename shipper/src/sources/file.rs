@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sawmill_record::Severity;
@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::enrich::enrich;
-use crate::event::{AckTracker, Event};
+use crate::ack::AckTracker;
+use crate::error::{Error, Result};
+use crate::event::{Event, Item, Source};
 use crate::metrics::Metrics;
-use crate::queue::{Item, Queue, Source};
+use crate::sources::{thread, Context, Running, SourceConfig};
 
 #[derive(Clone, Debug)]
 pub struct FileConfig {
@@ -34,12 +35,28 @@ pub struct FileConfig {
     pub max_line_bytes: usize,
     /// The shipper's sender id; file records are keyed by it, the file and the offset.
     pub src: String,
-    /// See `DockerConfig::gate`.
-    pub gate: Arc<RwLock<()>>,
     /// Bytes of all files that may be sent and not yet taken by any replica: past it the
     /// files wait, so that while every replica is away their lines stay in the files
     /// rather than overflow the backlogs.
     pub window: u64,
+}
+
+impl SourceConfig for FileConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        for pattern in &self.globs {
+            glob::Pattern::new(pattern).map_err(|e| {
+                Error::Config(format!(
+                    "--tail `{pattern}` is not a valid glob: {e} (escape `*`, `?` and `[` as `[*]`, `[?]` and `[[]`)"
+                ))
+            })?;
+        }
+        let cx = cx.clone();
+        let t = thread("sawmill-files", move || run(&self, &cx))?;
+        Ok(Running {
+            thread: Some(t),
+            ..Running::default()
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +197,8 @@ fn resume(
 const MAX_KNOWN: usize = 1024;
 
 /// Follows the globs until `stop`.
-pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
+fn run(cfg: &FileConfig, cx: &Context) {
+    let (queue, stop) = (&cx.queue, &*cx.stop);
     let mut saved: HashMap<String, Value> = std::fs::read_to_string(&cfg.checkpoints)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -275,7 +293,7 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             let Some(t) = tails.get_mut(&key) else {
                 continue;
             };
-            if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
+            if !read_new(cfg, t, cx, &mut known, &mut window) {
                 break;
             }
             // Rotated away (renamed, or deleted), read to the end and every line handled by
@@ -350,7 +368,7 @@ impl PatternWatch {
             *matched = *n > 0;
         }
         let unmatched = matches.iter().filter(|n| **n == 0).count() as u64;
-        metrics.tail_patterns_unmatched.store(unmatched, Relaxed);
+        metrics.tail_patterns_unmatched(unmatched);
     }
 }
 
@@ -375,11 +393,11 @@ impl Window {
 fn read_new(
     cfg: &FileConfig,
     t: &mut Tail,
-    queue: &Queue,
-    stop: &AtomicBool,
+    cx: &Context,
     known: &mut Vec<Known>,
     window: &mut Window,
 ) -> bool {
+    let (queue, stop) = (&cx.queue, &*cx.stop);
     if let Some(from) = t.ack.rewind() {
         // Every replica gave these lines up (their backlogs overflowed): the file still
         // holds them, so read them again rather than skip them.
@@ -437,7 +455,7 @@ fn read_new(
             held = true;
             break;
         }
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         if stop.load(Relaxed) {
             return false;
         }
@@ -450,7 +468,6 @@ fn read_new(
             ev.ack = Some((t.ack.clone(), first..next));
             ev.fields
                 .insert("path".into(), Value::String(t.path.display().to_string()));
-            enrich(&mut ev);
             // A file is its own buffer: wait for room, never drop. When the shipper stops
             // first, the line is not handed on and the checkpoint stays before it.
             if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
@@ -465,7 +482,7 @@ fn read_new(
         let mut ev = plain(cfg, &buf);
         ev.key = Some((src, t.offset));
         ev.ack = Some((t.ack.clone(), t.offset..t.offset + start as u64));
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
             return false;
         }

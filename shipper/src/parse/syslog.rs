@@ -6,7 +6,7 @@ use sawmill_record::Severity;
 use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::enrich::{absorb, enrich};
+use super::enrich::{absorb, enrich};
 use crate::event::Event;
 
 pub const FACILITIES: [&str; 24] = [
@@ -483,7 +483,7 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
 }
 
 #[cfg(test)]
-#[path = "../../tests/e2e/corpus.rs"]
+#[path = "../../../tests/e2e/corpus.rs"]
 mod corpus;
 
 #[cfg(test)]

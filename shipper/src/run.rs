@@ -81,7 +81,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     }
     let shared = Arc::new(Shared {
         to: cfg.to.clone(),
-        host: crate::shipper::hostname(),
+        host: crate::host::hostname(),
         service,
         pid: pid as u32,
         dropped: AtomicU64::new(0),
