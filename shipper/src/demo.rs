@@ -88,6 +88,7 @@ impl Demo {
     }
 
     /// The log lines of one request that started at `at`, in time order.
+    // Long on purpose: one request's lines, service by service, read as a script.
     pub fn request(&mut self, at: OffsetDateTime) -> Vec<Value> {
         let trace = self.hex(32);
         let req = format!("req-{}", self.hex(12));

@@ -159,6 +159,34 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Option
     Ok(bound)
 }
 
+/// One backlog and sender per replica.
+type Forwarding = (Vec<Arc<Replica>>, Vec<tokio::task::JoinHandle<()>>);
+
+/// Starts one sender per replica, each on its own backlog.
+fn start_forwarding(
+    cfg: &ShipperConfig,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Forwarding> {
+    let replicas: Vec<Arc<Replica>> = cfg
+        .indexers
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let url = u.trim_end_matches('/').to_string();
+            Arc::new(Replica::new(i, url, cfg.backlog_bytes))
+        })
+        .collect();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let tasks = replicas
+        .iter()
+        .map(|r| tokio::spawn(r.clone().run(client.clone(), metrics.clone(), stop.clone())))
+        .collect();
+    Ok((replicas, tasks))
+}
+
 impl Shipper {
     /// Starts every stage, in data-flow order (the queue holds what sources read until the
     /// batcher runs). Must be called inside a tokio runtime.
@@ -182,28 +210,8 @@ impl Shipper {
             threads.extend(running.thread);
             socket = socket.or(running.socket);
         }
-        let replicas: Vec<Arc<Replica>> = cfg
-            .indexers
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let url = u.trim_end_matches('/').to_string();
-                Arc::new(Replica::new(i, url, cfg.backlog_bytes))
-            })
-            .collect();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
         let stop_senders = Arc::new(AtomicBool::new(false));
-        let tasks = replicas
-            .iter()
-            .map(|r| {
-                let run = r
-                    .clone()
-                    .run(client.clone(), metrics.clone(), stop_senders.clone());
-                tokio::spawn(run)
-            })
-            .collect();
+        let (replicas, tasks) = start_forwarding(&cfg, &metrics, &stop_senders)?;
         let batcher = Batcher {
             queue: queue.clone(),
             parser: cfg.parser.clone(),
