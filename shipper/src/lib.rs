@@ -1,11 +1,11 @@
 //! Sawmill's shipper: gets log lines from where applications write them to every indexer
 //! replica. The stages, in the order a record flows through them:
 //!
-//! 1. **Sources** ([`sources`]): [`socket`](sources::socket) reads syslog from a unix
-//!    datagram socket like `/dev/log` (with the sender's kernel-attested credentials), UDP
-//!    and TCP; `file` tails files (Docker json-file, CRI, plain); `docker` follows
-//!    containers through the Engine API. Each has a config that spawns it onto the queue.
-//!    Sources only read, frame and stamp.
+//! 1. **Sources** (`sources`): `socket` reads syslog from a unix datagram socket like
+//!    `/dev/log` (with the sender's kernel-attested credentials), UDP and TCP; `file` tails
+//!    files (Docker json-file, CRI, plain); `docker` follows containers through the Engine
+//!    API. Each has a config that spawns it onto the queue. Sources only read, frame and
+//!    stamp.
 //! 2. **Queue** ([`Queue`]): one bounded queue. Sockets never wait: when it is full their
 //!    record is dropped and counted. Files and Docker logs are their own buffer and wait
 //!    for room instead.
