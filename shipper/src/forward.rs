@@ -192,8 +192,7 @@ impl Replica {
                     backoff = Duration::from_millis(100);
                     self.delivered(&batch, &metrics);
                 }
-                Err(DeliveryError::Refused { status, message }) => {
-                    let why = DeliveryError::Refused { status, message };
+                Err(why @ DeliveryError::Refused { .. }) => {
                     m.batch_refused(batch.records, &why);
                     if batch.given_up.fetch_add(1, Relaxed) + 1 == metrics.replicas.len() {
                         metrics.lost(batch.records);
