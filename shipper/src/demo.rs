@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sawmill_record::Severity;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -87,6 +88,7 @@ impl Demo {
     }
 
     /// The log lines of one request that started at `at`, in time order.
+    // Long on purpose: one request's lines, service by service, read as a script.
     pub fn request(&mut self, at: OffsetDateTime) -> Vec<Value> {
         let trace = self.hex(32);
         let req = format!("req-{}", self.hex(12));
@@ -274,11 +276,11 @@ fn sawmill_ts(t: OffsetDateTime) -> String {
 /// fields as structured data.
 pub fn datagram(line: &Value) -> Vec<u8> {
     let s = |k: &str| line[k].as_str().unwrap_or("-").to_string();
-    let sev = crate::syslog::SEVERITIES
-        .iter()
-        .position(|x| *x == line["severity"].as_str().unwrap_or("info"))
-        .unwrap_or(6);
-    let pri = 16 * 8 + sev; // local0
+    let sev = line["severity"]
+        .as_str()
+        .and_then(|s| Severity::parse(s).ok())
+        .unwrap_or(Severity::Info);
+    let pri = 16 * 8 + sev.rank(); // local0
     let esc = |v: &str| {
         v.replace('\\', "\\\\")
             .replace('"', "\\\"")

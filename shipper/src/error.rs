@@ -1,4 +1,5 @@
-//! The shipper's one error type.
+//! The shipper's errors: [`Error`] for starting and running it, [`DeliveryError`] for a
+//! batch a replica did not take. Every conversion is here.
 
 use std::path::PathBuf;
 
@@ -6,19 +7,22 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("indexer `{url}` answered {status}: {body}")]
-    Rejected {
-        url: String,
-        status: u16,
-        body: String,
+    /// A listener could not be bound: the address is taken, not ours, or not allowed.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// What would have been served: `syslog on udp`, `metrics`, …
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
     },
-    #[error("indexer `{url}` is unreachable: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// A setting that cannot work, with what to do instead.
     #[error("{0}")]
     Config(String),
 }
@@ -28,6 +32,46 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn bind(what: &'static str, addr: impl std::fmt::Display, source: std::io::Error) -> Error {
+        Error::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        }
+    }
+}
+
+/// Why a replica did not take a batch.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// It answered that it never will (a 4xx other than 408 and 429): sending the same
+    /// body again cannot help, so the batch is given up for that replica.
+    #[error("refused with {status}: {message}")]
+    Refused { status: u16, message: String },
+    /// Not this time (no connection, a timeout, 408, 429, 5xx): sent again after a backoff.
+    #[error("{0}")]
+    Retryable(String),
+}
+
+impl From<reqwest::Error> for DeliveryError {
+    fn from(e: reqwest::Error) -> DeliveryError {
+        DeliveryError::Retryable(e.to_string())
+    }
+}
+
+impl DeliveryError {
+    /// What an answer with a status other than success means for the batch.
+    pub fn from_status(status: reqwest::StatusCode, body: String) -> DeliveryError {
+        if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+            DeliveryError::Refused {
+                status: status.as_u16(),
+                message: body,
+            }
+        } else {
+            DeliveryError::Retryable(status.to_string())
         }
     }
 }

@@ -1,34 +1,55 @@
 //! Sawmill's shipper: gets log lines from where applications write them to every indexer
-//! replica.
+//! replica. The stages, in the order a record flows through them:
 //!
-//! Sources turn what they read into [`Event`]s: the syslog socket parses datagrams with
-//! [`Parser`] (RFC 5424, RFC 3164, glibc's `/dev/log` form), and every event is enriched
-//! with the correlation ids and fields its message carries. Sources put items in one
-//! bounded [`queue`](Queue): the sockets' are dropped (and counted) when it is full rather
-//! than block, files and Docker logs wait for room; the batcher numbers
-//! records with a persisted sender id and sequence, compresses batches and hands each to
-//! every replica's backlog, whose sender retries until that replica acknowledges it. The
-//! demo source generates realistic traffic for `sawmill up --demo`.
+//! 1. **Sources** (`sources`): `socket` reads syslog from a unix datagram socket like
+//!    `/dev/log` (with the sender's kernel-attested credentials), UDP and TCP; `file` tails
+//!    files (Docker json-file, CRI, plain); `docker` follows containers through the Engine
+//!    API. Each has a config that spawns it onto the queue. Sources only read, frame and
+//!    stamp.
+//! 2. **Queue** ([`Queue`]): one bounded queue. Sockets never wait: when it is full their
+//!    record is dropped and counted. Files and Docker logs are their own buffer and wait
+//!    for room instead.
+//! 3. **Parse** (`parse`): after the queue, on the batcher's thread, so an application
+//!    never waits on a parser: syslog datagrams are read as RFC 5424, RFC 3164 or glibc's
+//!    form ([`Parser`]), and every [`Event`] is enriched with the correlation ids and
+//!    fields its message carries.
+//! 4. **Batch** (`batch`): numbers each record with the stable sender id and a sequence
+//!    number reserved on disk (`state`), or sends it without a key when no number can be
+//!    saved; writes the contract's wire record (`sawmill_record::Record`) as NDJSON,
+//!    compresses batches with zstd, and adds `sawmill dropped N records` reports (`report`).
+//! 5. **Forward** (`forward`): every batch goes to every replica's bounded backlog, whose
+//!    sender retries until that replica acknowledges it; a refusal gives it up for that
+//!    replica.
+//!
+//! `shipper` wires the stages together and stops them in order; `metrics` lists every
+//! counter with the event that moves it. Not stages but clients of the socket:
+//! [`run`] (`sawmill run`) wraps a process and writes its output lines to the socket, and
+//! [`Demo`] generates realistic traffic for `sawmill up --demo`.
 
+mod ack;
+mod batch;
 mod demo;
-mod enrich;
 mod error;
 mod event;
-mod forwarder;
+mod forward;
+mod host;
 mod metrics;
+mod parse;
 mod priority;
 mod queue;
+mod report;
+mod run;
 mod shipper;
 mod sources;
 mod state;
-mod syslog;
 
 pub use demo::{Demo, DemoConfig};
-pub use error::{Error, Result};
+pub use error::{DeliveryError, Error, Result};
 pub use event::Event;
+pub use host::hostname;
 pub use metrics::Metrics;
+pub use parse::{Parser, Zone};
 pub use queue::Queue;
-pub use shipper::{hostname, Shipper, ShipperConfig};
-pub use sources::run::{run, RunConfig};
-pub use sources::syslog::{read_loop, SyslogSocket};
-pub use syslog::{Parser, Zone};
+pub use run::{run, RunConfig};
+pub use shipper::{Shipper, ShipperConfig};
+pub use sources::socket::{read_loop, SyslogSocket};

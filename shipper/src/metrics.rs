@@ -1,50 +1,118 @@
-//! The shipper's counters, rendered in the Prometheus text format.
+//! The shipper's counters, and the events that move them. Vector's internal events are the
+//! model: [`METRICS`] lists every metric once (name, kind, help, label), each event below
+//! bumps its counters and writes its log line in one place, and `/metrics` is a loop over
+//! the list. A new metric is a field, a row and an event, all in this file.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::queue::Source;
+use crate::event::Source;
+
+/// How many [`Source`]s there are: the length of the per-source counter arrays.
+const SOURCES: usize = Source::ALL.len();
 
 #[derive(Default)]
 pub struct Metrics {
     /// Per [`Source`], in the order of `Source::ALL`.
-    pub received: [AtomicU64; 6],
-    pub queue_dropped: [AtomicU64; 6],
-    pub queue_pushed: AtomicU64,
-    pub queue_popped: AtomicU64,
-    pub parse_fallbacks: AtomicU64,
+    received: [AtomicU64; SOURCES],
+    queue_dropped: [AtomicU64; SOURCES],
+    queue_pushed: AtomicU64,
+    queue_popped: AtomicU64,
+    parse_fallbacks: AtomicU64,
     /// Records every replica gave up on, but for file lines, which are read again.
-    pub records_lost: AtomicU64,
-    pub drop_reports: AtomicU64,
-    pub latency_micros: AtomicU64,
-    pub latency_records: AtomicU64,
-    /// Records dropped because no sequence number could be reserved on disk.
-    pub state_dropped: AtomicU64,
+    records_lost: AtomicU64,
+    drop_reports: AtomicU64,
+    latency_micros: AtomicU64,
+    latency_records: AtomicU64,
+    /// Records sent without a de-duplication key because no sequence number could be
+    /// reserved on disk.
+    state_unkeyed: AtomicU64,
     /// 1 while sequence numbers cannot be reserved (the state directory is full or
     /// read-only), else 0.
-    pub state_unwritable: AtomicU64,
+    state_unwritable: AtomicU64,
     /// `--tail` patterns that match no file at the last look.
-    pub tail_patterns_unmatched: AtomicU64,
+    tail_patterns_unmatched: AtomicU64,
     pub replicas: Vec<ReplicaMetrics>,
 }
-
-/// Reads one of a replica's counters.
-type Getter = fn(&ReplicaMetrics) -> &AtomicU64;
 
 #[derive(Default)]
 pub struct ReplicaMetrics {
     pub url: String,
-    pub batches_sent: AtomicU64,
-    pub batches_acked: AtomicU64,
-    pub batches_retried: AtomicU64,
-    pub records_delivered: AtomicU64,
-    pub records_dropped: AtomicU64,
+    batches_sent: AtomicU64,
+    batches_acked: AtomicU64,
+    batches_retried: AtomicU64,
+    records_delivered: AtomicU64,
+    records_dropped: AtomicU64,
     /// Of those, file lines every replica gave up, which the file source reads again.
-    pub records_reread: AtomicU64,
-    pub records_enqueued: AtomicU64,
-    pub backlog_bytes: AtomicU64,
-    pub backlog_records: AtomicU64,
+    records_reread: AtomicU64,
+    records_enqueued: AtomicU64,
+    backlog_bytes: AtomicU64,
+    backlog_records: AtomicU64,
 }
+
+/// How a metric's value is read.
+enum Read {
+    One(fn(&Metrics) -> u64),
+    /// Seconds, printed with microseconds.
+    Seconds(fn(&Metrics) -> f64),
+    PerSource(fn(&Metrics) -> &[AtomicU64; SOURCES]),
+    PerReplica(fn(&ReplicaMetrics) -> &AtomicU64),
+}
+
+/// One exported metric, `sawmill_shipper_{name}`.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: Read,
+}
+
+const fn counter(name: &'static str, help: &'static str, read: Read) -> Metric {
+    Metric {
+        name,
+        kind: "counter",
+        help,
+        read,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, read: Read) -> Metric {
+    Metric {
+        name,
+        kind: "gauge",
+        help,
+        read,
+    }
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Relaxed)
+}
+
+/// Every metric the shipper exports, in the order `/metrics` shows them.
+const METRICS: [Metric; 21] = [
+    counter("records_received_total", "Records received, per source.", Read::PerSource(|m| &m.received)),
+    counter("queue_records_dropped_total", "Records dropped because the queue was full, per source.", Read::PerSource(|m| &m.queue_dropped)),
+    counter("queue_pushed_total", "Records put in the queue.", Read::One(|m| get(&m.queue_pushed))),
+    counter("queue_popped_total", "Records taken from the queue.", Read::One(|m| get(&m.queue_popped))),
+    counter("parse_fallbacks_total", "Syslog datagrams whose header could not be read (kept whole as the message).", Read::One(|m| get(&m.parse_fallbacks))),
+    counter("records_lost_total", "Records given up by every replica (backlogs overflowed, or refused), but for file lines, which are read again.", Read::One(|m| get(&m.records_lost))),
+    counter("drop_reports_total", "`sawmill dropped N records` records emitted.", Read::One(|m| get(&m.drop_reports))),
+    counter("state_records_unkeyed_total", "Records sent without a de-duplication key because no sequence number could be reserved in the state directory (full or read-only).", Read::One(|m| get(&m.state_unkeyed))),
+    counter("latency_records_total", "Records acknowledged by the first replica, for the latency mean.", Read::One(|m| get(&m.latency_records))),
+    counter("latency_seconds_total", "Sum of receipt-to-acknowledgement times (divide by latency_records_total).", Read::Seconds(|m| get(&m.latency_micros) as f64 / 1e6)),
+    gauge("queue_records", "Records waiting in the queue.", Read::One(|m| get(&m.queue_pushed).saturating_sub(get(&m.queue_popped)))),
+    gauge("state_unwritable", "1 while sequence numbers cannot be reserved in the state directory: records are sent without a de-duplication key.", Read::One(|m| get(&m.state_unwritable))),
+    gauge("tail_patterns_unmatched", "Tail patterns (--tail) that match no file; they are still watched.", Read::One(|m| get(&m.tail_patterns_unmatched))),
+    counter("batches_sent_total", "Batch requests sent, per replica.", Read::PerReplica(|r| &r.batches_sent)),
+    counter("batches_acknowledged_total", "Batches acknowledged, per replica.", Read::PerReplica(|r| &r.batches_acked)),
+    counter("batches_retried_total", "Batch requests that failed and will be retried, per replica.", Read::PerReplica(|r| &r.batches_retried)),
+    counter("replica_records_enqueued_total", "Records handed to a replica's backlog.", Read::PerReplica(|r| &r.records_enqueued)),
+    counter("replica_records_delivered_total", "Records a replica acknowledged.", Read::PerReplica(|r| &r.records_delivered)),
+    counter("replica_records_dropped_total", "Records given up for a replica (its backlog overflowed).", Read::PerReplica(|r| &r.records_dropped)),
+    gauge("backlog_bytes", "Compressed bytes waiting for a replica.", Read::PerReplica(|r| &r.backlog_bytes)),
+    gauge("backlog_records", "Records waiting for a replica (in flight included).", Read::PerReplica(|r| &r.backlog_records)),
+];
 
 impl Metrics {
     pub fn with_replicas(urls: &[String]) -> Metrics {
@@ -60,185 +128,204 @@ impl Metrics {
         }
     }
 
+    /// Every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(
-                o,
-                "# HELP sawmill_shipper_{name} {help}\n# TYPE sawmill_shipper_{name} {kind}"
-            );
-        };
-        head(
-            &mut o,
-            "records_received_total",
-            "counter",
-            "Records received, per source.",
-        );
-        for s in Source::ALL {
-            let _ = writeln!(
-                o,
-                "sawmill_shipper_records_received_total{{source=\"{}\"}} {}",
-                s.name(),
-                self.received[s.index()].load(Relaxed)
-            );
-        }
-        head(
-            &mut o,
-            "queue_records_dropped_total",
-            "counter",
-            "Records dropped because the queue was full, per source.",
-        );
-        for s in Source::ALL {
-            let _ = writeln!(
-                o,
-                "sawmill_shipper_queue_records_dropped_total{{source=\"{}\"}} {}",
-                s.name(),
-                self.queue_dropped[s.index()].load(Relaxed)
-            );
-        }
-        let pushed = self.queue_pushed.load(Relaxed);
-        let popped = self.queue_popped.load(Relaxed);
-        for (name, help, v) in [
-            ("queue_pushed_total", "Records put in the queue.", pushed),
-            (
-                "queue_popped_total",
-                "Records taken from the queue.",
-                popped,
-            ),
-            (
-                "parse_fallbacks_total",
-                "Syslog datagrams whose header could not be read (kept whole as the message).",
-                self.parse_fallbacks.load(Relaxed),
-            ),
-            (
-                "records_lost_total",
-                "Records given up by every replica (backlogs overflowed, or refused), but for file lines, which are read again.",
-                self.records_lost.load(Relaxed),
-            ),
-            (
-                "drop_reports_total",
-                "`sawmill dropped N records` records emitted.",
-                self.drop_reports.load(Relaxed),
-            ),
-            (
-                "state_records_dropped_total",
-                "Records dropped because no sequence number could be reserved in the state directory (full or read-only).",
-                self.state_dropped.load(Relaxed),
-            ),
-            (
-                "latency_records_total",
-                "Records acknowledged by the first replica, for the latency mean.",
-                self.latency_records.load(Relaxed),
-            ),
-        ] {
-            head(&mut o, name, "counter", help);
-            let _ = writeln!(o, "sawmill_shipper_{name} {v}");
-        }
-        head(
-            &mut o,
-            "latency_seconds_total",
-            "counter",
-            "Sum of receipt-to-acknowledgement times (divide by latency_records_total).",
-        );
-        let _ = writeln!(
-            o,
-            "sawmill_shipper_latency_seconds_total {:.6}",
-            self.latency_micros.load(Relaxed) as f64 / 1e6
-        );
-        head(
-            &mut o,
-            "queue_records",
-            "gauge",
-            "Records waiting in the queue.",
-        );
-        let _ = writeln!(
-            o,
-            "sawmill_shipper_queue_records {}",
-            pushed.saturating_sub(popped)
-        );
-        head(
-            &mut o,
-            "state_unwritable",
-            "gauge",
-            "1 while sequence numbers cannot be reserved in the state directory: records are dropped and counted.",
-        );
-        let _ = writeln!(
-            o,
-            "sawmill_shipper_state_unwritable {}",
-            self.state_unwritable.load(Relaxed)
-        );
-        head(
-            &mut o,
-            "tail_patterns_unmatched",
-            "gauge",
-            "Tail patterns (--tail) that match no file; they are still watched.",
-        );
-        let _ = writeln!(
-            o,
-            "sawmill_shipper_tail_patterns_unmatched {}",
-            self.tail_patterns_unmatched.load(Relaxed)
-        );
-        let per_replica: [(&str, &str, &str, Getter); 8] = [
-            (
-                "batches_sent_total",
-                "counter",
-                "Batch requests sent, per replica.",
-                |r| &r.batches_sent,
-            ),
-            (
-                "batches_acknowledged_total",
-                "counter",
-                "Batches acknowledged, per replica.",
-                |r| &r.batches_acked,
-            ),
-            (
-                "batches_retried_total",
-                "counter",
-                "Batch requests that failed and will be retried, per replica.",
-                |r| &r.batches_retried,
-            ),
-            (
-                "replica_records_enqueued_total",
-                "counter",
-                "Records handed to a replica's backlog.",
-                |r| &r.records_enqueued,
-            ),
-            (
-                "replica_records_delivered_total",
-                "counter",
-                "Records a replica acknowledged.",
-                |r| &r.records_delivered,
-            ),
-            (
-                "replica_records_dropped_total",
-                "counter",
-                "Records given up for a replica (its backlog overflowed).",
-                |r| &r.records_dropped,
-            ),
-            (
-                "backlog_bytes",
-                "gauge",
-                "Compressed bytes waiting for a replica.",
-                |r| &r.backlog_bytes,
-            ),
-            (
-                "backlog_records",
-                "gauge",
-                "Records waiting for a replica (in flight included).",
-                |r| &r.backlog_records,
-            ),
-        ];
-        for (name, kind, help, get) in per_replica {
-            head(&mut o, name, kind, help);
-            for r in &self.replicas {
-                let _ = writeln!(
-                    o,
-                    "sawmill_shipper_{name}{{replica=\"{}\"}} {}",
-                    r.url,
-                    get(r).load(Relaxed)
-                );
-            }
+        for m in &METRICS {
+            let name = format!("sawmill_shipper_{}", m.name);
+            let _ = writeln!(o, "# HELP {name} {}\n# TYPE {name} {}", m.help, m.kind);
+            let _ = match m.read {
+                Read::One(f) => writeln!(o, "{name} {}", f(self)),
+                Read::Seconds(f) => writeln!(o, "{name} {:.6}", f(self)),
+                Read::PerSource(f) => Source::ALL.iter().try_for_each(|s| {
+                    let v = get(&f(self)[s.index()]);
+                    writeln!(o, "{name}{{source=\"{}\"}} {v}", s.name())
+                }),
+                Read::PerReplica(f) => self
+                    .replicas
+                    .iter()
+                    .try_for_each(|r| writeln!(o, "{name}{{replica=\"{}\"}} {}", r.url, get(f(r)))),
+            };
         }
         o
+    }
+}
+
+/// The events, one function each: what it counts, and what it logs. Hot-path events
+/// (a datagram queued) log nothing.
+impl Metrics {
+    /// A source handed a record to the queue (taken or not).
+    pub fn received(&self, s: Source) {
+        self.received[s.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The queue was full: the record is dropped (reported later as a record of its own).
+    pub fn queue_full(&self, s: Source) {
+        self.queue_dropped[s.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn queue_pushed(&self) {
+        self.queue_pushed.fetch_add(1, Relaxed);
+    }
+
+    pub fn queue_popped(&self) {
+        self.queue_popped.fetch_add(1, Relaxed);
+    }
+
+    /// Queue drops per source so far, for drop reports.
+    pub fn queue_dropped(&self) -> [u64; SOURCES] {
+        std::array::from_fn(|i| get(&self.queue_dropped[i]))
+    }
+
+    /// A datagram's header could not be read; it is kept whole as the message.
+    pub fn parse_fallback(&self) {
+        self.parse_fallbacks.fetch_add(1, Relaxed);
+    }
+
+    /// Records every replica gave up on (reported later as a record of its own).
+    pub fn lost(&self, records: u64) {
+        self.records_lost.fetch_add(records, Relaxed);
+    }
+
+    pub fn records_lost(&self) -> u64 {
+        get(&self.records_lost)
+    }
+
+    /// A `sawmill dropped N records` report was made.
+    pub fn drop_reported(&self) {
+        self.drop_reports.fetch_add(1, Relaxed);
+    }
+
+    /// The first replica acknowledged `records` records received `micros` in all ago.
+    pub fn first_acknowledged(&self, records: u64, micros: u64) {
+        self.latency_micros.fetch_add(micros, Relaxed);
+        self.latency_records.fetch_add(records, Relaxed);
+    }
+
+    /// A record goes without a de-duplication key: no sequence number could be saved.
+    pub fn unkeyed(&self) {
+        self.state_unkeyed.fetch_add(1, Relaxed);
+    }
+
+    /// Sequence numbers cannot be reserved on disk: said once per episode.
+    pub fn state_unwritable(&self, error: &dyn std::fmt::Display, state: &std::path::Path) {
+        self.state_unwritable.store(1, Relaxed);
+        tracing::error!(%error, state = %state.display(), "Cannot reserve sequence numbers on disk; records are sent without a de-duplication key until it can.");
+    }
+
+    /// The episode [`Metrics::state_unwritable`] began is over.
+    pub fn state_writable(&self, unkeyed: u64, seconds: u64) {
+        self.state_unwritable.store(0, Relaxed);
+        tracing::info!(
+            unkeyed,
+            seconds,
+            "Sequence numbers are reserved on disk again; records are keyed again."
+        );
+    }
+
+    /// How many `--tail` patterns match no file at the last look.
+    pub fn tail_patterns_unmatched(&self, n: u64) {
+        self.tail_patterns_unmatched.store(n, Relaxed);
+    }
+}
+
+/// A replica's events.
+impl ReplicaMetrics {
+    /// A batch entered its backlog.
+    pub fn enqueued(&self, records: u64, bytes: u64) {
+        self.records_enqueued.fetch_add(records, Relaxed);
+        self.backlog_bytes.fetch_add(bytes, Relaxed);
+        self.backlog_records.fetch_add(records, Relaxed);
+    }
+
+    /// A batch left its backlog (delivered, refused or given up).
+    pub fn dequeued(&self, records: u64, bytes: u64) {
+        self.backlog_bytes.fetch_sub(bytes, Relaxed);
+        self.backlog_records.fetch_sub(records, Relaxed);
+    }
+
+    pub fn backlog_bytes(&self) -> u64 {
+        get(&self.backlog_bytes)
+    }
+
+    pub fn backlog_records(&self) -> u64 {
+        get(&self.backlog_records)
+    }
+
+    /// Records given up for this replica (its backlog overflowed, or it refused them).
+    pub fn dropped(&self, records: u64) {
+        self.records_dropped.fetch_add(records, Relaxed);
+    }
+
+    /// File lines given up by every backlog, which the file source reads again.
+    pub fn reread(&self, records: u64) {
+        self.records_reread.fetch_add(records, Relaxed);
+    }
+
+    /// Records this replica misses for good: given up, less what files read again.
+    pub fn missed(&self) -> u64 {
+        get(&self.records_dropped).saturating_sub(get(&self.records_reread))
+    }
+
+    /// The backlog overflowed and gave up its oldest batches: said once per episode (the
+    /// batcher reports the counts as records).
+    pub fn overflowed(&self, records: u64, backlog_bytes: u64) {
+        // Data is lost for this replica (repair or a restart of a file source may bring it
+        // back): an operator should know at once.
+        tracing::error!(replica = %self.url, records, backlog_bytes, "Replica's backlog is full; its oldest batches are given up for it.");
+    }
+
+    /// The backlog has room again after [`ReplicaMetrics::overflowed`].
+    pub fn has_room(&self, dropped: u64) {
+        tracing::warn!(replica = %self.url, dropped, "Replica's backlog has room again; what it missed was reported.");
+    }
+
+    pub fn batch_sent(&self) {
+        self.batches_sent.fetch_add(1, Relaxed);
+    }
+
+    pub fn batch_acknowledged(&self, records: u64) {
+        self.batches_acked.fetch_add(1, Relaxed);
+        self.records_delivered.fetch_add(records, Relaxed);
+    }
+
+    /// The replica refused a batch for good: resending cannot help.
+    pub fn batch_refused(&self, records: u64, why: &dyn std::fmt::Display) {
+        tracing::error!(replica = %self.url, %why, records, "Replica refused a batch; it is given up for this replica.");
+        self.dropped(records);
+    }
+
+    /// A batch was not delivered and will be sent again.
+    pub fn batch_retried(&self, why: &dyn std::fmt::Display) {
+        self.batches_retried.fetch_add(1, Relaxed);
+        tracing::debug!(replica = %self.url, %why, "Batch not delivered; retrying.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_help_a_type_and_its_values() {
+        let m = Metrics::with_replicas(&["http://a".into()]);
+        m.received(Source::File);
+        m.replicas[0].batch_acknowledged(3);
+        let text = m.render();
+        for def in &METRICS {
+            let name = format!("sawmill_shipper_{}", def.name);
+            assert!(
+                text.contains(&format!("# HELP {name} {}\n", def.help)),
+                "{name}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} {}\n", def.kind)),
+                "{name}"
+            );
+        }
+        assert!(text.contains("sawmill_shipper_records_received_total{source=\"file\"} 1\n"));
+        assert!(text
+            .contains("sawmill_shipper_replica_records_delivered_total{replica=\"http://a\"} 3\n"));
+        assert!(text.contains("sawmill_shipper_latency_seconds_total 0.000000\n"));
     }
 }

@@ -1,4 +1,5 @@
-//! What the shipper keeps across restarts: its stable sender id and its sequence numbers.
+//! What the shipper keeps across restarts: its stable sender id and its sequence numbers,
+//! reserved on disk a block at a time so that no number is ever handed out twice.
 
 use std::fs;
 use std::io::Write;
@@ -24,7 +25,7 @@ impl State {
         let src = match fs::read_to_string(&src_path) {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
             _ => {
-                let host = crate::shipper::hostname();
+                let host = crate::host::hostname();
                 let id = format!("{host}-{:016x}", fastrand::u64(..));
                 write_atomic(&src_path, id.as_bytes())?;
                 id

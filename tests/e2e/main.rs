@@ -13,6 +13,7 @@ mod query;
 mod replicas;
 mod run;
 mod search;
+mod sequence;
 mod shipper;
 mod stopping;
 mod ui;

@@ -6,16 +6,17 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sawmill_record::Severity;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::enrich::enrich;
-use crate::event::Event;
-use crate::queue::{Item, Queue, Source};
+use crate::error::Result;
+use crate::event::{Event, Item, Source};
+use crate::sources::{thread, Context, Running, SourceConfig};
 
 /// Where the engine is and where checkpoints go.
 #[derive(Clone, Debug)]
@@ -26,9 +27,16 @@ pub struct DockerConfig {
     pub checkpoints: PathBuf,
     /// Longer lines are cut and flagged.
     pub max_line_bytes: usize,
-    /// Held (shared) while a line is enqueued and checkpointed; a stop takes it exclusively
-    /// after raising the stop flag, so no line is checkpointed after the queue was drained.
-    pub gate: Arc<std::sync::RwLock<()>>,
+}
+
+impl SourceConfig for DockerConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        let cx = cx.clone();
+        // Not joined at stop: it blocks on the engine's streams; followers stop reading
+        // (and checkpointing) as soon as `stop` is raised.
+        thread("sawmill-docker", move || run(&self, &cx))?;
+        Ok(Running::default())
+    }
 }
 
 impl DockerConfig {
@@ -190,7 +198,8 @@ fn container_of_mountinfo(mountinfo: &str) -> Option<String> {
 }
 
 /// Follows containers until `stop`; reconnects when the engine goes away.
-pub fn run(cfg: &DockerConfig, queue: &Queue, stop: &Arc<AtomicBool>) {
+fn run(cfg: &DockerConfig, cx: &Context) {
+    let stop = &cx.stop;
     let socket = cfg.socket();
     let _ = std::fs::create_dir_all(&cfg.checkpoints);
     let following: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -201,16 +210,15 @@ pub fn run(cfg: &DockerConfig, queue: &Queue, stop: &Arc<AtomicBool>) {
             if me.as_deref() == Some(id) || !following.lock().unwrap().insert(id.to_string()) {
                 return;
             }
-            let (cfg, q, stop, following, socket, id) = (
+            let (cfg, cx, following, socket, id) = (
                 cfg.clone(),
-                queue.clone(),
-                stop.clone(),
+                cx.clone(),
                 following.clone(),
                 socket.clone(),
                 id.to_string(),
             );
             std::thread::spawn(move || {
-                if let Err(e) = follow_container(&cfg, &socket, &id, &q, &stop) {
+                if let Err(e) = follow_container(&cfg, &socket, &id, &cx) {
                     tracing::debug!(container = %id, error = %e, "Stopped following a container.");
                 }
                 following.lock().unwrap().remove(&id);
@@ -258,9 +266,9 @@ fn follow_container(
     cfg: &DockerConfig,
     socket: &Path,
     id: &str,
-    queue: &Queue,
-    stop: &AtomicBool,
+    cx: &Context,
 ) -> std::io::Result<()> {
+    let (queue, stop) = (&cx.queue, &*cx.stop);
     let meta = inspect(socket, id)?;
     let cp_path = cfg.checkpoints.join(&meta.id);
     let mut checkpoint: Option<OffsetDateTime> =
@@ -288,43 +296,16 @@ fn follow_container(
         if stop.load(Relaxed) {
             break;
         }
-        // TTY containers send raw bytes; the others 8-byte frames: [stream, 0, 0, 0, size BE].
-        let (stream, payload) = if meta.tty {
-            let mut line = Vec::new();
-            match r.body.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => (1usize, line),
-                Err(e) => return Err(e),
-            }
-        } else {
-            match r.body.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e),
-            }
-            let size = u32::from_be_bytes(header[4..8].try_into().unwrap()) as usize;
-            let mut payload = vec![0u8; size];
-            r.body.read_exact(&mut payload)?;
-            (if header[0] == 2 { 2 } else { 1 }, payload)
+        let Some((stream, payload)) = next_frame(&mut r, meta.tty, &mut header)? else {
+            break;
         };
-        // Each frame is `<RFC 3339 nanos> <text>`; Docker cuts lines at 16 KiB into frames
-        // that each carry a timestamp and only the last a newline.
-        let text = payload.as_slice();
-        let (ts, body) = match text.iter().position(|b| *b == b' ') {
-            Some(sp) => (
-                std::str::from_utf8(&text[..sp]).ok().and_then(|s| {
-                    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-                }),
-                &text[sp + 1..],
-            ),
-            None => (None, text),
-        };
+        let (ts, body) = split_stamp(&payload);
         let buf = &mut partial[stream - 1];
         buf.extend_from_slice(body);
         if buf.last() != Some(&b'\n') {
             continue;
         }
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         // Stopping: leave the line to be read again after the restart.
         if stop.load(Relaxed) {
             break;
@@ -340,23 +321,7 @@ fn follow_container(
                 continue;
             }
         }
-        let truncated = line.len() > cfg.max_line_bytes;
-        line.truncate(cfg.max_line_bytes);
-        let mut ev = Event {
-            ts,
-            received: Some(OffsetDateTime::now_utc()),
-            message: String::from_utf8_lossy(&line).into_owned(),
-            service: Some(meta.service.clone()),
-            container: Some(meta.name.clone()),
-            image: Some(meta.image.clone()),
-            stream: Some(if stream == 2 { "stderr" } else { "stdout" }),
-            severity: Some(if stream == 2 { "err" } else { "info" }),
-            truncated,
-            ..Default::default()
-        };
-        ev.fields
-            .insert("container_id".into(), Value::String(meta.id.clone()));
-        enrich(&mut ev);
+        let ev = event(cfg, &meta, stream, ts, line);
         // Docker keeps the log: wait for room rather than skip the line.
         if !queue.push_wait(Item::Event(Box::new(ev), Source::Docker), stop) {
             break;
@@ -367,6 +332,77 @@ fn follow_container(
         }
     }
     Ok(())
+}
+
+/// The next frame of a logs stream as (stream: 1 stdout, 2 stderr; payload), or none at
+/// its end. TTY containers send raw lines; the others 8-byte headers `[stream, 0, 0, 0,
+/// size BE]` before each payload.
+fn next_frame(
+    r: &mut Response,
+    tty: bool,
+    header: &mut [u8; 8],
+) -> std::io::Result<Option<(usize, Vec<u8>)>> {
+    if tty {
+        let mut line = Vec::new();
+        return match r.body.read_until(b'\n', &mut line)? {
+            0 => Ok(None),
+            _ => Ok(Some((1, line))),
+        };
+    }
+    match r.body.read_exact(header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let size = u32::from_be_bytes(header[4..8].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; size];
+    r.body.read_exact(&mut payload)?;
+    Ok(Some((if header[0] == 2 { 2 } else { 1 }, payload)))
+}
+
+/// Each frame is `<RFC 3339 nanos> <text>`; Docker cuts lines at 16 KiB into frames that
+/// each carry a timestamp and only the last a newline.
+fn split_stamp(text: &[u8]) -> (Option<OffsetDateTime>, &[u8]) {
+    match text.iter().position(|b| *b == b' ') {
+        Some(sp) => (
+            std::str::from_utf8(&text[..sp]).ok().and_then(|s| {
+                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            }),
+            &text[sp + 1..],
+        ),
+        None => (None, text),
+    }
+}
+
+/// A container's line as an event: stderr is `err` unless the line says otherwise.
+fn event(
+    cfg: &DockerConfig,
+    meta: &Meta,
+    stream: usize,
+    ts: Option<OffsetDateTime>,
+    mut line: Vec<u8>,
+) -> Event {
+    let truncated = line.len() > cfg.max_line_bytes;
+    line.truncate(cfg.max_line_bytes);
+    let mut ev = Event {
+        ts,
+        received: Some(OffsetDateTime::now_utc()),
+        message: String::from_utf8_lossy(&line).into_owned(),
+        service: Some(meta.service.clone()),
+        container: Some(meta.name.clone()),
+        image: Some(meta.image.clone()),
+        stream: Some(if stream == 2 { "stderr" } else { "stdout" }),
+        severity: Some(if stream == 2 {
+            Severity::Err
+        } else {
+            Severity::Info
+        }),
+        truncated,
+        ..Default::default()
+    };
+    ev.fields
+        .insert("container_id".into(), Value::String(meta.id.clone()));
+    ev
 }
 
 /// After every line, without fsync: a power cut costs a few repeated lines, never a lost one.

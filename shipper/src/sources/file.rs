@@ -11,18 +11,20 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sawmill_record::Severity;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::enrich::enrich;
-use crate::event::{AckTracker, Event};
+use crate::ack::AckTracker;
+use crate::error::{Error, Result};
+use crate::event::{Event, Item, Source};
 use crate::metrics::Metrics;
-use crate::queue::{Item, Queue, Source};
+use crate::sources::{thread, Context, Running, SourceConfig};
 
 #[derive(Clone, Debug)]
 pub struct FileConfig {
@@ -33,12 +35,28 @@ pub struct FileConfig {
     pub max_line_bytes: usize,
     /// The shipper's sender id; file records are keyed by it, the file and the offset.
     pub src: String,
-    /// See `DockerConfig::gate`.
-    pub gate: Arc<RwLock<()>>,
     /// Bytes of all files that may be sent and not yet taken by any replica: past it the
     /// files wait, so that while every replica is away their lines stay in the files
     /// rather than overflow the backlogs.
     pub window: u64,
+}
+
+impl SourceConfig for FileConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        for pattern in &self.globs {
+            glob::Pattern::new(pattern).map_err(|e| {
+                Error::Config(format!(
+                    "--tail `{pattern}` is not a valid glob: {e} (escape `*`, `?` and `[` as `[*]`, `[?]` and `[[]`)"
+                ))
+            })?;
+        }
+        let cx = cx.clone();
+        let t = thread("sawmill-files", move || run(&self, &cx))?;
+        Ok(Running {
+            thread: Some(t),
+            ..Running::default()
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,21 +197,53 @@ fn resume(
 const MAX_KNOWN: usize = 1024;
 
 /// Follows the globs until `stop`.
-pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
-    let mut saved: HashMap<String, Value> = std::fs::read_to_string(&cfg.checkpoints)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    // What was read before under other inodes: the checkpoints as they were at start (a
-    // copy made while the shipper was down), then content truncated while running.
-    let mut known: Vec<Known> = saved.iter().map(|(k, v)| Known::from_saved(k, v)).collect();
-    let mut tails: HashMap<String, Tail> = HashMap::new();
-    let mut last_written = String::new();
+fn run(cfg: &FileConfig, cx: &Context) {
+    let mut files = Files::open(cfg);
     let mut watch = PatternWatch::default();
-    let mut round = 0usize;
-    while !stop.load(Relaxed) {
-        let mut matches = vec![0usize; cfg.globs.len()];
-        for (i, pattern) in cfg.globs.iter().enumerate() {
+    while !cx.stop.load(Relaxed) {
+        let matches = files.discover();
+        watch.update(&cfg.globs, &matches, cx.queue.metrics());
+        files.read_round(cx);
+        files.save();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The file source between rounds: the files tailed, and what was read before.
+struct Files<'a> {
+    cfg: &'a FileConfig,
+    /// The checkpoints, by `dev-ino`, as last written.
+    saved: HashMap<String, Value>,
+    /// What was read before under other inodes: the checkpoints as they were at start (a
+    /// copy made while the shipper was down), then content truncated while running.
+    known: Vec<Known>,
+    tails: HashMap<String, Tail>,
+    last_written: String,
+    round: usize,
+}
+
+impl Files<'_> {
+    fn open(cfg: &FileConfig) -> Files<'_> {
+        let saved: HashMap<String, Value> = std::fs::read_to_string(&cfg.checkpoints)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let known = saved.iter().map(|(k, v)| Known::from_saved(k, v)).collect();
+        Files {
+            cfg,
+            saved,
+            known,
+            tails: HashMap::new(),
+            last_written: String::new(),
+            round: 0,
+        }
+    }
+
+    /// Starts tailing the files that match now and are not tailed yet; returns how many
+    /// files each pattern matches.
+    fn discover(&mut self) -> Vec<usize> {
+        let mut matches = vec![0usize; self.cfg.globs.len()];
+        for (i, pattern) in self.cfg.globs.iter().enumerate() {
             let Ok(paths) = glob::glob(pattern) else {
                 // The shipper refuses invalid globs at start; counted as matching nothing.
                 continue;
@@ -207,74 +257,83 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 }
                 matches[i] += 1;
                 let key = format!("{}-{}", meta.dev(), meta.ino());
-                if let Some(t) = tails.get_mut(&key) {
+                if let Some(t) = self.tails.get_mut(&key) {
                     t.path = path;
                     continue;
                 }
-                let Ok(file) = File::open(&path) else {
-                    continue;
-                };
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                // The live files too: a copy is usually seen while its original is tailed.
-                let live = tails.values().map(|t| Known {
-                    id: t.id.clone(),
-                    generation: t.generation,
-                    offset: t.ack.done(),
-                    fp: t.fp,
-                });
-                let candidates: Vec<Known> = known.iter().cloned().chain(live).collect();
-                if !saved.contains_key(&key)
-                    && candidates.iter().any(|k| k.being_copied_to(&file, len))
-                {
-                    // Starts like a file already read but is shorter than what was read of
-                    // it: a copy still being written. Look again next time.
-                    continue;
+                if let Some(t) = self.tail(key.clone(), path) {
+                    self.tails.insert(key, t);
                 }
-                let (id, generation, offset) =
-                    resume(&key, &path, &file, len, saved.get(&key), &candidates);
-                tracing::info!(path = %path.display(), offset, "Tailing a file.");
-                tails.insert(
-                    key.clone(),
-                    Tail {
-                        path,
-                        fp: Fingerprint::of(&file).unwrap_or_default(),
-                        file,
-                        dev_ino: key,
-                        id,
-                        generation,
-                        offset,
-                        format: None,
-                        ack: AckTracker::new(offset),
-                        pending: None,
-                    },
-                );
             }
         }
-        watch.update(&cfg.globs, &matches, queue.metrics());
-        let mut gone = Vec::new();
-        let out: u64 = tails
+        matches
+    }
+
+    /// A file newly matched, and where to resume it; none while it looks like a copy still
+    /// being written.
+    fn tail(&self, key: String, path: PathBuf) -> Option<Tail> {
+        let file = File::open(&path).ok()?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // The live files too: a copy is usually seen while its original is tailed.
+        let live = self.tails.values().map(|t| Known {
+            id: t.id.clone(),
+            generation: t.generation,
+            offset: t.ack.done(),
+            fp: t.fp,
+        });
+        let candidates: Vec<Known> = self.known.iter().cloned().chain(live).collect();
+        if !self.saved.contains_key(&key)
+            && candidates.iter().any(|k| k.being_copied_to(&file, len))
+        {
+            // Starts like a file already read but is shorter than what was read of it: a
+            // copy still being written. Look again next time.
+            return None;
+        }
+        let (id, generation, offset) =
+            resume(&key, &path, &file, len, self.saved.get(&key), &candidates);
+        tracing::info!(path = %path.display(), offset, "Tailing a file.");
+        Some(Tail {
+            path,
+            fp: Fingerprint::of(&file).unwrap_or_default(),
+            file,
+            dev_ino: key,
+            id,
+            generation,
+            offset,
+            format: None,
+            ack: AckTracker::new(offset),
+            pending: None,
+        })
+    }
+
+    /// Reads what is new in every file, as far as the window allows, and lets go of files
+    /// rotated away and done with.
+    fn read_round(&mut self, cx: &Context) {
+        let out: u64 = self
+            .tails
             .values()
             .map(|t| t.offset.saturating_sub(t.ack.delivered_through()))
             .sum();
         // With nothing out, one line goes whatever its size, so a huge line cannot stall.
         let mut window = Window {
-            left: cfg.window.saturating_sub(out),
+            left: self.cfg.window.saturating_sub(out),
             free_line: out == 0,
         };
         // Each round starts with another file, so that one busy file cannot take the whole
         // window round after round.
-        let mut order: Vec<String> = tails.keys().cloned().collect();
+        let mut order: Vec<String> = self.tails.keys().cloned().collect();
         order.sort_unstable();
         if !order.is_empty() {
-            let first = round % order.len();
+            let first = self.round % order.len();
             order.rotate_left(first);
         }
-        round = round.wrapping_add(1);
+        self.round = self.round.wrapping_add(1);
+        let mut gone = Vec::new();
         for key in order {
-            let Some(t) = tails.get_mut(&key) else {
+            let Some(t) = self.tails.get_mut(&key) else {
                 continue;
             };
-            if !read_new(cfg, t, queue, stop, &mut known, &mut window) {
+            if !read_new(self.cfg, t, cx, &mut self.known, &mut window) {
                 break;
             }
             // Rotated away (renamed, or deleted), read to the end and every line handled by
@@ -294,14 +353,18 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
             }
         }
         for k in gone {
-            tails.remove(&k);
-            saved.remove(&k);
+            self.tails.remove(&k);
+            self.saved.remove(&k);
         }
-        if known.len() > MAX_KNOWN {
-            known.drain(..known.len() - MAX_KNOWN);
+        if self.known.len() > MAX_KNOWN {
+            self.known.drain(..self.known.len() - MAX_KNOWN);
         }
-        for (k, t) in &tails {
-            saved.insert(
+    }
+
+    /// Writes the checkpoints when they changed.
+    fn save(&mut self) {
+        for (k, t) in &self.tails {
+            self.saved.insert(
                 k.clone(),
                 json!({
                     "path": t.path,
@@ -313,17 +376,15 @@ pub fn run(cfg: &FileConfig, queue: &Queue, stop: &AtomicBool) {
                 }),
             );
         }
-        let text = serde_json::to_string(&saved).unwrap_or_default();
-        if text != last_written {
-            let tmp = cfg.checkpoints.with_extension("tmp");
-            if let Err(e) =
-                std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, &cfg.checkpoints))
-            {
+        let text = serde_json::to_string(&self.saved).unwrap_or_default();
+        if text != self.last_written {
+            let path = &self.cfg.checkpoints;
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &text).and_then(|_| std::fs::rename(&tmp, path)) {
                 tracing::warn!(error = %e, "Could not save file checkpoints.");
             }
-            last_written = text;
+            self.last_written = text;
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -349,7 +410,7 @@ impl PatternWatch {
             *matched = *n > 0;
         }
         let unmatched = matches.iter().filter(|n| **n == 0).count() as u64;
-        metrics.tail_patterns_unmatched.store(unmatched, Relaxed);
+        metrics.tail_patterns_unmatched(unmatched);
     }
 }
 
@@ -370,15 +431,9 @@ impl Window {
     }
 }
 
-/// Reads what was appended since the last look; false when stopping.
-fn read_new(
-    cfg: &FileConfig,
-    t: &mut Tail,
-    queue: &Queue,
-    stop: &AtomicBool,
-    known: &mut Vec<Known>,
-    window: &mut Window,
-) -> bool {
+/// Takes in what changed in a file since the last look: lines every replica gave up are
+/// read again, a truncated file is read from the start. Returns its length now.
+fn refresh(t: &mut Tail, known: &mut Vec<Known>) -> Option<u64> {
     if let Some(from) = t.ack.rewind() {
         // Every replica gave these lines up (their backlogs overflowed): the file still
         // holds them, so read them again rather than skip them.
@@ -388,10 +443,7 @@ fn read_new(
             t.pending = None;
         }
     }
-    let len = match t.file.metadata() {
-        Ok(m) => m.len(),
-        Err(_) => return true,
-    };
+    let len = t.file.metadata().ok()?.len();
     // Shorter than what was read, or other first bytes (cut and written again between two
     // looks): copytruncate, the same file starts over.
     if len < t.offset || (len != t.offset && !t.fp.matches(&t.file)) {
@@ -416,6 +468,21 @@ fn read_new(
             t.fp = fp;
         }
     }
+    Some(len)
+}
+
+/// Reads what was appended since the last look; false when stopping.
+fn read_new(
+    cfg: &FileConfig,
+    t: &mut Tail,
+    cx: &Context,
+    known: &mut Vec<Known>,
+    window: &mut Window,
+) -> bool {
+    let (queue, stop) = (&cx.queue, &*cx.stop);
+    let Some(len) = refresh(t, known) else {
+        return true;
+    };
     if len == t.offset {
         return true;
     }
@@ -436,7 +503,7 @@ fn read_new(
             held = true;
             break;
         }
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         if stop.load(Relaxed) {
             return false;
         }
@@ -449,7 +516,6 @@ fn read_new(
             ev.ack = Some((t.ack.clone(), first..next));
             ev.fields
                 .insert("path".into(), Value::String(t.path.display().to_string()));
-            enrich(&mut ev);
             // A file is its own buffer: wait for room, never drop. When the shipper stops
             // first, the line is not handed on and the checkpoint stays before it.
             if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
@@ -464,7 +530,7 @@ fn read_new(
         let mut ev = plain(cfg, &buf);
         ev.key = Some((src, t.offset));
         ev.ack = Some((t.ack.clone(), t.offset..t.offset + start as u64));
-        let _gate = cfg.gate.read().unwrap();
+        let _gate = cx.gate.read().unwrap();
         if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
             return false;
         }
@@ -573,7 +639,11 @@ fn parse(
         received: Some(OffsetDateTime::now_utc()),
         message,
         stream: Some(stream),
-        severity: Some(if stream == "stderr" { "err" } else { "info" }),
+        severity: Some(if stream == "stderr" {
+            Severity::Err
+        } else {
+            Severity::Info
+        }),
         truncated,
         // A joined line is keyed by where it began.
         key: Some((String::new(), start)),

@@ -1,6 +1,8 @@
-//! The syslog socket: a unix datagram socket like `/dev/log`, read with the sender's
-//! kernel-attested credentials. The reader only receives, stamps and enqueues.
+//! Syslog sockets: a unix datagram socket like `/dev/log`, read with the sender's
+//! kernel-attested credentials, and syslog over UDP and TCP. Readers only receive, stamp
+//! and enqueue.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -12,7 +14,72 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::queue::{Creds, Item, Queue, Source};
+use crate::event::{Creds, Item, Source};
+use crate::queue::Queue;
+use crate::sources::{thread, Context, Running, SourceConfig};
+
+/// Syslog datagrams on a unix socket, as applications write to `/dev/log`.
+#[derive(Clone, Debug)]
+pub struct UnixConfig {
+    /// The socket's path; a socket handed over by systemd (`LISTEN_FDS`) is used instead.
+    pub path: PathBuf,
+    /// Longer datagrams are cut and flagged.
+    pub max_message_bytes: usize,
+}
+
+impl SourceConfig for UnixConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        let sock = Arc::new(SyslogSocket::open(&self.path)?);
+        let (s, q, stop) = (sock.clone(), cx.queue.clone(), cx.stop.clone());
+        let max = self.max_message_bytes;
+        let t = thread("sawmill-syslog", move || read_loop(&s, &q, max, &stop))?;
+        tracing::info!(path = %self.path.display(), "Listening for syslog datagrams.");
+        Ok(Running {
+            thread: Some(t),
+            socket: Some(sock),
+        })
+    }
+}
+
+/// Syslog over UDP, as network devices send it.
+#[derive(Clone, Debug)]
+pub struct UdpConfig {
+    pub addr: SocketAddr,
+    pub max_message_bytes: usize,
+}
+
+impl SourceConfig for UdpConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        let sock = std::net::UdpSocket::bind(self.addr)
+            .map_err(|e| Error::bind("syslog on udp", self.addr, e))?;
+        let (q, stop, max) = (cx.queue.clone(), cx.stop.clone(), self.max_message_bytes);
+        let t = thread("sawmill-udp", move || udp_loop(&sock, &q, max, &stop))?;
+        Ok(Running {
+            thread: Some(t),
+            ..Running::default()
+        })
+    }
+}
+
+/// Syslog over TCP, with RFC 6587 framing (octet counting or newlines).
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    pub addr: SocketAddr,
+    pub max_message_bytes: usize,
+}
+
+impl SourceConfig for TcpConfig {
+    fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
+        let l = std::net::TcpListener::bind(self.addr)
+            .map_err(|e| Error::bind("syslog on tcp", self.addr, e))?;
+        let (q, stop, max) = (cx.queue.clone(), cx.stop.clone(), self.max_message_bytes);
+        let t = thread("sawmill-tcp", move || tcp_loop(l, &q, max, &stop))?;
+        Ok(Running {
+            thread: Some(t),
+            ..Running::default()
+        })
+    }
+}
 
 /// The socket, and whether this process made it (and so removes it at a stop).
 pub struct SyslogSocket {
@@ -46,7 +113,8 @@ impl SyslogSocket {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 }
-                UnixDatagram::bind(path).map_err(|e| Error::io(path, e))?
+                UnixDatagram::bind(path)
+                    .map_err(|e| Error::bind("syslog datagrams", path.display(), e))?
             }
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))

@@ -1,6 +1,7 @@
-//! Batching and delivery: numbered records in compressed batches, sent to every indexer
-//! replica, each with its own bounded backlog and retries, so a dead or slow replica never
-//! holds back the others.
+//! Delivery: every batch goes to every indexer replica, each with its own bounded backlog
+//! and sender that retries until the replica takes it, so a dead or slow replica never holds
+//! back the others. A refusal gives the batch up for that replica; an overflowing backlog
+//! gives up its oldest batches, counted and reported.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -8,13 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Rel
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sawmill_record::api;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
-use crate::event::AckTracker;
+use crate::ack::AckTracker;
+use crate::error::DeliveryError;
 use crate::metrics::Metrics;
 
-/// One compressed NDJSON body, shared by every replica's backlog.
+/// One compressed NDJSON body (made by the batcher), shared by every replica's backlog.
 pub struct Batch {
     pub body: Vec<u8>,
     pub records: u64,
@@ -34,16 +37,15 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// `body` is zstd-compressed NDJSON.
     pub fn new(
-        ndjson: &[u8],
+        body: Vec<u8>,
         records: u64,
         rereadable: u64,
         pinned: bool,
         received_micros_sum: i128,
         acks: Vec<(Arc<AckTracker>, Range<u64>)>,
     ) -> Batch {
-        // zstd at level 1 compresses log lines about as well as gzip at a fraction of the CPU.
-        let body = zstd::bulk::compress(ndjson, 1).unwrap_or_else(|_| ndjson.to_vec());
         Batch {
             body,
             records,
@@ -108,22 +110,19 @@ impl Replica {
     pub fn push(&self, batch: Arc<Batch>, metrics: &Metrics) {
         let m = &metrics.replicas[self.index];
         let mut q = self.backlog.lock().unwrap();
-        m.records_enqueued.fetch_add(batch.records, Relaxed);
-        m.backlog_bytes.fetch_add(batch.body.len() as u64, Relaxed);
-        m.backlog_records.fetch_add(batch.records, Relaxed);
+        m.enqueued(batch.records, batch.body.len() as u64);
         q.push_back(batch);
         // The front batch may be in flight: evict from the second on.
         let mut i = 1;
         let mut evicted = 0;
-        while m.backlog_bytes.load(Relaxed) > self.max_bytes && i < q.len() {
+        while m.backlog_bytes() > self.max_bytes && i < q.len() {
             if q[i].pinned {
                 i += 1;
                 continue;
             }
             let gone = q.remove(i).unwrap();
-            m.backlog_bytes.fetch_sub(gone.body.len() as u64, Relaxed);
-            m.backlog_records.fetch_sub(gone.records, Relaxed);
-            m.records_dropped.fetch_add(gone.records, Relaxed);
+            m.dequeued(gone.records, gone.body.len() as u64);
+            m.dropped(gone.records);
             evicted += gone.records;
             // Every eviction happens on the batcher's thread: these counts are exact.
             let by_backlogs = gone.evicted.fetch_add(1, Relaxed) + 1;
@@ -133,21 +132,19 @@ impl Replica {
                 let lost = if by_backlogs == n {
                     // No replica misses them for good, so no drop report names them either.
                     for r in &metrics.replicas {
-                        r.records_reread.fetch_add(gone.rereadable, Relaxed);
+                        r.reread(gone.rereadable);
                     }
                     gone.records - gone.rereadable
                 } else {
                     gone.records
                 };
-                metrics.records_lost.fetch_add(lost, Relaxed);
+                metrics.lost(lost);
             }
             gone.handled_by_one(metrics.replicas.len());
         }
         drop(q);
         if evicted > 0 && !self.overflowing.swap(true, Relaxed) {
-            // Data is lost for this replica (repair or a restart of a file source may bring
-            // it back): an operator should know at once. The batcher reports the counts.
-            tracing::error!(replica = %self.url, records = evicted, backlog_bytes = self.max_bytes, "Replica's backlog is full; its oldest batches are given up for it.");
+            m.overflowed(evicted, self.max_bytes);
         }
         self.notify.notify_one();
     }
@@ -161,8 +158,7 @@ impl Replica {
         let mut q = self.backlog.lock().unwrap();
         if q.front().is_some_and(|f| Arc::ptr_eq(f, b)) {
             q.pop_front();
-            m.backlog_bytes.fetch_sub(b.body.len() as u64, Relaxed);
-            m.backlog_records.fetch_sub(b.records, Relaxed);
+            m.dequeued(b.records, b.body.len() as u64);
         }
     }
 
@@ -178,7 +174,7 @@ impl Replica {
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) {
-        let url = format!("{}/api/v1/ingest", self.url.trim_end_matches('/'));
+        let url = format!("{}{}", self.url.trim_end_matches('/'), api::INGEST);
         let m = &metrics.replicas[self.index];
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -190,63 +186,22 @@ impl Replica {
                     tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
                 continue;
             };
-            m.batches_sent.fetch_add(1, Relaxed);
-            let res = client
-                .post(&url)
-                .header("content-encoding", "zstd")
-                .header("content-type", "application/x-ndjson")
-                .body(batch.body.clone())
-                .send()
-                .await;
-            let outcome = match res {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r)
-                    if r.status().is_client_error()
-                        && !matches!(r.status().as_u16(), 408 | 429) =>
-                {
-                    Err((
-                        false,
-                        format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
-                    ))
-                }
-                Ok(r) => Err((true, format!("{}", r.status()))),
-                Err(e) => Err((true, e.to_string())),
-            };
-            match outcome {
+            m.batch_sent();
+            match deliver(&client, &url, &batch).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
-                    m.batches_acked.fetch_add(1, Relaxed);
-                    m.records_delivered.fetch_add(batch.records, Relaxed);
-                    let first = !batch.delivered.swap(true, Relaxed);
-                    if first {
-                        for (t, range) in &batch.acks {
-                            t.delivered(range.clone());
-                        }
-                    }
-                    if first && batch.records > 0 {
-                        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
-                        let total = now * batch.records as i128 - batch.received_micros_sum;
-                        metrics
-                            .latency_micros
-                            .fetch_add(total.max(0) as u64, Relaxed);
-                        metrics.latency_records.fetch_add(batch.records, Relaxed);
-                    }
-                    self.pop_delivered(&batch, &metrics);
-                    batch.handled_by_one(metrics.replicas.len());
+                    self.delivered(&batch, &metrics);
                 }
-                Err((false, why)) => {
-                    // The replica refuses this batch for good: resending cannot help.
-                    tracing::error!(replica = %self.url, %why, records = batch.records, "Replica refused a batch; it is given up for this replica.");
-                    m.records_dropped.fetch_add(batch.records, Relaxed);
+                Err(why @ DeliveryError::Refused { .. }) => {
+                    m.batch_refused(batch.records, &why);
                     if batch.given_up.fetch_add(1, Relaxed) + 1 == metrics.replicas.len() {
-                        metrics.records_lost.fetch_add(batch.records, Relaxed);
+                        metrics.lost(batch.records);
                     }
                     self.pop_delivered(&batch, &metrics);
                     batch.handled_by_one(metrics.replicas.len());
                 }
-                Err((true, why)) => {
-                    m.batches_retried.fetch_add(1, Relaxed);
-                    tracing::debug!(replica = %self.url, %why, "Batch not delivered; retrying.");
+                Err(why @ DeliveryError::Retryable(_)) => {
+                    m.batch_retried(&why);
                     // Exponential backoff with jitter, so replicas coming back are not stampeded.
                     let jitter = 0.5 + fastrand::f64();
                     tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -255,4 +210,42 @@ impl Replica {
             }
         }
     }
+
+    /// The replica took `batch`: the first to take it lets file sources move on and times
+    /// the records' latency.
+    fn delivered(&self, batch: &Arc<Batch>, metrics: &Metrics) {
+        metrics.replicas[self.index].batch_acknowledged(batch.records);
+        let first = !batch.delivered.swap(true, Relaxed);
+        if first {
+            for (t, range) in &batch.acks {
+                t.delivered(range.clone());
+            }
+        }
+        if first && batch.records > 0 {
+            let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+            let total = now * batch.records as i128 - batch.received_micros_sum;
+            metrics.first_acknowledged(batch.records, total.max(0) as u64);
+        }
+        self.pop_delivered(batch, metrics);
+        batch.handled_by_one(metrics.replicas.len());
+    }
+}
+
+/// One attempt to deliver `batch` to the ingest endpoint at `url`.
+async fn deliver(client: &reqwest::Client, url: &str, batch: &Batch) -> Result<(), DeliveryError> {
+    let r = client
+        .post(url)
+        .header("content-encoding", "zstd")
+        .header("content-type", "application/x-ndjson")
+        .body(batch.body.clone())
+        .send()
+        .await?;
+    if r.status().is_success() {
+        return Ok(());
+    }
+    let status = r.status();
+    Err(DeliveryError::from_status(
+        status,
+        r.text().await.unwrap_or_default(),
+    ))
 }

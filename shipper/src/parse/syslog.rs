@@ -2,15 +2,13 @@
 //! form glibc's `syslog(3)` writes to `/dev/log`, and whatever else arrives, which is kept.
 
 use chrono::TimeZone;
+use sawmill_record::Severity;
 use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::enrich::{absorb, enrich};
+use super::enrich::{absorb, enrich};
 use crate::event::Event;
 
-pub const SEVERITIES: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
 pub const FACILITIES: [&str; 24] = [
     "kern",
     "user",
@@ -125,7 +123,7 @@ impl Parser {
         };
         let mut ev = Event::default();
         let pri = pri.unwrap_or(13);
-        ev.severity = Some(SEVERITIES[(pri & 7) as usize]);
+        ev.severity = Some(Severity::from_rank(pri));
         ev.facility = Some(FACILITIES[(pri >> 3) as usize]);
         let rest_trim = rest.trim_start_matches(' ');
         if rest_trim.starts_with("1 ") {
@@ -333,7 +331,7 @@ fn pri_missing(text: &str) -> bool {
 fn defaults(message: String) -> Event {
     Event {
         message,
-        severity: Some("notice"),
+        severity: Some(Severity::Notice),
         facility: Some("user"),
         ..Default::default()
     }
@@ -485,7 +483,7 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
 }
 
 #[cfg(test)]
-#[path = "../../tests/e2e/corpus.rs"]
+#[path = "../../../tests/e2e/corpus.rs"]
 mod corpus;
 
 #[cfg(test)]
@@ -761,7 +759,7 @@ mod tests {
         for data in cases {
             let ev = parser.parse(data, now).event;
             let mut out = Vec::new();
-            ev.write_record(&mut out, "s", 1, "h");
+            ev.write_record(&mut out, None, "h");
             let rec: Value = serde_json::from_slice(&out).unwrap();
             assert!(rec["message"].is_string(), "{rec}");
         }

@@ -1,6 +1,7 @@
 //! Correlation ids and structured fields found in a message: JSON objects, `key=value`
 //! pairs and W3C `traceparent` values.
 
+use sawmill_record::Severity;
 use serde_json::Value;
 
 use crate::event::Event;
@@ -65,24 +66,9 @@ pub fn absorb(ev: &mut Event, key: &str, v: &Value) {
         ev.trace_id.get_or_insert(s);
     } else if is_request {
         ev.request_id.get_or_insert(s);
-    } else if let Some(sev) = severity_word(&s) {
+    } else if let Some(sev) = Severity::from_word(&s) {
         ev.severity = Some(sev);
     }
-}
-
-/// The syslog name of a level word (`ERROR`, `warn`, `fatal` …).
-pub fn severity_word(s: &str) -> Option<&'static str> {
-    Some(match s.to_ascii_lowercase().as_str() {
-        "emerg" | "emergency" | "panic" => "emerg",
-        "alert" => "alert",
-        "crit" | "critical" | "fatal" => "crit",
-        "err" | "error" => "err",
-        "warn" | "warning" => "warning",
-        "notice" => "notice",
-        "info" | "information" | "informational" => "info",
-        "debug" | "trace" => "debug",
-        _ => return None,
-    })
 }
 
 /// `key=value` and `key="quoted value"` pairs, in order.
@@ -199,7 +185,7 @@ mod tests {
             ev.trace_id.as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
-        assert_eq!(ev.severity, Some("err"));
+        assert_eq!(ev.severity, Some(Severity::Err));
         assert_eq!(ev.fields["n"], 3);
     }
 }

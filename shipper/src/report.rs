@@ -1,0 +1,115 @@
+//! The shipper's own records: `sawmill dropped N records from SOURCE in the last S s`, made
+//! from the drop counters at every report interval, as rsyslog reports its own losses.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sawmill_record::Severity;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::event::{Event, Source};
+use crate::forward::Replica;
+use crate::metrics::Metrics;
+
+/// What was reported so far, to report only what is new.
+pub struct DropReports {
+    interval: Duration,
+    last: Instant,
+    /// Queue drops per source, as last reported.
+    queue: [u64; Source::ALL.len()],
+    /// Records every replica gave up, as last reported.
+    lost: u64,
+    /// Per replica: records given up for it as last reported, and when its episode began.
+    replica: Vec<u64>,
+    episode_start: Vec<u64>,
+}
+
+impl DropReports {
+    pub fn new(interval: Duration, replicas: usize) -> DropReports {
+        DropReports {
+            interval,
+            last: Instant::now(),
+            queue: [0; Source::ALL.len()],
+            lost: 0,
+            replica: vec![0; replicas],
+            episode_start: vec![0; replicas],
+        }
+    }
+
+    /// The reports due now: none before the interval has passed (a stop makes a last round
+    /// at once), then one per source that dropped, one for records lost everywhere, and one per replica that missed records.
+    pub fn due(
+        &mut self,
+        metrics: &Metrics,
+        replicas: &[Arc<Replica>],
+        stopping: bool,
+    ) -> Vec<Event> {
+        if !stopping && self.last.elapsed() < self.interval {
+            return Vec::new();
+        }
+        let secs = self.last.elapsed().as_secs();
+        self.last = Instant::now();
+        let mut out = Vec::new();
+        let dropped = metrics.queue_dropped();
+        for s in Source::ALL {
+            let n = dropped[s.index()] - self.queue[s.index()];
+            self.queue[s.index()] = dropped[s.index()];
+            if n > 0 {
+                out.push(report(n, s.name(), None, secs));
+            }
+        }
+        // Records every replica gave up on are lost just the same.
+        let lost = metrics.records_lost();
+        if lost > self.lost {
+            out.push(report(lost - self.lost, "backlog", None, secs));
+            self.lost = lost;
+        }
+        // What one replica gave up while others took it: the replica misses it, so say
+        // which one (the others hold the report; it gets it too when back, as reports are
+        // never evicted).
+        for (i, r) in replicas.iter().enumerate() {
+            let m = &metrics.replicas[i];
+            // Never below what was reported: lines a replica gave up count as re-read only
+            // once every replica has given them up, so this can shrink after a report went
+            // out (a panic, or a report of 2^64 records, before).
+            let total = m.missed();
+            let n = total.saturating_sub(self.replica[i]);
+            self.replica[i] = self.replica[i].max(total);
+            if n > 0 {
+                out.push(report(n, "replica", Some(&r.url), secs));
+            } else if r.overflowing.swap(false, Relaxed) {
+                m.has_room(total.saturating_sub(self.episode_start[i]));
+            }
+            if !r.overflowing.load(Relaxed) {
+                self.episode_start[i] = total;
+            }
+        }
+        for _ in &out {
+            metrics.drop_reported();
+        }
+        out
+    }
+}
+
+/// A `sawmill dropped N records …` record.
+fn report(n: u64, source: &str, replica: Option<&str>, secs: u64) -> Event {
+    let message = match replica {
+        Some(url) => format!("sawmill dropped {n} records for replica {url} in the last {secs} s"),
+        None => format!("sawmill dropped {n} records from {source} in the last {secs} s"),
+    };
+    let mut ev = Event {
+        message,
+        service: Some("sawmill-shipper".into()),
+        severity: Some(Severity::Warning),
+        received: Some(OffsetDateTime::now_utc()),
+        ..Default::default()
+    };
+    ev.fields.insert("dropped".into(), Value::from(n));
+    ev.fields.insert("source".into(), Value::from(source));
+    if let Some(url) = replica {
+        ev.fields.insert("replica".into(), Value::from(url));
+    }
+    ev
+}
