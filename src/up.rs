@@ -109,7 +109,10 @@ fn print_guide(url: &str, ui_url: &str, data: &Path, socket: &Path) {
     println!("  log to it:     logger -u {s} -t myapp 'hello from logger'");
     println!("  wrap a process: sawmill run --to {s} -- your-command args");
     println!("  containers:    docker run --rm -v {}:/run/sawmill busybox sh -c 'ln -sf /run/sawmill/dev-log /dev/log && logger -t box hello'", data.display());
-    println!("  search:        curl '{url}/api/v1/search?q=*&limit=5'");
+    println!(
+        "  search:        curl '{url}{}?q=*&limit=5'",
+        sawmill_record::api::SEARCH
+    );
     println!("  open the UI:   {ui_url}/");
 }
 

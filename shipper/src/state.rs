@@ -55,10 +55,15 @@ impl State {
     /// not durably reserved is never handed out, since after a restart it would be handed
     /// out again and the indexer would drop the new record as a duplicate.
     pub fn reserve(&mut self, n: u64) -> Result<()> {
-        if self.next + n <= self.reserved {
+        let Some(wanted) = self.next.checked_add(n) else {
+            return Err(exhausted());
+        };
+        if wanted <= self.reserved {
             return Ok(());
         }
-        let reserved = self.next + BLOCK.max(n);
+        // A `seq` file near 2^64 (damaged, or edited by hand) must not wrap around to
+        // numbers already sent: that is treated like a disk that cannot be written.
+        let reserved = self.next.checked_add(BLOCK.max(n)).ok_or_else(exhausted)?;
         write_atomic(&self.dir.join("seq"), reserved.to_string().as_bytes())?;
         self.reserved = reserved;
         Ok(())
@@ -71,6 +76,11 @@ impl State {
         self.next += 1;
         Ok(s)
     }
+}
+
+/// Sequence numbers have run out (only a damaged `seq` file gets here).
+fn exhausted() -> Error {
+    Error::Config("the sequence numbers in the shipper's state have run out: move the --state directory away to start a new sender".into())
 }
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

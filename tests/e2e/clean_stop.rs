@@ -444,3 +444,100 @@ fn a_stop_reads_what_a_connected_tcp_peer_already_sent() {
 fn a_stop_reads_what_a_tcp_peer_not_yet_accepted_already_sent() {
     tcp_lines_written_before_a_stop_are_kept("stop-tcp-backlog", false);
 }
+
+/// A peer that streams one endless line (or a huge octet count) must not hold a stop: from
+/// the stop on, reading a connection ends at the drain limit whatever the peer sends. Before,
+/// the limit was checked only between frames, and such a peer held the stop for as long as
+/// it kept sending. What a well-behaved peer sent before the stop is still kept.
+#[test]
+fn a_peer_streaming_an_endless_line_does_not_hold_a_stop() {
+    use std::io::Write;
+    let dir = TempDir::new("stop-tcp-endless");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let addr = free_addr();
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--syslog-tcp", &addr]);
+    let mut polite = std::net::TcpStream::connect(&addr).unwrap();
+    polite
+        .write_all(b"<13>Nov 27 07:57:02 endless: a whole line\n")
+        .unwrap();
+    wait_total(&ix, "service:endless", 1);
+    let streaming = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writers: Vec<JoinHandle<()>> = [&b"<13>Nov 27 07:57:02 endless: "[..], b"99999999999 "]
+        .into_iter()
+        .map(|start| {
+            let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+            conn.set_write_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            let go = streaming.clone();
+            std::thread::spawn(move || {
+                let chunk = vec![b'x'; 64 << 10];
+                if conn.write_all(start).is_err() {
+                    return;
+                }
+                while go.load(Relaxed) && conn.write_all(&chunk).is_ok() {}
+            })
+        })
+        .collect();
+    // Both peers are mid-frame and sending.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    sh.terminate();
+    let took = started.elapsed();
+    streaming.store(false, Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    // The drain limit (1 s) plus delivery of what is queued (a few ms here).
+    assert!(
+        took < Duration::from_secs(8),
+        "the stop took {took:?} while two peers kept sending one endless frame each"
+    );
+    assert_eq!(settled_total(&ix, "service:endless"), 1);
+}
+
+/// In a rolling update on a shared volume the new shipper binds the socket path before the
+/// old one stops: the old one's stop must leave the new socket in place. Before, a stop
+/// removed whatever the path named, and clients got ENOENT until the next restart.
+#[test]
+fn a_stop_leaves_a_newer_shippers_socket_in_place() {
+    let dir = TempDir::new("stop-rolling");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let old = Shipper::start(dir.path(), &[&ix.url], &[]);
+    use std::os::unix::fs::MetadataExt;
+    let socket = old.socket.clone();
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let new_log = new_dir.join("shipper.log");
+    let mut new = sawmill()
+        .args(["shipper", "--indexer", &ix.url, "--syslog-socket"])
+        .arg(&socket)
+        .arg("--state")
+        .arg(new_dir.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&new_log).unwrap())
+        .spawn()
+        .unwrap();
+    // The new shipper has bound the path once it names another file than the old socket.
+    let inode = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+    let old_inode = inode(&socket);
+    assert!(old_inode.is_some());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inode(&socket) == old_inode || inode(&socket).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the new shipper never bound the path"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    old.terminate();
+    let after = UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"<13>Nov 27 07:57:02 rolling: after the old stop", &socket);
+    unsafe { libc::kill(new.id() as i32, libc::SIGTERM) };
+    let _ = new.wait();
+    assert!(
+        after.is_ok(),
+        "the old shipper's stop removed the new shipper's socket: {after:?}"
+    );
+    wait_total(&ix, "service:rolling AND after", 1);
+}

@@ -51,7 +51,7 @@ pub struct UdpConfig {
 impl SourceConfig for UdpConfig {
     fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
         let sock = std::net::UdpSocket::bind(self.addr)
-            .map_err(|e| Error::bind("syslog on udp", self.addr, e))?;
+            .map_err(|e| Error::bind("syslog over udp", self.addr, e))?;
         let (q, stop, max) = (cx.queue.clone(), cx.stop.clone(), self.max_message_bytes);
         let t = thread("sawmill-udp", move || udp_loop(&sock, &q, max, &stop))?;
         Ok(Running {
@@ -71,7 +71,7 @@ pub struct TcpConfig {
 impl SourceConfig for TcpConfig {
     fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
         let l = std::net::TcpListener::bind(self.addr)
-            .map_err(|e| Error::bind("syslog on tcp", self.addr, e))?;
+            .map_err(|e| Error::bind("syslog over tcp", self.addr, e))?;
         let (q, stop, max) = (cx.queue.clone(), cx.stop.clone(), self.max_message_bytes);
         let t = thread("sawmill-tcp", move || tcp_loop(l, &q, max, &stop))?;
         Ok(Running {
@@ -85,9 +85,12 @@ impl SourceConfig for TcpConfig {
 pub struct SyslogSocket {
     pub sock: UnixDatagram,
     pub path: PathBuf,
-    /// Made by this process and not yet removed: removed once only, so that a stop never
-    /// removes the socket of a newer shipper that bound the same path meanwhile.
+    /// Made by this process and not yet removed: removed once only.
     owned: AtomicBool,
+    /// The device and inode of the socket file this process made: the path is removed only
+    /// while it still names that file, never a newer shipper's socket bound there meanwhile
+    /// (a rolling update on a shared volume).
+    made: Option<(u64, u64)>,
 }
 
 impl SyslogSocket {
@@ -100,6 +103,7 @@ impl SyslogSocket {
                     sock,
                     path: path.to_path_buf(),
                     owned: AtomicBool::new(false),
+                    made: None,
                 });
             }
             None => {
@@ -119,10 +123,12 @@ impl SyslogSocket {
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| Error::io(path, e))?;
+        let made = file_id(path);
         finish(SyslogSocket {
             sock,
             path: path.to_path_buf(),
             owned: AtomicBool::new(true),
+            made,
         })
     }
 
@@ -136,7 +142,7 @@ impl SyslogSocket {
         if !self.owned.swap(false, Relaxed) {
             return false;
         }
-        let _ = std::fs::remove_file(&self.path);
+        self.remove_path();
         // SAFETY: shutdown on a socket we own; it changes no memory.
         unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RD) };
         true
@@ -191,10 +197,27 @@ fn activated_socket() -> Option<UnixDatagram> {
     Some(unsafe { UnixDatagram::from_raw_fd(3) })
 }
 
+impl SyslogSocket {
+    /// Removes the socket's path if it still names the file this process made.
+    fn remove_path(&self) {
+        if self.made.is_some() && file_id(&self.path) == self.made {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The device and inode `path` names, if it exists.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 impl Drop for SyslogSocket {
     fn drop(&mut self) {
         if *self.owned.get_mut() {
-            let _ = std::fs::remove_file(&self.path);
+            self.remove_path();
         }
     }
 }
@@ -346,8 +369,22 @@ impl Datagrams {
 }
 
 /// The kernel's stand-in for an id it cannot map (`/proc/sys/kernel/overflowuid` and
-/// `overflowgid`, 65534 by default): the uid and gid it reports when it has none.
+/// `overflowgid`, 65534 unless changed): the uid and gid it reports when it has none.
 const OVERFLOW_ID: u32 = 65534;
+
+/// The overflow uid and gid this kernel uses, read once.
+fn overflow_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(OVERFLOW_ID)
+        };
+        (read("overflowuid"), read("overflowgid"))
+    })
+}
 
 /// SAFETY: `msg` must be a header the kernel just filled.
 unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
@@ -366,7 +403,7 @@ unsafe fn creds_of(msg: &libc::msghdr) -> Option<Creds> {
 /// datagram queued before `SO_PASSCRED` was on (the one that starts a socket-activated
 /// shipper) reads as pid 0 with the overflow uid and gid, a sender that never existed.
 fn attested(u: libc::ucred) -> Option<Creds> {
-    if u.pid == 0 && u.uid == OVERFLOW_ID && u.gid == OVERFLOW_ID {
+    if u.pid == 0 && (u.uid, u.gid) == overflow_ids() {
         return None;
     }
     Some(Creds {
@@ -442,8 +479,16 @@ pub fn tcp_loop(
 ) {
     let _ = listener.set_nonblocking(true);
     let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let mut stopped_at: Option<std::time::Instant> = None;
     loop {
         let stopping = stop.load(Relaxed);
+        if stopping {
+            // Peers that keep connecting must not hold the stop past its bound.
+            let at = *stopped_at.get_or_insert_with(std::time::Instant::now);
+            if at.elapsed() >= DRAIN_LIMIT {
+                break;
+            }
+        }
         match listener.accept() {
             Ok((conn, peer)) => {
                 conns.retain(|c| !c.is_finished());
@@ -497,31 +542,21 @@ fn tcp_conn(
     stop: &Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Read};
-    let mut r = BufReader::with_capacity(64 * 1024, conn);
+    let mut r = BufReader::with_capacity(
+        64 * 1024,
+        Peer {
+            conn,
+            stop,
+            drain_until: None,
+        },
+    );
     let mut frame = Vec::new();
-    let mut drain_until = None;
     loop {
-        if drain_until.is_none() && stop.load(Relaxed) {
-            r.get_ref().set_read_timeout(Some(DRAIN_QUIET))?;
-            drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
-        }
-        if drain_until.is_some_and(|d| std::time::Instant::now() >= d) {
-            return Ok(());
-        }
         let first = match r.fill_buf() {
             Ok([]) => return Ok(()),
             Ok(b) => b[0],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if drain_until.is_some() {
-                    return Ok(());
-                }
-                continue;
-            }
+            // Only at a stop: the peer went quiet, or the drain limit passed.
+            Err(e) if is_timeout(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
         frame.clear();
@@ -561,6 +596,46 @@ fn tcp_conn(
             creds: None,
             source: Source::SyslogTcp,
         });
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// A TCP peer's stream as the frame reader sees it. Until a stop, a read that times out is
+/// tried again, so a peer may pause anywhere, even mid-frame. From a stop on, every read
+/// checks the clock: reading ends once the peer has been quiet for `DRAIN_QUIET`, or at
+/// `DRAIN_LIMIT` whatever it sends, even inside an endless line or a huge octet count
+/// (checked only between frames, such a peer held a stop for as long as it kept sending).
+struct Peer<'a> {
+    conn: std::net::TcpStream,
+    stop: &'a AtomicBool,
+    drain_until: Option<std::time::Instant>,
+}
+
+impl std::io::Read for Peer<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.drain_until.is_none() && self.stop.load(Relaxed) {
+                self.conn.set_read_timeout(Some(DRAIN_QUIET))?;
+                self.drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
+            }
+            if self
+                .drain_until
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            match self.conn.read(buf) {
+                Err(e) if is_timeout(&e) && self.drain_until.is_none() => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                res => return res,
+            }
+        }
     }
 }
 
