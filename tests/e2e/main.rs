@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `sawmill` binary and talks to it over HTTP.
 
 mod bulk;
+mod contract;
 mod corpus;
 mod docker;
 mod durability;
