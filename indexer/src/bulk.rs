@@ -1,5 +1,6 @@
 //! The Elasticsearch bulk format, so Vector, Fluent Bit, Filebeat and Logstash ship unchanged.
 
+use sawmill_record::Severity;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -201,7 +202,7 @@ fn map_source(mut doc: Map<String, Value>, index: &str, id: Option<&str>) -> Map
             .and_then(Value::as_str)
             .map(str::to_string);
         if let Some(level) = level {
-            if crate::record::normalize_severity(&level).is_ok() {
+            if Severity::parse(&level).is_ok() {
                 doc.insert("severity".into(), Value::String(level));
             }
         }
