@@ -405,41 +405,46 @@ struct Tailing {
 }
 
 impl Tailing {
+    /// Reads the next chunk of a round's hits into events.
+    async fn read_events(&mut self, reader: HitReader) {
+        let cut = self.cut;
+        let res = self
+            .s
+            .searches
+            .spawn(move || {
+                let mut reader = reader;
+                let mut events = Vec::new();
+                let mut bytes = 0;
+                while bytes < CHUNK_BYTES {
+                    let Some(hit) = reader.next_hit()? else { break };
+                    let mut out = Vec::new();
+                    hit.write_json(&mut out, cut);
+                    bytes += out.len();
+                    events.push(Event::default().data(String::from_utf8_lossy(&out)));
+                }
+                Ok((reader, events))
+            })
+            .await
+            .and_then(|r| r);
+        match res {
+            Ok((reader, events)) => {
+                self.reading = Some(reader);
+                self.pending.extend(events);
+            }
+            Err(e) => {
+                self.pending
+                    .push_back(Event::default().event("error").data(e.to_string()));
+            }
+        }
+    }
+
     async fn next_event(&mut self) -> Option<Event> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(ev);
             }
             if let Some(reader) = self.reading.take().filter(|r| r.remaining() > 0) {
-                let cut = self.cut;
-                let res = self
-                    .s
-                    .searches
-                    .spawn(move || {
-                        let mut reader = reader;
-                        let mut events = Vec::new();
-                        let mut bytes = 0;
-                        while bytes < CHUNK_BYTES {
-                            let Some(hit) = reader.next_hit()? else { break };
-                            let mut out = Vec::new();
-                            hit.write_json(&mut out, cut);
-                            bytes += out.len();
-                            events.push(Event::default().data(String::from_utf8_lossy(&out)));
-                        }
-                        Ok((reader, events))
-                    })
-                    .await
-                    .and_then(|r| r);
-                match res {
-                    Ok((reader, events)) => {
-                        self.reading = Some(reader);
-                        self.pending.extend(events);
-                    }
-                    Err(e) => {
-                        self.pending
-                            .push_back(Event::default().event("error").data(e.to_string()));
-                    }
-                }
+                self.read_events(reader).await;
                 continue;
             }
             let mut shutdown = self.s.shutdown.clone();

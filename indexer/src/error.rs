@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sawmill_record::api::ErrorBody;
 
-use crate::searches::span_text;
+use crate::times::span_text;
 
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -877,6 +877,59 @@ impl Compiler<'_> {
         }
     }
 
+    /// A word with wildcards on an analyzed field (see [`Compiler::text`]).
+    fn text_pattern(
+        &self,
+        name: &str,
+        pieces: &[Piece],
+        field: Field,
+        json_base: Option<&Term>,
+    ) -> Result<Compiled> {
+        // Wildcards are not analyzed (as in Lucene), so they match one word: only its
+        // case is folded, as the index folds it.
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Char(c) if !c.is_alphanumeric()))
+        {
+            return Err(self.bad(format!(
+                "the wildcard word `{}` on `{name}` holds characters that split words; wildcards match within one word",
+                pattern_text(pieces)
+            )));
+        }
+        self.scan()?;
+        // A pattern whose shortest match is too long for the index matches nothing.
+        let shortest: usize = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Char(c) => c.len_utf8(),
+                Piece::One => 1,
+                Piece::Any => 0,
+            })
+            .sum();
+        if shortest >= MAX_WORD_BYTES {
+            return Err(self.bad(format!(
+                "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, so `{}` can never match: shorten it",
+                shorten(&pattern_text(pieces))
+            )));
+        }
+        let lowered: Vec<Piece> = pieces
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Char(c) => c.to_lowercase().map(Piece::Char).collect(),
+                other => vec![other.clone()],
+            })
+            .collect();
+        let mut prefix = match json_base {
+            Some(base) => {
+                let mut t = base.clone();
+                t.append_type_and_str("");
+                t.serialized_value_bytes().to_vec()
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(Box::new(pattern_query(field, &mut prefix, lowered))))
+    }
+
     /// A value on an analyzed field: `message`, or text inside `fields` (then `json_base`
     /// is the path's term, for patterns).
     fn text(
@@ -920,51 +973,7 @@ impl Compiler<'_> {
                     ))),
                 }
             }
-            Value::Pattern(pieces) => {
-                // Wildcards are not analyzed (as in Lucene), so they match one word: only its
-                // case is folded, as the index folds it.
-                if pieces
-                    .iter()
-                    .any(|p| matches!(p, Piece::Char(c) if !c.is_alphanumeric()))
-                {
-                    return Err(self.bad(format!(
-                        "the wildcard word `{}` on `{name}` holds characters that split words; wildcards match within one word",
-                        pattern_text(pieces)
-                    )));
-                }
-                self.scan()?;
-                // A pattern whose shortest match is too long for the index matches nothing.
-                let shortest: usize = pieces
-                    .iter()
-                    .map(|p| match p {
-                        Piece::Char(c) => c.len_utf8(),
-                        Piece::One => 1,
-                        Piece::Any => 0,
-                    })
-                    .sum();
-                if shortest >= MAX_WORD_BYTES {
-                    return Err(self.bad(format!(
-                        "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, so `{}` can never match: shorten it",
-                        shorten(&pattern_text(pieces))
-                    )));
-                }
-                let lowered: Vec<Piece> = pieces
-                    .iter()
-                    .flat_map(|p| match p {
-                        Piece::Char(c) => c.to_lowercase().map(Piece::Char).collect(),
-                        other => vec![other.clone()],
-                    })
-                    .collect();
-                let mut prefix = match json_base {
-                    Some(base) => {
-                        let mut t = base.clone();
-                        t.append_type_and_str("");
-                        t.serialized_value_bytes().to_vec()
-                    }
-                    None => Vec::new(),
-                };
-                Ok(Some(Box::new(pattern_query(field, &mut prefix, lowered))))
-            }
+            Value::Pattern(pieces) => self.text_pattern(name, pieces, field, json_base),
             Value::Range { .. } => Err(self.bad(format!(
                 "`{name}` is searched by words, not ranges: ranges work on pid, ts, _seq and the exact-value fields ({})",
                 EXACT.join(", ")

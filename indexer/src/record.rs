@@ -71,31 +71,7 @@ impl Record {
             Some(Value::Object(m)) => m,
             Some(other) => return Err(format!("`fields` must be an object, not {other}")),
         };
-        for name in EXACT {
-            let value = match obj.remove(name) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s,
-                Some(Value::Number(n)) => n.to_string(),
-                // ECS-style objects (`host: {name: ...}`) give their name; the rest is kept.
-                Some(Value::Object(o)) => {
-                    let named = match o.get("name") {
-                        Some(Value::String(n)) => Some(n.clone()),
-                        _ => None,
-                    };
-                    fields.insert(name.to_string(), Value::Object(o));
-                    match named {
-                        Some(n) => n,
-                        None => continue,
-                    }
-                }
-                Some(other) => {
-                    fields.insert(name.to_string(), other);
-                    continue;
-                }
-            };
-            wire.set_exact(name, value.into())
-                .map_err(|e| e.to_string())?;
-        }
+        take_exact(&mut obj, &mut wire, &mut fields)?;
         wire.pid = match obj.remove("pid") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
@@ -157,6 +133,42 @@ impl Record {
             source: source.to_string(),
         })
     }
+}
+
+/// Moves the exact fields (see [`EXACT`]) from an ingested object into `wire`: strings as
+/// they are, numbers as their text, an ECS object (`host: {name: ...}`) by its name with the
+/// object itself kept in `fields`, anything else into `fields` whole.
+fn take_exact(
+    obj: &mut Map<String, Value>,
+    wire: &mut sawmill_record::Record<'static>,
+    fields: &mut Map<String, Value>,
+) -> Result<(), String> {
+    for name in EXACT {
+        let value = match obj.remove(name) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            // ECS-style objects (`host: {name: ...}`) give their name; the rest is kept.
+            Some(Value::Object(o)) => {
+                let named = match o.get("name") {
+                    Some(Value::String(n)) => Some(n.clone()),
+                    _ => None,
+                };
+                fields.insert(name.to_string(), Value::Object(o));
+                match named {
+                    Some(n) => n,
+                    None => continue,
+                }
+            }
+            Some(other) => {
+                fields.insert(name.to_string(), other);
+                continue;
+            }
+        };
+        wire.set_exact(name, value.into())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Takes the idempotency key out of an ingested object: `_src` with `_seq`, or `_id`.

@@ -261,18 +261,6 @@ fn lower_priority() {
     }
 }
 
-/// `30s`, `1ms`: a duration as the flags take it.
-pub fn span_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        format!("{}us", d.as_micros())
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

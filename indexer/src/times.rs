@@ -170,6 +170,18 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// `30s`, `1ms`: a duration as the flags take it.
+pub fn span_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

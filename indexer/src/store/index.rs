@@ -19,7 +19,8 @@ use crate::metrics::{
 };
 use crate::partition::Partition;
 use crate::record::Record;
-use crate::store::{checkpoint, retention, Shared};
+use crate::store::shared::Shared;
+use crate::store::{checkpoint, retention};
 use crate::wal;
 
 /// Records the log thread made durable, for the index thread.

@@ -22,6 +22,7 @@ mod index;
 mod log;
 mod recovery;
 mod retention;
+mod shared;
 
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
@@ -43,26 +44,20 @@ pub use retention::check_age;
 
 use index::Indexer;
 use log::{LogThread, WalRequest};
+use shared::Shared;
 
 /// The shared handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
+    threads: Arc<Threads>,
 }
 
-/// What the store's threads and handles share.
-struct Shared {
-    config: StoreConfig,
-    fields: Fields,
-    partitions: Partitions,
+/// The way into the log thread, and both threads, for a stop.
+struct Threads {
+    /// Taken at a stop: the log thread ends once the last request is in.
     wal_tx: Mutex<Option<mpsc::Sender<WalRequest>>>,
-    /// Log position below which every record is searchable.
-    searchable: watch::Sender<u64>,
-    metrics: Arc<Metrics>,
-    /// Why the store needs an operator, if it does (shown by `/healthz`).
-    problem: Mutex<Option<String>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    _lock: DirLock,
+    handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Store {
@@ -78,16 +73,13 @@ impl Store {
         let metrics = Arc::new(Metrics::default());
         metrics.set(M::Partitions, partitions.len() as u64);
         let (searchable, _) = watch::channel(checkpoint);
-        let (wal_tx, wal_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             config,
             fields: Fields::new(),
             partitions: Partitions::new(partitions),
-            wal_tx: Mutex::new(Some(wal_tx)),
             searchable,
             metrics,
             problem: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
             _lock: lock,
         });
 
@@ -107,6 +99,7 @@ impl Store {
             "Store opened."
         );
         indexer.update_gauges();
+        let (wal_tx, wal_rx) = mpsc::channel(1024);
         let (index_tx, index_rx) = sync_channel(16);
         let log = LogThread {
             wal,
@@ -122,8 +115,11 @@ impl Store {
             .name("sawmill-index".into())
             .spawn(move || indexer.run(index_rx))
             .map_err(|e| Error::io(&data, e))?;
-        shared.threads.lock().unwrap().extend([t1, t2]);
-        Ok(Store { shared })
+        let threads = Arc::new(Threads {
+            wal_tx: Mutex::new(Some(wal_tx)),
+            handles: Mutex::new(vec![t1, t2]),
+        });
+        Ok(Store { shared, threads })
     }
 
     /// Makes `records` durable (or recognizes them as duplicates) before returning.
@@ -132,7 +128,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let tx = self
-            .shared
+            .threads
             .wal_tx
             .lock()
             .unwrap()
@@ -170,8 +166,8 @@ impl Store {
 
     /// Stops taking records, commits everything acknowledged, and waits for the threads.
     pub fn shutdown(&self) {
-        self.shared.wal_tx.lock().unwrap().take();
-        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
+        self.threads.wal_tx.lock().unwrap().take();
+        let threads: Vec<_> = self.threads.handles.lock().unwrap().drain(..).collect();
         for t in threads {
             let _ = t.join();
         }

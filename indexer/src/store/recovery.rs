@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::partition::Partition;
 use crate::store::index::{decode_frame, Indexer};
-use crate::store::Shared;
+use crate::store::shared::Shared;
 use crate::wal::Wal;
 
 /// The partitions in `data`, by start; removes those a crash left half created or half
