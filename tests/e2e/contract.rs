@@ -70,7 +70,11 @@ fn a_message_of_any_json_shape_is_stored_as_its_text() {
                 .iter()
                 .enumerate()
                 .map(|(n, (_, text))| {
-                    let text = if cut.is_empty() { text } else { &text[..text.len().min(3)] };
+                    let text = if cut.is_empty() {
+                        text
+                    } else {
+                        &text[..text.len().min(3)]
+                    };
                     (n as u64, text.to_string())
                 })
                 .collect();
