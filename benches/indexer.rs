@@ -280,7 +280,10 @@ fn main() {
             "request_id lookup",
             Box::new(|i| {
                 let q = TermQuery::new(
-                    Term::from_field_text(fields.strings[8], &ids[i % ids.len()]),
+                    Term::from_field_text(
+                        fields.exact_field("request_id").unwrap(),
+                        &ids[i % ids.len()],
+                    ),
                     IndexRecordOption::Basic,
                 );
                 let (c, top) = searcher.search(&q, &(Count, by_ts())).unwrap();

@@ -1,10 +1,11 @@
-//! The HTTP API of DESIGN.md: handlers parse the request, call the store, shape the answer.
-//! Searches run on the search threads within their limits; answers with hits are streamed,
-//! the hits read from the doc store a chunk at a time as the client takes them.
+//! The HTTP API of DESIGN.md, where every request enters: handlers parse the request (the
+//! contract's parameter types), call a service (`ingest`, or a [`Searcher`] method on the
+//! search threads within their limits), and shape the answer (the contract's answer types).
+//! Answers with hits are streamed, the hits read from the doc store a chunk at a time as the
+//! client takes them; unit tests read them back as the contract's types.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,22 +19,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
+use sawmill_record::api::{
+    self as paths, Bucket, ContextParams, Health, HistogramParams, HistogramResponse, SearchParams,
+    TailParams, TermCount, TermsParams, TermsResponse, TraceParams, MAX_BUCKETS, MAX_LIMIT,
+    MAX_TERMS, MAX_TRACE_LIMIT,
+};
+use sawmill_record::time::format_micros;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tantivy::query::Query;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::body::{decode, ndjson_objects, read_limited};
-use crate::collectors::Order;
+use crate::body::{decode, read_limited};
 use crate::error::{Error, Result};
-use crate::metrics::add_duration;
-use crate::record::{cut_message, Record};
-use crate::search::{HitReader, Scope, TimeRange};
+use crate::ingest::{self, Format, IngestReport};
+use crate::metrics::{AnswerFailed, BodyDecoded, BodyReceived, Searched, M};
+use crate::search::{HitReader, Searcher, TimeRange};
 use crate::searches::{Budget, SearchLimits, Searches};
-use crate::store::{Outcome, Store};
-use crate::times::{format_rfc3339, parse_instant};
+use crate::store::Store;
+use crate::times::parse_instant;
 
 /// Limits of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -71,6 +77,7 @@ impl Default for ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     store: Store,
+    searcher: Searcher,
     config: ApiConfig,
     searches: Searches,
     shutdown: watch::Receiver<bool>,
@@ -80,21 +87,22 @@ pub struct AppState {
 /// does not wait on them.
 pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) -> Router {
     Router::new()
-        .route("/api/v1/ingest", post(ingest))
-        .route("/_bulk", post(bulk))
-        .route("/{index}/_bulk", post(bulk_index))
-        .route("/api/v1/search", get(search))
-        .route("/api/v1/histogram", get(histogram))
-        .route("/api/v1/terms", get(terms))
-        .route("/api/v1/context/{id}", get(context))
-        .route("/api/v1/trace/{id}", get(trace))
-        .route("/api/v1/tail", get(tail))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route(paths::INGEST, post(ingest))
+        .route(paths::BULK, post(bulk))
+        .route(paths::BULK_INDEX, post(bulk_index))
+        .route(paths::SEARCH, get(search))
+        .route(paths::HISTOGRAM, get(histogram))
+        .route(paths::TERMS, get(terms))
+        .route(paths::CONTEXT, get(context))
+        .route(paths::TRACE, get(trace))
+        .route(paths::TAIL, get(tail))
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::METRICS, get(metrics))
         .route("/", get(root))
         .fallback(not_found)
         .with_state(AppState {
             searches: Searches::start(config.searches.clone(), store.metrics().clone()),
+            searcher: Searcher::new(store.partitions().clone(), store.fields().clone()),
             store,
             config,
             shutdown,
@@ -112,91 +120,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
             .map(|q| Params(q.0))
             .map_err(|e| Error::BadRequest(e.body_text()))
     }
-}
-
-fn default_limit() -> usize {
-    100
-}
-fn default_buckets() -> usize {
-    60
-}
-fn default_size() -> usize {
-    10
-}
-fn default_neighbours() -> usize {
-    10
-}
-fn default_trace_limit() -> usize {
-    10_000
-}
-
-const MAX_LIMIT: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SearchParams {
-    #[serde(default)]
-    q: String,
-    start: Option<String>,
-    end: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: usize,
-    #[serde(default)]
-    order: Order,
-    cursor: Option<String>,
-    /// Cut each hit's message to this many bytes (lists show only the start of long ones).
-    max_message_bytes: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistogramParams {
-    #[serde(default)]
-    q: String,
-    start: Option<String>,
-    end: Option<String>,
-    #[serde(default = "default_buckets")]
-    buckets: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TermsParams {
-    field: String,
-    #[serde(default)]
-    q: String,
-    start: Option<String>,
-    end: Option<String>,
-    #[serde(default = "default_size")]
-    size: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContextParams {
-    #[serde(default = "default_neighbours")]
-    before: usize,
-    #[serde(default = "default_neighbours")]
-    after: usize,
-    #[serde(default)]
-    scope: Scope,
-    max_message_bytes: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TraceParams {
-    #[serde(default = "default_trace_limit")]
-    limit: usize,
-    max_message_bytes: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TailParams {
-    #[serde(default)]
-    q: String,
-    max_message_bytes: Option<usize>,
 }
 
 fn time_range(start: Option<&str>, end: Option<&str>) -> Result<TimeRange> {
@@ -232,17 +155,16 @@ fn check_max(name: &str, v: usize, max: usize) -> Result<()> {
 /// Runs a search on the search threads within its limits, counting it.
 async fn blocking<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&Store, &Budget) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Searcher, &Budget) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let store = s.store.clone();
+    let searcher = s.searcher.clone();
     let started = Instant::now();
-    let res = s.searches.run(move |budget| f(&store, budget)).await;
-    let m = s.store.metrics();
-    m.searches.fetch_add(1, Relaxed);
-    add_duration(&m.search_micros, started.elapsed());
-    if res.is_err() {
-        m.search_errors.fetch_add(1, Relaxed);
+    let res = s.searches.run(move |budget| f(&searcher, budget)).await;
+    Searched {
+        took: started.elapsed(),
+        failed: res.is_err(),
     }
+    .emit(s.store.metrics());
     res
 }
 
@@ -297,7 +219,11 @@ async fn streamed(s: &AppState, parts: Vec<Part>) -> Response {
     let first = match next_chunk(&mut parts, s).await {
         Ok(first) => first,
         Err(e) => {
-            s.store.metrics().search_errors.fetch_add(1, Relaxed);
+            AnswerFailed {
+                error: &e,
+                cut_short: false,
+            }
+            .emit(s.store.metrics());
             return e.into_response();
         }
     };
@@ -309,8 +235,11 @@ async fn streamed(s: &AppState, parts: Vec<Part>) -> Response {
             Ok(chunk) if chunk.is_empty() => None,
             Ok(chunk) => Some((Ok(Bytes::from(chunk)), (parts, s))),
             Err(e) => {
-                tracing::error!(error = %e, "Reading hits for an answer failed; the answer is cut short.");
-                s.store.metrics().search_errors.fetch_add(1, Relaxed);
+                AnswerFailed {
+                    error: &e,
+                    cut_short: true,
+                }
+                .emit(s.store.metrics());
                 parts.clear();
                 Some((Err(std::io::Error::other(e.to_string())), (parts, s)))
             }
@@ -353,45 +282,49 @@ async fn search(State(s): State<AppState>, Params(p): Params<SearchParams>) -> R
 async fn histogram(
     State(s): State<AppState>,
     Params(p): Params<HistogramParams>,
-) -> Result<Json<Value>> {
+) -> Result<Json<HistogramResponse>> {
     let range = time_range(p.start.as_deref(), p.end.as_deref())?;
-    check_max("buckets", p.buckets, 10_000)?;
+    check_max("buckets", p.buckets, MAX_BUCKETS)?;
     if p.buckets == 0 {
         return Err(Error::BadRequest("`buckets` must be at least 1".into()));
     }
     let started = Instant::now();
     let h = blocking(&s, move |st, b| st.histogram(&p.q, range, p.buckets, b)).await?;
-    let total: u64 = h.buckets.iter().map(|b| b.1).sum();
-    let buckets: Vec<Value> = h
-        .buckets
-        .iter()
-        .map(|(ts, c)| json!({"ts": micros_rfc3339(*ts), "count": c}))
-        .collect();
-    Ok(Json(
-        json!({"interval_ms": h.interval_micros / 1000, "buckets": buckets, "total": total, "took_ms": ms(started)}),
-    ))
+    Ok(Json(HistogramResponse {
+        interval_ms: h.interval_micros / 1000,
+        total: h.buckets.iter().map(|b| b.1).sum(),
+        buckets: h
+            .buckets
+            .into_iter()
+            .map(|(ts, count)| Bucket {
+                ts: format_micros(ts),
+                count,
+            })
+            .collect(),
+        took_ms: ms(started),
+    }))
 }
 
-fn micros_rfc3339(us: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
-        .map(format_rfc3339)
-        .unwrap_or_default()
-}
-
-async fn terms(State(s): State<AppState>, Params(p): Params<TermsParams>) -> Result<Json<Value>> {
+async fn terms(
+    State(s): State<AppState>,
+    Params(p): Params<TermsParams>,
+) -> Result<Json<TermsResponse>> {
     let range = time_range(p.start.as_deref(), p.end.as_deref())?;
-    check_max("size", p.size, 1000)?;
+    check_max("size", p.size, MAX_TERMS)?;
     let started = Instant::now();
     let field = p.field.clone();
     let t = blocking(&s, move |st, b| st.terms(&p.field, &p.q, range, p.size, b)).await?;
-    let values: Vec<Value> = t
-        .values
-        .iter()
-        .map(|(v, c)| json!({"value": v, "count": c}))
-        .collect();
-    Ok(Json(
-        json!({"field": field, "values": values, "other": t.other, "missing": t.missing, "took_ms": ms(started)}),
-    ))
+    Ok(Json(TermsResponse {
+        field,
+        values: t
+            .values
+            .into_iter()
+            .map(|(value, count)| TermCount { value, count })
+            .collect(),
+        other: t.other,
+        missing: t.missing,
+        took_ms: ms(started),
+    }))
 }
 
 fn parse_id(id: &str) -> Result<u64> {
@@ -436,7 +369,7 @@ async fn trace(
     Path(id): Path<String>,
     Params(p): Params<TraceParams>,
 ) -> Result<Response> {
-    check_max("limit", p.limit, 100_000)?;
+    check_max("limit", p.limit, MAX_TRACE_LIMIT)?;
     let started = Instant::now();
     let key = id.clone();
     let (total, hits) = blocking(&s, move |st, b| st.trace(&key, p.limit, b)).await?;
@@ -472,41 +405,46 @@ struct Tailing {
 }
 
 impl Tailing {
+    /// Reads the next chunk of a round's hits into events.
+    async fn read_events(&mut self, reader: HitReader) {
+        let cut = self.cut;
+        let res = self
+            .s
+            .searches
+            .spawn(move || {
+                let mut reader = reader;
+                let mut events = Vec::new();
+                let mut bytes = 0;
+                while bytes < CHUNK_BYTES {
+                    let Some(hit) = reader.next_hit()? else { break };
+                    let mut out = Vec::new();
+                    hit.write_json(&mut out, cut);
+                    bytes += out.len();
+                    events.push(Event::default().data(String::from_utf8_lossy(&out)));
+                }
+                Ok((reader, events))
+            })
+            .await
+            .and_then(|r| r);
+        match res {
+            Ok((reader, events)) => {
+                self.reading = Some(reader);
+                self.pending.extend(events);
+            }
+            Err(e) => {
+                self.pending
+                    .push_back(Event::default().event("error").data(e.to_string()));
+            }
+        }
+    }
+
     async fn next_event(&mut self) -> Option<Event> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(ev);
             }
             if let Some(reader) = self.reading.take().filter(|r| r.remaining() > 0) {
-                let cut = self.cut;
-                let res = self
-                    .s
-                    .searches
-                    .spawn(move || {
-                        let mut reader = reader;
-                        let mut events = Vec::new();
-                        let mut bytes = 0;
-                        while bytes < CHUNK_BYTES {
-                            let Some(hit) = reader.next_hit()? else { break };
-                            let mut out = Vec::new();
-                            hit.write_json(&mut out, cut);
-                            bytes += out.len();
-                            events.push(Event::default().data(String::from_utf8_lossy(&out)));
-                        }
-                        Ok((reader, events))
-                    })
-                    .await
-                    .and_then(|r| r);
-                match res {
-                    Ok((reader, events)) => {
-                        self.reading = Some(reader);
-                        self.pending.extend(events);
-                    }
-                    Err(e) => {
-                        self.pending
-                            .push_back(Event::default().event("error").data(e.to_string()));
-                    }
-                }
+                self.read_events(reader).await;
                 continue;
             }
             let mut shutdown = self.s.shutdown.clone();
@@ -561,7 +499,7 @@ async fn tail(
     State(s): State<AppState>,
     Params(p): Params<TailParams>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    let query: Arc<dyn Query> = Arc::from(s.store.parse_query(&p.q)?);
+    let query: Arc<dyn Query> = Arc::from(s.searcher.parse_query(&p.q)?);
     let mut searchable = s.store.subscribe();
     let from = *searchable.borrow_and_update();
     let state = Tailing {
@@ -580,23 +518,9 @@ async fn tail(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-#[derive(Serialize)]
-struct RejectedLine {
-    line: usize,
-    error: String,
-}
-
-#[derive(Serialize)]
-struct IngestBody {
-    accepted: usize,
-    duplicates: usize,
-    rejected: Vec<RejectedLine>,
-}
-
-/// Reads and decodes a body within the limits, counting bytes.
+/// Reads and decodes a body within the limits, counting it.
 async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>> {
-    let m = s.store.metrics();
-    m.ingest_requests.fetch_add(1, Relaxed);
+    s.store.metrics().add(M::IngestRequests, 1);
     let limit = s.config.max_body_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -611,112 +535,45 @@ async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec
     let raw = tokio::time::timeout(s.config.body_timeout, read_limited(body, limit))
         .await
         .map_err(|_| Error::BodyTimeout(s.config.body_timeout))??;
-    m.bytes_received.fetch_add(raw.len() as u64, Relaxed);
+    BodyReceived { bytes: raw.len() }.emit(s.store.metrics());
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let decoded = tokio::task::spawn_blocking(move || decode(encoding.as_deref(), raw, limit))
-        .await
-        .unwrap_or_else(|e| Err(Error::BadEncoding(e.to_string())))?;
-    m.bytes_decoded.fetch_add(decoded.len() as u64, Relaxed);
+    let decoded =
+        tokio::task::spawn_blocking(move || decode(encoding.as_deref(), raw, limit)).await??;
+    BodyDecoded {
+        bytes: decoded.len(),
+    }
+    .emit(s.store.metrics());
     Ok(decoded)
 }
 
-/// Retention would remove such a record at once, so it is refused up front, as Loki does.
-fn check_age(s: &AppState, r: &Record, now: OffsetDateTime) -> std::result::Result<(), String> {
-    if let Some(ret) = s.store.retention() {
-        if now
-            .checked_sub(time::Duration::seconds(
-                ret.as_secs().min(i64::MAX as u64) as i64
-            ))
-            .is_some_and(|cutoff| r.ts < cutoff)
-        {
-            return Err(format!(
-                "`ts` {} is older than the retention period ({} s)",
-                format_rfc3339(r.ts),
-                ret.as_secs()
-            ));
+/// Every ingest route: read the body, hand it to the ingest service, answer in the route's
+/// form; a failed request is counted.
+async fn ingest_route(s: &AppState, headers: &HeaderMap, body: Body, format: Format) -> Response {
+    let res = async {
+        let decoded = body_bytes(s, headers, body).await?;
+        ingest::ingest(&s.store, decoded, format, s.config.max_message_bytes).await
+    }
+    .await;
+    match res {
+        Ok(IngestReport::Ndjson(r)) => Json(r).into_response(),
+        Ok(IngestReport::Bulk(r)) => Json(r).into_response(),
+        Err(e) => {
+            s.store.metrics().add(M::IngestErrors, 1);
+            e.into_response()
         }
     }
-    Ok(())
 }
 
 async fn ingest(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let res = ingest_inner(&s, &headers, body).await;
-    count_error(&s, res)
-}
-
-fn count_error<T: IntoResponse>(s: &AppState, res: Result<T>) -> Response {
-    if res.is_err() {
-        s.store.metrics().ingest_errors.fetch_add(1, Relaxed);
-    }
-    res.into_response()
-}
-
-async fn ingest_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<IngestBody>> {
-    let decoded = body_bytes(s, headers, body).await?;
-    let st = s.clone();
-    let max = s.config.max_message_bytes;
-    let (records, rejected, cut) = tokio::task::spawn_blocking(move || {
-        let now = OffsetDateTime::now_utc();
-        let mut records = Vec::new();
-        let mut rejected = Vec::new();
-        let mut cut = Vec::new();
-        for (line, obj) in ndjson_objects(&decoded) {
-            let mut was_cut = false;
-            match obj
-                .and_then(|mut o| {
-                    was_cut = cut_message(&mut o, max);
-                    Record::from_object(o, now)
-                })
-                .and_then(|r| check_age(&st, &r, now).map(|_| r))
-            {
-                Ok(r) => {
-                    records.push(r);
-                    cut.push(was_cut);
-                }
-                Err(error) => rejected.push(RejectedLine { line, error }),
-            }
-        }
-        (records, rejected, cut)
-    })
-    .await
-    .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let m = s.store.metrics();
-    m.records_rejected.fetch_add(rejected.len() as u64, Relaxed);
-    let outcomes = s.store.ingest(records).await?;
-    count_cut(s, &outcomes, &cut);
-    let duplicates = outcomes
-        .iter()
-        .filter(|o| **o == Outcome::Duplicate)
-        .count();
-    let accepted = outcomes.len() - duplicates;
-    m.records_accepted.fetch_add(accepted as u64, Relaxed);
-    m.records_duplicate.fetch_add(duplicates as u64, Relaxed);
-    Ok(Json(IngestBody {
-        accepted,
-        duplicates,
-        rejected,
-    }))
-}
-
-/// Counts the stored records whose message was cut (a resent duplicate was counted before).
-fn count_cut(s: &AppState, outcomes: &[Outcome], cut: &[bool]) {
-    let n = outcomes
-        .iter()
-        .zip(cut)
-        .filter(|(o, c)| **c && matches!(o, Outcome::Stored(_)))
-        .count();
-    s.store
-        .metrics()
-        .records_truncated
-        .fetch_add(n as u64, Relaxed);
+    ingest_route(&s, &headers, body, Format::Ndjson).await
 }
 
 async fn bulk(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let res = bulk_inner(&s, "_default", &headers, body).await;
-    count_error(&s, res)
+    let index = "_default".to_string();
+    ingest_route(&s, &headers, body, Format::Bulk { index }).await
 }
 
 async fn bulk_index(
@@ -725,54 +582,23 @@ async fn bulk_index(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let res = bulk_inner(&s, &index, &headers, body).await;
-    count_error(&s, res)
-}
-
-async fn bulk_inner(
-    s: &AppState,
-    index: &str,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Json<Value>> {
-    let started = Instant::now();
-    let decoded = body_bytes(s, headers, body).await?;
-    let index = index.to_string();
-    let max = s.config.max_message_bytes;
-    let (records, items, cut) = tokio::task::spawn_blocking(move || {
-        crate::bulk::parse(&decoded, &index, OffsetDateTime::now_utc(), max)
-    })
-    .await
-    .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let m = s.store.metrics();
-    let outcomes = s.store.ingest(records).await?;
-    count_cut(s, &outcomes, &cut);
-    let duplicates = outcomes
-        .iter()
-        .filter(|o| **o == Outcome::Duplicate)
-        .count();
-    m.records_accepted
-        .fetch_add((outcomes.len() - duplicates) as u64, Relaxed);
-    m.records_duplicate.fetch_add(duplicates as u64, Relaxed);
-    let resp = crate::bulk::response(&items, &outcomes, ms(started));
-    m.records_rejected
-        .fetch_add(items.iter().filter(|i| i.failed()).count() as u64, Relaxed);
-    Ok(Json(resp))
+    ingest_route(&s, &headers, body, Format::Bulk { index }).await
 }
 
 /// 200 while all is well; 503 with the reason once an operator must act.
 async fn healthz(State(s): State<AppState>) -> Response {
-    let position = *s.store.subscribe().borrow();
-    match s.store.problem() {
-        None => Json(json!({"status": "ok", "searchable_position": position})).into_response(),
-        Some(problem) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"status": "degraded", "problem": problem, "searchable_position": position}),
-            ),
-        )
-            .into_response(),
-    }
+    let searchable_position = *s.store.subscribe().borrow();
+    let problem = s.store.problem();
+    let status = match problem {
+        None => axum::http::StatusCode::OK,
+        Some(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let health = Health {
+        status: if problem.is_none() { "ok" } else { "degraded" }.into(),
+        problem,
+        searchable_position,
+    };
+    (status, Json(health)).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -921,6 +747,85 @@ mod tests {
             .unwrap();
         let (status, _) = call(&app, req).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Ingests `body` and waits until `n` records are searchable.
+    async fn ingest_and_wait(app: &Router, body: &str, n: u64) {
+        let req = Request::post(paths::INGEST)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        assert_eq!(call(app, req).await.0, StatusCode::OK);
+        for _ in 0..500 {
+            if call(app, get("/api/v1/search?q=*")).await.1["total"] == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{n} records never became searchable");
+    }
+
+    /// The raw body of a GET, which must answer 200.
+    async fn text(app: &Router, uri: &str) -> String {
+        let resp = app.clone().oneshot(get(uri)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    // The streamed answers are written as text, piece by piece: these read them back as the
+    // contract's types, so the text and the contract cannot drift apart.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn streamed_answers_read_back_as_the_contract_types() {
+        use sawmill_record::api::{ContextResponse, SearchResponse, TraceResponse};
+        use sawmill_record::Severity;
+
+        let (app, store, dir) = app("streamed");
+        let body = "{\"ts\":\"2026-11-30T07:00:01Z\",\"message\":\"one\",\"host\":\"h\",\"service\":\"api\",\"severity\":\"ERROR\",\"trace_id\":\"t1\",\"_src\":\"s\",\"_seq\":1}\n\
+                    {\"ts\":\"2026-11-30T07:00:02Z\",\"message\":\"two\",\"host\":\"h\",\"service\":\"api\",\"request_id\":\"t1\",\"pid\":7}\n\
+                    {\"ts\":\"2026-11-30T07:00:03Z\",\"message\":\"three\",\"host\":\"h\",\"service\":\"api\",\"fields\":{\"k\":1}}\n";
+        ingest_and_wait(&app, body, 3).await;
+
+        let page: SearchResponse =
+            serde_json::from_str(&text(&app, "/api/v1/search?q=*&limit=2").await).unwrap();
+        assert_eq!(page.total, 3);
+        let messages: Vec<&str> = page.hits.iter().map(|h| &*h.record.message).collect();
+        assert_eq!(messages, ["three", "two"]);
+        assert_eq!(page.hits[0].record.fields["k"], 1);
+        assert_eq!(page.hits[1].record.pid, Some(7));
+        let cursor = page.cursor.expect("a full page has a cursor");
+        let uri = format!("/api/v1/search?q=*&limit=2&cursor={cursor}");
+        let rest: SearchResponse = serde_json::from_str(&text(&app, &uri).await).unwrap();
+        assert_eq!(rest.hits.len(), 1);
+        let first = &rest.hits[0];
+        assert_eq!(first.record.severity, Some(Severity::Err));
+        assert_eq!(
+            first.record.key.as_ref().map(|k| (&*k.src, k.seq)),
+            Some(("s", 1))
+        );
+        assert_eq!(rest.cursor, None);
+
+        let cut: SearchResponse =
+            serde_json::from_str(&text(&app, "/api/v1/search?q=three&max_message_bytes=2").await)
+                .unwrap();
+        assert_eq!(
+            (&*cut.hits[0].record.message, cut.hits[0].message_cut),
+            ("th", true)
+        );
+
+        let uri = format!("/api/v1/context/{}?before=5&after=5", page.hits[1].id);
+        let c: ContextResponse = serde_json::from_str(&text(&app, &uri).await).unwrap();
+        assert_eq!(c.anchor.record.message, "two");
+        assert_eq!(c.anchor.id, page.hits[1].id);
+        let before: Vec<&str> = c.before.iter().map(|h| &*h.record.message).collect();
+        let after: Vec<&str> = c.after.iter().map(|h| &*h.record.message).collect();
+        assert_eq!((before, after), (vec!["one"], vec!["three"]));
+
+        let t: TraceResponse = serde_json::from_str(&text(&app, "/api/v1/trace/t1").await).unwrap();
+        assert_eq!((t.id.as_str(), t.total), ("t1", 2));
+        let messages: Vec<&str> = t.hits.iter().map(|h| &*h.record.message).collect();
+        assert_eq!(messages, ["one", "two"]);
         store.shutdown();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -1,5 +1,6 @@
 //! The Elasticsearch bulk format, so Vector, Fluent Bit, Filebeat and Logstash ship unchanged.
 
+use sawmill_record::Severity;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -48,69 +49,17 @@ pub fn parse(
     let mut records = Vec::new();
     let mut items = Vec::new();
     while let Some(action_line) = lines.next() {
-        let action = match parse_object(action_line) {
-            Ok(a) => a,
-            Err(e) => {
-                items.push(failed(
-                    "index",
-                    default_index,
-                    None,
-                    400,
-                    "action_request_validation_exception",
-                    format!("malformed action line: {e}"),
-                ));
+        let (name, index, id) = match action(action_line, default_index) {
+            Action::Store { name, index, id } => (name, index, id),
+            Action::Failed { item, has_source } => {
+                if has_source {
+                    // Skip the document line so the next action lines up.
+                    lines.next();
+                }
+                items.push(item);
                 continue;
             }
         };
-        let Some((name, meta)) = action.into_iter().next() else {
-            items.push(failed(
-                "index",
-                default_index,
-                None,
-                400,
-                "action_request_validation_exception",
-                "empty action line".into(),
-            ));
-            continue;
-        };
-        let meta = meta.as_object().cloned().unwrap_or_default();
-        let index = meta
-            .get("_index")
-            .and_then(Value::as_str)
-            .unwrap_or(default_index)
-            .to_string();
-        let id = meta.get("_id").and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
-        match name.as_str() {
-            "index" | "create" => {}
-            "delete" => {
-                items.push(failed(
-                    &name,
-                    &index,
-                    id,
-                    400,
-                    "illegal_argument_exception",
-                    "sawmill keeps logs immutable: `delete` is not supported".into(),
-                ));
-                continue;
-            }
-            _ => {
-                // `update` carries a source line; skip it so the next action lines up.
-                lines.next();
-                items.push(failed(
-                    &name,
-                    &index,
-                    id,
-                    400,
-                    "illegal_argument_exception",
-                    format!("action `{name}` is not supported: use `index` or `create`"),
-                ));
-                continue;
-            }
-        }
         let Some(source_line) = lines.next() else {
             items.push(failed(
                 &name,
@@ -150,6 +99,71 @@ pub fn parse(
         }
     }
     (records, items, cut)
+}
+
+/// What an action line asks for.
+enum Action {
+    /// Store the document on the next line.
+    Store {
+        name: String,
+        index: String,
+        id: Option<String>,
+    },
+    /// The failed item to answer for it, and whether a document line follows that must be
+    /// skipped.
+    Failed { item: Item, has_source: bool },
+}
+
+/// Reads an action line.
+fn action(line: &[u8], default_index: &str) -> Action {
+    let invalid = "action_request_validation_exception";
+    let action = match parse_object(line) {
+        Ok(a) => a,
+        Err(e) => {
+            let reason = format!("malformed action line: {e}");
+            let item = failed("index", default_index, None, 400, invalid, reason);
+            return Action::Failed {
+                item,
+                has_source: false,
+            };
+        }
+    };
+    let Some((name, meta)) = action.into_iter().next() else {
+        let reason = "empty action line".into();
+        let item = failed("index", default_index, None, 400, invalid, reason);
+        return Action::Failed {
+            item,
+            has_source: false,
+        };
+    };
+    let meta = meta.as_object().cloned().unwrap_or_default();
+    let index = meta
+        .get("_index")
+        .and_then(Value::as_str)
+        .unwrap_or(default_index)
+        .to_string();
+    let id = meta.get("_id").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let illegal = "illegal_argument_exception";
+    let (reason, has_source) = match name.as_str() {
+        "index" | "create" => return Action::Store { name, index, id },
+        "delete" => (
+            "sawmill keeps logs immutable: `delete` is not supported".to_string(),
+            false,
+        ),
+        // `update` carries a source line.
+        _ => (
+            format!("action `{name}` is not supported: use `index` or `create`"),
+            true,
+        ),
+    };
+    Action::Failed {
+        item: failed(&name, &index, id, 400, illegal, reason),
+        has_source,
+    }
 }
 
 fn failed(
@@ -201,7 +215,7 @@ fn map_source(mut doc: Map<String, Value>, index: &str, id: Option<&str>) -> Map
             .and_then(Value::as_str)
             .map(str::to_string);
         if let Some(level) = level {
-            if crate::record::normalize_severity(&level).is_ok() {
+            if Severity::parse(&level).is_ok() {
                 doc.insert("severity".into(), Value::String(level));
             }
         }

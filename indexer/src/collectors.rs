@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use sawmill_record::api::Order;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::Weight;
@@ -87,15 +88,6 @@ impl<C: Collector> Collector for Bounded<'_, C> {
         }
         Ok(child.harvest())
     }
-}
-
-/// Sort order of hits by (`ts`, arrival).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    #[default]
-    Desc,
-    Asc,
 }
 
 /// One hit's sort key: larger ranks come first in the requested order. Ties in `ts` are

@@ -5,7 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::record::DedupKey;
+/// What makes a record unique to its sender, so a resent batch is stored once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DedupKey {
+    /// A shipper's stable id and per-sender sequence number (`_src`, `_seq`).
+    Seq { src: String, seq: u64 },
+    /// An explicit document id (Elasticsearch `_id`), scoped by index (stored as `_key`).
+    Id(String),
+}
 
 #[derive(Default)]
 pub struct Dedup {

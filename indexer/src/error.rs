@@ -1,18 +1,24 @@
-//! The indexer's one error type, and the one place where errors become HTTP statuses.
+//! The indexer's one error type: every conversion into it, and the one place where errors
+//! become HTTP statuses and the contract's error body.
 
+use std::any::Any;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sawmill_record::api::ErrorBody;
 
-use crate::searches::span_text;
+use crate::times::span_text;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-#[derive(Debug, thiserror::Error)]
+/// `Clone`, so one failed group write of the log answers every request in the group with
+/// the same error (the I/O and tantivy causes are shared, not copied).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The request itself is wrong: a bad parameter, a bad time, an unknown field.
     #[error("{0}")]
@@ -32,15 +38,19 @@ pub enum Error {
     #[error("data directory `{path}` is in use by another indexer (pid {pid}): stop it, or give this one another --data")]
     Locked { path: PathBuf, pid: String },
     #[error("`{path}`: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        path: PathBuf,
+        source: Arc<io::Error>,
+    },
     #[error("the disk holding `{path}` is full: free space or lower --retention / --max-disk")]
     DiskFull { path: PathBuf },
     #[error("tantivy: {0}")]
-    Tantivy(#[from] tantivy::TantivyError),
+    Tantivy(Arc<tantivy::TantivyError>),
     #[error("the indexer is shutting down")]
     ShuttingDown,
-    /// A bug: a search thread panicked. The thread lives on; the client gets a 500.
-    #[error("a search panicked: {0}")]
+    /// A bug: a search thread or blocking task panicked. The thread lives on; the client
+    /// gets a 500.
+    #[error("a task panicked: {0}")]
     Panicked(String),
     #[error("too many searches at once: {running} running and {queued} waiting, the most --max-concurrent-searches and --search-queue allow; retry shortly")]
     Busy { running: usize, queued: usize },
@@ -60,7 +70,20 @@ impl Error {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             return Error::DiskFull { path };
         }
-        Error::Io { path, source }
+        Error::Io {
+            path,
+            source: Arc::new(source),
+        }
+    }
+
+    /// A caught panic, with its message when it has one.
+    pub fn from_panic(payload: Box<dyn Any + Send>) -> Error {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Error::Panicked(what)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -85,9 +108,20 @@ impl Error {
     }
 }
 
-impl From<tantivy::query::QueryParserError> for Error {
-    fn from(e: tantivy::query::QueryParserError) -> Self {
-        Error::BadRequest(e.to_string())
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Error::Tantivy(Arc::new(e))
+    }
+}
+
+/// The one way a blocking task that did not finish becomes an error: a panic is a bug
+/// (500); a task cancelled because the runtime is stopping means the indexer is.
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        match e.try_into_panic() {
+            Ok(payload) => Error::from_panic(payload),
+            Err(_) => Error::ShuttingDown,
+        }
     }
 }
 
@@ -110,7 +144,10 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+        let body = ErrorBody {
+            error: message,
+            status: status.as_u16(),
+        };
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         if status == StatusCode::REQUEST_TIMEOUT {

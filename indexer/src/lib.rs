@@ -1,13 +1,33 @@
 //! Sawmill's indexer: durable, exactly-once ingest into time-partitioned tantivy indexes,
-//! and the search API the UI and scripts use.
+//! and the search API the UI and scripts use. It speaks the contract of `sawmill-record`:
+//! the wire record, the field table its schema is built from, the API's parameters and
+//! answers.
 //!
-//! A request reaches [`router`]'s handlers, which decode NDJSON or Elasticsearch bulk bodies
-//! into normalized [`Record`]s and hand them to the [`Store`]. The store's log thread drops
-//! records it already holds (by `_src`/`_seq` or `_id`), appends the rest to the write-ahead
-//! log and fsyncs once per group of requests before anyone is answered; its index thread adds
-//! them to one tantivy index per hour or day of `ts` and commits about once a second, noting
-//! in each commit how far into the log it reaches. After a crash, the log is replayed from
-//! there. Searches open only the partitions a time range touches, newest first.
+//! The stages, in the order a record takes them:
+//!
+//! 1. **Enters** over HTTP: `api` ([`router`]) reads the request within its limits, and
+//!    `body` decompresses it (gzip, zstd) within a size limit.
+//! 2. **Is parsed**: `ingest` is the one ingest service for every route; NDJSON lines are
+//!    split by `body`, Elasticsearch bulk pairs by `bulk`, and `record` normalises each
+//!    object leniently into the contract's record (ECS objects, numbers for strings, level
+//!    words), cut to `--max-message-bytes`, aged against retention, and counted once.
+//! 3. **Is de-duplicated** by the [`Store`]'s log thread (`store::log`), against `dedup`'s
+//!    set of keys (`_src`/`_seq`, or `_id`).
+//! 4. **Is logged**: appended to `wal`, the write-ahead log, one fsync per group of
+//!    requests, before anyone is answered.
+//! 5. **Is indexed**: the index thread (`store::index`) adds records to one `partition` per
+//!    hour or day of `ts` (documents per `schema`), commits about once a second noting how
+//!    far into the log each commit reaches, writes `store::checkpoint` and trims the log;
+//!    after a crash `store::recovery` replays the log from there.
+//! 6. **Is searched**: a [`Searcher`] (`search`) opens only the partitions a time range
+//!    touches, newest first, with `query`'s Lucene-like language and `collectors`; searches
+//!    run on `searches`' threads within a budget, and hits stream out a chunk at a time.
+//! 7. **Is retained**: `store::retention` removes partitions past `--retention` or
+//!    `--max-disk`.
+//!
+//! Beside the flow: `layout` names every file of the data directory, `lock` keeps a second
+//! indexer out of it, `metrics` holds each counter with the event that moves it, `error` is
+//! the one error type and its HTTP mapping, `times` parses the API's instants.
 
 mod api;
 mod body;
@@ -17,6 +37,8 @@ mod dedup;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod ingest;
+mod layout;
 mod lock;
 mod metrics;
 mod partition;
@@ -32,15 +54,16 @@ mod wal;
 use std::future::Future;
 
 pub use api::{router, ApiConfig};
-pub use collectors::Order;
+pub use dedup::DedupKey;
 pub use error::{Error, Result};
 pub use partition::{index_settings, Granularity};
-pub use record::{DedupKey, Record, SEVERITIES};
+pub use record::Record;
+pub use sawmill_record::api::{Order, Scope};
 pub use schema::Fields;
-pub use search::{Hit, Scope, TimeRange};
+pub use search::{Hit, Searcher, TimeRange};
 pub use searches::SearchLimits;
 pub use store::{Outcome, Store, StoreConfig};
-pub use times::{format_rfc3339, parse_bytes, parse_span};
+pub use times::{parse_bytes, parse_span};
 
 /// Serves the API on `listener` until `shutdown` completes, then commits everything
 /// acknowledged and returns. A stop waits at most `config.stop_timeout` for requests in

@@ -6,6 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::layout;
 
 /// Held for the life of the store; the kernel releases it when the process dies, even by
 /// `kill -9`, so a crash never leaves a stale lock.
@@ -15,7 +16,7 @@ pub struct DirLock {
 
 impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock> {
-        let path = dir.join("LOCK");
+        let path = layout::lock_file(dir);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

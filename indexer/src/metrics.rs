@@ -1,224 +1,480 @@
-//! The indexer's counters and gauges, rendered in the Prometheus text format.
+//! The indexer's counters and gauges, and the events that move them (Vector's internal
+//! events are the model): each metric is one row of [`TABLE`] (name, help, kind), and each
+//! event is one small struct whose `emit` bumps its counters and writes its log line. Adding
+//! a metric is one variant of [`M`] and one row; `/metrics` renders the table in a loop.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-#[derive(Default)]
-pub struct Metrics {
-    pub records_accepted: AtomicU64,
-    pub records_duplicate: AtomicU64,
-    pub records_rejected: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub bytes_decoded: AtomicU64,
-    pub ingest_requests: AtomicU64,
-    pub ingest_errors: AtomicU64,
-    pub wal_writes: AtomicU64,
-    pub wal_bytes_written: AtomicU64,
-    pub wal_sync_micros: AtomicU64,
-    pub commits: AtomicU64,
-    pub commit_micros: AtomicU64,
-    pub index_errors: AtomicU64,
-    pub index_recoveries: AtomicU64,
-    pub records_indexed: AtomicU64,
-    pub records_replayed: AtomicU64,
-    pub partitions: AtomicU64,
-    pub partitions_removed: AtomicU64,
-    pub index_disk_bytes: AtomicU64,
-    pub wal_disk_bytes: AtomicU64,
-    pub searches: AtomicU64,
-    pub search_errors: AtomicU64,
-    pub search_micros: AtomicU64,
-    /// Searches on a search thread now (a gauge).
-    pub searches_running: AtomicU64,
-    /// Searches waiting for a slot now (a gauge).
-    pub searches_queued: AtomicU64,
-    pub searches_rejected_queue_full: AtomicU64,
-    pub searches_rejected_queue_timeout: AtomicU64,
-    pub searches_timed_out: AtomicU64,
-    pub searches_cancelled: AtomicU64,
-    pub records_truncated: AtomicU64,
+/// How a metric is rendered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    /// A counter kept in microseconds and rendered in seconds.
+    Seconds,
 }
 
-pub fn add_duration(counter: &AtomicU64, d: Duration) {
-    counter.fetch_add(d.as_micros() as u64, Relaxed);
+/// One row of the table: the name after `sawmill_indexer_`, an optional label, its help.
+struct Def {
+    name: &'static str,
+    label: Option<&'static str>,
+    help: &'static str,
+    kind: Kind,
+}
+
+const fn def(name: &'static str, kind: Kind, help: &'static str) -> Def {
+    Def {
+        name,
+        label: None,
+        help,
+        kind,
+    }
+}
+
+/// Every metric, by its row in [`TABLE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum M {
+    RecordsAccepted,
+    RecordsDuplicate,
+    RecordsRejected,
+    BytesReceived,
+    BytesDecoded,
+    IngestRequests,
+    IngestErrors,
+    WalWrites,
+    WalBytesWritten,
+    Commits,
+    RecordsIndexed,
+    RecordsReplayed,
+    IndexErrors,
+    IndexRecoveries,
+    PartitionsRemoved,
+    Searches,
+    SearchErrors,
+    SearchesTimedOut,
+    SearchesCancelled,
+    RecordsTruncated,
+    SearchesRejectedQueueFull,
+    SearchesRejectedQueueTimeout,
+    WalSyncSeconds,
+    CommitSeconds,
+    SearchSeconds,
+    SearchesRunning,
+    SearchesQueued,
+    Partitions,
+    IndexDiskBytes,
+    WalDiskBytes,
+}
+
+const REJECTED_HELP: &str = "Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).";
+
+/// The metrics in [`M`]'s order, which is the order `/metrics` lists them in.
+const TABLE: [Def; 30] = [
+    def("records_accepted_total", Kind::Counter, "Records stored."),
+    def(
+        "records_duplicate_total",
+        Kind::Counter,
+        "Records acknowledged but not stored again (already held).",
+    ),
+    def(
+        "records_rejected_total",
+        Kind::Counter,
+        "Ingested lines rejected, with a reason sent back.",
+    ),
+    def(
+        "bytes_received_total",
+        Kind::Counter,
+        "Request body bytes as sent (possibly compressed).",
+    ),
+    def(
+        "bytes_decoded_total",
+        Kind::Counter,
+        "Request body bytes after decompression.",
+    ),
+    def(
+        "ingest_requests_total",
+        Kind::Counter,
+        "Ingest and bulk requests.",
+    ),
+    def(
+        "ingest_errors_total",
+        Kind::Counter,
+        "Ingest requests answered with an error status.",
+    ),
+    def(
+        "wal_writes_total",
+        Kind::Counter,
+        "Group writes (each one fsync) to the write-ahead log.",
+    ),
+    def(
+        "wal_bytes_written_total",
+        Kind::Counter,
+        "Bytes appended to the write-ahead log.",
+    ),
+    def("commits_total", Kind::Counter, "Grouped tantivy commits."),
+    def(
+        "records_indexed_total",
+        Kind::Counter,
+        "Records added to tantivy (including replay after a restart).",
+    ),
+    def(
+        "records_replayed_total",
+        Kind::Counter,
+        "Records replayed from the write-ahead log at start (found uncommitted).",
+    ),
+    def(
+        "index_errors_total",
+        Kind::Counter,
+        "Errors while indexing; the write-ahead log keeps the records for replay.",
+    ),
+    def(
+        "index_recoveries_total",
+        Kind::Counter,
+        "Times indexing resumed by itself after failing, the records the log kept added again.",
+    ),
+    def(
+        "partitions_removed_total",
+        Kind::Counter,
+        "Partitions removed by retention.",
+    ),
+    def("searches_total", Kind::Counter, "Search API requests."),
+    def(
+        "search_errors_total",
+        Kind::Counter,
+        "Search API requests that failed.",
+    ),
+    def(
+        "searches_timed_out_total",
+        Kind::Counter,
+        "Searches stopped at --search-timeout (answered 504).",
+    ),
+    def(
+        "searches_cancelled_total",
+        Kind::Counter,
+        "Searches stopped because their client went away.",
+    ),
+    def(
+        "records_truncated_total",
+        Kind::Counter,
+        "Ingested records whose message was cut to --max-message-bytes (flagged `truncated`).",
+    ),
+    Def {
+        name: "searches_rejected_total",
+        label: Some("reason=\"queue_full\""),
+        help: REJECTED_HELP,
+        kind: Kind::Counter,
+    },
+    Def {
+        name: "searches_rejected_total",
+        label: Some("reason=\"queue_timeout\""),
+        help: REJECTED_HELP,
+        kind: Kind::Counter,
+    },
+    def(
+        "wal_sync_seconds_total",
+        Kind::Seconds,
+        "Time spent writing and syncing the write-ahead log.",
+    ),
+    def(
+        "commit_seconds_total",
+        Kind::Seconds,
+        "Time spent in tantivy commits (divide by commits_total for the mean latency).",
+    ),
+    def(
+        "search_seconds_total",
+        Kind::Seconds,
+        "Time spent answering searches (divide by searches_total for the mean latency).",
+    ),
+    def(
+        "searches_running",
+        Kind::Gauge,
+        "Searches running now (at most --max-concurrent-searches).",
+    ),
+    def(
+        "searches_queued",
+        Kind::Gauge,
+        "Searches waiting for a slot now (at most --search-queue).",
+    ),
+    def("partitions", Kind::Gauge, "Time partitions on disk."),
+    def(
+        "index_disk_bytes",
+        Kind::Gauge,
+        "Bytes the partitions take on disk.",
+    ),
+    def(
+        "wal_disk_bytes",
+        Kind::Gauge,
+        "Bytes the write-ahead log takes on disk.",
+    ),
+];
+
+/// The values of every metric in [`TABLE`].
+pub struct Metrics {
+    values: [AtomicU64; TABLE.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Metrics {
+    pub fn add(&self, m: M, n: u64) {
+        self.values[m as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn sub(&self, m: M, n: u64) {
+        self.values[m as usize].fetch_sub(n, Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, m: M, v: u64) {
+        self.values[m as usize].store(v, Relaxed);
+    }
+
+    pub fn get(&self, m: M) -> u64 {
+        self.values[m as usize].load(Relaxed)
+    }
+
+    /// Adds to a [`Kind::Seconds`] metric.
+    pub fn add_duration(&self, m: M, d: Duration) {
+        self.add(m, d.as_micros() as u64);
+    }
+
+    /// The Prometheus text format: `# HELP` and `# TYPE` once per name, then each value.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP sawmill_indexer_{name} {help}\n# TYPE sawmill_indexer_{name} counter\nsawmill_indexer_{name} {v}");
-        };
-        counter(
-            "records_accepted_total",
-            "Records stored.",
-            self.records_accepted.load(Relaxed),
-        );
-        counter(
-            "records_duplicate_total",
-            "Records acknowledged but not stored again (already held).",
-            self.records_duplicate.load(Relaxed),
-        );
-        counter(
-            "records_rejected_total",
-            "Ingested lines rejected, with a reason sent back.",
-            self.records_rejected.load(Relaxed),
-        );
-        counter(
-            "bytes_received_total",
-            "Request body bytes as sent (possibly compressed).",
-            self.bytes_received.load(Relaxed),
-        );
-        counter(
-            "bytes_decoded_total",
-            "Request body bytes after decompression.",
-            self.bytes_decoded.load(Relaxed),
-        );
-        counter(
-            "ingest_requests_total",
-            "Ingest and bulk requests.",
-            self.ingest_requests.load(Relaxed),
-        );
-        counter(
-            "ingest_errors_total",
-            "Ingest requests answered with an error status.",
-            self.ingest_errors.load(Relaxed),
-        );
-        counter(
-            "wal_writes_total",
-            "Group writes (each one fsync) to the write-ahead log.",
-            self.wal_writes.load(Relaxed),
-        );
-        counter(
-            "wal_bytes_written_total",
-            "Bytes appended to the write-ahead log.",
-            self.wal_bytes_written.load(Relaxed),
-        );
-        counter(
-            "commits_total",
-            "Grouped tantivy commits.",
-            self.commits.load(Relaxed),
-        );
-        counter(
-            "records_indexed_total",
-            "Records added to tantivy (including replay after a restart).",
-            self.records_indexed.load(Relaxed),
-        );
-        counter(
-            "records_replayed_total",
-            "Records replayed from the write-ahead log at start (found uncommitted).",
-            self.records_replayed.load(Relaxed),
-        );
-        counter(
-            "index_errors_total",
-            "Errors while indexing; the write-ahead log keeps the records for replay.",
-            self.index_errors.load(Relaxed),
-        );
-        counter(
-            "index_recoveries_total",
-            "Times indexing resumed by itself after failing, the records the log kept added again.",
-            self.index_recoveries.load(Relaxed),
-        );
-        counter(
-            "partitions_removed_total",
-            "Partitions removed by retention.",
-            self.partitions_removed.load(Relaxed),
-        );
-        counter(
-            "searches_total",
-            "Search API requests.",
-            self.searches.load(Relaxed),
-        );
-        counter(
-            "search_errors_total",
-            "Search API requests that failed.",
-            self.search_errors.load(Relaxed),
-        );
-        counter(
-            "searches_timed_out_total",
-            "Searches stopped at --search-timeout (answered 504).",
-            self.searches_timed_out.load(Relaxed),
-        );
-        counter(
-            "searches_cancelled_total",
-            "Searches stopped because their client went away.",
-            self.searches_cancelled.load(Relaxed),
-        );
-        counter(
-            "records_truncated_total",
-            "Ingested records whose message was cut to --max-message-bytes (flagged `truncated`).",
-            self.records_truncated.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sawmill_indexer_searches_rejected_total Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).\n# TYPE sawmill_indexer_searches_rejected_total counter"
-        );
-        for (reason, n) in [
-            ("queue_full", &self.searches_rejected_queue_full),
-            ("queue_timeout", &self.searches_rejected_queue_timeout),
-        ] {
-            let _ = writeln!(
-                out,
-                "sawmill_indexer_searches_rejected_total{{reason=\"{reason}\"}} {}",
-                n.load(Relaxed)
-            );
+        let mut last = "";
+        for (def, value) in TABLE.iter().zip(&self.values) {
+            let name = def.name;
+            if name != last {
+                let kind = match def.kind {
+                    Kind::Counter | Kind::Seconds => "counter",
+                    Kind::Gauge => "gauge",
+                };
+                let _ = writeln!(
+                    out,
+                    "# HELP sawmill_indexer_{name} {}\n# TYPE sawmill_indexer_{name} {kind}",
+                    def.help
+                );
+                last = name;
+            }
+            let v = value.load(Relaxed);
+            let _ = match def.label {
+                Some(l) => write!(out, "sawmill_indexer_{name}{{{l}}} "),
+                None => write!(out, "sawmill_indexer_{name} "),
+            };
+            let _ = match def.kind {
+                Kind::Seconds => writeln!(out, "{:.6}", v as f64 / 1e6),
+                Kind::Counter | Kind::Gauge => writeln!(out, "{v}"),
+            };
         }
-        let mut float = |name: &str, kind: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP sawmill_indexer_{name} {help}\n# TYPE sawmill_indexer_{name} {kind}\nsawmill_indexer_{name} {v}");
-        };
-        float(
-            "wal_sync_seconds_total",
-            "counter",
-            "Time spent writing and syncing the write-ahead log.",
-            secs(&self.wal_sync_micros),
-        );
-        float(
-            "commit_seconds_total",
-            "counter",
-            "Time spent in tantivy commits (divide by commits_total for the mean latency).",
-            secs(&self.commit_micros),
-        );
-        float(
-            "search_seconds_total",
-            "counter",
-            "Time spent answering searches (divide by searches_total for the mean latency).",
-            secs(&self.search_micros),
-        );
-        float(
-            "searches_running",
-            "gauge",
-            "Searches running now (at most --max-concurrent-searches).",
-            self.searches_running.load(Relaxed).to_string(),
-        );
-        float(
-            "searches_queued",
-            "gauge",
-            "Searches waiting for a slot now (at most --search-queue).",
-            self.searches_queued.load(Relaxed).to_string(),
-        );
-        float(
-            "partitions",
-            "gauge",
-            "Time partitions on disk.",
-            self.partitions.load(Relaxed).to_string(),
-        );
-        float(
-            "index_disk_bytes",
-            "gauge",
-            "Bytes the partitions take on disk.",
-            self.index_disk_bytes.load(Relaxed).to_string(),
-        );
-        float(
-            "wal_disk_bytes",
-            "gauge",
-            "Bytes the write-ahead log takes on disk.",
-            self.wal_disk_bytes.load(Relaxed).to_string(),
-        );
         out
     }
 }
 
-fn secs(c: &AtomicU64) -> String {
-    format!("{:.6}", c.load(Relaxed) as f64 / 1e6)
+// The events. Each says what happened, counts it and logs it, in one place.
+
+/// An ingest or bulk request's body arrived, `bytes` as sent (possibly compressed).
+pub struct BodyReceived {
+    pub bytes: usize,
+}
+
+impl BodyReceived {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::BytesReceived, self.bytes as u64);
+    }
+}
+
+/// An ingest or bulk request's body was decompressed to `bytes`.
+pub struct BodyDecoded {
+    pub bytes: usize,
+}
+
+impl BodyDecoded {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::BytesDecoded, self.bytes as u64);
+    }
+}
+
+/// What became of the lines of one ingest or bulk request.
+pub struct Ingested {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// Stored records whose message was cut (a resent duplicate was counted before).
+    pub truncated: usize,
+}
+
+impl Ingested {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::RecordsAccepted, self.accepted as u64);
+        m.add(M::RecordsDuplicate, self.duplicates as u64);
+        m.add(M::RecordsRejected, self.rejected as u64);
+        m.add(M::RecordsTruncated, self.truncated as u64);
+    }
+}
+
+/// A group of requests was appended to the log and synced.
+pub struct WalWritten {
+    pub bytes: usize,
+    pub took: Duration,
+}
+
+impl WalWritten {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::WalWrites, 1);
+        m.add(M::WalBytesWritten, self.bytes as u64);
+        m.add_duration(M::WalSyncSeconds, self.took);
+    }
+}
+
+/// Appending a group to the log failed: every request in it gets the error.
+pub struct WalWriteFailed<'a> {
+    pub error: &'a crate::Error,
+    pub took: Duration,
+}
+
+impl WalWriteFailed<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add_duration(M::WalSyncSeconds, self.took);
+        tracing::error!(error = %self.error, "Write-ahead log write failed; the requests are answered with an error.");
+    }
+}
+
+/// A record of the log could not be read back; it is skipped.
+pub struct UnreadableRecord<'a> {
+    pub position: u64,
+    pub error: &'a str,
+}
+
+impl UnreadableRecord<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::IndexErrors, 1);
+        tracing::error!(position = self.position, error = %self.error, "Unreadable record in the write-ahead log.");
+    }
+}
+
+/// Indexing failed; `first` when it was working until now.
+pub struct IndexFailed<'a> {
+    pub problem: &'a str,
+    pub first: bool,
+}
+
+impl IndexFailed<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::IndexErrors, 1);
+        if self.first {
+            tracing::error!(problem = %self.problem, "Indexing failed; the write-ahead log keeps every record, and indexing is retried by itself.");
+        } else {
+            tracing::warn!(problem = %self.problem, "Indexing failed again.");
+        }
+    }
+}
+
+/// Indexing works again after failing: the records the log kept were added again.
+pub struct IndexRecovered {
+    pub from: u64,
+    pub end: u64,
+    pub records: u64,
+}
+
+impl IndexRecovered {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::IndexRecoveries, 1);
+        tracing::info!(
+            from = self.from,
+            end = self.end,
+            records = self.records,
+            "Indexing recovered; every acknowledged record is committed."
+        );
+    }
+}
+
+/// Partitions written since the last commit were committed.
+pub struct Committed {
+    pub took: Duration,
+}
+
+impl Committed {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::Commits, 1);
+        m.add_duration(M::CommitSeconds, self.took);
+    }
+}
+
+/// Retention removed a partition.
+pub struct PartitionRemoved<'a> {
+    pub dir: &'a std::path::Path,
+}
+
+impl PartitionRemoved<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::PartitionsRemoved, 1);
+        tracing::info!(partition = %self.dir.display(), "Removing partition (retention).");
+    }
+}
+
+/// A search API request ended (`failed` or not) after `took`.
+pub struct Searched {
+    pub took: Duration,
+    pub failed: bool,
+}
+
+impl Searched {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::Searches, 1);
+        m.add_duration(M::SearchSeconds, self.took);
+        if self.failed {
+            m.add(M::SearchErrors, 1);
+        }
+    }
+}
+
+/// Reading the hits of a streamed answer failed; `cut_short` once part of it was sent.
+pub struct AnswerFailed<'a> {
+    pub error: &'a crate::Error,
+    pub cut_short: bool,
+}
+
+impl AnswerFailed<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::SearchErrors, 1);
+        if self.cut_short {
+            tracing::error!(error = %self.error, "Reading hits for an answer failed; the answer is cut short.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Every metric must keep its name and help text: the README and the e2e tests scrape them.
+    #[test]
+    fn the_table_renders_every_metric_once_with_its_type() {
+        let m = Metrics::default();
+        m.add(M::SearchesRejectedQueueTimeout, 2);
+        m.add_duration(M::CommitSeconds, Duration::from_millis(1500));
+        m.set(M::Partitions, 3);
+        let text = m.render();
+        assert!(
+            text.contains("sawmill_indexer_searches_rejected_total{reason=\"queue_timeout\"} 2\n")
+        );
+        assert!(text.contains("sawmill_indexer_commit_seconds_total 1.500000\n"));
+        assert!(text
+            .contains("# TYPE sawmill_indexer_partitions gauge\nsawmill_indexer_partitions 3\n"));
+        assert_eq!(
+            text.matches("# HELP sawmill_indexer_searches_rejected_total")
+                .count(),
+            1
+        );
+        assert_eq!(text.matches("# HELP").count(), TABLE.len() - 1);
+        assert_eq!(TABLE[M::WalDiskBytes as usize].name, "wal_disk_bytes");
+    }
 }

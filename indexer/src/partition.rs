@@ -1,6 +1,8 @@
 //! One partition: the tantivy index holding every record whose `ts` falls in one hour or day.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tantivy::directory::MmapDirectory;
 use tantivy::store::{Compressor, ZstdCompressor};
@@ -8,6 +10,7 @@ use tantivy::{Index, IndexReader, IndexSettings, ReloadPolicy};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::schema::Fields;
 
 /// How much time one partition covers.
@@ -52,18 +55,6 @@ pub struct Partition {
     pub reader: IndexReader,
 }
 
-/// Directory names sort in time order: `p-1764201600-86400`.
-fn dir_name(start: i64, secs: i64) -> String {
-    format!("p-{start:012}-{secs}")
-}
-
-pub fn parse_dir_name(name: &str) -> Option<(i64, i64)> {
-    let rest = name.strip_prefix("p-")?;
-    // From the right: a start before 1970 is negative (`p--00000086400-86400`).
-    let (start, secs) = rest.rsplit_once('-')?;
-    Some((start.parse().ok()?, secs.parse().ok()?))
-}
-
 /// The settings every partition is created with (the benchmark's baseline uses them too).
 pub fn index_settings() -> IndexSettings {
     IndexSettings {
@@ -78,7 +69,7 @@ pub fn index_settings() -> IndexSettings {
 
 impl Partition {
     pub fn create(root: &Path, fields: &Fields, start: i64, secs: i64) -> Result<Partition> {
-        let dir = root.join(dir_name(start, secs));
+        let dir = root.join(layout::partition_name(start, secs));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mmap =
             MmapDirectory::open(&dir).map_err(|e| Error::io(&dir, std::io::Error::other(e)))?;
@@ -129,5 +120,42 @@ impl Partition {
         let start = self.start.saturating_mul(1_000_000);
         let end = self.end.saturating_mul(1_000_000);
         lo < end && hi >= start
+    }
+}
+
+/// Every partition on disk, by start (epoch seconds): the store adds and removes them,
+/// searches read them. Cheap to clone; clones share one set.
+#[derive(Clone, Default)]
+pub struct Partitions(Arc<RwLock<BTreeMap<i64, Arc<Partition>>>>);
+
+impl Partitions {
+    pub fn new(map: BTreeMap<i64, Arc<Partition>>) -> Partitions {
+        Partitions(Arc::new(RwLock::new(map)))
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, BTreeMap<i64, Arc<Partition>>> {
+        self.0.read().unwrap()
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<i64, Arc<Partition>>> {
+        self.0.write().unwrap()
+    }
+
+    /// Where each partition's last commit reaches in the log, from its files.
+    pub fn committed_positions(&self) -> Result<std::collections::HashMap<i64, u64>> {
+        self.read()
+            .values()
+            .map(|p| Ok((p.start, p.committed_position()?)))
+            .collect()
+    }
+
+    /// Partitions overlapping `[lo, hi]` (epoch µs), newest first.
+    pub fn between(&self, lo: i64, hi: i64) -> Vec<Arc<Partition>> {
+        self.read()
+            .values()
+            .rev()
+            .filter(|p| p.overlaps(lo, hi))
+            .cloned()
+            .collect()
     }
 }

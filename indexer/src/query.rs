@@ -34,8 +34,10 @@ use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer};
 use tantivy::{BitSet, DateTime, DocId, DocSet, Score, SegmentReader, Term};
 use time::OffsetDateTime;
 
+use sawmill_record::fields::EXACT;
+use sawmill_record::Severity;
+
 use crate::error::{Error, Result};
-use crate::record::{normalize_severity, SEVERITIES, STRING_FIELDS};
 use crate::schema::Fields;
 use crate::times::parse_instant;
 
@@ -783,7 +785,7 @@ impl Compiler<'_> {
             }
             return Ok(Kind::Json(f.fields));
         }
-        if let Some(s) = f.string_field(field) {
+        if let Some(s) = f.exact_field(field) {
             return Ok(Kind::Keyword(s));
         }
         Ok(match field {
@@ -796,7 +798,7 @@ impl Compiler<'_> {
             _ => {
                 return Err(self.bad(format!(
                     "unknown field `{field}`: use message, {}, pid, ts, _src, _seq or fields.NAME",
-                    STRING_FIELDS.join(", ")
+                    EXACT.join(", ")
                 )))
             }
         })
@@ -875,6 +877,59 @@ impl Compiler<'_> {
         }
     }
 
+    /// A word with wildcards on an analyzed field (see [`Compiler::text`]).
+    fn text_pattern(
+        &self,
+        name: &str,
+        pieces: &[Piece],
+        field: Field,
+        json_base: Option<&Term>,
+    ) -> Result<Compiled> {
+        // Wildcards are not analyzed (as in Lucene), so they match one word: only its
+        // case is folded, as the index folds it.
+        if pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Char(c) if !c.is_alphanumeric()))
+        {
+            return Err(self.bad(format!(
+                "the wildcard word `{}` on `{name}` holds characters that split words; wildcards match within one word",
+                pattern_text(pieces)
+            )));
+        }
+        self.scan()?;
+        // A pattern whose shortest match is too long for the index matches nothing.
+        let shortest: usize = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Char(c) => c.len_utf8(),
+                Piece::One => 1,
+                Piece::Any => 0,
+            })
+            .sum();
+        if shortest >= MAX_WORD_BYTES {
+            return Err(self.bad(format!(
+                "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, so `{}` can never match: shorten it",
+                shorten(&pattern_text(pieces))
+            )));
+        }
+        let lowered: Vec<Piece> = pieces
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Char(c) => c.to_lowercase().map(Piece::Char).collect(),
+                other => vec![other.clone()],
+            })
+            .collect();
+        let mut prefix = match json_base {
+            Some(base) => {
+                let mut t = base.clone();
+                t.append_type_and_str("");
+                t.serialized_value_bytes().to_vec()
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(Box::new(pattern_query(field, &mut prefix, lowered))))
+    }
+
     /// A value on an analyzed field: `message`, or text inside `fields` (then `json_base`
     /// is the path's term, for patterns).
     fn text(
@@ -918,54 +973,10 @@ impl Compiler<'_> {
                     ))),
                 }
             }
-            Value::Pattern(pieces) => {
-                // Wildcards are not analyzed (as in Lucene), so they match one word: only its
-                // case is folded, as the index folds it.
-                if pieces
-                    .iter()
-                    .any(|p| matches!(p, Piece::Char(c) if !c.is_alphanumeric()))
-                {
-                    return Err(self.bad(format!(
-                        "the wildcard word `{}` on `{name}` holds characters that split words; wildcards match within one word",
-                        pattern_text(pieces)
-                    )));
-                }
-                self.scan()?;
-                // A pattern whose shortest match is too long for the index matches nothing.
-                let shortest: usize = pieces
-                    .iter()
-                    .map(|p| match p {
-                        Piece::Char(c) => c.len_utf8(),
-                        Piece::One => 1,
-                        Piece::Any => 0,
-                    })
-                    .sum();
-                if shortest >= MAX_WORD_BYTES {
-                    return Err(self.bad(format!(
-                        "`{name}` does not index words of {MAX_WORD_BYTES} bytes or more, so `{}` can never match: shorten it",
-                        shorten(&pattern_text(pieces))
-                    )));
-                }
-                let lowered: Vec<Piece> = pieces
-                    .iter()
-                    .flat_map(|p| match p {
-                        Piece::Char(c) => c.to_lowercase().map(Piece::Char).collect(),
-                        other => vec![other.clone()],
-                    })
-                    .collect();
-                let mut prefix = match json_base {
-                    Some(base) => {
-                        let mut t = base.clone();
-                        t.append_type_and_str("");
-                        t.serialized_value_bytes().to_vec()
-                    }
-                    None => Vec::new(),
-                };
-                Ok(Some(Box::new(pattern_query(field, &mut prefix, lowered))))
-            }
+            Value::Pattern(pieces) => self.text_pattern(name, pieces, field, json_base),
             Value::Range { .. } => Err(self.bad(format!(
                 "`{name}` is searched by words, not ranges: ranges work on pid, ts, _seq and the exact-value fields ({})",
-                STRING_FIELDS.join(", ")
+                EXACT.join(", ")
             ))),
             Value::Exists => unreachable!("handled by the caller"),
         }
@@ -975,9 +986,9 @@ impl Compiler<'_> {
         let exact = |v: &str| -> Result<String> {
             if name == "severity" {
                 // `severity:error` and `severity:3` mean what they say, as on ingest.
-                return normalize_severity(v)
-                    .map(str::to_string)
-                    .map_err(|e| self.bad(e));
+                return Severity::parse(v)
+                    .map(|s| s.name().to_string())
+                    .map_err(|e| self.bad(e.to_string()));
             }
             Ok(v.to_string())
         };
@@ -1021,8 +1032,8 @@ impl Compiler<'_> {
         hi: &Bound<String>,
     ) -> Result<Box<dyn Query>> {
         let rank = |v: &str| -> Result<usize> {
-            let name = normalize_severity(v).map_err(|e| self.bad(e))?;
-            Ok(SEVERITIES.iter().position(|s| *s == name).unwrap_or(0))
+            let sev = Severity::parse(v).map_err(|e| self.bad(e.to_string()))?;
+            Ok(usize::from(sev.rank()))
         };
         let from = match lo {
             Bound::Unbounded => 0,
@@ -1030,15 +1041,20 @@ impl Compiler<'_> {
             Bound::Excluded(v) => rank(v)? + 1,
         };
         let to = match hi {
-            Bound::Unbounded => SEVERITIES.len(),
+            Bound::Unbounded => Severity::ALL.len(),
             Bound::Included(v) => rank(v)? + 1,
             Bound::Excluded(v) => rank(v)?,
         };
-        let names = SEVERITIES.get(from..to.max(from)).unwrap_or_default();
+        let ranked = Severity::ALL.get(from..to.max(from)).unwrap_or_default();
         Ok(Box::new(BooleanQuery::new(
-            names
+            ranked
                 .iter()
-                .map(|n| (Occur::Should, term_query(Term::from_field_text(f, n))))
+                .map(|s| {
+                    (
+                        Occur::Should,
+                        term_query(Term::from_field_text(f, s.name())),
+                    )
+                })
                 .collect(),
         )))
     }

@@ -1,64 +1,53 @@
-//! The record format of DESIGN.md: turning an ingested JSON object into a normalized record.
+//! Ingest normalisation: turning whatever JSON object a sender wrote into the contract's
+//! record ([`sawmill_record::Record`]), the form stored, indexed and returned. Lenient on
+//! purpose, as Elasticsearch is: numbers for strings, ECS objects (`host: {name: ...}`),
+//! level words and syslog numbers for `severity`, epoch numbers for `ts`.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::times::{format_rfc3339, parse_ts_value};
+use sawmill_record::fields::EXACT;
+use sawmill_record::time::{format_rfc3339, Stamp};
+use sawmill_record::{Key, Severity};
 
-/// Fields that are indexed on their own as exact strings.
-pub const STRING_FIELDS: [&str; 9] = [
-    "host",
-    "service",
-    "severity",
-    "facility",
-    "container",
-    "image",
-    "stream",
-    "trace_id",
-    "request_id",
-];
-
-/// Severity names, most severe first, as syslog numbers them.
-pub const SEVERITIES: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
-
-/// What makes a record unique to its sender, so a resent batch is stored once.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum DedupKey {
-    /// A shipper's stable id and per-sender sequence number.
-    Seq { src: String, seq: u64 },
-    /// An explicit document id (Elasticsearch `_id`), scoped by index.
-    Id(String),
-}
+use crate::dedup::DedupKey;
+use crate::times::parse_ts_value;
 
 /// A normalized record, ready for the write-ahead log and the index.
 #[derive(Clone, Debug)]
 pub struct Record {
+    /// When it happened (`wire.ts`, always present here).
     pub ts: OffsetDateTime,
-    pub message: String,
-    /// `host`, `service`, … in the order of [`STRING_FIELDS`].
-    pub strings: [Option<String>; STRING_FIELDS.len()],
-    pub pid: Option<u64>,
-    pub fields: Map<String, Value>,
+    /// The record in the contract's form; `source` is its JSON.
+    pub wire: sawmill_record::Record<'static>,
     pub key: Option<DedupKey>,
-    /// The record as stored and returned: normalized JSON, one object.
+    /// The record as stored and returned: `wire` as JSON, one object.
     pub source: String,
 }
 
 impl Record {
-    pub fn string(&self, name: &str) -> Option<&str> {
-        let i = STRING_FIELDS.iter().position(|f| *f == name)?;
-        self.strings[i].as_deref()
+    /// The value of exact field `name` (see [`EXACT`]).
+    pub fn exact(&self, name: &str) -> Option<&str> {
+        self.wire.exact(name)
+    }
+
+    pub fn severity(&self) -> Option<Severity> {
+        self.wire.severity
     }
 
     /// Normalizes one ingested object. `Err` is the reason the line is rejected.
     pub fn from_object(mut obj: Map<String, Value>, now: OffsetDateTime) -> Result<Record, String> {
-        let message = match obj.remove("message") {
-            Some(Value::String(s)) => s,
-            Some(Value::Null) | None => return Err("`message` is required".into()),
-            // A structured message is still a message: keep its JSON text.
-            Some(other) => other.to_string(),
+        let mut wire = sawmill_record::Record {
+            // A structured or scalar message is still a message: its JSON text is kept, as
+            // Elasticsearch coerces a number into a text field (issue 10, B5).
+            message: match obj.remove("message") {
+                Some(Value::String(s)) => s.into(),
+                Some(Value::Null) | None => return Err("`message` is required".into()),
+                Some(other) => other.to_string().into(),
+            },
+            ..Default::default()
         };
         let ts = match obj.remove("ts") {
             None | Some(Value::Null) => now,
@@ -75,34 +64,15 @@ impl Record {
             None | Some(Value::Null) => now,
             Some(v) => parse_ts_value(&v).map_err(|e| e.replace("`ts`", "`received`"))?,
         };
+        wire.ts = Some(Stamp(ts));
+        wire.received = Some(Stamp(received));
         let mut fields = match obj.remove("fields") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m,
             Some(other) => return Err(format!("`fields` must be an object, not {other}")),
         };
-        let mut strings: [Option<String>; STRING_FIELDS.len()] = Default::default();
-        for (i, name) in STRING_FIELDS.iter().enumerate() {
-            match obj.remove(*name) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) => strings[i] = Some(s),
-                Some(Value::Number(n)) => strings[i] = Some(n.to_string()),
-                // ECS-style objects (`host: {name: ...}`) give their name; the rest is kept.
-                Some(Value::Object(o)) => {
-                    if let Some(Value::String(n)) = o.get("name") {
-                        strings[i] = Some(n.clone());
-                    }
-                    fields.insert((*name).to_string(), Value::Object(o));
-                }
-                Some(other) => {
-                    fields.insert((*name).to_string(), other);
-                }
-            }
-        }
-        let sev = &mut strings[2];
-        if let Some(s) = sev.take() {
-            *sev = Some(normalize_severity(&s)?.to_string());
-        }
-        let pid = match obj.remove("pid") {
+        take_exact(&mut obj, &mut wire, &mut fields)?;
+        wire.pid = match obj.remove("pid") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
             Some(Value::String(s)) if s.parse::<u64>().is_ok() => s.parse().ok(),
@@ -110,72 +80,30 @@ impl Record {
                 return Err(format!("`pid` must be a non-negative integer, not {other}"))
             }
         };
-        let src = match obj.remove("_src") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s),
-            Some(other) => return Err(format!("`_src` must be a non-empty string, not {other}")),
-        };
-        let seq = match obj.remove("_seq") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
-            Some(other) => {
-                return Err(format!(
-                    "`_seq` must be a non-negative integer, not {other}"
-                ))
-            }
-        };
-        let truncated = match obj.remove("truncated") {
+        let key = take_key(&mut obj)?;
+        wire.truncated = match obj.remove("truncated") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            // The sender cut the message to its size limit.
             Some(Value::Bool(true)) => true,
             Some(other) => return Err(format!("`truncated` must be a boolean, not {other}")),
         };
-        let key = match (src, seq, obj.remove("_id")) {
-            (Some(src), Some(seq), _) => Some(DedupKey::Seq { src, seq }),
-            (None, None, Some(Value::String(id))) if !id.is_empty() => Some(DedupKey::Id(id)),
-            (Some(_), None, _) => return Err("`_src` needs `_seq` beside it".into()),
-            (None, Some(_), _) => return Err("`_seq` needs `_src` beside it".into()),
-            _ => None,
-        };
         // Whatever is left is kept, not dropped: unknown fields go into `fields`.
-        for (k, v) in obj {
-            fields.insert(k, v);
-        }
-        let mut out = Map::new();
-        out.insert("ts".into(), Value::String(format_rfc3339(ts)));
-        out.insert("received".into(), Value::String(format_rfc3339(received)));
-        out.insert("message".into(), Value::String(message.clone()));
-        for (i, name) in STRING_FIELDS.iter().enumerate() {
-            if let Some(s) = &strings[i] {
-                out.insert((*name).to_string(), Value::String(s.clone()));
-            }
-        }
-        if let Some(pid) = pid {
-            out.insert("pid".into(), Value::from(pid));
-        }
-        if truncated {
-            // The sender cut the message to its size limit.
-            out.insert("truncated".into(), Value::Bool(true));
-        }
-        if !fields.is_empty() {
-            out.insert("fields".into(), Value::Object(fields.clone()));
-        }
+        fields.extend(obj);
+        wire.fields = Cow::Owned(fields);
         match &key {
             Some(DedupKey::Seq { src, seq }) => {
-                out.insert("_src".into(), Value::String(src.clone()));
-                out.insert("_seq".into(), Value::from(*seq));
+                wire.key = Some(Key {
+                    src: src.clone().into(),
+                    seq: *seq,
+                })
             }
-            Some(DedupKey::Id(id)) => {
-                out.insert("_key".into(), Value::String(id.clone()));
-            }
+            Some(DedupKey::Id(id)) => wire.doc_key = Some(id.clone().into()),
             None => {}
         }
-        let source = Value::Object(out).to_string();
+        let source = serde_json::to_string(&wire).map_err(|e| e.to_string())?;
         Ok(Record {
             ts,
-            message,
-            strings,
-            pid,
-            fields,
+            wire,
             key,
             source,
         })
@@ -183,17 +111,89 @@ impl Record {
 
     /// Rebuilds a record from its stored JSON (write-ahead log replay).
     pub fn from_source(source: &str) -> Result<Record, String> {
-        let mut obj: Map<String, Value> =
-            serde_json::from_str(source).map_err(|e| format!("stored record is not JSON: {e}"))?;
-        // `_key` is how an explicit id is stored; on the way in it is `_id`.
-        if let Some(k) = obj.remove("_key") {
-            obj.insert("_id".into(), k);
-        }
-        let mut r = Record::from_object(obj, OffsetDateTime::now_utc())?;
+        let wire: sawmill_record::Record<'static> =
+            serde_json::from_str(source).map_err(|e| format!("stored record is not one: {e}"))?;
+        let ts = wire
+            .ts
+            .ok_or_else(|| "stored record has no `ts`".to_string())?
+            .0;
+        let key = match (&wire.key, &wire.doc_key) {
+            (Some(k), _) => Some(DedupKey::Seq {
+                src: k.src.to_string(),
+                seq: k.seq,
+            }),
+            (None, Some(id)) => Some(DedupKey::Id(id.to_string())),
+            (None, None) => None,
+        };
         // Keep the stored text byte for byte.
-        r.source = source.to_string();
-        Ok(r)
+        Ok(Record {
+            ts,
+            wire,
+            key,
+            source: source.to_string(),
+        })
     }
+}
+
+/// Moves the exact fields (see [`EXACT`]) from an ingested object into `wire`: strings as
+/// they are, numbers as their text, an ECS object (`host: {name: ...}`) by its name with the
+/// object itself kept in `fields`, anything else into `fields` whole.
+fn take_exact(
+    obj: &mut Map<String, Value>,
+    wire: &mut sawmill_record::Record<'static>,
+    fields: &mut Map<String, Value>,
+) -> Result<(), String> {
+    for name in EXACT {
+        let value = match obj.remove(name) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            // ECS-style objects (`host: {name: ...}`) give their name; the rest is kept.
+            Some(Value::Object(o)) => {
+                let named = match o.get("name") {
+                    Some(Value::String(n)) => Some(n.clone()),
+                    _ => None,
+                };
+                fields.insert(name.to_string(), Value::Object(o));
+                match named {
+                    Some(n) => n,
+                    None => continue,
+                }
+            }
+            Some(other) => {
+                fields.insert(name.to_string(), other);
+                continue;
+            }
+        };
+        wire.set_exact(name, value.into())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Takes the idempotency key out of an ingested object: `_src` with `_seq`, or `_id`.
+fn take_key(obj: &mut Map<String, Value>) -> Result<Option<DedupKey>, String> {
+    let src = match obj.remove("_src") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(other) => return Err(format!("`_src` must be a non-empty string, not {other}")),
+    };
+    let seq = match obj.remove("_seq") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(other) => {
+            return Err(format!(
+                "`_seq` must be a non-negative integer, not {other}"
+            ))
+        }
+    };
+    Ok(match (src, seq, obj.remove("_id")) {
+        (Some(src), Some(seq), _) => Some(DedupKey::Seq { src, seq }),
+        (None, None, Some(Value::String(id))) if !id.is_empty() => Some(DedupKey::Id(id)),
+        (Some(_), None, _) => return Err("`_src` needs `_seq` beside it".into()),
+        (None, Some(_), _) => return Err("`_seq` needs `_src` beside it".into()),
+        _ => None,
+    })
 }
 
 /// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut.
@@ -231,28 +231,6 @@ pub fn cut_message(obj: &mut Map<String, Value>, max: usize) -> bool {
     cut
 }
 
-/// Maps the usual spellings (`ERROR`, `warn`, `fatal`, `3`) to the syslog names.
-pub fn normalize_severity(s: &str) -> Result<&'static str, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let name = match lower.as_str() {
-        "emerg" | "emergency" | "panic" | "0" => "emerg",
-        "alert" | "1" => "alert",
-        "crit" | "critical" | "fatal" | "2" => "crit",
-        "err" | "error" | "3" => "err",
-        "warning" | "warn" | "4" => "warning",
-        "notice" | "5" => "notice",
-        "info" | "informational" | "information" | "6" => "info",
-        "debug" | "trace" | "7" => "debug",
-        _ => {
-            return Err(format!(
-                "`severity` `{s}` is not one of {}",
-                SEVERITIES.join(", ")
-            ))
-        }
-    };
-    Ok(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,8 +248,8 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(r.fields.get("user_id"), Some(&json!(42)));
-        assert_eq!(r.fields.get("a"), Some(&json!("b")));
+        assert_eq!(r.wire.fields.get("user_id"), Some(&json!(42)));
+        assert_eq!(r.wire.fields.get("a"), Some(&json!("b")));
         let stored: Value = serde_json::from_str(&r.source).unwrap();
         assert_eq!(stored["fields"]["user_id"], json!(42));
     }
@@ -309,7 +287,7 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(r.string("severity"), Some("err"));
+        assert_eq!(r.severity(), Some(Severity::Err));
         let back = Record::from_source(&r.source).unwrap();
         assert_eq!(back.ts, r.ts);
         assert_eq!(
@@ -319,7 +297,7 @@ mod tests {
                 seq: 7
             })
         );
-        assert_eq!(back.pid, Some(12));
+        assert_eq!(back.wire.pid, Some(12));
         assert_eq!(back.source, r.source);
     }
 }

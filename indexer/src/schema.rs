@@ -6,7 +6,10 @@ use tantivy::schema::{
 };
 use tantivy::{DateTime, TantivyDocument};
 
-use crate::record::{Record, STRING_FIELDS};
+use sawmill_record::fields::{exact_index, FieldKind, EXACT, EXACT_COUNT, FIELDS};
+
+use crate::dedup::DedupKey;
+use crate::record::Record;
 
 /// Handles to the schema's fields.
 #[derive(Clone)]
@@ -14,8 +17,8 @@ pub struct Fields {
     pub schema: Schema,
     pub ts: Field,
     pub message: Field,
-    /// In the order of [`STRING_FIELDS`].
-    pub strings: Vec<Field>,
+    /// The exact-value fields, in the order of [`EXACT`].
+    pub exact: [Field; EXACT_COUNT],
     pub pid: Field,
     pub fields: Field,
     pub src: Field,
@@ -24,17 +27,6 @@ pub struct Fields {
     pub rid: Field,
     pub source: Field,
 }
-
-/// String fields that are also columnar, for terms and fast filters.
-pub const FAST_STRING_FIELDS: [&str; 7] = [
-    "host",
-    "service",
-    "severity",
-    "facility",
-    "container",
-    "image",
-    "stream",
-];
 
 impl Fields {
     pub fn new() -> Fields {
@@ -51,16 +43,16 @@ impl Fields {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let message = b.add_text_field("message", text.clone());
-        let strings = STRING_FIELDS
-            .iter()
-            .map(|name| {
-                if FAST_STRING_FIELDS.contains(name) {
-                    b.add_text_field(name, STRING | FAST)
-                } else {
-                    b.add_text_field(name, STRING)
-                }
-            })
-            .collect();
+        // The exact fields as the contract's table has them, columnar where it says so.
+        let mut exact = Vec::with_capacity(EXACT_COUNT);
+        for f in FIELDS.iter().filter(|f| f.kind == FieldKind::Exact) {
+            exact.push(if f.fast {
+                b.add_text_field(f.name, STRING | FAST)
+            } else {
+                b.add_text_field(f.name, STRING)
+            });
+        }
+        let exact: [Field; EXACT_COUNT] = exact.try_into().expect("one field per exact name");
         let pid = b.add_u64_field("pid", NumericOptions::default().set_indexed());
         let fields = b.add_json_field(
             "fields",
@@ -79,7 +71,7 @@ impl Fields {
             schema: b.build(),
             ts,
             message,
-            strings,
+            exact,
             pid,
             fields,
             src,
@@ -90,28 +82,27 @@ impl Fields {
         }
     }
 
-    pub fn string_field(&self, name: &str) -> Option<Field> {
-        STRING_FIELDS
-            .iter()
-            .position(|f| *f == name)
-            .map(|i| self.strings[i])
+    /// The tantivy field of exact field `name`.
+    pub fn exact_field(&self, name: &str) -> Option<Field> {
+        exact_index(name).map(|i| self.exact[i])
     }
 
     pub fn document(&self, rid: u64, r: &Record) -> TantivyDocument {
         let mut doc = TantivyDocument::new();
         let nanos = r.ts.unix_timestamp_nanos();
         doc.add_date(self.ts, DateTime::from_timestamp_nanos(nanos as i64));
-        doc.add_text(self.message, &r.message);
-        for (i, v) in r.strings.iter().enumerate() {
-            if let Some(v) = v {
-                doc.add_text(self.strings[i], v);
+        let w = &r.wire;
+        doc.add_text(self.message, &w.message);
+        for (field, name) in self.exact.iter().zip(EXACT) {
+            if let Some(v) = w.exact(name) {
+                doc.add_text(*field, v);
             }
         }
-        if let Some(pid) = r.pid {
+        if let Some(pid) = w.pid {
             doc.add_u64(self.pid, pid);
         }
-        if !r.fields.is_empty() {
-            let obj: std::collections::BTreeMap<String, tantivy::schema::OwnedValue> = r
+        if !w.fields.is_empty() {
+            let obj: std::collections::BTreeMap<String, tantivy::schema::OwnedValue> = w
                 .fields
                 .iter()
                 .map(|(k, v)| (k.clone(), tantivy::schema::OwnedValue::from(v.clone())))
@@ -119,11 +110,11 @@ impl Fields {
             doc.add_object(self.fields, obj);
         }
         match &r.key {
-            Some(crate::record::DedupKey::Seq { src, seq }) => {
+            Some(DedupKey::Seq { src, seq }) => {
                 doc.add_text(self.src, src);
                 doc.add_u64(self.seq, *seq);
             }
-            Some(crate::record::DedupKey::Id(id)) => doc.add_text(self.key, id),
+            Some(DedupKey::Id(id)) => doc.add_text(self.key, id),
             None => {}
         }
         doc.add_u64(self.rid, rid);

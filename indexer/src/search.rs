@@ -10,16 +10,17 @@ use tantivy::collector::{Collector, Count};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::store::StoreReader;
-use tantivy::{DateTime, Searcher, TantivyDocument, Term};
+use tantivy::{DateTime, TantivyDocument, Term};
 
-use crate::collectors::{
-    rank, Bounded, HistogramCollector, Order, TermsCollector, TopCollector, TopHit,
-};
+use sawmill_record::api::{Order, Scope};
+use sawmill_record::fields::{field, FieldKind, FIELDS};
+
+use crate::collectors::{rank, Bounded, HistogramCollector, TermsCollector, TopCollector, TopHit};
 use crate::error::{Error, Result};
+use crate::partition::{Partition, Partitions};
 use crate::record::cut_str;
-use crate::schema::FAST_STRING_FIELDS;
+use crate::schema::Fields;
 use crate::searches::Budget;
-use crate::store::Store;
 
 /// An inclusive time range in epoch microseconds; `None` is unbounded.
 #[derive(Clone, Copy, Debug, Default)]
@@ -83,7 +84,7 @@ impl Hit {
 /// Hits found and ranked but not yet read from the doc store.
 pub struct Found {
     /// One snapshot per partition, kept so the hits can still be read after a commit.
-    searchers: Vec<Searcher>,
+    searchers: Vec<tantivy::Searcher>,
     /// (index into `searchers`, hit), in answer order.
     hits: Vec<(usize, TopHit)>,
     source: Field,
@@ -153,7 +154,7 @@ impl HitReader {
                 let seg = self.found.searchers[p].segment_reader(top.addr.segment_ord);
                 let store = seg
                     .get_store_reader(1)
-                    .map_err(|e| Error::Tantivy(e.into()))?;
+                    .map_err(tantivy::TantivyError::from)?;
                 self.stores.push((key, store));
                 self.stores.len() - 1
             }
@@ -204,19 +205,6 @@ pub struct Terms {
     pub other: u64,
     /// Matching records without the field.
     pub missing: u64,
-}
-
-/// Which neighbours `context` shows.
-#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Same host and service.
-    #[default]
-    Service,
-    /// Same host.
-    Host,
-    /// Same trace or request id.
-    Request,
 }
 
 pub struct Context {
@@ -275,7 +263,7 @@ fn parse_cursor(s: &str) -> Result<(i64, u64)> {
 
 /// Runs `collector` within `budget`: a spent budget stops it and is the error returned.
 fn bounded<C: Collector>(
-    searcher: &Searcher,
+    searcher: &tantivy::Searcher,
     query: &dyn Query,
     collector: C,
     budget: &Budget,
@@ -289,10 +277,30 @@ fn bounded<C: Collector>(
                 budget,
             },
         )
-        .map_err(|e| budget.check().err().unwrap_or(Error::Tantivy(e)))
+        .map_err(|e| budget.check().err().unwrap_or_else(|| e.into()))
 }
 
-impl Store {
+/// The read path over the store's partitions: what a search needs from the store (the
+/// partitions and the schema), and nothing it writes with. Cheap to clone.
+#[derive(Clone)]
+pub struct Searcher {
+    partitions: Partitions,
+    fields: Fields,
+}
+
+impl Searcher {
+    pub fn new(partitions: Partitions, fields: Fields) -> Searcher {
+        Searcher { partitions, fields }
+    }
+
+    fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    fn partitions_between(&self, lo: i64, hi: i64) -> Vec<std::sync::Arc<Partition>> {
+        self.partitions.between(lo, hi)
+    }
+
     /// Parses the Lucene-like query language (see `query.rs`); `*` and the empty query
     /// match everything.
     pub fn parse_query(&self, q: &str) -> Result<Box<dyn Query>> {
@@ -404,7 +412,7 @@ impl Store {
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
         // One snapshot for the data's span and the counts, so they agree.
-        let searchers: Vec<Searcher> = self
+        let searchers: Vec<tantivy::Searcher> = self
             .partitions_between(lo, hi)
             .iter()
             .map(|p| p.reader.searcher())
@@ -463,21 +471,27 @@ impl Store {
     /// The most frequent values of a columnar field among the matches.
     pub fn terms(
         &self,
-        field: &str,
+        name: &str,
         q: &str,
         range: TimeRange,
         size: usize,
         budget: &Budget,
     ) -> Result<Terms> {
-        if !FAST_STRING_FIELDS.contains(&field) {
+        let columnar = |f: &sawmill_record::Field| f.kind == FieldKind::Exact && f.fast;
+        if !field(name).is_some_and(columnar) {
+            let names: Vec<&str> = FIELDS
+                .iter()
+                .filter(|f| columnar(f))
+                .map(|f| f.name)
+                .collect();
             return Err(Error::BadRequest(format!(
-                "`field` `{field}` has no term counts: use one of {}",
-                FAST_STRING_FIELDS.join(", ")
+                "`field` `{name}` has no term counts: use one of {}",
+                names.join(", ")
             )));
         }
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
-        let field_handle = self.fields().string_field(field).expect("a string field");
+        let field_handle = self.fields().exact_field(name).expect("an exact field");
         let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
@@ -508,7 +522,7 @@ impl Store {
                 &searcher,
                 query.as_ref(),
                 TermsCollector {
-                    field: field.to_string(),
+                    field: name.to_string(),
                 },
                 budget,
             )?;
@@ -542,7 +556,7 @@ impl Store {
     }
 
     fn term(&self, field: &str, value: &str) -> Box<dyn Query> {
-        let f = self.fields().string_field(field).expect("a string field");
+        let f = self.fields().exact_field(field).expect("an exact field");
         Box::new(TermQuery::new(
             Term::from_field_text(f, value),
             IndexRecordOption::Basic,
@@ -652,7 +666,7 @@ impl Store {
 }
 
 /// The earliest and latest `ts` (µs) the searchers hold.
-fn data_span(searchers: &[Searcher]) -> Option<(i64, i64)> {
+fn data_span(searchers: &[tantivy::Searcher]) -> Option<(i64, i64)> {
     let mut span: Option<(i64, i64)> = None;
     for searcher in searchers {
         for seg in searcher.segment_readers() {

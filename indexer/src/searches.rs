@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, M};
 
 /// How many searches run at once, how many wait, and for how long. Every field is a flag of
 /// `sawmill indexer`.
@@ -138,10 +138,10 @@ impl Searches {
             Ok(slot) => slot,
             Err(_) => {
                 let waiting = inner.queued.fetch_add(1, Relaxed);
-                m.searches_queued.fetch_add(1, Relaxed);
-                let _leave = Leave(&inner.queued, &m.searches_queued);
+                m.add(M::SearchesQueued, 1);
+                let _leave = Leave(&inner.queued, m);
                 if waiting >= inner.limits.queue as u64 {
-                    m.searches_rejected_queue_full.fetch_add(1, Relaxed);
+                    m.add(M::SearchesRejectedQueueFull, 1);
                     return Err(Error::Busy {
                         running: inner.limits.max_concurrent,
                         queued: waiting as usize,
@@ -156,7 +156,7 @@ impl Searches {
                     Ok(Ok(slot)) => slot,
                     Ok(Err(_)) => return Err(Error::ShuttingDown),
                     Err(_) => {
-                        m.searches_rejected_queue_timeout.fetch_add(1, Relaxed);
+                        m.add(M::SearchesRejectedQueueTimeout, 1);
                         return Err(Error::QueueTimeout {
                             waited: inner.limits.queue_timeout,
                         });
@@ -170,18 +170,18 @@ impl Searches {
         let metrics = inner.metrics.clone();
         let res = self
             .spawn(move || {
-                metrics.searches_running.fetch_add(1, Relaxed);
+                metrics.add(M::SearchesRunning, 1);
                 // Left however `f` ends, a panic included.
-                let _running = Running(&metrics.searches_running);
+                let _running = Running(&metrics);
                 // The clock starts when the search does: waiting had its own limit.
                 let res = f(&Budget::new(timeout, cancelled));
                 drop(slot);
                 match &res {
                     Err(Error::SearchTimeout { .. }) => {
-                        metrics.searches_timed_out.fetch_add(1, Relaxed);
+                        metrics.add(M::SearchesTimedOut, 1);
                     }
                     Err(Error::Cancelled) => {
-                        metrics.searches_cancelled.fetch_add(1, Relaxed);
+                        metrics.add(M::SearchesCancelled, 1);
                     }
                     _ => {}
                 }
@@ -204,14 +204,8 @@ impl Searches {
             // A panic in tantivy or a collector must cost one answer (a 500), not a search
             // thread: the pool never regrows, and with every thread gone each search would
             // be refused until a restart.
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Error::Panicked(what)
-            });
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(Error::from_panic);
             let _ = tx.send(res);
         });
         self.inner.jobs.send(job).map_err(|_| Error::ShuttingDown)?;
@@ -220,21 +214,21 @@ impl Searches {
 }
 
 /// Leaves the queue, however the wait ends.
-struct Leave<'a>(&'a AtomicU64, &'a AtomicU64);
+struct Leave<'a>(&'a AtomicU64, &'a Metrics);
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
-        self.1.fetch_sub(1, Relaxed);
+        self.1.sub(M::SearchesQueued, 1);
     }
 }
 
 /// Counts a search as running until dropped, however it ends.
-struct Running<'a>(&'a AtomicU64);
+struct Running<'a>(&'a Metrics);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.sub(M::SearchesRunning, 1);
     }
 }
 
@@ -267,18 +261,6 @@ fn lower_priority() {
     }
 }
 
-/// `30s`, `1ms`: a duration as the flags take it.
-pub fn span_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        format!("{}us", d.as_micros())
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +287,6 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(searches.run(|_| Ok(7)).await.unwrap(), 7);
         }
-        assert_eq!(metrics.searches_running.load(Relaxed), 0);
+        assert_eq!(metrics.get(M::SearchesRunning), 0);
     }
 }

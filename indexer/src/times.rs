@@ -4,21 +4,6 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-/// Prints an instant as RFC 3339 in UTC with nanoseconds, the one form records carry.
-pub fn format_rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond()
-    )
-}
-
 /// Epoch numbers are told apart by magnitude, as Vector and Loki do: seconds, ms, µs or ns.
 pub fn from_epoch_number(n: f64) -> Option<OffsetDateTime> {
     if !n.is_finite() || n < 0.0 {
@@ -185,6 +170,18 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// `30s`, `1ms`: a duration as the flags take it.
+pub fn span_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,7 +228,10 @@ mod tests {
     #[test]
     fn rfc3339_is_printed_in_utc_with_nanoseconds() {
         let t = parse_rfc3339("2026-11-27T11:00:00.5+01:00").unwrap();
-        assert_eq!(format_rfc3339(t), "2026-11-27T10:00:00.500000000Z");
+        assert_eq!(
+            sawmill_record::time::format_rfc3339(t),
+            "2026-11-27T10:00:00.500000000Z"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::severity::Severity;
+use crate::severity::{Severity, UnknownSeverity};
 use crate::time::Stamp;
 
 /// What makes a record unique to its sender, so a resent batch is stored once: a sender's
@@ -77,7 +77,7 @@ fn is_empty(m: &Cow<'_, Map<String, Value>>) -> bool {
     m.is_empty()
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
     /// The value of exact field `name` (see [`crate::fields::EXACT`]).
     pub fn exact(&self, name: &str) -> Option<&str> {
         match name {
@@ -92,6 +92,29 @@ impl Record<'_> {
             "request_id" => self.request_id.as_deref(),
             _ => None,
         }
+    }
+
+    /// Sets exact field `name` (see [`crate::fields::EXACT`]) to `value`, parsing `severity`
+    /// with [`Severity::parse`]; a name that is no exact field is ignored. Lets a reader that
+    /// walks the field table (the indexer's ingest) fill a record without naming each field.
+    pub fn set_exact(&mut self, name: &str, value: Cow<'a, str>) -> Result<(), UnknownSeverity> {
+        let slot = match name {
+            "host" => &mut self.host,
+            "service" => &mut self.service,
+            "severity" => {
+                self.severity = Some(Severity::parse(&value)?);
+                return Ok(());
+            }
+            "facility" => &mut self.facility,
+            "container" => &mut self.container,
+            "image" => &mut self.image,
+            "stream" => &mut self.stream,
+            "trace_id" => &mut self.trace_id,
+            "request_id" => &mut self.request_id,
+            _ => return Ok(()),
+        };
+        *slot = Some(value);
+        Ok(())
     }
 
     /// Appends the record as one NDJSON line to `out`.
@@ -151,6 +174,22 @@ mod tests {
         assert!(FIELDS
             .iter()
             .any(|f| f.kind == FieldKind::Exact && f.name == "severity"));
+    }
+
+    #[test]
+    fn every_exact_field_can_be_set_by_name() {
+        let mut r = Record::default();
+        for name in EXACT {
+            let value = if name == "severity" { "ERROR" } else { name };
+            r.set_exact(name, value.into()).unwrap();
+        }
+        for name in EXACT {
+            let want = if name == "severity" { "err" } else { name };
+            assert_eq!(r.exact(name), Some(want), "{name}");
+        }
+        let e = r.set_exact("severity", "loud".into()).unwrap_err();
+        assert_eq!(e.0, "loud");
+        r.set_exact("nope", "x".into()).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod bulk;
 mod clean_stop;
+mod contract;
 mod corpus;
 mod docker;
 mod durability;

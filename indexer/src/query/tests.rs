@@ -12,7 +12,8 @@ use tantivy::{Index, IndexReader, TantivyDocument};
 use time::OffsetDateTime;
 
 use super::*;
-use crate::record::{Record, SEVERITIES};
+use crate::record::Record;
+use sawmill_record::Severity;
 
 // ---- limits: the inputs that used to abort the process -------------------------------
 
@@ -309,7 +310,10 @@ fn corpus() -> &'static Corpus {
             }
             obj.insert("host".into(), json!(HOSTS[rng.usize(..HOSTS.len())]));
             if rng.u8(..10) < 9 {
-                obj.insert("severity".into(), json!(SEVERITIES[rng.usize(..8)]));
+                obj.insert(
+                    "severity".into(),
+                    json!(Severity::ALL[rng.usize(..8)].name()),
+                );
             }
             if rng.bool() {
                 obj.insert("pid".into(), json!(rng.u64(1..20)));

@@ -1,0 +1,94 @@
+//! The data directory's layout, the one place that names what lives in it:
+//!
+//! ```text
+//! DATA/
+//!   LOCK                        held (flock) while an indexer uses the directory
+//!   checkpoint                  log position every partition has committed up to
+//!   wal/                        the write-ahead log's segments (see `wal.rs`)
+//!   partitions/
+//!     p-001764201600-86400/     one tantivy index per hour or day of `ts`
+//!     .trash-p-.../             a partition retention is removing
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The lock file that keeps a second indexer out.
+pub fn lock_file(data: &Path) -> PathBuf {
+    data.join("LOCK")
+}
+
+/// The file holding the checkpoint, a decimal log position.
+pub fn checkpoint_file(data: &Path) -> PathBuf {
+    data.join("checkpoint")
+}
+
+/// Where a new checkpoint is written before it is renamed over the old one.
+pub fn checkpoint_tmp(data: &Path) -> PathBuf {
+    data.join("checkpoint.tmp")
+}
+
+/// The write-ahead log's directory.
+pub fn wal_dir(data: &Path) -> PathBuf {
+    data.join("wal")
+}
+
+/// The directory holding one directory per partition.
+pub fn partitions_dir(data: &Path) -> PathBuf {
+    data.join("partitions")
+}
+
+/// A partition's directory name; names sort in time order: `p-001764201600-86400`.
+pub fn partition_name(start: i64, secs: i64) -> String {
+    format!("p-{start:012}-{secs}")
+}
+
+/// (start, seconds covered) of a partition directory's name.
+pub fn parse_partition_name(name: &str) -> Option<(i64, i64)> {
+    let rest = name.strip_prefix("p-")?;
+    // From the right: a start before 1970 is negative (`p--00000086400-86400`).
+    let (start, secs) = rest.rsplit_once('-')?;
+    Some((start.parse().ok()?, secs.parse().ok()?))
+}
+
+/// Whether a partition's index was finished: tantivy writes this file before any record
+/// goes in, so a directory without it died while being created.
+pub fn partition_is_complete(dir: &Path) -> bool {
+    dir.join("meta.json").exists()
+}
+
+/// Prefix of a partition directory being removed.
+const TRASH: &str = ".trash-";
+
+/// The name a partition's directory takes while it is removed: renamed first, so a crash
+/// halfway through never leaves half a partition that looks whole.
+pub fn trash_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{TRASH}{name}"))
+}
+
+/// Whether `name` is a partition directory retention was removing when the process died.
+pub fn is_trash(name: &str) -> bool {
+    name.starts_with(TRASH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip_and_sort_in_time_order() {
+        for (start, secs) in [(1_764_201_600, 86_400), (-86_400, 86_400), (0, 3600)] {
+            assert_eq!(
+                parse_partition_name(&partition_name(start, secs)),
+                Some((start, secs))
+            );
+        }
+        assert!(partition_name(3600, 3600) < partition_name(7200, 3600));
+        let t = trash_dir(Path::new("/d/partitions/p-1"));
+        assert_eq!(t, Path::new("/d/partitions/.trash-p-1"));
+        assert!(is_trash(".trash-p-1") && !is_trash("p-1"));
+    }
+}

@@ -1,0 +1,409 @@
+//! The index thread: adds logged records to their time partitions (one tantivy index per
+//! hour or day of `ts`), commits every partition it touched once per commit interval with the
+//! log position the commit covers, writes the checkpoint and trims the log behind it, and
+//! applies retention. When indexing fails (a full disk) it drops its writers and retries by
+//! itself from the log, as a restart would.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tantivy::{IndexWriter, TantivyDocument};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::metrics::{
+    Committed, IndexFailed, IndexRecovered, Metrics, PartitionRemoved, UnreadableRecord, M,
+};
+use crate::partition::Partition;
+use crate::record::Record;
+use crate::store::shared::Shared;
+use crate::store::{checkpoint, retention};
+use crate::wal;
+
+/// Records the log thread made durable, for the index thread.
+pub struct IndexBatch {
+    pub records: Vec<(u64, Record)>,
+    /// The log position just past the last record.
+    pub end: u64,
+}
+
+/// Partition writers open at once; each holds indexing memory.
+const MAX_OPEN_WRITERS: usize = 4;
+/// How often retention runs and the disk gauges are updated.
+const TICK: Duration = Duration::from_secs(10);
+
+/// A record of the log, or `None` (logged and counted) if it cannot be read back.
+pub fn decode_frame(pos: u64, payload: &[u8], metrics: &Metrics) -> Option<Record> {
+    match std::str::from_utf8(payload)
+        .map_err(|e| e.to_string())
+        .and_then(Record::from_source)
+    {
+        Ok(r) => Some(r),
+        Err(error) => {
+            UnreadableRecord {
+                position: pos,
+                error: &error,
+            }
+            .emit(metrics);
+            None
+        }
+    }
+}
+
+/// The index thread's state: open partition writers and what they hold uncommitted.
+pub struct Indexer {
+    shared: Arc<Shared>,
+    writers: HashMap<i64, IndexWriter<TantivyDocument>>,
+    dirty: HashSet<i64>,
+    /// Log position just past the last record added.
+    pub last_pos: u64,
+    /// The last checkpoint written: every partition holds every record before it.
+    checkpoint: u64,
+    deadline: Option<Instant>,
+    /// Set after an indexing error: records are then left to the log until a retry adds
+    /// everything past `checkpoint` again.
+    failed: bool,
+    /// When to retry after a failure, and the wait after the next one.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    /// Partitions whose writers were dropped by a failure: they may hold segment files
+    /// flushed but never committed, which only tantivy's garbage collection removes.
+    orphaned: HashSet<i64>,
+}
+
+/// The first retry after an indexing failure; each failed retry doubles the wait, up to
+/// `RETRY_MAX`, so a disk that stays full costs little.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl Indexer {
+    pub fn new(shared: Arc<Shared>, checkpoint: u64) -> Indexer {
+        Indexer {
+            shared,
+            writers: HashMap::new(),
+            dirty: HashSet::new(),
+            last_pos: checkpoint,
+            checkpoint,
+            deadline: None,
+            failed: false,
+            retry_at: None,
+            retry_delay: RETRY_MIN,
+            orphaned: HashSet::new(),
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<IndexBatch>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            let until = [self.deadline, self.retry_at]
+                .into_iter()
+                .flatten()
+                .fold(next_tick, Instant::min);
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(batch) => self.add(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.stop();
+                    return;
+                }
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                self.commit();
+            }
+            if self.retry_at.is_some_and(|t| now >= t) {
+                self.recover();
+            }
+            if now >= next_tick {
+                self.enforce_retention();
+                self.update_gauges();
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    /// The last commit, and the one place that says whether it covers everything.
+    fn stop(&mut self) {
+        self.commit();
+        // No retry here: it would add the whole log again, which can take long, and the
+        // next start replays it anyway.
+        if self.failed {
+            tracing::error!(
+                checkpoint = self.checkpoint,
+                end = self.last_pos,
+                "Index thread stopped with indexing failing; the acknowledged records from the checkpoint on stay in the write-ahead log and are replayed at the next start."
+            );
+        } else {
+            tracing::info!(
+                position = self.last_pos,
+                "Index thread stopped; everything acknowledged is committed."
+            );
+        }
+    }
+
+    fn partition(&mut self, start: i64) -> Result<Arc<Partition>> {
+        if let Some(p) = self.shared.partitions.read().get(&start) {
+            return Ok(p.clone());
+        }
+        let secs = self.shared.config.granularity.seconds();
+        let root = layout::partitions_dir(&self.shared.config.data);
+        let p = Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?);
+        let mut map = self.shared.partitions.write();
+        map.insert(start, p.clone());
+        self.shared.metrics.set(M::Partitions, map.len() as u64);
+        Ok(p)
+    }
+
+    fn writer(&mut self, start: i64) -> Result<&mut IndexWriter<TantivyDocument>> {
+        if !self.writers.contains_key(&start) {
+            let p = self.partition(start)?;
+            let cfg = &self.shared.config;
+            let w = p.index.writer_with_num_threads(
+                cfg.writer_threads.max(1),
+                cfg.writer_memory
+                    .max(cfg.writer_threads.max(1) * (16 << 20)),
+            )?;
+            self.writers.insert(start, w);
+        }
+        Ok(self.writers.get_mut(&start).unwrap())
+    }
+
+    fn add(&mut self, batch: IndexBatch) {
+        for (rid, rec) in batch.records {
+            self.add_one(rid, rec);
+        }
+        self.last_pos = batch.end;
+    }
+
+    /// Adds a record read back from the log, unless its partition's last commit (in
+    /// `committed`) holds it already. Returns whether it was added.
+    pub fn replay(&mut self, pos: u64, rec: Record, committed: &HashMap<i64, u64>) -> bool {
+        let start = self.shared.config.granularity.start_of(rec.ts);
+        if committed.get(&start).copied().unwrap_or(0) > pos {
+            return false;
+        }
+        self.add_one(pos, rec);
+        true
+    }
+
+    fn add_one(&mut self, rid: u64, rec: Record) {
+        // Everything before this record is added: what an early commit may claim.
+        self.last_pos = rid;
+        if self.failed {
+            // The log holds it; the next retry adds it.
+            return;
+        }
+        let start = self.shared.config.granularity.start_of(rec.ts);
+        if !self.writers.contains_key(&start) && self.writers.len() >= MAX_OPEN_WRITERS {
+            // Writers hold indexing memory: commit and close them before opening another.
+            self.commit();
+            self.writers.clear();
+            if self.failed {
+                return;
+            }
+        }
+        let doc = self.shared.fields.document(rid, &rec);
+        let res = self
+            .writer(start)
+            .and_then(|w| w.add_document(doc).map_err(Error::from));
+        match res {
+            Ok(_) => {
+                self.dirty.insert(start);
+                self.shared.metrics.add(M::RecordsIndexed, 1);
+            }
+            Err(e) => self.fail(format!("indexing record {rid} failed: {e}")),
+        }
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.shared.config.commit_interval);
+        }
+    }
+
+    /// Drops every writer and leaves records to the log until `recover` succeeds.
+    fn fail(&mut self, problem: String) {
+        {
+            let mut slot = self.shared.problem.lock().unwrap();
+            IndexFailed {
+                problem: &problem,
+                first: slot.is_none(),
+            }
+            .emit(&self.shared.metrics);
+            *slot = Some(format!("{problem}; indexing is retried by itself every few seconds and resumes once the cause is fixed (a full disk: free space or lower --retention / --max-disk); nothing acknowledged is lost: the write-ahead log keeps every record until it is indexed"));
+        }
+        self.failed = true;
+        // A tantivy writer that failed has lost the records it held uncommitted, and maybe
+        // indexing threads: its next commit would then claim records it does not hold (a
+        // restart replayed nothing: 32,000 acknowledged records lost), and with no thread
+        // left, adding blocks for good once its queue is full. Every writer goes; `recover`
+        // adds their records again from the log.
+        self.orphaned.extend(self.writers.keys().copied());
+        self.writers.clear();
+        self.dirty.clear();
+        self.deadline = None;
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+    }
+
+    /// After a failure: adds every record the log holds past each partition's last commit
+    /// to fresh writers, and commits them, as a restart would.
+    fn recover(&mut self) {
+        self.retry_at = None;
+        let end = self.last_pos;
+        let from = self.checkpoint;
+        self.failed = false;
+        let committed = match self.shared.partitions.committed_positions() {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .retry_failed(end, format!("reading the partitions' commits failed: {e}"))
+            }
+        };
+        // Review: the failed writers' flushed but uncommitted segments stay on disk until
+        // tantivy collects them, and only a commit or an explicit call does. Without this, a
+        // retry that filled the disk again left them holding the space an operator freed,
+        // and every later retry failed at its first flush.
+        for start in std::mem::take(&mut self.orphaned) {
+            let collected = self
+                .writer(start)
+                .and_then(|w| w.garbage_collect_files().wait().map_err(Error::from));
+            if let Err(e) = collected {
+                self.orphaned.insert(start);
+                return self
+                    .retry_failed(end, format!("removing uncommitted segments failed: {e}"));
+            }
+        }
+        let dir = layout::wal_dir(&self.shared.config.data);
+        let metrics = self.shared.metrics.clone();
+        let mut added = 0u64;
+        let res = wal::read(&dir, from, end, |pos, payload| {
+            if let Some(rec) = decode_frame(pos, payload, &metrics) {
+                added += u64::from(self.replay(pos, rec, &committed));
+            }
+            !self.failed
+        });
+        if let Err(e) = res {
+            return self.retry_failed(end, format!("reading the write-ahead log failed: {e}"));
+        }
+        if self.failed {
+            return self.retry_failed(end, String::new());
+        }
+        self.last_pos = end;
+        self.commit();
+        if self.failed {
+            return self.retry_failed(end, String::new());
+        }
+        self.retry_delay = RETRY_MIN;
+        *self.shared.problem.lock().unwrap() = None;
+        IndexRecovered {
+            from,
+            end,
+            records: added,
+        }
+        .emit(&self.shared.metrics);
+    }
+
+    /// A retry failed (`problem` is empty when `fail` has said why): the next one covers
+    /// the log up to `end` at least, and waits longer.
+    fn retry_failed(&mut self, end: u64, problem: String) {
+        self.last_pos = end;
+        if !problem.is_empty() {
+            self.fail(problem);
+        }
+        self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        tracing::warn!(
+            retry_in_ms = self.retry_delay.as_millis() as u64,
+            "Indexing still fails; retrying later."
+        );
+    }
+
+    /// Commits every partition written since the last commit, then makes them searchable.
+    pub fn commit(&mut self) {
+        self.deadline = None;
+        if self.failed {
+            // What the writers held is gone; `recover` commits it.
+            return;
+        }
+        let started = Instant::now();
+        let payload = self.last_pos.to_string();
+        let dirty: Vec<i64> = self.dirty.drain().collect();
+        for start in &dirty {
+            let Some(w) = self.writers.get_mut(start) else {
+                continue;
+            };
+            let res = w.prepare_commit().and_then(|mut pc| {
+                pc.set_payload(&payload);
+                pc.commit()
+            });
+            if let Err(e) = res {
+                self.fail(format!("commit of partition {start} failed: {e}"));
+                break;
+            }
+        }
+        {
+            let map = self.shared.partitions.read();
+            for start in &dirty {
+                if let Some(p) = map.get(start) {
+                    if let Err(e) = p.reader.reload() {
+                        tracing::error!(error = %e, partition = start, "Reloading a partition reader failed.");
+                    }
+                }
+            }
+        }
+        if !dirty.is_empty() {
+            Committed {
+                took: started.elapsed(),
+            }
+            .emit(&self.shared.metrics);
+        }
+        if self.failed {
+            return;
+        }
+        let data = &self.shared.config.data;
+        if self.last_pos > self.checkpoint {
+            match checkpoint::write(data, self.last_pos) {
+                Ok(()) => {
+                    self.checkpoint = self.last_pos;
+                    if let Err(e) = wal::remove_before(&layout::wal_dir(data), self.last_pos) {
+                        tracing::warn!(error = %e, "Could not trim the write-ahead log.");
+                    }
+                }
+                // Every partition's commit says how far it reaches, so replay stays right
+                // from an older checkpoint: only trimming the log waits.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not write the checkpoint; the write-ahead log is kept from the previous one.")
+                }
+            }
+        }
+        self.shared.searchable.send_replace(self.last_pos);
+    }
+
+    pub fn enforce_retention(&mut self) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for start in retention::doomed(&self.shared.partitions, &self.shared.config, now) {
+            self.writers.remove(&start);
+            self.dirty.remove(&start);
+            let removed = self.shared.partitions.write().remove(&start);
+            if let Some(p) = removed {
+                PartitionRemoved { dir: &p.dir }.emit(&self.shared.metrics);
+                retention::remove(&p);
+            }
+        }
+    }
+
+    pub fn update_gauges(&self) {
+        let map = self.shared.partitions.read();
+        let m = &self.shared.metrics;
+        m.set(M::Partitions, map.len() as u64);
+        m.set(
+            M::IndexDiskBytes,
+            map.values().map(|p| p.disk_bytes()).sum(),
+        );
+        m.set(
+            M::WalDiskBytes,
+            wal::dir_bytes(&layout::wal_dir(&self.shared.config.data)),
+        );
+    }
+}

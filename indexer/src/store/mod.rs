@@ -1,0 +1,180 @@
+//! The store: the write path from an acknowledged batch to searchable, committed partitions,
+//! one module per stage, in the order a record takes:
+//!
+//! - `log`: the log thread takes ingest requests, drops duplicates, appends the rest to the
+//!   write-ahead log with one fsync per group of requests, and only then answers them.
+//! - `index`: the index thread adds those records to their time partitions and commits
+//!   every partition it touched once per commit interval, recording in each commit the log
+//!   position it covers; `checkpoint` then records how far every partition reaches, and the
+//!   log is trimmed behind it.
+//! - `retention`: the index thread removes partitions past `--retention` or `--max-disk`.
+//! - `recovery`: at start, the partitions on disk and a replay of the log beyond the
+//!   checkpoint.
+//!
+//! When indexing fails (a full disk), the log keeps every record: the index thread drops its
+//! writers, whose uncommitted records are lost with them, and retries by itself, adding
+//! everything the log holds past what each partition has committed, as a restart would.
+//! Where each file lives is `layout.rs`'s business.
+
+mod checkpoint;
+mod config;
+mod index;
+mod log;
+mod recovery;
+mod retention;
+mod shared;
+
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::metrics::{Metrics, M};
+use crate::partition::Partitions;
+use crate::record::Record;
+use crate::schema::Fields;
+
+pub use config::StoreConfig;
+pub use log::Outcome;
+pub use retention::check_age;
+
+use index::Indexer;
+use log::{LogThread, WalRequest};
+use shared::Shared;
+
+/// The shared handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    threads: Arc<Threads>,
+}
+
+/// The way into the log thread, and both threads, for a stop.
+struct Threads {
+    /// Taken at a stop: the log thread ends once the last request is in.
+    wal_tx: Mutex<Option<mpsc::Sender<WalRequest>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory, replays what the log holds beyond the last
+    /// commit, and starts the log and index threads.
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let data = config.data.clone();
+        std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
+        let lock = DirLock::acquire(&data)?;
+        let partitions = recovery::open_partitions(&data)?;
+        let (mut dedup, committed) = recovery::load_keys(&partitions)?;
+        let checkpoint = checkpoint::read(&data)?;
+        let metrics = Arc::new(Metrics::default());
+        metrics.set(M::Partitions, partitions.len() as u64);
+        let (searchable, _) = watch::channel(checkpoint);
+        let shared = Arc::new(Shared {
+            config,
+            fields: Fields::new(),
+            partitions: Partitions::new(partitions),
+            searchable,
+            metrics,
+            problem: Mutex::new(None),
+            _lock: lock,
+        });
+
+        let mut indexer = Indexer::new(shared.clone(), checkpoint);
+        let (wal, replayed) =
+            recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
+        let end = wal.next_position();
+        indexer.last_pos = end;
+        indexer.commit();
+        indexer.enforce_retention();
+        shared.metrics.set(M::RecordsReplayed, replayed);
+        tracing::info!(
+            partitions = shared.partitions.read().len(),
+            replayed,
+            checkpoint,
+            end,
+            "Store opened."
+        );
+        indexer.update_gauges();
+        let (wal_tx, wal_rx) = mpsc::channel(1024);
+        let (index_tx, index_rx) = sync_channel(16);
+        let log = LogThread {
+            wal,
+            dedup,
+            index_tx,
+        };
+        let wal_shared = shared.clone();
+        let t1 = std::thread::Builder::new()
+            .name("sawmill-wal".into())
+            .spawn(move || log.run(wal_rx, &wal_shared.metrics))
+            .map_err(|e| Error::io(&data, e))?;
+        let t2 = std::thread::Builder::new()
+            .name("sawmill-index".into())
+            .spawn(move || indexer.run(index_rx))
+            .map_err(|e| Error::io(&data, e))?;
+        let threads = Arc::new(Threads {
+            wal_tx: Mutex::new(Some(wal_tx)),
+            handles: Mutex::new(vec![t1, t2]),
+        });
+        Ok(Store { shared, threads })
+    }
+
+    /// Makes `records` durable (or recognizes them as duplicates) before returning.
+    pub async fn ingest(&self, records: Vec<Record>) -> Result<Vec<Outcome>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .threads
+            .wal_tx
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(Error::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(WalRequest { records, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    pub fn retention(&self) -> Option<Duration> {
+        self.shared.config.retention
+    }
+
+    /// `Some(reason)` while indexing fails: the log then keeps every record, and indexing
+    /// is retried until it succeeds.
+    pub fn problem(&self) -> Option<String> {
+        self.shared.problem.lock().unwrap().clone()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn fields(&self) -> &Fields {
+        &self.shared.fields
+    }
+
+    /// Watches the log position below which every record is searchable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.searchable.subscribe()
+    }
+
+    /// Stops taking records, commits everything acknowledged, and waits for the threads.
+    pub fn shutdown(&self) {
+        self.threads.wal_tx.lock().unwrap().take();
+        let threads: Vec<_> = self.threads.handles.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The partitions, for searches.
+    pub fn partitions(&self) -> &Partitions {
+        &self.shared.partitions
+    }
+}

@@ -1,0 +1,116 @@
+//! Recovery at start: the partitions on disk (finishing what a crash left half done), the
+//! idempotency keys they hold, and a replay of the log beyond what each partition committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::dedup::{Dedup, DedupKey};
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::partition::Partition;
+use crate::store::index::{decode_frame, Indexer};
+use crate::store::shared::Shared;
+use crate::wal::Wal;
+
+/// The partitions in `data`, by start; removes those a crash left half created or half
+/// removed.
+pub fn open_partitions(data: &Path) -> Result<BTreeMap<i64, Arc<Partition>>> {
+    let root = layout::partitions_dir(data);
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    let mut partitions = BTreeMap::new();
+    for entry in std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
+        let entry = entry.map_err(|e| Error::io(&root, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if layout::is_trash(&name) {
+            // Retention was removing it when the process died.
+            let _ = std::fs::remove_dir_all(entry.path());
+            continue;
+        }
+        let Some((start, secs)) = layout::parse_partition_name(&name) else {
+            continue;
+        };
+        if !layout::partition_is_complete(&entry.path()) {
+            tracing::warn!(partition = %entry.path().display(), "Removing a partition that was never finished.");
+            let _ = std::fs::remove_dir_all(entry.path());
+            continue;
+        }
+        let p = Partition::open(entry.path(), start, secs)?;
+        partitions.insert(start, Arc::new(p));
+    }
+    Ok(partitions)
+}
+
+/// Every idempotency key the partitions hold, and where each partition's last commit
+/// reaches in the log.
+pub fn load_keys(partitions: &BTreeMap<i64, Arc<Partition>>) -> Result<(Dedup, HashMap<i64, u64>)> {
+    let mut dedup = Dedup::default();
+    let mut committed = HashMap::new();
+    for p in partitions.values() {
+        load_partition_keys(p, &mut dedup)?;
+        committed.insert(p.start, p.committed_position()?);
+    }
+    Ok((dedup, committed))
+}
+
+/// Adds every idempotency key a partition holds to `dedup`.
+fn load_partition_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
+    let searcher = p.reader.searcher();
+    for seg in searcher.segment_readers() {
+        let ff = seg.fast_fields();
+        let seq = ff.u64("_seq")?;
+        if let Some(src) = ff.str("_src")? {
+            let mut names: Vec<Option<String>> = vec![None; src.num_terms()];
+            for doc in 0..seg.max_doc() {
+                let (Some(ord), Some(n)) = (src.ords().first(doc), seq.first(doc)) else {
+                    continue;
+                };
+                let name = names[ord as usize].get_or_insert_with(|| {
+                    let mut s = String::new();
+                    let _ = src.ord_to_str(ord, &mut s);
+                    s
+                });
+                dedup.insert_seq(name, n);
+            }
+        }
+        if let Some(key) = ff.str("_key")? {
+            let mut s = String::new();
+            for doc in 0..seg.max_doc() {
+                if let Some(ord) = key.ords().first(doc) {
+                    s.clear();
+                    let _ = key.ord_to_str(ord, &mut s);
+                    dedup.insert(&DedupKey::Id(s.clone()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the log and replays it from `checkpoint` straight into the partitions, so memory
+/// stays bounded however much the log holds beyond the last commit; every replayed key goes
+/// into `dedup`. Returns the log, positioned at its end, and how many records were added.
+pub fn replay(
+    shared: &Arc<Shared>,
+    indexer: &mut Indexer,
+    dedup: &mut Dedup,
+    checkpoint: u64,
+    committed: &HashMap<i64, u64>,
+) -> Result<(Wal, u64)> {
+    let mut replayed = 0u64;
+    let wal = Wal::open(
+        &layout::wal_dir(&shared.config.data),
+        checkpoint,
+        |pos, payload| {
+            if let Some(rec) = decode_frame(pos, payload, &shared.metrics) {
+                if let Some(k) = &rec.key {
+                    dedup.insert(k);
+                }
+                if indexer.replay(pos, rec, committed) {
+                    replayed += 1;
+                }
+            }
+        },
+    )?;
+    Ok((wal, replayed))
+}

@@ -1,0 +1,24 @@
+//! What the store's threads and its handles share.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::lock::DirLock;
+use crate::metrics::Metrics;
+use crate::partition::Partitions;
+use crate::schema::Fields;
+use crate::store::config::StoreConfig;
+
+pub struct Shared {
+    pub config: StoreConfig,
+    pub fields: Fields,
+    pub partitions: Partitions,
+    /// Log position below which every record is searchable.
+    pub searchable: watch::Sender<u64>,
+    pub metrics: Arc<Metrics>,
+    /// Why the store needs an operator, if it does (shown by `/healthz`).
+    pub problem: Mutex<Option<String>>,
+    /// Held for as long as anything uses the data directory.
+    pub _lock: DirLock,
+}
