@@ -124,6 +124,8 @@ fn measure(url: &str, stop: &AtomicBool, seq: &mut u64) -> (Vec<f64>, Vec<f64>, 
     (lat, health.into_inner().unwrap(), failures)
 }
 
+// Long on purpose: a benchmark's main reads top to bottom as the report it prints, each
+// step measuring and printing its figures beside the baseline of the same run.
 fn main() {
     let n: usize = env_or("SAWMILL_BENCH_RECORDS", 500_000);
     let clients: usize = env_or("SAWMILL_BENCH_CLIENTS", 50);

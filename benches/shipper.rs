@@ -173,6 +173,8 @@ fn direct_tantivy(n: u64, dir: &Path) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+// Long on purpose: a benchmark's main reads top to bottom as the report it prints, each
+// step measuring and printing its figures beside the baseline of the same run.
 fn main() {
     if let Ok(spec) = std::env::var("SAWMILL_BENCH_SEND") {
         sender_main(&spec);
@@ -339,6 +341,7 @@ fn main() {
 }
 
 /// `sawmill run` passthrough: the child's output rate with and without the wrapper.
+// Long on purpose, like `main`: the runs, the medians and the report in reading order.
 fn run_passthrough(tmp: &Path) {
     let (_shipper, murl) = start_shipper(
         "http://127.0.0.1:9",

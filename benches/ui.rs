@@ -184,6 +184,8 @@ fn report(name: &str, t: Timings, target: Option<f64>) {
     );
 }
 
+// Long on purpose: a benchmark's main reads top to bottom as the report it prints, each
+// step measuring and printing its figures beside the baseline of the same run.
 fn main() {
     let n: usize = env_or("SAWMILL_BENCH_RECORDS", 5_000_000);
     let iters: usize = env_or("SAWMILL_BENCH_ITERS", 30);

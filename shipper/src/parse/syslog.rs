@@ -432,7 +432,7 @@ fn rfc3339_token(s: &str) -> Option<(OffsetDateTime, &str)> {
     if w.len() < 20 || !w.as_bytes()[0].is_ascii_digit() {
         return None;
     }
-    let t = OffsetDateTime::parse(w, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = sawmill_record::time::parse_rfc3339(w)?;
     // `9999-12-31T23:00:00-23:00` parses but is past year 9999 in UTC, where a record's
     // time cannot go: not a timestamp then (it panicked when the record was written).
     let t = t.checked_to_offset(UtcOffset::UTC)?;

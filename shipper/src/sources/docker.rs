@@ -2,6 +2,7 @@
 //! unix socket, and new containers through the events stream, with per-container
 //! checkpoints so a restart neither loses nor repeats a line.
 
+use sawmill_record::time::parse_rfc3339;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -271,10 +272,9 @@ fn follow_container(
     let (queue, stop) = (&cx.queue, &*cx.stop);
     let meta = inspect(socket, id)?;
     let cp_path = cfg.checkpoints.join(&meta.id);
-    let mut checkpoint: Option<OffsetDateTime> =
-        std::fs::read_to_string(&cp_path).ok().and_then(|s| {
-            OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
-        });
+    let mut checkpoint: Option<OffsetDateTime> = std::fs::read_to_string(&cp_path)
+        .ok()
+        .and_then(|s| parse_rfc3339(s.trim()));
     let since = checkpoint
         .map(|t| format!("{}.{:09}", t.unix_timestamp(), t.nanosecond()))
         .unwrap_or_else(|| "0".into());
@@ -365,9 +365,9 @@ fn next_frame(
 fn split_stamp(text: &[u8]) -> (Option<OffsetDateTime>, &[u8]) {
     match text.iter().position(|b| *b == b' ') {
         Some(sp) => (
-            std::str::from_utf8(&text[..sp]).ok().and_then(|s| {
-                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-            }),
+            std::str::from_utf8(&text[..sp])
+                .ok()
+                .and_then(|s| parse_rfc3339(s)),
             &text[sp + 1..],
         ),
         None => (None, text),

@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sawmill_record::time::parse_rfc3339;
 use sawmill_record::Severity;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::ack::AckTracker;
@@ -552,7 +552,7 @@ fn detect(line: &[u8]) -> Format {
     if let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) {
         if matches!(stream, "stdout" | "stderr")
             && matches!(tag, "P" | "F")
-            && OffsetDateTime::parse(ts, &Rfc3339).is_ok()
+            && parse_rfc3339(ts).is_some()
         {
             return Format::Cri;
         }
@@ -594,17 +594,13 @@ fn parse(
             } else {
                 "stdout"
             };
-            let ts = v["time"]
-                .as_str()
-                .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+            let ts = v["time"].as_str().and_then(parse_rfc3339);
             (log.trim_end_matches('\n').to_string(), stream, ts, complete)
         }
         Format::Cri => {
             let s = String::from_utf8_lossy(line).into_owned();
             let mut parts = s.splitn(4, ' ');
-            let ts = parts
-                .next()
-                .and_then(|x| OffsetDateTime::parse(x, &Rfc3339).ok());
+            let ts = parts.next().and_then(parse_rfc3339);
             let stream = if parts.next() == Some("stderr") {
                 "stderr"
             } else {
