@@ -367,7 +367,7 @@ fn split_stamp(text: &[u8]) -> (Option<OffsetDateTime>, &[u8]) {
         Some(sp) => (
             std::str::from_utf8(&text[..sp])
                 .ok()
-                .and_then(|s| parse_rfc3339(s)),
+                .and_then(parse_rfc3339),
             &text[sp + 1..],
         ),
         None => (None, text),
