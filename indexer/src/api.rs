@@ -540,8 +540,10 @@ async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let decoded =
-        tokio::task::spawn_blocking(move || decode(encoding.as_deref(), raw, limit)).await??;
+    let decoded = tokio::task::spawn_blocking(move || decode(encoding.as_deref(), raw, limit))
+        .await
+        // As for parsing: a body that panics the decoder is refused, never retried.
+        .map_err(|e| Error::BadEncoding(e.to_string()))??;
     BodyDecoded {
         bytes: decoded.len(),
     }
@@ -552,9 +554,12 @@ async fn body_bytes(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec
 /// Every ingest route: read the body, hand it to the ingest service, answer in the route's
 /// form; a failed request is counted.
 async fn ingest_route(s: &AppState, headers: &HeaderMap, body: Body, format: Format) -> Response {
+    // A bulk answer's `took` counts from here, reading and decoding the body included.
+    let started = Instant::now();
     let res = async {
         let decoded = body_bytes(s, headers, body).await?;
-        ingest::ingest(&s.store, decoded, format, s.config.max_message_bytes).await
+        let max = s.config.max_message_bytes;
+        ingest::ingest(&s.store, decoded, format, max, started).await
     }
     .await;
     match res {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::body::ndjson_objects;
 use crate::bulk::{self, Item};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Ingested;
 use crate::record::{cut_message, Record};
 use crate::store::{check_age, Outcome, Store};
@@ -63,8 +63,8 @@ pub async fn ingest(
     body: Vec<u8>,
     format: Format,
     max_message_bytes: usize,
+    started: Instant,
 ) -> Result<IngestReport> {
-    let started = Instant::now();
     let retention = store.retention();
     let parsed = tokio::task::spawn_blocking(move || {
         let now = OffsetDateTime::now_utc();
@@ -80,8 +80,25 @@ pub async fn ingest(
             }
         }
     })
-    .await?;
-    let outcomes = store.ingest(parsed.records).await?;
+    .await
+    // A body whose parsing panicked (a bug) is refused, as it always was, not answered 500:
+    // a sender retries a 5xx, and would send the same body for ever.
+    .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let outcomes = match store.ingest(parsed.records).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            // NDJSON lines refused by parsing were refused whatever the store says (bulk
+            // items are counted with their answer, as they always were).
+            if matches!(parsed.lines, Lines::Ndjson(_)) {
+                Ingested {
+                    rejected: parsed.lines.rejected(),
+                    ..Ingested::default()
+                }
+                .emit(store.metrics());
+            }
+            return Err(e);
+        }
+    };
     let duplicates = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)

@@ -303,6 +303,7 @@ impl BodyDecoded {
 }
 
 /// What became of the lines of one ingest or bulk request.
+#[derive(Default)]
 pub struct Ingested {
     pub accepted: usize,
     pub duplicates: usize,
@@ -476,5 +477,48 @@ mod tests {
         );
         assert_eq!(text.matches("# HELP").count(), TABLE.len() - 1);
         assert_eq!(TABLE[M::WalDiskBytes as usize].name, "wal_disk_bytes");
+    }
+
+    /// The enum and the table must stay in step: a row moved without its variant would put
+    /// one counter's value under another's name.
+    #[test]
+    fn every_variant_names_its_own_row() {
+        let golden = [
+            (M::RecordsAccepted, "records_accepted_total"),
+            (M::RecordsDuplicate, "records_duplicate_total"),
+            (M::RecordsRejected, "records_rejected_total"),
+            (M::BytesReceived, "bytes_received_total"),
+            (M::BytesDecoded, "bytes_decoded_total"),
+            (M::IngestRequests, "ingest_requests_total"),
+            (M::IngestErrors, "ingest_errors_total"),
+            (M::WalWrites, "wal_writes_total"),
+            (M::WalBytesWritten, "wal_bytes_written_total"),
+            (M::Commits, "commits_total"),
+            (M::RecordsIndexed, "records_indexed_total"),
+            (M::RecordsReplayed, "records_replayed_total"),
+            (M::IndexErrors, "index_errors_total"),
+            (M::IndexRecoveries, "index_recoveries_total"),
+            (M::PartitionsRemoved, "partitions_removed_total"),
+            (M::Searches, "searches_total"),
+            (M::SearchErrors, "search_errors_total"),
+            (M::SearchesTimedOut, "searches_timed_out_total"),
+            (M::SearchesCancelled, "searches_cancelled_total"),
+            (M::RecordsTruncated, "records_truncated_total"),
+            (M::SearchesRejectedQueueFull, "searches_rejected_total"),
+            (M::SearchesRejectedQueueTimeout, "searches_rejected_total"),
+            (M::WalSyncSeconds, "wal_sync_seconds_total"),
+            (M::CommitSeconds, "commit_seconds_total"),
+            (M::SearchSeconds, "search_seconds_total"),
+            (M::SearchesRunning, "searches_running"),
+            (M::SearchesQueued, "searches_queued"),
+            (M::Partitions, "partitions"),
+            (M::IndexDiskBytes, "index_disk_bytes"),
+            (M::WalDiskBytes, "wal_disk_bytes"),
+        ];
+        assert_eq!(golden.len(), TABLE.len());
+        for (i, (m, name)) in golden.iter().enumerate() {
+            assert_eq!(*m as usize, i, "{m:?}");
+            assert_eq!(TABLE[i].name, *name, "{m:?}");
+        }
     }
 }

@@ -80,13 +80,13 @@ impl Record {
                 return Err(format!("`pid` must be a non-negative integer, not {other}"))
             }
         };
-        let key = take_key(&mut obj)?;
         wire.truncated = match obj.remove("truncated") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
             // The sender cut the message to its size limit.
             Some(Value::Bool(true)) => true,
             Some(other) => return Err(format!("`truncated` must be a boolean, not {other}")),
         };
+        let key = take_key(&mut obj)?;
         // Whatever is left is kept, not dropped: unknown fields go into `fields`.
         fields.extend(obj);
         wire.fields = Cow::Owned(fields);
@@ -277,6 +277,29 @@ mod tests {
         assert_eq!(o["message"], "{\"k\":\"");
         let mut o = obj(json!({"message": 12345}));
         assert!(!cut_message(&mut o, 2));
+    }
+
+    /// A record stored before the contract crate (keys in alphabetical order, as
+    /// `serde_json::Map` wrote them) must replay into the same record.
+    #[test]
+    fn a_record_stored_by_earlier_versions_replays() {
+        let old = r#"{"_key":"doc-1","fields":{"user":{"id":7}},"host":"h","message":"m","pid":12,"received":"1969-07-20T20:17:41.000000000Z","severity":"err","truncated":true,"ts":"1969-07-20T20:17:40.000000000Z"}"#;
+        let r = Record::from_source(old).unwrap();
+        assert_eq!(r.key, Some(DedupKey::Id("doc-1".into())));
+        assert_eq!(r.ts.unix_timestamp(), -14182940);
+        assert_eq!(r.wire.severity, Some(sawmill_record::Severity::Err));
+        assert_eq!(r.wire.pid, Some(12));
+        assert!(r.wire.truncated);
+        assert_eq!(r.wire.fields["user"]["id"], 7);
+        assert_eq!(r.source, old);
+        let keyed = r#"{"_seq":7,"_src":"s","message":"m","received":"2026-01-01T00:00:00.000000000Z","ts":"2026-01-01T00:00:00.000000000Z"}"#;
+        assert_eq!(
+            Record::from_source(keyed).unwrap().key,
+            Some(DedupKey::Seq {
+                src: "s".into(),
+                seq: 7
+            })
+        );
     }
 
     #[test]

@@ -63,9 +63,12 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
     } else {
         s
     };
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map(|t| t.to_offset(UtcOffset::UTC))
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})"))?;
+    // `9999-12-31T23:59:59-23:00` parses, but lies past the year 9999 in UTC, which `time`
+    // cannot hold: `to_offset` panicked on it, in a request's parsing task or handler.
+    t.checked_to_offset(UtcOffset::UTC)
+        .ok_or_else(|| format!("`{s}` is outside the years 0000 to 9999 in UTC"))
 }
 
 /// A query-string instant: RFC 3339, epoch milliseconds, `now`, or `now-15m` / `now+1h`
@@ -239,5 +242,12 @@ mod tests {
         assert_eq!(parse_span("7d").unwrap().as_secs(), 7 * 86400);
         assert_eq!(parse_bytes("10GiB").unwrap(), 10 << 30);
         assert!(parse_bytes("10XB").is_err());
+    }
+
+    #[test]
+    fn a_time_past_year_9999_in_utc_is_an_error_not_a_panic() {
+        let e = parse_rfc3339("9999-12-31T23:59:59-23:00").unwrap_err();
+        assert!(e.contains("outside the years 0000 to 9999"), "{e}");
+        assert!(parse_rfc3339("9999-12-31T23:59:59+01:00").is_ok());
     }
 }

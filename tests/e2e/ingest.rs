@@ -208,3 +208,37 @@ fn a_record_from_before_1970_survives_a_restart_and_is_stored_once() {
     let v = wait_total(&ix, "sixties", 1);
     assert_eq!(v["hits"][0]["ts"], "1969-07-20T20:17:40.000000000Z");
 }
+
+/// `9999-12-31T23:59:59-23:00` is RFC 3339 but lies past the year 9999 in UTC, which the
+/// time library cannot hold. It panicked while parsing: the whole body was refused (and,
+/// once a panic became a 500, a shipper would have resent it for ever), and as a search's
+/// `start` it dropped the connection. Now the line alone is rejected with its reason, and
+/// the search parameter is a 400.
+#[test]
+fn a_time_past_year_9999_in_utc_is_rejected_alone() {
+    let dir = TempDir::new("ts-past-9999");
+    let ix = Indexer::start(dir.path(), &["--commit-interval", "100ms"]);
+    let late = "9999-12-31T23:59:59-23:00";
+    let body = format!(
+        "{{\"message\":\"kept\"}}\n{{\"message\":\"late\",\"ts\":\"{late}\"}}\n{{\"message\":\"late too\",\"received\":\"{late}\"}}\n"
+    );
+    let (status, v) = post(&ix.api("/api/v1/ingest"), body.into_bytes(), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 1, "{v}");
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{v}");
+    assert!(
+        rejected.iter().all(|r| r["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside the years 0000 to 9999")),
+        "{v}"
+    );
+    wait_total(&ix, "kept", 1);
+    let (status, v) = get(&ix.api(&format!("/api/v1/search?q=*&start={}", urlencode(late))));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("outside the years"),
+        "{v}"
+    );
+}
