@@ -237,8 +237,5 @@ fn a_time_past_year_9999_in_utc_is_rejected_alone() {
     wait_total(&ix, "kept", 1);
     let (status, v) = get(&ix.api(&format!("/api/v1/search?q=*&start={}", urlencode(late))));
     assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"].as_str().unwrap().contains("outside the years"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap().contains(late), "{v}");
 }
