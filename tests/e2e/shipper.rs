@@ -377,27 +377,8 @@ fn a_socket_handed_over_by_systemd_is_used_and_never_unlinked() {
     let dir = TempDir::new("activate");
     let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
     let sock = dir.path().join("dev-log");
-    let mut child = std::process::Command::new("systemd-socket-activate")
-        .args(["--datagram", "-l"])
-        .arg(&sock)
-        .arg(env!("CARGO_BIN_EXE_sawmill"))
-        .args(["shipper", "--indexer", &ix.url, "--state"])
-        .arg(dir.path().join("state"))
-        .arg("--syslog-socket")
-        .arg(&sock)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("systemd-socket-activate (Debian's systemd package) is installed");
     // The service manager holds the socket before the shipper runs; the first datagram starts it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-socket-activate never made the socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = socket_activated_shipper(dir.path(), &ix, &sock);
     let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
     client
         .send_to(b"<13>Nov 27 07:57:02 activated: first", &sock)

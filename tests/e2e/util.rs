@@ -521,3 +521,28 @@ pub fn reported_dropped(ix: &Indexer, replica: Option<&str>) -> u64 {
         .map(|h| h["fields"]["dropped"].as_u64().unwrap())
         .sum()
 }
+
+/// `systemd-socket-activate` holding a datagram socket at `sock` for `sawmill shipper`.
+pub fn socket_activated_shipper(dir: &Path, ix: &Indexer, sock: &Path) -> std::process::Child {
+    let child = std::process::Command::new("systemd-socket-activate")
+        .args(["--datagram", "-l"])
+        .arg(sock)
+        .arg(env!("CARGO_BIN_EXE_sawmill"))
+        .args(["shipper", "--indexer", &ix.url, "--state"])
+        .arg(dir.join("state"))
+        .arg("--syslog-socket")
+        .arg(sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("shipper.log")).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package) is installed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate never made the socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
