@@ -37,35 +37,20 @@ pub struct TimeText {
     pub micros: Option<i64>,
 }
 
-/// `2026-11-27 10:00:00.123 +00:00`: milliseconds and the offset, as the issue asks.
+/// `2026-11-27 10:00:00.123 +00:00`: milliseconds and the offset, as the issue asks. Cut
+/// from the record form (`sawmill_record::time`), so a time outside RFC 3339 is clamped
+/// there rather than panicking here.
 pub fn format_utc(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} +00:00",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let s = format_rfc3339(t);
+    // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`: date, time, milliseconds.
+    format!("{} {}.{} +00:00", &s[..10], &s[11..19], &s[20..23])
 }
 
 /// RFC 3339 in UTC with microseconds, the precision the index keeps: for the page's script
 /// (`<time datetime>`) and for zoom links, where nanoseconds would only be noise.
 pub fn format_iso(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    let s = format_rfc3339(t);
+    format!("{}Z", &s[..26])
 }
 
 impl TimeText {
