@@ -185,6 +185,9 @@ struct StoreArgs {
     /// Directory for the write-ahead log and the partitions. One indexer per directory.
     #[arg(long, env = "SAWMILL_DATA", default_value = "sawmill-data")]
     data: PathBuf,
+    /// The replica group: indexers of one group hold the same records.
+    #[arg(long, env = "SAWMILL_GROUP", default_value = "default", value_parser = group)]
+    group: String,
     /// Longest time from acknowledgement to searchable; commits are grouped within it.
     #[arg(long, env = "SAWMILL_COMMIT_INTERVAL", default_value = "1s", value_parser = span)]
     commit_interval: Duration,
@@ -247,6 +250,10 @@ fn bytes(s: &str) -> Result<u64, String> {
     sawmill_indexer::parse_bytes(s)
 }
 
+fn group(s: &str) -> Result<String, String> {
+    sawmill_indexer::check_group(s).map(|()| s.to_string())
+}
+
 impl StoreArgs {
     fn config(&self) -> StoreConfig {
         let mut c = StoreConfig::new(&self.data);
@@ -255,6 +262,7 @@ impl StoreArgs {
         c.retention = self.retention;
         c.max_disk = self.max_disk;
         c.writer_memory = self.writer_memory as usize;
+        c.group = self.group.clone();
         c
     }
 
@@ -380,6 +388,7 @@ impl UpArgs {
     fn config(self) -> up::UpConfig {
         let store = StoreArgs {
             data: self.data,
+            group: "default".into(),
             commit_interval: Duration::from_secs(1),
             partition: Granularity::Day,
             retention: None,

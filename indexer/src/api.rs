@@ -602,6 +602,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
         status: if problem.is_none() { "ok" } else { "degraded" }.into(),
         problem,
         searchable_position,
+        replica: s.store.replica().to_string(),
+        group: s.store.group().to_string(),
     };
     (status, Json(health)).into_response()
 }

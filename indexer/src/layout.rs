@@ -4,6 +4,7 @@
 //! DATA/
 //!   LOCK                        held (flock) while an indexer uses the directory
 //!   checkpoint                  log position every partition has committed up to
+//!   replica                     this replica's id (see `store/identity.rs`)
 //!   wal/                        the write-ahead log's segments (see `wal.rs`)
 //!   partitions/
 //!     p-001764201600-86400/     one tantivy index per hour or day of `ts`
@@ -25,6 +26,16 @@ pub fn checkpoint_file(data: &Path) -> PathBuf {
 /// Where a new checkpoint is written before it is renamed over the old one.
 pub fn checkpoint_tmp(data: &Path) -> PathBuf {
     data.join("checkpoint.tmp")
+}
+
+/// The file holding the replica's id, 32 hex digits.
+pub fn replica_file(data: &Path) -> PathBuf {
+    data.join("replica")
+}
+
+/// Where a new replica id is written before it is renamed into place.
+pub fn replica_tmp(data: &Path) -> PathBuf {
+    data.join("replica.tmp")
 }
 
 /// The write-ahead log's directory.

@@ -336,6 +336,12 @@ pub struct Health {
     pub problem: Option<String>,
     /// How far into its log the indexer's searches reach.
     pub searchable_position: u64,
+    /// The replica's id: kept in its data directory, new with a new, empty one.
+    #[serde(default)]
+    pub replica: String,
+    /// The replica group it belongs to: replicas of a group hold the same records.
+    #[serde(default)]
+    pub group: String,
 }
 
 /// The body of every error answer, whatever the route.

@@ -2,6 +2,7 @@
 
 mod bulk;
 mod clean_stop;
+mod cluster;
 mod contract;
 mod corpus;
 mod docker;

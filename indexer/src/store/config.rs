@@ -22,6 +22,8 @@ pub struct StoreConfig {
     pub writer_memory: usize,
     /// Indexing threads per partition writer.
     pub writer_threads: usize,
+    /// The replica group this indexer belongs to: replicas of a group hold the same records.
+    pub group: String,
 }
 
 impl StoreConfig {
@@ -36,6 +38,7 @@ impl StoreConfig {
             writer_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
+            group: "default".into(),
         }
     }
 }

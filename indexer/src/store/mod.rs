@@ -18,6 +18,7 @@
 
 mod checkpoint;
 mod config;
+mod identity;
 mod index;
 mod log;
 mod recovery;
@@ -39,6 +40,7 @@ use crate::record::Record;
 use crate::schema::Fields;
 
 pub use config::StoreConfig;
+pub use identity::check_group;
 pub use log::Outcome;
 pub use retention::check_age;
 
@@ -67,6 +69,7 @@ impl Store {
         let data = config.data.clone();
         std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
         let lock = DirLock::acquire(&data)?;
+        let replica = identity::replica_id(&data)?;
         let partitions = recovery::open_partitions(&data)?;
         let (mut dedup, committed) = recovery::load_keys(&partitions)?;
         let checkpoint = checkpoint::read(&data)?;
@@ -75,6 +78,7 @@ impl Store {
         let (searchable, _) = watch::channel(checkpoint);
         let shared = Arc::new(Shared {
             config,
+            replica,
             fields: Fields::new(),
             partitions: Partitions::new(partitions),
             searchable,
@@ -92,6 +96,8 @@ impl Store {
         indexer.enforce_retention();
         shared.metrics.set(M::RecordsReplayed, replayed);
         tracing::info!(
+            replica = %shared.replica,
+            group = %shared.config.group,
             partitions = shared.partitions.read().len(),
             replayed,
             checkpoint,
@@ -120,6 +126,16 @@ impl Store {
             handles: Mutex::new(vec![t1, t2]),
         });
         Ok(Store { shared, threads })
+    }
+
+    /// This replica's id, kept in its data directory.
+    pub fn replica(&self) -> &str {
+        &self.shared.replica
+    }
+
+    /// The replica group this indexer belongs to.
+    pub fn group(&self) -> &str {
+        &self.shared.config.group
     }
 
     /// Makes `records` durable (or recognizes them as duplicates) before returning.

@@ -12,6 +12,8 @@ use crate::store::config::StoreConfig;
 
 pub struct Shared {
     pub config: StoreConfig,
+    /// This replica's id, kept in the data directory.
+    pub replica: String,
     pub fields: Fields,
     pub partitions: Partitions,
     /// Log position below which every record is searchable.
