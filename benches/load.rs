@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_or, hex, ingest, peak_rss_mib, start_server, Draw};
+use common::{env_or, hex, ingest, peak_rss_mib, rss_mib, start_server, Draw};
 use serde_json::{json, Value};
 
 const WORDS: [&str; 16] = [
@@ -46,16 +46,6 @@ const HEAVY: [&str; 6] = [
     "/api/v1/histogram?q=NOT%20service:auth&buckets=5000",
     "/api/v1/search?q=*&limit=10000&order=asc",
 ];
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 /// p50, p99 and max of latencies in ms.
 fn summary(mut v: Vec<f64>) -> String {

@@ -230,17 +230,20 @@ impl<'a> Parser<'a> {
             }
             let at = self.pos;
             self.pos += 2;
-            self.skip_ws();
-            if self.eof() || self.peek() == Some(')') || self.at_or() || self.at_and() {
-                return Err(format!("`OR` at byte {at} needs a clause after it"));
-            }
+            self.clause_follows("OR", at)?;
             items.push(self.and(depth, field)?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap()
-        } else {
-            Ast::Or(items)
-        })
+        Ok(joined(items, Ast::Or))
+    }
+
+    /// After operator `op` at byte `at`: a clause must follow, not the end, a `)` or
+    /// another operator.
+    fn clause_follows(&mut self, op: &str, at: usize) -> PResult<()> {
+        self.skip_ws();
+        if self.eof() || self.peek() == Some(')') || self.at_or() || self.at_and() {
+            return Err(format!("`{op}` at byte {at} needs a clause after it"));
+        }
+        Ok(())
     }
 
     fn and(&mut self, depth: usize, field: Option<&str>) -> PResult<Ast> {
@@ -261,18 +264,11 @@ impl<'a> Parser<'a> {
             if self.at_and() {
                 let at = self.pos;
                 self.pos += if self.rest().starts_with("&&") { 2 } else { 3 };
-                self.skip_ws();
-                if self.eof() || self.peek() == Some(')') || self.at_or() || self.at_and() {
-                    return Err(format!("`AND` at byte {at} needs a clause after it"));
-                }
+                self.clause_follows("AND", at)?;
             }
             items.push(self.unary(depth, field)?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().unwrap()
-        } else {
-            Ast::And(items)
-        })
+        Ok(joined(items, Ast::And))
     }
 
     /// Prefix operators are read in a loop, not by recursion: `NOT NOT … x` of any length
@@ -659,6 +655,14 @@ enum Kind {
     Date(Field),
     /// A path inside `fields`.
     Json(Field),
+}
+
+/// One clause alone stands for itself; several are joined by `join` (`Ast::And`, `Ast::Or`).
+fn joined(mut items: Vec<Ast>, join: fn(Vec<Ast>) -> Ast) -> Ast {
+    match items.len() {
+        1 => items.remove(0),
+        _ => join(items),
+    }
 }
 
 struct Compiler<'a> {
