@@ -37,6 +37,27 @@ pub fn sawmill() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sawmill"))
 }
 
+/// `sawmill` in a mount namespace of its own whose `/etc/hosts` is `hosts`: DNS discovery
+/// without a DNS server (several lines for one name are several replicas). The namespace's
+/// mounts are private, so nothing outside it sees the file, and it ends with the process.
+pub fn sawmill_with_hosts(hosts: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+        .arg(hosts)
+        .arg(env!("CARGO_BIN_EXE_sawmill"));
+    cmd
+}
+
+/// Writes a hosts file at `path`: `localhost`, then one line per (address, name).
+pub fn hosts_file(path: &Path, entries: &[(&str, &str)]) {
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for (addr, name) in entries {
+        text.push_str(&format!("{addr} {name}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 /// A running `sawmill indexer` on a kernel-chosen loopback port.
 pub struct Indexer {
     pub child: Child,
@@ -70,6 +91,18 @@ impl Indexer {
         Indexer::run_env(command, listen, data, args, &[])
     }
 
+    /// On `listen`, seeing `hosts` as its `/etc/hosts` (for `--peer dns+http://…`).
+    pub fn start_in(hosts: &Path, listen: &str, data: &Path, args: &[&str]) -> Indexer {
+        Indexer::run_cmd(
+            sawmill_with_hosts(hosts),
+            "indexer",
+            listen,
+            data,
+            args,
+            &[],
+        )
+    }
+
     fn run_env(
         command: &str,
         listen: &str,
@@ -77,8 +110,18 @@ impl Indexer {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Indexer {
+        Indexer::run_cmd(sawmill(), command, listen, data, args, env)
+    }
+
+    fn run_cmd(
+        mut cmd: Command,
+        command: &str,
+        listen: &str,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Indexer {
         let log = data.with_extension(format!("log{}", fastrand::u32(..)));
-        let mut cmd = sawmill();
         cmd.envs(env.iter().copied());
         cmd.args([command, "--listen", listen, "--data"]).arg(data);
         if command == "up" {
@@ -350,9 +393,23 @@ impl Shipper {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Shipper {
+        Shipper::start_cmd(sawmill(), dir, indexers, args, env)
+    }
+
+    /// Seeing `hosts` as its `/etc/hosts`, for `--indexer dns+http://…`.
+    pub fn start_in(hosts: &Path, dir: &Path, indexers: &[&str], args: &[&str]) -> Shipper {
+        Shipper::start_cmd(sawmill_with_hosts(hosts), dir, indexers, args, &[])
+    }
+
+    fn start_cmd(
+        mut cmd: Command,
+        dir: &Path,
+        indexers: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Shipper {
         let socket = dir.join("dev-log");
         let log = dir.join(format!("shipper-{}.log", fastrand::u32(..)));
-        let mut cmd = sawmill();
         cmd.arg("shipper");
         for i in indexers {
             cmd.args(["--indexer", i]);

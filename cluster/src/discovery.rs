@@ -1,0 +1,334 @@
+//! Discovery: the replicas behind a list of [`Target`]s, re-resolved every interval, each
+//! with the group and id its `/healthz` gives, published as a [`Membership`] whenever it
+//! changes.
+//!
+//! A replica's group is sticky: once learnt it is kept while the replica is unreachable, so
+//! records for a group whose replicas are all down still wait for that group rather than
+//! going elsewhere. A replica leaves the membership when its name stops listing it (a DNS
+//! name) — a fixed URL never leaves. What to do with a replica that left (keep its backlog
+//! for a grace period, say) is the consumer's business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sawmill_record::api::{self, Health};
+use tokio::sync::watch;
+
+use crate::target::Target;
+
+/// How discovery runs.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    /// How often names are resolved again and every replica's health asked.
+    pub interval: Duration,
+    /// Longest a `/healthz` may take.
+    pub health_timeout: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            interval: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One replica as discovery knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// Base URL, `http://ip:port` (or the fixed URL as given).
+    pub url: String,
+    /// Which target found it (its index in the list given).
+    pub target: usize,
+    /// Its group, once a `/healthz` said it (kept while it is unreachable).
+    pub group: Option<String>,
+    /// Its replica id, likewise.
+    pub replica: Option<String>,
+    /// Its last `/healthz` answered.
+    pub up: bool,
+    /// Why it is down, when it is.
+    pub error: Option<String>,
+    /// Its last health answer.
+    pub health: Option<Health>,
+}
+
+/// Every replica found, at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Membership {
+    /// In the order found: targets in the order given, addresses in DNS order.
+    pub members: Vec<Member>,
+    /// Names that could not be resolved at the last try, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+impl Membership {
+    /// The replicas of each group whose group is known, by group name.
+    pub fn groups(&self) -> BTreeMap<&str, Vec<&Member>> {
+        let mut out: BTreeMap<&str, Vec<&Member>> = BTreeMap::new();
+        for m in &self.members {
+            if let Some(g) = &m.group {
+                out.entry(g.as_str()).or_default().push(m);
+            }
+        }
+        out
+    }
+
+    /// The names of the groups known, sorted.
+    pub fn group_names(&self) -> Vec<&str> {
+        self.groups().into_keys().collect()
+    }
+
+    /// The member at `url`, if any.
+    pub fn member(&self, url: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.url == url)
+    }
+}
+
+/// A running discovery: a task that keeps the membership current. Dropping it stops it.
+pub struct Discovery {
+    rx: watch::Receiver<Arc<Membership>>,
+    refresh: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Discovery {
+    /// Resolves `targets` once (so the first membership is there when this returns), then
+    /// keeps doing so every `config.interval` in a task. Must be called inside a tokio
+    /// runtime.
+    pub async fn start(
+        targets: Vec<Target>,
+        config: DiscoveryConfig,
+        http: reqwest::Client,
+    ) -> Discovery {
+        let mut state = State {
+            targets,
+            config,
+            http,
+            known: HashMap::new(),
+            resolver: None,
+            failing: HashMap::new(),
+        };
+        let first = state.round().await;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        let wake = refresh.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(state.config.interval, wake.notified()).await;
+                let next = state.round().await;
+                tx.send_if_modified(|cur| {
+                    if **cur == next {
+                        false
+                    } else {
+                        *cur = Arc::new(next);
+                        true
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Discovery { rx, refresh, task }
+    }
+
+    /// The membership now.
+    pub fn current(&self) -> Arc<Membership> {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Membership>> {
+        self.rx.clone()
+    }
+
+    /// Asks for a round now instead of at the next interval (a request just failed on a
+    /// replica, say). The new membership follows through [`Discovery::subscribe`].
+    pub fn refresh(&self) {
+        self.refresh.notify_one();
+    }
+}
+
+/// What one replica said, kept across rounds.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    group: Option<String>,
+    replica: Option<String>,
+}
+
+struct State {
+    targets: Vec<Target>,
+    config: DiscoveryConfig,
+    http: reqwest::Client,
+    known: HashMap<String, Known>,
+    /// Made on the first SRV lookup: a machine without /etc/resolv.conf can still use the
+    /// other forms.
+    resolver: Option<hickory_resolver::TokioResolver>,
+    /// Names whose lookup fails, so the warning is logged once per episode.
+    failing: HashMap<String, String>,
+}
+
+impl State {
+    /// Resolves every target and asks every replica's health, all at once.
+    async fn round(&mut self) -> Membership {
+        let mut found: Vec<(String, usize)> = Vec::new();
+        let mut errors = Vec::new();
+        for (i, t) in self.targets.clone().iter().enumerate() {
+            match self.resolve(t).await {
+                Ok(urls) => {
+                    if self.failing.remove(&t.to_string()).is_some() {
+                        tracing::info!(target = %t, replicas = urls.len(), "The name resolves again.");
+                    }
+                    for u in urls {
+                        if !found.iter().any(|(f, _)| *f == u) {
+                            found.push((u, i));
+                        }
+                    }
+                }
+                Err(why) => {
+                    let name = t.to_string();
+                    if self.failing.insert(name.clone(), why.clone()).is_none() {
+                        tracing::warn!(target = %t, error = %why, "Could not resolve the name; it lists no replica until it resolves.");
+                    }
+                    errors.push((name, why));
+                }
+            }
+        }
+        let checks = found
+            .iter()
+            .map(|(url, _)| health(&self.http, url, self.config.health_timeout));
+        // Together: one slow replica costs one timeout per round, not one per replica.
+        let answers = futures_util::future::join_all(checks).await;
+        let mut members = Vec::with_capacity(found.len());
+        for ((url, target), answer) in found.into_iter().zip(answers) {
+            let known = self.known.entry(url.clone()).or_default();
+            let (up, error, health) = match answer {
+                Ok(h) => {
+                    if !h.group.is_empty() {
+                        known.group = Some(h.group.clone());
+                    }
+                    if !h.replica.is_empty() {
+                        known.replica = Some(h.replica.clone());
+                    }
+                    (true, None, Some(h))
+                }
+                Err(e) => (false, Some(e), None),
+            };
+            members.push(Member {
+                url,
+                target,
+                group: known.group.clone(),
+                replica: known.replica.clone(),
+                up,
+                error,
+                health,
+            });
+        }
+        // Forget what left, so memory follows the membership (a churning Swarm service
+        // gets a new address per task).
+        self.known
+            .retain(|u, _| members.iter().any(|m: &Member| m.url == *u));
+        Membership { members, errors }
+    }
+
+    /// The base URLs `t` stands for now.
+    async fn resolve(&mut self, t: &Target) -> Result<Vec<String>, String> {
+        match t {
+            Target::Fixed(u) => Ok(vec![u.clone()]),
+            Target::Dns { scheme, name, port } => {
+                let addrs = lookup(name, *port).await?;
+                Ok(addrs.iter().map(|a| base_url(scheme, *a)).collect())
+            }
+            Target::Srv { scheme, name } => {
+                if self.resolver.is_none() {
+                    let r = hickory_resolver::TokioResolver::builder_tokio()
+                        .map_err(|e| format!("reading the system's DNS configuration: {e}"))?
+                        .build()
+                        .map_err(|e| format!("starting the DNS resolver: {e}"))?;
+                    self.resolver = Some(r);
+                }
+                let resolver = self.resolver.as_ref().expect("made above");
+                let lookup = resolver
+                    .srv_lookup(name.as_str())
+                    .await
+                    .map_err(|e| format!("SRV lookup of {name}: {e}"))?;
+                let mut out = Vec::new();
+                for r in lookup.answers() {
+                    let hickory_resolver::proto::rr::RData::SRV(srv) = &r.data else {
+                        continue;
+                    };
+                    let host = srv.target.to_utf8();
+                    let host = host.trim_end_matches('.');
+                    for a in lookup_host_or_ip(host, srv.port).await? {
+                        let u = base_url(scheme, a);
+                        if !out.contains(&u) {
+                            out.push(u);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `scheme://ip:port`, with brackets for IPv6.
+fn base_url(scheme: &str, a: SocketAddr) -> String {
+    match a.ip() {
+        IpAddr::V4(ip) => format!("{scheme}://{ip}:{}", a.port()),
+        IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{}", a.port()),
+    }
+}
+
+/// Every address of `name` through the system's resolver (getaddrinfo: /etc/hosts, then
+/// DNS, as nsswitch says), deduplicated, in the order given.
+async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let addrs = tokio::net::lookup_host((name, port))
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// An SRV target is usually a name, but may be an address.
+async fn lookup_host_or_ip(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+        Err(_) => lookup(host, port).await,
+    }
+}
+
+/// Asks `url`'s health.
+async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Health, String> {
+    let started = Instant::now();
+    let r = http
+        .get(format!("{url}{}", api::HEALTHZ))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    // A degraded replica answers 503 with the same body: it is still in its group.
+    let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let h: Health = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{url}{} did not answer a health ({e}) after {:?}",
+            api::HEALTHZ,
+            started.elapsed()
+        )
+    })?;
+    Ok(h)
+}
