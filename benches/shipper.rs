@@ -221,7 +221,7 @@ fn main() {
     // figure is the source's own cost over a bare receive loop.
     let sockb = tmp.join("b.sock");
     {
-        let metrics = Arc::new(Metrics::with_replicas(&[]));
+        let metrics = Arc::new(Metrics::default());
         let queue = Queue::new(n as usize + 1, usize::MAX, metrics.clone());
         let socket = Arc::new(SyslogSocket::open(&sockb).unwrap());
         let stop = Arc::new(AtomicBool::new(false));

@@ -93,7 +93,9 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ShipperArgs {
-    /// Indexer replica base URL; repeat for each replica (every record goes to all).
+    /// Indexer replicas: a base URL (http://host:port), or a DNS name listing them
+    /// (dns+http://NAME:PORT: every A/AAAA record; dnssrv+http://_SVC._tcp.NAME: SRV records).
+    /// Repeatable. Each record goes to one replica group, and to every replica of it.
     #[arg(
         long = "indexer",
         env = "SAWMILL_INDEXER",
@@ -148,6 +150,17 @@ struct ShipperArgs {
     /// While records are dropped, report the count as a record of its own this often.
     #[arg(long, env = "SAWMILL_DROP_REPORT_INTERVAL", default_value = "5s", value_parser = span)]
     drop_report_interval: Duration,
+    /// Resolve --indexer names again and ask every replica its group this often.
+    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
+    discovery_interval: Duration,
+    /// A replica no longer listed keeps its backlog (and is retried) this long, then it is
+    /// given up: its backlog is dropped, counted and reported.
+    #[arg(long, env = "SAWMILL_REPLICA_GRACE", default_value = "15m", value_parser = span)]
+    replica_grace: Duration,
+    /// File and Docker checkpoints pass a batch only once this many replicas of its group
+    /// took it (a group with fewer replicas holds them back; sockets are unaffected).
+    #[arg(long, env = "SAWMILL_ACK_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    ack_replicas: u32,
 }
 
 #[derive(Args)]
@@ -375,6 +388,9 @@ impl ShipperArgs {
         cfg.backlog_bytes = self.backlog_bytes;
         cfg.metrics = self.metrics;
         cfg.drop_report_interval = self.drop_report_interval;
+        cfg.discovery_interval = self.discovery_interval;
+        cfg.replica_grace = self.replica_grace;
+        cfg.ack_replicas = self.ack_replicas as usize;
         cfg.parser = sawmill_shipper::Parser {
             max_message_bytes: self.max_message_bytes as usize,
             zone: self.timezone,

@@ -1,7 +1,9 @@
 //! The batcher: one thread that takes items from the queue, parses them, numbers each
-//! record with the sender id and a sequence number reserved on disk ([`State`]), writes
-//! them as NDJSON, compresses full or lingering batches and hands each to every replica's
-//! backlog. It also adds the drop reports.
+//! record with the sender id and a sequence number reserved on disk ([`State`]), places it
+//! on one group (rendezvous hashing of its sender and block of sequence numbers, see
+//! `sawmill_cluster::placement`), writes it as NDJSON into that group's batch, compresses
+//! full or lingering batches and hands each to the backlog of every replica of its group.
+//! It also adds the drop reports.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -11,12 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
+use sawmill_cluster::{group_for, PlacementKey};
 use sawmill_record::Key;
 use time::OffsetDateTime;
 
 use crate::ack::AckTracker;
 use crate::event::Event;
-use crate::forward::{Batch, Replica};
+use crate::fleet::Fleet;
+use crate::forward::{Batch, BatchParts};
 use crate::metrics::Metrics;
 use crate::parse::{self, Parser};
 use crate::queue::Queue;
@@ -40,7 +44,8 @@ pub struct Batcher {
     pub state: State,
     /// The state directory, for log lines.
     pub state_dir: PathBuf,
-    pub replicas: Vec<Arc<Replica>>,
+    /// The replicas, by group, as discovery finds them.
+    pub fleet: Fleet,
     pub metrics: Arc<Metrics>,
     /// The `host` of records whose source names none.
     pub host: String,
@@ -48,6 +53,8 @@ pub struct Batcher {
     pub reports: DropReports,
     /// Set while sequence numbers cannot be reserved on disk.
     pub outage: Option<StateOutage>,
+    /// The batches being filled, one per group.
+    pub placing: Placing,
 }
 
 /// An episode in which the state directory could not be written (full or read-only disk).
@@ -63,9 +70,10 @@ pub struct StateOutage {
 const STATE_RETRY_FIRST: Duration = Duration::from_millis(50);
 const STATE_RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// The batch being filled.
+/// The batch being filled for one group.
 #[derive(Default)]
 struct Pending {
+    group: String,
     acks: Vec<(Arc<AckTracker>, Range<u64>)>,
     ndjson: Vec<u8>,
     records: u64,
@@ -77,23 +85,81 @@ struct Pending {
     pinned: bool,
 }
 
+/// Which group each record goes to, and the batch being filled for each: one per group,
+/// so that batches stay as large as with one group, each cut at the usual limits.
+#[derive(Default)]
+pub struct Placing {
+    /// In the order of the fleet's group names.
+    pending: Vec<Pending>,
+    /// The last block placed (sender, block) and its group's index: consecutive records
+    /// of a sender share a block, so the hash is computed about once per block.
+    last_src: String,
+    last: Option<(u64, usize)>,
+    /// Records placed without a key so far (see [`Placing::unkeyed`]).
+    unkeyed: u64,
+}
+
+impl Placing {
+    /// The index of the group (`key`'s, or `group` when it is one of them) a record goes
+    /// to; none while no group is known.
+    fn place(&mut self, src: &str, seq: u64, group: Option<&str>) -> Option<usize> {
+        if let Some(i) = group.and_then(|g| self.pending.iter().position(|p| p.group == g)) {
+            return Some(i);
+        }
+        let key = PlacementKey::of(src, seq);
+        if let Some((block, i)) = self.last {
+            if block == key.block && self.last_src == src {
+                return Some(i);
+            }
+        }
+        let g = group_for(self.pending.iter().map(|p| p.group.as_str()), &key)?;
+        let i = self.pending.iter().position(|p| p.group == g)?;
+        self.last_src.clear();
+        self.last_src.push_str(src);
+        self.last = Some((key.block, i));
+        Some(i)
+    }
+
+    /// The placement sequence of a record sent without a key (sequence numbers could not
+    /// be saved): a per-process counter. Its group is still fixed for the record, since
+    /// the record is never placed again: a resend is the same batch, kept by the same
+    /// group's backlogs.
+    fn unkeyed(&mut self) -> u64 {
+        self.unkeyed += 1;
+        // Far above any real sequence number, so these blocks are their own.
+        u64::MAX / 2 + self.unkeyed
+    }
+}
+
 /// How long the batcher naps when the queue is empty, and how many naps in a row before
 /// it parks until the next push.
 const NAP: Duration = Duration::from_millis(2);
 const IDLE_NAPS: u32 = 3;
 
+/// How often the batcher looks for a group while none is known.
+const NO_GROUP_NAP: Duration = Duration::from_millis(50);
+
 impl Batcher {
-    /// Batches until `stop` is raised and the queue is empty.
-    pub fn run(mut self, stop: &AtomicBool) {
-        let mut p = Pending::default();
+    /// Batches until `stop` is raised and the queue is empty; returns the replicas, for
+    /// the stop to drain.
+    pub fn run(mut self, stop: &AtomicBool) -> Fleet {
+        self.regroup();
         let mut idle_naps = 0;
         loop {
-            let wait = p
-                .since
-                .map_or(self.config.linger, |s| {
-                    self.config.linger.saturating_sub(s.elapsed())
-                })
-                .max(Duration::from_millis(1));
+            if self.fleet.refresh() {
+                self.regroup();
+            }
+            if self.placing.pending.is_empty() {
+                // No group known yet (no replica answered): records wait in the queue,
+                // whose bound counts what sockets drop meanwhile; files and Docker wait.
+                if stop.load(Relaxed) {
+                    self.give_up_queue();
+                    return self.fleet;
+                }
+                std::thread::sleep(NO_GROUP_NAP);
+                continue;
+            }
+            let wait = self.wait();
             // Under load the batcher naps instead of parking on the queue: a parked reader
             // makes every push pay a wake-up syscall, on the socket reader's time.
             let item = match self.queue.try_pop() {
@@ -114,7 +180,7 @@ impl Batcher {
             };
             if let Some(item) = item {
                 let ev = parse::event(item, &self.parser, &self.metrics);
-                self.add(&mut p, ev);
+                self.add(ev, None);
             }
             if self
                 .outage
@@ -127,43 +193,119 @@ impl Batcher {
             // A stop makes a last round of reports: drops of the last moments are reported
             // like any others.
             let stopping = stop.load(Relaxed) && self.queue.is_empty();
-            for ev in self.reports.due(&self.metrics, &self.replicas, stopping) {
-                self.add(&mut p, ev);
-                p.pinned = true;
+            for (ev, group) in self.reports.due(&self.metrics, stopping) {
+                let i = self.add(ev, group.as_deref());
+                if let Some(i) = i {
+                    self.placing.pending[i].pinned = true;
+                }
             }
-            let full =
-                p.records as usize >= self.config.records || p.ndjson.len() >= self.config.bytes;
-            let due = p.since.is_some_and(|s| s.elapsed() >= self.config.linger);
-            if full || due || (p.pinned && p.records > 0) {
-                self.flush(&mut p);
-            }
+            self.flush_due();
             if stopping {
-                self.flush(&mut p);
-                return;
+                break;
             }
         }
-        self.flush(&mut p);
+        for i in 0..self.placing.pending.len() {
+            self.flush(i);
+        }
+        self.fleet
     }
 
-    /// Writes `ev` into the pending batch, with its key: the one its source fixed (a file
-    /// and an offset), or the next sequence number, or none if no number could be saved.
-    fn add(&mut self, p: &mut Pending, mut ev: Event) {
-        match &ev.key {
-            Some((src, seq)) => {
-                let key = Key {
-                    src: Cow::Borrowed(src),
-                    seq: *seq,
-                };
-                ev.write_record(&mut p.ndjson, Some(key), &self.host)
-            }
-            None => {
-                let key = self.number().map(|seq| Key {
-                    src: Cow::Borrowed(&self.state.src),
-                    seq,
-                });
-                ev.write_record(&mut p.ndjson, key, &self.host)
+    /// How long the oldest pending record may still wait.
+    fn wait(&self) -> Duration {
+        self.placing
+            .pending
+            .iter()
+            .filter_map(|p| p.since)
+            .map(|s| self.config.linger.saturating_sub(s.elapsed()))
+            .min()
+            .unwrap_or(self.config.linger)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Sends every batch that is full, has lingered long enough, or holds a drop report.
+    fn flush_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.placing.pending.len() {
+            let p = &self.placing.pending[i];
+            let full =
+                p.records as usize >= self.config.records || p.ndjson.len() >= self.config.bytes;
+            let due = p
+                .since
+                .is_some_and(|s| now.saturating_duration_since(s) >= self.config.linger);
+            if full || due || (p.pinned && p.records > 0) {
+                self.flush(i);
             }
         }
+    }
+
+    /// The group names changed: what is pending goes where it was placed, and placement
+    /// starts over with the new names. (A batch already queued for a group stays there.)
+    fn regroup(&mut self) {
+        for i in 0..self.placing.pending.len() {
+            self.flush(i);
+        }
+        self.placing.pending = self
+            .fleet
+            .groups()
+            .iter()
+            .map(|g| Pending {
+                group: g.clone(),
+                ..Default::default()
+            })
+            .collect();
+        self.placing.last = None;
+    }
+
+    /// Stopping before any replica said its group: what the queue holds cannot be placed.
+    /// File and Docker lines are read again after a restart (their checkpoints stay before
+    /// them); the rest is lost, counted.
+    fn give_up_queue(&mut self) {
+        let mut lost = 0;
+        while let Some(item) = self.queue.try_pop() {
+            let ev = parse::event(item, &self.parser, &self.metrics);
+            if ev.ack.is_none() {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            self.metrics.lost(lost);
+            tracing::error!(
+                records = lost,
+                "Stopped before any indexer replica said its group; these records are lost."
+            );
+        }
+    }
+
+    /// Writes `ev` into the pending batch of its group, with its key: the one its source
+    /// fixed (a file and an offset), or the next sequence number, or none if no number
+    /// could be saved. Its group is the one its key places it on (`group`, for a drop
+    /// report about a replica of it). Returns the group's index.
+    fn add(&mut self, mut ev: Event, group: Option<&str>) -> Option<usize> {
+        let seq = match ev.key {
+            Some(_) => None,
+            None => self.number(),
+        };
+        let i = match (&ev.key, seq) {
+            (Some((src, at)), _) => self.placing.place(src, *at, group),
+            (None, Some(at)) => self.placing.place(&self.state.src, at, group),
+            (None, None) => {
+                let at = self.placing.unkeyed();
+                self.placing.place(&self.state.src, at, group)
+            }
+        }?;
+        let p = &mut self.placing.pending[i];
+        let key = match (&ev.key, seq) {
+            (Some((src, seq)), _) => Some(Key {
+                src: Cow::Borrowed(src.as_str()),
+                seq: *seq,
+            }),
+            (None, Some(seq)) => Some(Key {
+                src: Cow::Borrowed(self.state.src.as_str()),
+                seq,
+            }),
+            (None, None) => None,
+        };
+        ev.write_record(&mut p.ndjson, key, &self.host);
         // Only once the record is in the batch: an ack released for a record that was
         // not sent would let its source's checkpoint pass a line never sent.
         if let Some((t, range)) = ev.ack.take() {
@@ -183,6 +325,7 @@ impl Batcher {
             .unix_timestamp_nanos()
             / 1000;
         p.since.get_or_insert_with(Instant::now);
+        Some(i)
     }
 
     /// The next sequence number, if it is reserved on disk. Otherwise none: a number not
@@ -244,25 +387,48 @@ impl Batcher {
         }
     }
 
-    /// Compresses the pending batch and hands it to every replica's backlog.
-    fn flush(&self, p: &mut Pending) {
+    /// Compresses group `i`'s pending batch and hands it to every replica of the group.
+    fn flush(&mut self, i: usize) {
+        let p = &mut self.placing.pending[i];
         if p.records == 0 {
             return;
         }
         // zstd at level 1 compresses log lines about as well as gzip at a fraction of the CPU.
         let body = zstd::bulk::compress(&p.ndjson, 1).unwrap_or_else(|_| p.ndjson.clone());
-        let acks = std::mem::take(&mut p.acks);
+        let parts = BatchParts {
+            records: p.records,
+            rereadable: p.rereadable,
+            pinned: p.pinned,
+            received_micros_sum: p.received_sum,
+            acks: std::mem::take(&mut p.acks),
+        };
+        let group = std::mem::take(&mut p.group);
+        *p = Pending {
+            group,
+            ..Default::default()
+        };
+        let group = &self.placing.pending[i].group;
+        let replicas = self.fleet.replicas_of(group);
+        if replicas.is_empty() {
+            // Every replica of the group was given up while the batch filled.
+            self.metrics.lost(parts.records - parts.rereadable);
+            for (t, range) in parts.acks {
+                t.lose(range);
+            }
+            tracing::error!(%group, records = parts.records, "No replica of the group is left; its last batch is lost.");
+            return;
+        }
+        let targets = replicas.iter().map(|r| r.m.clone()).collect();
+        let short = self.fleet.shortfall(group);
         let batch = Arc::new(Batch::new(
             body,
-            p.records,
-            p.rereadable,
-            p.pinned,
-            p.received_sum,
-            acks,
+            parts,
+            targets,
+            self.fleet.ack_replicas(),
+            short,
         ));
-        for r in &self.replicas {
+        for r in &replicas {
             r.push(batch.clone(), &self.metrics);
         }
-        *p = Pending::default();
     }
 }

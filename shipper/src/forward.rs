@@ -1,11 +1,14 @@
-//! Delivery: every batch goes to every indexer replica, each with its own bounded backlog
-//! and sender that retries until the replica takes it, so a dead or slow replica never holds
-//! back the others. A refusal gives the batch up for that replica; an overflowing backlog
-//! gives up its oldest batches, counted and reported.
+//! Delivery: every batch goes to every replica of its group, each with its own bounded
+//! backlog and sender that retries until the replica takes it, so a dead or slow replica
+//! never holds back the others. A refusal gives the batch up for that replica; an
+//! overflowing backlog gives up its oldest batches, and a replica given up (gone from
+//! discovery past its grace) its whole backlog, counted and reported.
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +18,16 @@ use tokio::sync::Notify;
 
 use crate::ack::AckTracker;
 use crate::error::DeliveryError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReplicaMetrics};
 
-/// One compressed NDJSON body (made by the batcher), shared by every replica's backlog.
+/// `Batch::gave_up` counts give-ups in its low half and, of those, evictions (a backlog
+/// gave it up, rather than a replica refused it) in its high half: one atomic, so that
+/// whichever replica gives up last sees every other one's reason.
+const EVICTED: u64 = 1 << 32;
+const GAVE_UP: u64 = EVICTED - 1;
+
+/// One compressed NDJSON body (made by the batcher), shared by the backlogs of every
+/// replica of its group.
 pub struct Batch {
     pub body: Vec<u8>,
     pub records: u64,
@@ -27,88 +37,182 @@ pub struct Batch {
     pub pinned: bool,
     /// Sum of the records' receipt times (µs), for the latency metric.
     received_micros_sum: i128,
-    given_up: AtomicUsize,
-    /// Replicas whose backlog gave it up (rather than refused it).
-    evicted: AtomicUsize,
-    delivered: AtomicBool,
-    /// Replicas that delivered or gave up on it; when all have, `acks` are released.
+    /// Acknowledgements it needs before its sources' checkpoints may pass it
+    /// (`--ack-replicas`).
+    ack_replicas: usize,
+    /// The replicas it was handed to: its group's, when it was made (and one more each
+    /// time its group, short of `ack_replicas`, gains a replica).
+    targets: Mutex<Vec<Arc<ReplicaMetrics>>>,
+    /// Give-ups, and evictions among them (see [`EVICTED`]).
+    gave_up: AtomicU64,
+    acked: AtomicUsize,
+    /// Replicas that delivered or gave up on it; when all have, `acks` are settled.
     handled: AtomicUsize,
     acks: Vec<(Arc<AckTracker>, Range<u64>)>,
+    /// Where it waits when every replica of its group took it but they are fewer than
+    /// `ack_replicas` (only batches whose sources wait for it, with `--ack-replicas` > 1).
+    short: Option<Arc<Shortfall>>,
+}
+
+/// What a batch is made of, besides its body.
+pub struct BatchParts {
+    pub records: u64,
+    pub rereadable: u64,
+    pub pinned: bool,
+    pub received_micros_sum: i128,
+    pub acks: Vec<(Arc<AckTracker>, Range<u64>)>,
 }
 
 impl Batch {
-    /// `body` is zstd-compressed NDJSON.
+    /// `body` is zstd-compressed NDJSON, for the replicas `targets`.
     pub fn new(
         body: Vec<u8>,
-        records: u64,
-        rereadable: u64,
-        pinned: bool,
-        received_micros_sum: i128,
-        acks: Vec<(Arc<AckTracker>, Range<u64>)>,
+        parts: BatchParts,
+        targets: Vec<Arc<ReplicaMetrics>>,
+        ack_replicas: usize,
+        short: Option<Arc<Shortfall>>,
     ) -> Batch {
+        let short = short.filter(|_| ack_replicas > 1 && !parts.acks.is_empty());
         Batch {
             body,
-            records,
-            rereadable,
-            pinned,
-            received_micros_sum,
-            given_up: AtomicUsize::new(0),
-            evicted: AtomicUsize::new(0),
-            delivered: AtomicBool::new(false),
+            records: parts.records,
+            rereadable: parts.rereadable,
+            pinned: parts.pinned,
+            received_micros_sum: parts.received_micros_sum,
+            ack_replicas: ack_replicas.max(1),
+            targets: Mutex::new(targets),
+            gave_up: AtomicU64::new(0),
+            acked: AtomicUsize::new(0),
             handled: AtomicUsize::new(0),
-            acks,
+            acks: parts.acks,
+            short,
         }
     }
 
-    /// One replica is done with this batch; the last one lets its sources move on, unless
-    /// every replica's backlog gave it up: then a file reads those lines again, and its
-    /// checkpoint stays before them meanwhile. (A batch the replicas refused is not read
-    /// again: it would only be refused again, for ever.)
-    fn handled_by_one(&self, replicas: usize) {
-        // AcqRel: the last replica sees every other one's `evicted`.
-        if self.handled.fetch_add(1, AcqRel) + 1 == replicas {
-            let lost = self.evicted.load(Relaxed) == replicas;
+    fn targets(&self) -> usize {
+        self.targets.lock().unwrap().len()
+    }
+
+    /// A replica joined its group after every earlier one took it (see [`Shortfall`]).
+    pub fn add_target(&self, replica: Arc<ReplicaMetrics>) {
+        self.targets.lock().unwrap().push(replica);
+    }
+
+    /// One replica gave it up: returns whether every replica now has, and whether all of
+    /// them by eviction.
+    fn give_up(&self, evicted: bool) -> (bool, bool) {
+        let add = if evicted { EVICTED + 1 } else { 1 };
+        let now = self.gave_up.fetch_add(add, AcqRel) + add;
+        let n = (now & GAVE_UP) as usize;
+        (n == self.targets(), now >> 32 == now & GAVE_UP)
+    }
+
+    /// One replica is done with this batch; the last one settles what its sources may do.
+    fn handled_by_one(self: &Arc<Self>) {
+        // AcqRel: the last replica sees every other one's acks and give-ups.
+        if self.handled.fetch_add(1, AcqRel) + 1 == self.targets() {
+            self.settle();
+        }
+    }
+
+    /// Every replica is done with it. Its sources move on if enough replicas took it (or
+    /// one refused it: it would only be refused again, for ever); a file reads its lines
+    /// again if a backlog gave it up and fewer than `ack_replicas` took it; and if its
+    /// group simply has fewer replicas than that, it waits for one more.
+    fn settle(self: &Arc<Self>) {
+        let gave_up = self.gave_up.load(Acquire);
+        let (given_up, evicted) = ((gave_up & GAVE_UP) as usize, (gave_up >> 32) as usize);
+        let acked = self.acked.load(Acquire);
+        let targets = self.targets();
+        let lost = (evicted == targets)
+            || (acked < self.ack_replicas && given_up == evicted && evicted > 0);
+        if lost {
             for (t, range) in &self.acks {
-                if lost {
-                    t.lose(range.clone());
-                } else {
-                    // Refused everywhere, it was never delivered: it must still leave the
-                    // file's window, or the file would wait for it for ever.
-                    t.delivered(range.clone());
-                    t.release(range.clone());
-                }
+                t.lose(range.clone());
             }
+        } else if acked >= self.ack_replicas || given_up > evicted || self.short.is_none() {
+            for (t, range) in &self.acks {
+                if acked < self.ack_replicas {
+                    // Refused: never delivered, but it must leave the file's window, or the
+                    // file would wait for it for ever.
+                    t.delivered(range.clone());
+                }
+                t.release(range.clone());
+            }
+        } else if let Some(short) = &self.short {
+            short.hold(self.clone(), targets, self.ack_replicas);
+        }
+    }
+}
+
+/// The batches of one group that every replica of it took, but fewer replicas than
+/// `--ack-replicas`: their sources' checkpoints wait until the group gains a replica,
+/// which is then handed them. Bounded by the sources: a file reads ahead of what enough
+/// replicas took by at most its window.
+#[derive(Default)]
+pub struct Shortfall {
+    pub group: String,
+    batches: Mutex<Vec<Arc<Batch>>>,
+    warned: AtomicBool,
+}
+
+impl Shortfall {
+    pub fn new(group: &str) -> Shortfall {
+        Shortfall {
+            group: group.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn hold(&self, batch: Arc<Batch>, replicas: usize, wanted: usize) {
+        if !self.warned.swap(true, Relaxed) {
+            tracing::warn!(group = %self.group, replicas, ack_replicas = wanted, "The group has fewer replicas than --ack-replicas: file and Docker checkpoints wait until it has more.");
+        }
+        self.batches.lock().unwrap().push(batch);
+    }
+
+    /// The group gained `replica`: it is handed every batch waiting here.
+    pub fn hand_to(&self, replica: &Replica, metrics: &Metrics) {
+        let held = std::mem::take(&mut *self.batches.lock().unwrap());
+        if !held.is_empty() {
+            tracing::info!(group = %self.group, replica = %replica.url, batches = held.len(), "The group gained a replica; sending it the batches that wait for --ack-replicas.");
+        }
+        self.warned.store(false, Relaxed);
+        for b in held {
+            b.add_target(replica.m.clone());
+            replica.push(b, metrics);
         }
     }
 }
 
 /// One replica's backlog and its sender.
 pub struct Replica {
-    pub index: usize,
     pub url: String,
+    pub m: Arc<ReplicaMetrics>,
     backlog: Mutex<VecDeque<Arc<Batch>>>,
     notify: Notify,
     max_bytes: u64,
-    /// Its backlog has overflowed since the batcher last found it with nothing new given
-    /// up: one log line per episode, not one per batch.
-    pub overflowing: AtomicBool,
+    /// Set once the replica is given up: its sender drops the backlog and ends.
+    retired: AtomicBool,
+    retire: Notify,
 }
 
 impl Replica {
-    pub fn new(index: usize, url: String, max_bytes: u64) -> Replica {
+    pub fn new(url: String, m: Arc<ReplicaMetrics>, max_bytes: u64) -> Replica {
         Replica {
-            index,
             url,
+            m,
             backlog: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             max_bytes,
-            overflowing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            retire: Notify::new(),
         }
     }
 
     /// Adds a batch; past the byte bound the oldest batches not in flight are given up.
     pub fn push(&self, batch: Arc<Batch>, metrics: &Metrics) {
-        let m = &metrics.replicas[self.index];
+        let m = &self.m;
         let mut q = self.backlog.lock().unwrap();
         m.enqueued(batch.records, batch.body.len() as u64);
         q.push_back(batch);
@@ -121,44 +225,66 @@ impl Replica {
                 continue;
             }
             let gone = q.remove(i).unwrap();
-            m.dequeued(gone.records, gone.body.len() as u64);
-            m.dropped(gone.records);
             evicted += gone.records;
-            // Every eviction happens on the batcher's thread: these counts are exact.
-            let by_backlogs = gone.evicted.fetch_add(1, Relaxed) + 1;
-            let n = gone.given_up.fetch_add(1, Relaxed) + 1;
-            if n == metrics.replicas.len() {
-                // Given up everywhere: lost, but for file lines, which are read again.
-                let lost = if by_backlogs == n {
-                    // No replica misses them for good, so no drop report names them either.
-                    for r in &metrics.replicas {
-                        r.reread(gone.rereadable);
-                    }
-                    gone.records - gone.rereadable
-                } else {
-                    gone.records
-                };
-                metrics.lost(lost);
-            }
-            gone.handled_by_one(metrics.replicas.len());
+            self.give_up(&gone, metrics);
         }
         drop(q);
-        if evicted > 0 && !self.overflowing.swap(true, Relaxed) {
+        if evicted > 0 && !m.overflowing.swap(true, Relaxed) {
             m.overflowed(evicted, self.max_bytes);
         }
         self.notify.notify_one();
+    }
+
+    /// `gone` left this replica's backlog without being delivered: counted as dropped for
+    /// it, and as lost once every replica of its group gave it up.
+    fn give_up(&self, gone: &Arc<Batch>, metrics: &Metrics) {
+        self.m.dequeued(gone.records, gone.body.len() as u64);
+        self.m.dropped(gone.records);
+        let (everywhere, all_evicted) = gone.give_up(true);
+        if everywhere {
+            // Given up everywhere: lost, but for file lines, which are read again.
+            let lost = if all_evicted {
+                // No replica misses them for good, so no drop report names them either.
+                for r in gone.targets.lock().unwrap().iter() {
+                    r.reread(gone.rereadable);
+                }
+                gone.records - gone.rereadable
+            } else {
+                gone.records
+            };
+            metrics.lost(lost);
+        }
+        gone.handled_by_one();
+    }
+
+    /// Gives the replica up (it left discovery longer than its grace ago): its sender drops
+    /// the backlog, counted, and ends.
+    pub fn retire(&self) {
+        self.retired.store(true, Relaxed);
+        self.retire.notify_one();
+    }
+
+    /// Drops the whole backlog (on the sender's task, so nothing is in flight); returns
+    /// the records it held.
+    fn drop_backlog(&self, metrics: &Metrics) -> u64 {
+        let gone: Vec<Arc<Batch>> = self.backlog.lock().unwrap().drain(..).collect();
+        let mut records = 0;
+        for b in &gone {
+            records += b.records;
+            self.give_up(b, metrics);
+        }
+        records
     }
 
     fn front(&self) -> Option<Arc<Batch>> {
         self.backlog.lock().unwrap().front().cloned()
     }
 
-    fn pop_delivered(&self, b: &Arc<Batch>, metrics: &Metrics) {
-        let m = &metrics.replicas[self.index];
+    fn pop_delivered(&self, b: &Arc<Batch>) {
         let mut q = self.backlog.lock().unwrap();
         if q.front().is_some_and(|f| Arc::ptr_eq(f, b)) {
             q.pop_front();
-            m.dequeued(b.records, b.body.len() as u64);
+            self.m.dequeued(b.records, b.body.len() as u64);
         }
     }
 
@@ -167,67 +293,83 @@ impl Replica {
     }
 
     /// Sends batches in order until `stop` is set and the backlog is empty (or `stop` has
-    /// waited long enough).
+    /// waited long enough), or until the replica is given up.
     pub async fn run(
         self: Arc<Self>,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
+        grace: Duration,
     ) {
         let url = format!("{}{}", self.url.trim_end_matches('/'), api::INGEST);
-        let m = &metrics.replicas[self.index];
         let mut backoff = Duration::from_millis(100);
         loop {
+            if self.retired.load(Relaxed) {
+                let records = self.drop_backlog(&metrics);
+                metrics.replica_given_up(&self.m, records, grace);
+                return;
+            }
             let Some(batch) = self.front() else {
                 if stop.load(Relaxed) {
                     return;
                 }
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = self.notify.notified() => {}
+                    _ = self.retire.notified() => {}
+                }
                 continue;
             };
-            m.batch_sent();
-            match deliver(&client, &url, &batch).await {
+            self.m.batch_sent();
+            // A replica given up mid-request: the request is dropped with it.
+            let outcome = tokio::select! {
+                r = deliver(&client, &url, &batch) => r,
+                _ = self.retire.notified() => continue,
+            };
+            match outcome {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     self.delivered(&batch, &metrics);
                 }
                 Err(why @ DeliveryError::Refused { .. }) => {
-                    m.batch_refused(batch.records, &why);
-                    if batch.given_up.fetch_add(1, Relaxed) + 1 == metrics.replicas.len() {
+                    self.m.batch_refused(batch.records, &why);
+                    if batch.give_up(false).0 {
                         metrics.lost(batch.records);
                     }
-                    self.pop_delivered(&batch, &metrics);
-                    batch.handled_by_one(metrics.replicas.len());
+                    self.pop_delivered(&batch);
+                    batch.handled_by_one();
                 }
                 Err(why @ DeliveryError::Retryable(_)) => {
-                    m.batch_retried(&why);
+                    self.m.batch_retried(&why);
                     // Exponential backoff with jitter, so replicas coming back are not stampeded.
                     let jitter = 0.5 + fastrand::f64();
-                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                        _ = self.retire.notified() => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
 
-    /// The replica took `batch`: the first to take it lets file sources move on and times
-    /// the records' latency.
+    /// The replica took `batch`: the `--ack-replicas`-th to take it lets file sources move
+    /// on, and the first times the records' latency.
     fn delivered(&self, batch: &Arc<Batch>, metrics: &Metrics) {
-        metrics.replicas[self.index].batch_acknowledged(batch.records);
-        let first = !batch.delivered.swap(true, Relaxed);
-        if first {
+        self.m.batch_acknowledged(batch.records);
+        let acked = batch.acked.fetch_add(1, AcqRel) + 1;
+        if acked == batch.ack_replicas {
             for (t, range) in &batch.acks {
                 t.delivered(range.clone());
             }
         }
-        if first && batch.records > 0 {
+        if acked == 1 && batch.records > 0 {
             let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
             let total = now * batch.records as i128 - batch.received_micros_sum;
             metrics.first_acknowledged(batch.records, total.max(0) as u64);
         }
-        self.pop_delivered(batch, metrics);
-        batch.handled_by_one(metrics.replicas.len());
+        self.pop_delivered(batch);
+        batch.handled_by_one();
     }
 }
 

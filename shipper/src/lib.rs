@@ -31,6 +31,7 @@ mod batch;
 mod demo;
 mod error;
 mod event;
+mod fleet;
 mod forward;
 mod host;
 mod metrics;

@@ -4,7 +4,10 @@
 //! the list. A new metric is a field, a row and an event, all in this file.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use std::time::Duration;
 
 use crate::event::Source;
 
@@ -32,12 +35,30 @@ pub struct Metrics {
     state_unwritable: AtomicU64,
     /// `--tail` patterns that match no file at the last look.
     tail_patterns_unmatched: AtomicU64,
-    pub replicas: Vec<ReplicaMetrics>,
+    /// Replicas given up after leaving discovery for longer than `--replica-grace`.
+    replicas_given_up: AtomicU64,
+    rows_made: AtomicU64,
+    /// One row per replica: found by discovery as they come, kept after one is given up
+    /// (so its last drops are still reported) up to [`GIVEN_UP_ROWS`] of those.
+    replicas: RwLock<Vec<Arc<ReplicaMetrics>>>,
 }
+
+/// Rows of given-up replicas kept: a churning orchestrator gives every task a new
+/// address, and the rows must not grow with the churn.
+const GIVEN_UP_ROWS: usize = 64;
 
 #[derive(Default)]
 pub struct ReplicaMetrics {
     pub url: String,
+    /// Unique among the rows ever made: a URL that comes back is a new row.
+    pub id: u64,
+    /// Its group; a fixed URL not yet heard from is presumed in `default` and may move.
+    group: RwLock<String>,
+    /// `live`, `gone` (left discovery, within its grace) or `given_up`.
+    state: RwLock<&'static str>,
+    /// Its backlog has overflowed since the batcher last found it with nothing new given
+    /// up: one log line per episode, not one per batch.
+    pub overflowing: AtomicBool,
     batches_sent: AtomicU64,
     batches_acked: AtomicU64,
     batches_retried: AtomicU64,
@@ -57,6 +78,9 @@ enum Read {
     Seconds(fn(&Metrics) -> f64),
     PerSource(fn(&Metrics) -> &[AtomicU64; SOURCES]),
     PerReplica(fn(&ReplicaMetrics) -> &AtomicU64),
+    /// The replicas' labels: a series of its own, so the counters keep one label (`replica`)
+    /// however a replica's group or state changes.
+    Info,
 }
 
 /// One exported metric, `sawmill_shipper_{name}`.
@@ -90,7 +114,7 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 /// Every metric the shipper exports, in the order `/metrics` shows them.
-const METRICS: [Metric; 21] = [
+const METRICS: [Metric; 23] = [
     counter("records_received_total", "Records received, per source.", Read::PerSource(|m| &m.received)),
     counter("queue_records_dropped_total", "Records dropped because the queue was full, per source.", Read::PerSource(|m| &m.queue_dropped)),
     counter("queue_pushed_total", "Records put in the queue.", Read::One(|m| get(&m.queue_pushed))),
@@ -104,6 +128,8 @@ const METRICS: [Metric; 21] = [
     gauge("queue_records", "Records waiting in the queue.", Read::One(|m| get(&m.queue_pushed).saturating_sub(get(&m.queue_popped)))),
     gauge("state_unwritable", "1 while sequence numbers cannot be reserved in the state directory: records are sent without a de-duplication key.", Read::One(|m| get(&m.state_unwritable))),
     gauge("tail_patterns_unmatched", "Tail patterns (--tail) that match no file; they are still watched.", Read::One(|m| get(&m.tail_patterns_unmatched))),
+    counter("replicas_given_up_total", "Replicas given up after leaving discovery for longer than --replica-grace (their backlogs count as dropped for them).", Read::One(|m| get(&m.replicas_given_up))),
+    gauge("replica_info", "1 per replica, with its group and state (live, gone: left discovery and within --replica-grace, given_up).", Read::Info),
     counter("batches_sent_total", "Batch requests sent, per replica.", Read::PerReplica(|r| &r.batches_sent)),
     counter("batches_acknowledged_total", "Batches acknowledged, per replica.", Read::PerReplica(|r| &r.batches_acked)),
     counter("batches_retried_total", "Batch requests that failed and will be retried, per replica.", Read::PerReplica(|r| &r.batches_retried)),
@@ -115,16 +141,40 @@ const METRICS: [Metric; 21] = [
 ];
 
 impl Metrics {
-    pub fn with_replicas(urls: &[String]) -> Metrics {
-        Metrics {
-            replicas: urls
-                .iter()
-                .map(|u| ReplicaMetrics {
-                    url: u.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+    /// A row for a replica discovery found; a given-up row of the same URL is replaced
+    /// (its drops were counted already, and a URL comes back with a fresh backlog).
+    pub fn add_replica(&self, url: &str, group: &str) -> Arc<ReplicaMetrics> {
+        let row = Arc::new(ReplicaMetrics {
+            url: url.to_string(),
+            id: self.rows_made.fetch_add(1, Relaxed),
+            group: RwLock::new(group.to_string()),
+            state: RwLock::new("live"),
             ..Default::default()
+        });
+        let mut rows = self.replicas.write().unwrap();
+        rows.retain(|r| r.url != url);
+        rows.push(row.clone());
+        row
+    }
+
+    /// Every replica's row, given-up ones included.
+    pub fn replicas(&self) -> Vec<Arc<ReplicaMetrics>> {
+        self.replicas.read().unwrap().clone()
+    }
+
+    /// `row`'s replica left discovery for longer than its grace and its backlog was
+    /// dropped (`records`, counted by [`ReplicaMetrics::dropped`]). Data is lost for it:
+    /// ERROR.
+    pub fn replica_given_up(&self, row: &ReplicaMetrics, records: u64, grace: Duration) {
+        row.set_state("given_up");
+        self.replicas_given_up.fetch_add(1, Relaxed);
+        tracing::error!(replica = %row.url, group = %row.group(), records, grace_secs = grace.as_secs(), "Replica left discovery longer than its grace; given up, its backlog is dropped.");
+        let mut rows = self.replicas.write().unwrap();
+        let given_up = rows.iter().filter(|r| r.state() == "given_up").count();
+        if given_up > GIVEN_UP_ROWS {
+            if let Some(i) = rows.iter().position(|r| r.state() == "given_up") {
+                rows.remove(i);
+            }
         }
     }
 
@@ -142,9 +192,16 @@ impl Metrics {
                     writeln!(o, "{name}{{source=\"{}\"}} {v}", s.name())
                 }),
                 Read::PerReplica(f) => self
-                    .replicas
+                    .replicas()
                     .iter()
                     .try_for_each(|r| writeln!(o, "{name}{{replica=\"{}\"}} {}", r.url, get(f(r)))),
+                Read::Info => self.replicas().iter().try_for_each(|r| {
+                    let (url, group, state) = (&r.url, r.group(), r.state());
+                    writeln!(
+                        o,
+                        "{name}{{replica=\"{url}\",group=\"{group}\",state=\"{state}\"}} 1"
+                    )
+                }),
             };
         }
         o
@@ -231,6 +288,24 @@ impl Metrics {
 
 /// A replica's events.
 impl ReplicaMetrics {
+    pub fn group(&self) -> String {
+        self.group.read().unwrap().clone()
+    }
+
+    /// Its `/healthz` names another group than presumed.
+    pub fn set_group(&self, group: &str) {
+        tracing::info!(replica = %self.url, from = %self.group(), to = group, "Replica's group is known now; new batches follow it.");
+        *self.group.write().unwrap() = group.to_string();
+    }
+
+    pub fn state(&self) -> &'static str {
+        *self.state.read().unwrap()
+    }
+
+    pub fn set_state(&self, state: &'static str) {
+        *self.state.write().unwrap() = state;
+    }
+
     /// A batch entered its backlog.
     pub fn enqueued(&self, records: u64, bytes: u64) {
         self.records_enqueued.fetch_add(records, Relaxed);
@@ -308,9 +383,9 @@ mod tests {
 
     #[test]
     fn every_metric_has_help_a_type_and_its_values() {
-        let m = Metrics::with_replicas(&["http://a".into()]);
+        let m = Metrics::default();
+        m.add_replica("http://a", "g0").batch_acknowledged(3);
         m.received(Source::File);
-        m.replicas[0].batch_acknowledged(3);
         let text = m.render();
         for def in &METRICS {
             let name = format!("sawmill_shipper_{}", def.name);
@@ -327,5 +402,8 @@ mod tests {
         assert!(text
             .contains("sawmill_shipper_replica_records_delivered_total{replica=\"http://a\"} 3\n"));
         assert!(text.contains("sawmill_shipper_latency_seconds_total 0.000000\n"));
+        assert!(text.contains(
+            "sawmill_shipper_replica_info{replica=\"http://a\",group=\"g0\",state=\"live\"} 1\n"
+        ));
     }
 }

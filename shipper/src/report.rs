@@ -1,8 +1,8 @@
 //! The shipper's own records: `sawmill dropped N records from SOURCE in the last S s`, made
 //! from the drop counters at every report interval, as rsyslog reports its own losses.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sawmill_record::Severity;
@@ -10,7 +10,6 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::event::{Event, Source};
-use crate::forward::Replica;
 use crate::metrics::Metrics;
 
 /// What was reported so far, to report only what is new.
@@ -21,31 +20,31 @@ pub struct DropReports {
     queue: [u64; Source::ALL.len()],
     /// Records every replica gave up, as last reported.
     lost: u64,
-    /// Per replica: records given up for it as last reported, and when its episode began.
-    replica: Vec<u64>,
-    episode_start: Vec<u64>,
+    /// Per replica row (its id): records given up for it as last reported, and when its
+    /// episode began.
+    replica: HashMap<u64, (u64, u64)>,
 }
 
+/// A report, and the group it must reach: the group of the replica it names (whose peers
+/// hold it, and which gets it too when back), or none for drops any group could have had
+/// (placed like any record).
+pub type Report = (Event, Option<String>);
+
 impl DropReports {
-    pub fn new(interval: Duration, replicas: usize) -> DropReports {
+    pub fn new(interval: Duration) -> DropReports {
         DropReports {
             interval,
             last: Instant::now(),
             queue: [0; Source::ALL.len()],
             lost: 0,
-            replica: vec![0; replicas],
-            episode_start: vec![0; replicas],
+            replica: HashMap::new(),
         }
     }
 
     /// The reports due now: none before the interval has passed (a stop makes a last round
-    /// at once), then one per source that dropped, one for records lost everywhere, and one per replica that missed records.
-    pub fn due(
-        &mut self,
-        metrics: &Metrics,
-        replicas: &[Arc<Replica>],
-        stopping: bool,
-    ) -> Vec<Event> {
+    /// at once), then one per source that dropped, one for records lost everywhere, and
+    /// one per replica that missed records.
+    pub fn due(&mut self, metrics: &Metrics, stopping: bool) -> Vec<Report> {
         if !stopping && self.last.elapsed() < self.interval {
             return Vec::new();
         }
@@ -57,33 +56,37 @@ impl DropReports {
             let n = dropped[s.index()] - self.queue[s.index()];
             self.queue[s.index()] = dropped[s.index()];
             if n > 0 {
-                out.push(report(n, s.name(), None, secs));
+                out.push((report(n, s.name(), None, secs), None));
             }
         }
         // Records every replica gave up on are lost just the same.
         let lost = metrics.records_lost();
         if lost > self.lost {
-            out.push(report(lost - self.lost, "backlog", None, secs));
+            out.push((report(lost - self.lost, "backlog", None, secs), None));
             self.lost = lost;
         }
         // What one replica gave up while others took it: the replica misses it, so say
         // which one (the others hold the report; it gets it too when back, as reports are
         // never evicted).
-        for (i, r) in replicas.iter().enumerate() {
-            let m = &metrics.replicas[i];
+        let rows = metrics.replicas();
+        // Rows go when replicas do: so does what was reported of them.
+        self.replica
+            .retain(|id, _| rows.iter().any(|m| m.id == *id));
+        for m in rows {
+            let (reported, episode_start) = self.replica.entry(m.id).or_default();
             // Never below what was reported: lines a replica gave up count as re-read only
             // once every replica has given them up, so this can shrink after a report went
             // out (a panic, or a report of 2^64 records, before).
             let total = m.missed();
-            let n = total.saturating_sub(self.replica[i]);
-            self.replica[i] = self.replica[i].max(total);
+            let n = total.saturating_sub(*reported);
+            *reported = (*reported).max(total);
             if n > 0 {
-                out.push(report(n, "replica", Some(&r.url), secs));
-            } else if r.overflowing.swap(false, Relaxed) {
-                m.has_room(total.saturating_sub(self.episode_start[i]));
+                out.push((report(n, "replica", Some(&m.url), secs), Some(m.group())));
+            } else if m.overflowing.swap(false, Relaxed) {
+                m.has_room(total.saturating_sub(*episode_start));
             }
-            if !r.overflowing.load(Relaxed) {
-                self.episode_start[i] = total;
+            if !m.overflowing.load(Relaxed) {
+                *episode_start = total;
             }
         }
         for _ in &out {

@@ -1,5 +1,5 @@
 //! The running shipper: wires the stages together (sources into the queue, the batcher out
-//! of it, one sender per indexer replica) and stops them in order.
+//! of it, one sender per indexer replica as discovery finds them) and stops them in order.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use sawmill_cluster::{Discovery, DiscoveryConfig};
+
 use crate::batch::{BatchConfig, Batcher};
 use crate::error::{Error, Result};
+use crate::fleet::{Fleet, FleetConfig};
 use crate::forward::Replica;
 use crate::host::hostname;
 use crate::metrics::Metrics;
@@ -25,8 +28,17 @@ use crate::state::State;
 /// Everything `sawmill shipper` is told. Each field is a flag.
 #[derive(Clone, Debug)]
 pub struct ShipperConfig {
-    /// Base URLs of the indexer replicas; every record goes to each.
+    /// The indexer replicas: base URLs, or DNS names that list them (`dns+http://NAME:PORT`,
+    /// `dnssrv+http://_SVC._tcp.NAME`). Each record goes to one group, and to every
+    /// replica of it.
     pub indexers: Vec<String>,
+    /// How often DNS names are resolved again and every replica's group asked.
+    pub discovery_interval: Duration,
+    /// How long a replica no longer listed keeps its backlog before it is given up.
+    pub replica_grace: Duration,
+    /// Replicas of a batch's group that must take it before file and Docker checkpoints
+    /// pass it.
+    pub ack_replicas: usize,
     /// Where the sender id and sequence numbers are kept.
     pub state: PathBuf,
     /// The unix datagram socket to serve, like `/dev/log`.
@@ -64,6 +76,9 @@ impl ShipperConfig {
     pub fn new(indexers: Vec<String>, state: PathBuf) -> ShipperConfig {
         ShipperConfig {
             indexers,
+            discovery_interval: Duration::from_secs(10),
+            replica_grace: Duration::from_secs(15 * 60),
+            ack_replicas: 1,
             state,
             syslog_socket: None,
             syslog_udp: None,
@@ -95,9 +110,9 @@ pub struct Shipper {
     stop_senders: Arc<AtomicBool>,
     /// The sources' threads.
     threads: Vec<JoinHandle<()>>,
-    batcher: Option<JoinHandle<()>>,
-    replicas: Vec<Arc<Replica>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    batcher: Option<JoinHandle<Fleet>>,
+    /// Keeps the membership current while it lives.
+    _discovery: Discovery,
     drain_timeout: Duration,
     gate: Arc<std::sync::RwLock<()>>,
     _socket: Option<Arc<SyslogSocket>>,
@@ -163,32 +178,51 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Option
     Ok(bound)
 }
 
-/// One backlog and sender per replica.
-type Forwarding = (Vec<Arc<Replica>>, Vec<tokio::task::JoinHandle<()>>);
-
-/// Starts one sender per replica, each on its own backlog.
-fn start_forwarding(
+/// Starts discovery of the replicas `cfg.indexers` names, and the fleet that follows it
+/// with a backlog and sender per replica.
+async fn start_forwarding(
     cfg: &ShipperConfig,
     metrics: &Arc<Metrics>,
     stop: &Arc<AtomicBool>,
-) -> Result<Forwarding> {
-    let replicas: Vec<Arc<Replica>> = cfg
-        .indexers
-        .iter()
-        .enumerate()
-        .map(|(i, u)| {
-            let url = u.trim_end_matches('/').to_string();
-            Arc::new(Replica::new(i, url, cfg.backlog_bytes))
-        })
-        .collect();
+) -> Result<(Discovery, Fleet)> {
+    let targets = sawmill_cluster::target::parse_all(&cfg.indexers)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if cfg.discovery_interval.is_zero() {
+        return Err(Error::Config(
+            "--discovery-interval must be longer than 0 (e.g. 10s)".into(),
+        ));
+    }
+    if cfg.ack_replicas == 0 {
+        return Err(Error::Config(
+            "--ack-replicas must be at least 1 (the replicas of a group that must take a batch before file checkpoints pass it)".into(),
+        ));
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let tasks = replicas
-        .iter()
-        .map(|r| tokio::spawn(r.clone().run(client.clone(), metrics.clone(), stop.clone())))
-        .collect();
-    Ok((replicas, tasks))
+    let discovery = Discovery::start(
+        targets.clone(),
+        DiscoveryConfig {
+            interval: cfg.discovery_interval,
+            ..Default::default()
+        },
+        client.clone(),
+    )
+    .await;
+    let fleet = Fleet::new(
+        FleetConfig {
+            client,
+            runtime: tokio::runtime::Handle::current(),
+            stop: stop.clone(),
+            backlog_bytes: cfg.backlog_bytes,
+            grace: cfg.replica_grace,
+            ack_replicas: cfg.ack_replicas,
+        },
+        metrics.clone(),
+        &targets,
+        discovery.subscribe(),
+    );
+    Ok((discovery, fleet))
 }
 
 impl Shipper {
@@ -200,7 +234,7 @@ impl Shipper {
                 "no --indexer given: name at least one indexer URL".into(),
             ));
         }
-        let metrics = Arc::new(Metrics::with_replicas(&cfg.indexers));
+        let metrics = Arc::new(Metrics::default());
         let queue = Queue::new(cfg.queue_records, cfg.queue_bytes, metrics.clone());
         let state = State::open(&cfg.state)?;
         let cx = Context {
@@ -215,13 +249,13 @@ impl Shipper {
             socket = socket.or(running.socket);
         }
         let stop_senders = Arc::new(AtomicBool::new(false));
-        let (replicas, tasks) = start_forwarding(&cfg, &metrics, &stop_senders)?;
+        let (discovery, fleet) = start_forwarding(&cfg, &metrics, &stop_senders).await?;
         let batcher = Batcher {
             queue: queue.clone(),
             parser: cfg.parser.clone(),
             state,
             state_dir: cfg.state.clone(),
-            replicas: replicas.clone(),
+            fleet,
             metrics: metrics.clone(),
             host: hostname(),
             config: BatchConfig {
@@ -229,8 +263,9 @@ impl Shipper {
                 bytes: cfg.batch_bytes,
                 linger: cfg.linger,
             },
-            reports: DropReports::new(cfg.drop_report_interval, replicas.len()),
+            reports: DropReports::new(cfg.drop_report_interval),
             outage: None,
+            placing: Default::default(),
         };
         let stop_batcher = Arc::new(AtomicBool::new(false));
         let stop = stop_batcher.clone();
@@ -253,8 +288,7 @@ impl Shipper {
             stop_senders,
             threads,
             batcher: Some(batcher),
-            replicas,
-            tasks,
+            _discovery: discovery,
             drain_timeout: cfg.drain_timeout,
             gate: cx.gate,
             _socket: socket,
@@ -272,28 +306,31 @@ impl Shipper {
         }
         // Only now: a batcher stopped with the sources could end before a socket's drain.
         self.stop_batcher.store(true, Relaxed);
-        if let Some(t) = self.batcher.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        let Some(t) = self.batcher.take() else {
+            return;
+        };
+        let Ok(Ok(mut fleet)) = tokio::task::spawn_blocking(move || t.join()).await else {
+            tracing::error!("The batcher ended with a panic; what it held is lost.");
+            return;
+        };
+        let replicas = fleet.replicas();
         let deadline = Instant::now() + self.drain_timeout;
-        while Instant::now() < deadline && self.replicas.iter().any(|r| !r.is_empty()) {
+        while Instant::now() < deadline && replicas.iter().any(|r| !r.is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.log_undelivered();
+        log_undelivered(&replicas);
         self.stop_senders.store(true, Relaxed);
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+        fleet.abort();
     }
+}
 
-    /// Counts, in the log, what a stop leaves behind: records a replica has not acknowledged
-    /// when the drain timeout ends are lost for it, and no drop report can reach it.
-    fn log_undelivered(&self) {
-        for (r, m) in self.replicas.iter().zip(&self.metrics.replicas) {
-            let records = m.backlog_records();
-            if records > 0 {
-                tracing::error!(replica = %r.url, records, "Stopped before the replica acknowledged these records; they are lost for it.");
-            }
+/// Counts, in the log, what a stop leaves behind: records a replica has not acknowledged
+/// when the drain timeout ends are lost for it, and no drop report can reach it.
+fn log_undelivered(replicas: &[Arc<Replica>]) {
+    for r in replicas {
+        let records = r.m.backlog_records();
+        if records > 0 {
+            tracing::error!(replica = %r.url, records, "Stopped before the replica acknowledged these records; they are lost for it.");
         }
     }
 }

@@ -11,6 +11,7 @@ mod files;
 mod ingest;
 mod load;
 mod operations;
+mod placement;
 mod query;
 mod replicas;
 mod run;

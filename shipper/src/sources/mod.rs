@@ -47,7 +47,10 @@ pub trait SourceConfig {
 }
 
 /// Starts a named thread.
-pub fn thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+pub fn thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)

@@ -1,0 +1,493 @@
+//! The shipper across machines (issue 11, points 2–4): replicas found through DNS names (a
+//! private `/etc/hosts`), each record placed on exactly one group and sent to every replica
+//! of it, replicas coming and going, and `--ack-replicas`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// The (`_src`, `_seq`) of every record matching `q`.
+fn keys(ix: &Indexer, q: &str) -> BTreeSet<(String, u64)> {
+    let hits = all_hits(ix, q);
+    let keys: BTreeSet<(String, u64)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h["_src"].as_str().unwrap().to_string(),
+                h["_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), hits.len(), "a record is stored twice");
+    keys
+}
+
+fn total(ix: &Indexer, q: &str) -> u64 {
+    get_ok(&ix.api(&format!("/api/v1/search?q={}&limit=0", urlencode(q))))["total"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The port of a free loopback address: replicas listen on it at 127.0.0.2, .3, …
+fn free_port() -> String {
+    free_addr().rsplit_once(':').unwrap().1.to_string()
+}
+
+/// An indexer of `group` at `ip:port`, seeing the test's hosts file as the shipper does.
+fn replica(dir: &Path, ip: &str, port: &str, group: &str) -> Indexer {
+    Indexer::start_in(
+        &dir.join("hosts"),
+        &format!("{ip}:{port}"),
+        &dir.join(format!("{group}-{ip}")),
+        &["--group", group, "--commit-interval", "100ms"],
+    )
+}
+
+/// Sends lines `n=from..to` of `service`, slowly enough for the queue to keep up.
+fn send_lines(sh: &Shipper, service: &str, from: u64, to: u64) {
+    for i in from..to {
+        sh.send(format!("<13>Nov 27 07:57:02 {service}[1]: n={i} a line of {service}").as_bytes());
+        if i % 200 == 199 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Waits until `f` holds, or fails with what `f` last saw.
+fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= deadline => panic!("{what}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn no_queue_drops(sh: &Shipper) {
+    let dropped = sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}");
+    assert_eq!(dropped, 0.0, "this test is about placement, not the queue");
+}
+
+#[test]
+fn two_groups_of_two_found_by_name_hold_every_line_exactly_once() {
+    let dir = TempDir::new("place2x2");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(
+        &hosts,
+        &[
+            ("127.0.0.2", "tasks.g0"),
+            ("127.0.0.3", "tasks.g0"),
+            ("127.0.0.4", "tasks.g1"),
+            ("127.0.0.5", "tasks.g1"),
+        ],
+    );
+    let g0 = [
+        replica(dir.path(), "127.0.0.2", &port, "g0"),
+        replica(dir.path(), "127.0.0.3", &port, "g0"),
+    ];
+    let g1 = [
+        replica(dir.path(), "127.0.0.4", &port, "g1"),
+        replica(dir.path(), "127.0.0.5", &port, "g1"),
+    ];
+    let sh = Shipper::start_in(
+        &hosts,
+        dir.path(),
+        &[
+            &format!("dns+http://tasks.g0:{port}"),
+            &format!("dns+http://tasks.g1:{port}"),
+        ],
+        &["--discovery-interval", "1s"],
+    );
+    let n = 60_000;
+    send_lines(&sh, "app", 0, n);
+    eventually("every line reaches both replicas of its group", 120, || {
+        let counts: Vec<u64> = g0
+            .iter()
+            .chain(&g1)
+            .map(|ix| total(ix, "service:app"))
+            .collect();
+        if counts[0] == counts[1] && counts[2] == counts[3] && counts[0] + counts[2] == n {
+            Ok(())
+        } else {
+            Err(format!(
+                "counts g0 {:?}, g1 {:?}",
+                &counts[..2],
+                &counts[2..]
+            ))
+        }
+    });
+    no_queue_drops(&sh);
+    let k0 = keys(&g0[0], "service:app");
+    let k1 = keys(&g1[0], "service:app");
+    assert_eq!(
+        k0,
+        keys(&g0[1], "service:app"),
+        "both replicas of g0 hold the same records"
+    );
+    assert_eq!(
+        k1,
+        keys(&g1[1], "service:app"),
+        "both replicas of g1 hold the same records"
+    );
+    assert_eq!(
+        k0.intersection(&k1).count(),
+        0,
+        "no record is in both groups"
+    );
+    assert_eq!(k0.len() as u64 + k1.len() as u64, n);
+    let srcs: BTreeSet<&String> = k0.iter().chain(&k1).map(|(s, _)| s).collect();
+    assert_eq!(srcs.len(), 1, "one shipper, one sender id: {srcs:?}");
+    for (name, k) in [("g0", &k0), ("g1", &k1)] {
+        assert!(
+            k.len() as u64 * 5 >= n,
+            "one busy shipper spreads over the groups: {name} holds {} of {n}",
+            k.len()
+        );
+    }
+}
+
+#[test]
+fn sixteen_shippers_spread_evenly_over_two_groups() {
+    let dir = TempDir::new("place16");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(
+        &hosts,
+        &[("127.0.0.2", "tasks.g0"), ("127.0.0.3", "tasks.g1")],
+    );
+    let g0 = replica(dir.path(), "127.0.0.2", &port, "g0");
+    let g1 = replica(dir.path(), "127.0.0.3", &port, "g1");
+    let targets = [
+        format!("dns+http://tasks.g0:{port}"),
+        format!("dns+http://tasks.g1:{port}"),
+    ];
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let shippers: Vec<(TempDir, Shipper)> = (0..16)
+        .map(|i| {
+            let d = TempDir::new(&format!("place16-{i}"));
+            let sh = Shipper::start_in(&hosts, d.path(), &targets, &["--discovery-interval", "1s"]);
+            (d, sh)
+        })
+        .collect();
+    let per = 5_000u64;
+    for i in 0..per {
+        for (_, sh) in &shippers {
+            sh.send(format!("<13>Nov 27 07:57:02 app[1]: n={i} a line").as_bytes());
+        }
+        if i % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let n = per * shippers.len() as u64;
+    eventually("every line reaches its group", 180, || {
+        let (a, b) = (total(&g0, "service:app"), total(&g1, "service:app"));
+        if a + b == n {
+            Ok(())
+        } else {
+            Err(format!("g0 {a} + g1 {b} of {n}"))
+        }
+    });
+    for (_, sh) in &shippers {
+        no_queue_drops(sh);
+    }
+    let (k0, k1) = (keys(&g0, "service:app"), keys(&g1, "service:app"));
+    assert_eq!(
+        k0.intersection(&k1).count(),
+        0,
+        "no record is in both groups"
+    );
+    assert_eq!(k0.len() as u64 + k1.len() as u64, n);
+    for (name, k) in [("g0", &k0), ("g1", &k1)] {
+        let share = k.len() as f64 / n as f64;
+        assert!(
+            (0.40..=0.60).contains(&share),
+            "{name} holds {} of {n} ({:.1} %)",
+            k.len(),
+            share * 100.0
+        );
+    }
+}
+
+#[test]
+fn a_group_whose_replicas_are_all_down_keeps_its_records_waiting_for_it() {
+    let dir = TempDir::new("placedown");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(
+        &hosts,
+        &[("127.0.0.2", "tasks.g0"), ("127.0.0.3", "tasks.g1")],
+    );
+    let g0 = replica(dir.path(), "127.0.0.2", &port, "g0");
+    let g1 = replica(dir.path(), "127.0.0.3", &port, "g1");
+    let sh = Shipper::start_in(
+        &hosts,
+        dir.path(),
+        &[
+            &format!("dns+http://tasks.g0:{port}"),
+            &format!("dns+http://tasks.g1:{port}"),
+        ],
+        &["--discovery-interval", "1s"],
+    );
+    // Both groups known, then g1's only replica goes away (it stays listed, as a task
+    // being restarted does).
+    eventually("the shipper knows both groups", 30, || {
+        let text = client()
+            .get(&sh.metrics_url)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        match text.contains("group=\"g0\"") && text.contains("group=\"g1\"") {
+            true => Ok(()),
+            false => Err(text),
+        }
+    });
+    assert!(g1.terminate().success());
+    let n = 10_000;
+    send_lines(&sh, "app", 0, n);
+    let g1_url = format!("http://127.0.0.3:{port}");
+    let waiting = format!("sawmill_shipper_backlog_records{{replica=\"{g1_url}\"}}");
+    eventually("g0's share arrives, g1's waits in its backlog", 60, || {
+        let (held, waits) = (total(&g0, "service:app"), sh.metric(&waiting) as u64);
+        match held + waits == n {
+            true => Ok(()),
+            false => Err(format!("g0 holds {held}, g1's backlog {waits}, of {n}")),
+        }
+    });
+    let held = total(&g0, "service:app");
+    assert!(held * 5 >= n && held * 5 <= n * 4, "g0 holds {held} of {n}");
+    // Nothing is re-routed to g0 while g1 is down.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        total(&g0, "service:app"),
+        held,
+        "g0 took some of g1's records"
+    );
+
+    let g1 = replica(dir.path(), "127.0.0.3", &port, "g1");
+    wait_total(&g1, "service:app", n - held);
+    let (k0, k1) = (keys(&g0, "service:app"), keys(&g1, "service:app"));
+    assert_eq!(k0.len() as u64, held, "g0 took some of g1's records");
+    assert_eq!(
+        k0.intersection(&k1).count(),
+        0,
+        "no record is in both groups"
+    );
+    assert_eq!(sh.metric("sawmill_shipper_records_lost_total"), 0.0);
+    no_queue_drops(&sh);
+}
+
+#[test]
+fn a_replica_that_appears_gets_records_at_once_and_one_that_leaves_is_given_up_after_its_grace() {
+    let dir = TempDir::new("placechurn");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(&hosts, &[("127.0.0.2", "tasks.idx")]);
+    let a = replica(dir.path(), "127.0.0.2", &port, "default");
+    let b = replica(dir.path(), "127.0.0.3", &port, "default");
+    let sh = Shipper::start_in(
+        &hosts,
+        dir.path(),
+        &[&format!("dns+http://tasks.idx:{port}")],
+        &[
+            "--discovery-interval",
+            "1s",
+            "--replica-grace",
+            "3s",
+            "--drop-report-interval",
+            "1s",
+        ],
+    );
+    send_lines(&sh, "app", 0, 1_000);
+    wait_total(&a, "service:app", 1_000);
+
+    // B is listed: the same file, rewritten in place (the bind mount keeps its inode).
+    hosts_file(
+        &hosts,
+        &[("127.0.0.2", "tasks.idx"), ("127.0.0.3", "tasks.idx")],
+    );
+    let b_info = format!(
+        "sawmill_shipper_replica_info{{replica=\"{}\",group=\"default\",state=\"live\"}}",
+        b.url
+    );
+    eventually("the shipper finds B", 30, || {
+        let text = client()
+            .get(&sh.metrics_url)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        match text.contains(&b_info) {
+            true => Ok(()),
+            false => Err(text),
+        }
+    });
+    send_lines(&sh, "app", 1_000, 2_000);
+    wait_total(&a, "service:app", 2_000);
+    wait_total(&b, "service:app", 1_000);
+    let b_lines = line_numbers(&b, "service:app");
+    assert_eq!(
+        b_lines,
+        (1_000..2_000).collect::<Vec<u64>>(),
+        "B gets every line sent once it is found"
+    );
+
+    // B dies, and lines wait in its backlog; then it is no longer listed: after its grace
+    // it is given up, and what it waited for is counted and reported as dropped for it.
+    assert!(b.terminate().success());
+    send_lines(&sh, "app", 2_000, 2_500);
+    wait_total(&a, "service:app", 2_500);
+    let backlog = format!("sawmill_shipper_backlog_records{{replica=\"http://127.0.0.3:{port}\"}}");
+    eventually("B's backlog holds what it missed", 30, || {
+        match sh.metric(&backlog) as u64 {
+            500 => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    hosts_file(&hosts, &[("127.0.0.2", "tasks.idx")]);
+    let b_url = format!("http://127.0.0.3:{port}");
+    let dropped = format!("sawmill_shipper_replica_records_dropped_total{{replica=\"{b_url}\"}}");
+    eventually(
+        "B is given up after its grace, its backlog counted",
+        30,
+        || {
+            let given_up = sh.metric("sawmill_shipper_replicas_given_up_total");
+            let d = sh.metric(&dropped);
+            match (given_up, d) {
+                (1.0, 500.0) => Ok(()),
+                other => Err(format!("(given up, dropped) = {other:?}")),
+            }
+        },
+    );
+    assert!(
+        sh.log_text().contains("given up, its backlog is dropped"),
+        "{}",
+        sh.log_text()
+    );
+    eventually(
+        "a drop report on A names B",
+        30,
+        || match reported_dropped(&a, Some(&b_url)) {
+            500 => Ok(()),
+            other => Err(format!("reported {other}")),
+        },
+    );
+    assert_eq!(sh.metric(&backlog), 0.0);
+    assert_eq!(
+        sh.metric("sawmill_shipper_records_lost_total"),
+        0.0,
+        "A holds them all"
+    );
+    assert_eq!(total(&a, "service:app"), 2_500);
+}
+
+/// The checkpoint of the one file the shipper tails.
+fn checkpoint(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("state/files.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.as_object()?.values().next()?["offset"].as_u64()
+}
+
+#[test]
+fn with_ack_replicas_2_a_file_checkpoint_waits_for_a_second_replica() {
+    let dir = TempDir::new("placeack");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(&hosts, &[("127.0.0.2", "tasks.idx")]);
+    let a = replica(dir.path(), "127.0.0.2", &port, "default");
+    let log = dir.path().join("app.log");
+    let mut f = std::fs::File::create(&log).unwrap();
+    for i in 0..100 {
+        writeln!(f, "n={i} a line of the file").unwrap();
+    }
+    drop(f);
+    let len = std::fs::metadata(&log).unwrap().len();
+    let sh = Shipper::start_in(
+        &hosts,
+        dir.path(),
+        &[&format!("dns+http://tasks.idx:{port}")],
+        &[
+            "--discovery-interval",
+            "1s",
+            "--ack-replicas",
+            "2",
+            "--tail",
+            log.to_str().unwrap(),
+        ],
+    );
+    wait_total(&a, "file", 100);
+    // A took every line, but it is the group's only replica: the checkpoint stays.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        checkpoint(dir.path()).unwrap_or(0),
+        0,
+        "the checkpoint passed lines one replica took"
+    );
+    assert!(
+        sh.log_text().contains("fewer replicas than --ack-replicas"),
+        "{}",
+        sh.log_text()
+    );
+
+    // A second replica joins the group: it is handed those lines, and then the checkpoint
+    // passes them.
+    let b = replica(dir.path(), "127.0.0.3", &port, "default");
+    hosts_file(
+        &hosts,
+        &[("127.0.0.2", "tasks.idx"), ("127.0.0.3", "tasks.idx")],
+    );
+    wait_total(&b, "file", 100);
+    eventually(
+        "the checkpoint passes the lines two replicas took",
+        30,
+        || match checkpoint(dir.path()) {
+            Some(o) if o == len => Ok(()),
+            other => Err(format!("checkpoint {other:?}, file {len}")),
+        },
+    );
+    assert_eq!(total(&a, "file"), 100, "nothing stored twice");
+}
+
+#[test]
+fn a_bad_indexer_target_or_ack_replicas_is_refused_at_start() {
+    for (args, says) in [
+        (
+            vec!["--indexer", "dns+http://tasks.idx"],
+            "dns+ needs a port",
+        ),
+        (
+            vec!["--indexer", "http://127.0.0.1:1", "--ack-replicas", "0"],
+            "--ack-replicas",
+        ),
+        (
+            vec![
+                "--indexer",
+                "http://127.0.0.1:1",
+                "--discovery-interval",
+                "0s",
+            ],
+            "--discovery-interval",
+        ),
+    ] {
+        let dir = TempDir::new("placebad");
+        let out = sawmill()
+            .arg("shipper")
+            .args(&args)
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
