@@ -157,8 +157,8 @@ struct ShipperArgs {
     /// given up: its backlog is dropped, counted and reported.
     #[arg(long, env = "SAWMILL_REPLICA_GRACE", default_value = "15m", value_parser = span)]
     replica_grace: Duration,
-    /// File and Docker checkpoints pass a batch only once this many replicas of its group
-    /// took it (a group with fewer replicas holds them back; sockets are unaffected).
+    /// A file's checkpoint passes a batch only once this many replicas of its group took it
+    /// (a group with fewer replicas holds it back; sockets and Docker are unaffected).
     #[arg(long, env = "SAWMILL_ACK_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     ack_replicas: u32,
 }

@@ -432,3 +432,65 @@ impl Batcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placing(groups: &[&str]) -> Placing {
+        Placing {
+            pending: groups
+                .iter()
+                .map(|g| Pending {
+                    group: g.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_record_goes_where_group_for_says_whatever_came_before_it() {
+        let groups = ["g0", "g1", "g2"];
+        let mut p = placing(&groups);
+        let mut seqs: Vec<u64> = (0..5_000).chain(0..5_000).collect();
+        // Out of order too, as a resent or re-read record is: the block cache must not
+        // answer for another block.
+        seqs.extend((0..5_000).map(|_| fastrand::u64(..100_000)));
+        for seq in seqs {
+            let src = if seq % 3 == 0 { "host-a" } else { "host-b" };
+            let want = group_for(groups, &PlacementKey::of(src, seq)).unwrap();
+            let i = p.place(src, seq, None).unwrap();
+            assert_eq!(groups[i], want, "{src} {seq}");
+        }
+    }
+
+    #[test]
+    fn one_busy_sender_spreads_over_the_groups() {
+        let mut p = placing(&["g0", "g1"]);
+        let mut counts = [0u64; 2];
+        for seq in 0..60_000 {
+            counts[p.place("host-0123456789abcdef", seq, None).unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|c| c * 5 >= 60_000), "{counts:?}");
+    }
+
+    #[test]
+    fn a_report_goes_to_the_group_it_names_or_else_by_its_key() {
+        let mut p = placing(&["g0", "g1"]);
+        assert_eq!(p.place("s", 0, Some("g1")), Some(1));
+        assert_eq!(p.place("s", 0, Some("g0")), Some(0));
+        let by_key = p.place("s", 0, None);
+        assert_eq!(p.place("s", 0, Some("gone")), by_key);
+        assert_eq!(placing(&[]).place("s", 0, None), None, "no group known");
+    }
+
+    #[test]
+    fn unkeyed_records_get_blocks_of_their_own() {
+        let mut p = placing(&["g0", "g1"]);
+        let first = p.unkeyed();
+        assert!(first > u64::MAX / 2);
+        assert_eq!(p.unkeyed(), first + 1);
+    }
+}

@@ -51,6 +51,8 @@ pub struct Fleet {
     groups: Vec<String>,
     /// Per group, the batches waiting for one more replica (`--ack-replicas`).
     short: BTreeMap<String, Arc<Shortfall>>,
+    /// Entries no longer listed, within their grace.
+    gone: usize,
 }
 
 impl Fleet {
@@ -71,6 +73,7 @@ impl Fleet {
             entries: BTreeMap::new(),
             groups: Vec::new(),
             short: BTreeMap::new(),
+            gone: 0,
         };
         let now = fleet.membership.borrow_and_update().clone();
         fleet.apply(&now);
@@ -85,13 +88,16 @@ impl Fleet {
     /// Takes in a new membership, and gives up replicas gone longer than their grace.
     /// Returns whether the group names changed (placement must then be recomputed).
     pub fn refresh(&mut self) -> bool {
-        let before = self.groups.clone();
+        // Called for every record: an atomic load when nothing changed.
+        let mut changed = false;
         if self.membership.has_changed().unwrap_or(false) {
             let now = self.membership.borrow_and_update().clone();
-            self.apply(&now);
+            changed = self.apply(&now);
         }
-        self.retire_expired();
-        before != self.groups
+        if self.gone > 0 {
+            self.retire_expired();
+        }
+        changed
     }
 
     /// The group of `m`: what its `/healthz` said; for a fixed URL not heard from yet,
@@ -107,7 +113,8 @@ impl Fleet {
         }
     }
 
-    fn apply(&mut self, now: &Membership) {
+    /// Returns whether the group names changed.
+    fn apply(&mut self, now: &Membership) -> bool {
         let only_default = now
             .members
             .iter()
@@ -151,10 +158,17 @@ impl Fleet {
             .collect();
         groups.sort_unstable();
         groups.dedup();
-        if groups != self.groups {
-            tracing::info!(?groups, "Records are placed on these groups now.");
+        self.gone = self
+            .entries
+            .values()
+            .filter(|e| e.gone_since.is_some())
+            .count();
+        if groups == self.groups {
+            return false;
         }
+        tracing::info!(?groups, "Records are placed on these groups now.");
         self.groups = groups;
+        true
     }
 
     /// A replica discovery found: it gets a backlog and a sender, and receives new batches
@@ -203,6 +217,7 @@ impl Fleet {
             .collect();
         for url in expired {
             if let Some(e) = self.entries.remove(&url) {
+                self.gone -= 1;
                 // Its sender drops the backlog, counts it and ends by itself.
                 e.replica.retire();
             }

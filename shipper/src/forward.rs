@@ -166,7 +166,7 @@ impl Shortfall {
 
     fn hold(&self, batch: Arc<Batch>, replicas: usize, wanted: usize) {
         if !self.warned.swap(true, Relaxed) {
-            tracing::warn!(group = %self.group, replicas, ack_replicas = wanted, "The group has fewer replicas than --ack-replicas: file and Docker checkpoints wait until it has more.");
+            tracing::warn!(group = %self.group, replicas, ack_replicas = wanted, "The group has fewer replicas than --ack-replicas: file checkpoints wait until it has more.");
         }
         self.batches.lock().unwrap().push(batch);
     }
@@ -390,4 +390,97 @@ async fn deliver(client: &reqwest::Client, url: &str, batch: &Batch) -> Result<(
         status,
         r.text().await.unwrap_or_default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(
+        t: &Arc<AckTracker>,
+        targets: &[&Replica],
+        n: usize,
+        short: Option<Arc<Shortfall>>,
+    ) -> Arc<Batch> {
+        let parts = BatchParts {
+            records: 10,
+            rereadable: 10,
+            pinned: false,
+            received_micros_sum: 0,
+            acks: vec![(t.clone(), 0..10)],
+        };
+        let targets = targets.iter().map(|r| r.m.clone()).collect();
+        Arc::new(Batch::new(vec![0; 10], parts, targets, n, short))
+    }
+
+    fn replica(metrics: &Metrics, url: &str) -> Replica {
+        Replica::new(url.into(), metrics.add_replica(url, "g"), 1 << 20)
+    }
+
+    #[test]
+    fn with_ack_replicas_1_the_first_ack_counts_and_the_last_releases() {
+        let metrics = Metrics::default();
+        let (a, b) = (replica(&metrics, "a"), replica(&metrics, "b"));
+        let t = AckTracker::new(0);
+        let bt = batch(&t, &[&a, &b], 1, None);
+        a.push(bt.clone(), &metrics);
+        b.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        assert_eq!((t.delivered_through(), t.done()), (10, 0));
+        b.delivered(&bt, &metrics);
+        assert_eq!((t.delivered_through(), t.done()), (10, 10));
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_group_of_one_holds_the_batch_until_a_second_replica_takes_it() {
+        let metrics = Metrics::default();
+        let a = replica(&metrics, "a");
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        assert_eq!(
+            (t.delivered_through(), t.done()),
+            (0, 0),
+            "one replica took it"
+        );
+        assert_eq!(short.batches.lock().unwrap().len(), 1);
+        let b = replica(&metrics, "b");
+        short.hand_to(&b, &metrics);
+        assert!(!b.is_empty(), "the new replica is handed the batch");
+        b.delivered(&bt, &metrics);
+        assert_eq!((t.delivered_through(), t.done()), (10, 10));
+        assert_eq!(t.rewind(), None);
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_batch_one_replica_gave_up_is_read_again() {
+        let metrics = Metrics::default();
+        let (a, b) = (replica(&metrics, "a"), replica(&metrics, "b"));
+        let t = AckTracker::new(0);
+        let bt = batch(&t, &[&a, &b], 2, Some(Arc::new(Shortfall::new("g"))));
+        a.push(bt.clone(), &metrics);
+        b.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        // B is given up (its grace ended) with the batch in its backlog.
+        b.retire();
+        assert_eq!(b.drop_backlog(&metrics), 10);
+        assert_eq!(b.m.missed(), 10);
+        assert_eq!(t.rewind(), Some(0), "the file reads the lines again");
+        assert_eq!(metrics.records_lost(), 0, "A holds them");
+    }
+
+    #[test]
+    fn a_backlog_given_up_everywhere_counts_as_lost_but_for_file_lines() {
+        let metrics = Metrics::default();
+        let a = replica(&metrics, "a");
+        let t = AckTracker::new(0);
+        let bt = batch(&t, &[&a], 1, None);
+        a.push(bt.clone(), &metrics);
+        assert_eq!(a.drop_backlog(&metrics), 10);
+        assert_eq!(metrics.records_lost(), 0, "file lines are read again");
+        assert_eq!(a.m.missed(), 0, "so no replica misses them");
+        assert_eq!(t.rewind(), Some(0));
+    }
 }

@@ -36,8 +36,7 @@ pub struct ShipperConfig {
     pub discovery_interval: Duration,
     /// How long a replica no longer listed keeps its backlog before it is given up.
     pub replica_grace: Duration,
-    /// Replicas of a batch's group that must take it before file and Docker checkpoints
-    /// pass it.
+    /// Replicas of a batch's group that must take it before a file's checkpoint passes it.
     pub ack_replicas: usize,
     /// Where the sender id and sequence numbers are kept.
     pub state: PathBuf,
@@ -194,7 +193,7 @@ async fn start_forwarding(
     }
     if cfg.ack_replicas == 0 {
         return Err(Error::Config(
-            "--ack-replicas must be at least 1 (the replicas of a group that must take a batch before file checkpoints pass it)".into(),
+            "--ack-replicas must be at least 1 (the replicas of a group that must take a batch before a file's checkpoint passes it)".into(),
         ));
     }
     let client = reqwest::Client::builder()

@@ -177,7 +177,7 @@ fn sixteen_shippers_spread_evenly_over_two_groups() {
             (d, sh)
         })
         .collect();
-    let per = 5_000u64;
+    let per = 10_000u64;
     for i in 0..per {
         for (_, sh) in &shippers {
             sh.send(format!("<13>Nov 27 07:57:02 app[1]: n={i} a line").as_bytes());
