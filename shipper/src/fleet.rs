@@ -133,8 +133,12 @@ impl Fleet {
                     }
                     if e.group != group {
                         e.replica.m.set_group(group);
+                        let (from, replica) = (e.group.clone(), e.replica.clone());
                         e.group = group.to_string();
-                        self.hand_short(group, &m.url);
+                        if let Some(s) = self.short.get(&from) {
+                            s.left(&replica);
+                        }
+                        self.joined(group, &replica);
                     }
                 }
                 None => {
@@ -191,19 +195,19 @@ impl Fleet {
         self.entries.insert(
             url.to_string(),
             Entry {
-                replica,
+                replica: replica.clone(),
                 group: group.to_string(),
                 gone_since: None,
                 task,
             },
         );
-        self.hand_short(group, url);
+        self.joined(group, &replica);
     }
 
-    /// `url` joined `group`: it takes the batches waiting there for one more replica.
-    fn hand_short(&self, group: &str, url: &str) {
-        if let (Some(s), Some(e)) = (self.short.get(group), self.entries.get(url)) {
-            s.hand_to(&e.replica, &self.metrics);
+    /// `replica` joined `group`: it takes the batches waiting there for one more replica.
+    fn joined(&mut self, group: &str, replica: &Arc<Replica>) {
+        if let Some(s) = self.shortfall(group) {
+            s.joined(replica, &self.metrics);
         }
     }
 
@@ -218,6 +222,9 @@ impl Fleet {
         for url in expired {
             if let Some(e) = self.entries.remove(&url) {
                 self.gone -= 1;
+                if let Some(s) = self.short.get(&e.group) {
+                    s.left(&e.replica);
+                }
                 // Its sender drops the backlog, counts it and ends by itself.
                 e.replica.retire();
             }

@@ -108,10 +108,10 @@ impl Batch {
     }
 
     /// One replica is done with this batch; the last one settles what its sources may do.
-    fn handled_by_one(self: &Arc<Self>) {
+    fn handled_by_one(self: &Arc<Self>, metrics: &Metrics) {
         // AcqRel: the last replica sees every other one's acks and give-ups.
         if self.handled.fetch_add(1, AcqRel) + 1 == self.targets() {
-            self.settle();
+            self.settle(metrics);
         }
     }
 
@@ -119,7 +119,7 @@ impl Batch {
     /// one refused it: it would only be refused again, for ever); a file reads its lines
     /// again if a backlog gave it up and fewer than `ack_replicas` took it; and if its
     /// group simply has fewer replicas than that, it waits for one more.
-    fn settle(self: &Arc<Self>) {
+    fn settle(self: &Arc<Self>, metrics: &Metrics) {
         let gave_up = self.gave_up.load(Acquire);
         let (given_up, evicted) = ((gave_up & GAVE_UP) as usize, (gave_up >> 32) as usize);
         let acked = self.acked.load(Acquire);
@@ -140,7 +140,7 @@ impl Batch {
                 t.release(range.clone());
             }
         } else if let Some(short) = &self.short {
-            short.hold(self.clone(), targets, self.ack_replicas);
+            short.hold(self.clone(), self.ack_replicas, metrics);
         }
     }
 }
@@ -152,8 +152,17 @@ impl Batch {
 #[derive(Default)]
 pub struct Shortfall {
     pub group: String,
-    batches: Mutex<Vec<Arc<Batch>>>,
+    /// One lock for both, so that a batch settling while a replica joins is handed to it
+    /// rather than left waiting for the next one.
+    waiting: Mutex<Waiting>,
     warned: AtomicBool,
+}
+
+#[derive(Default)]
+struct Waiting {
+    batches: Vec<Arc<Batch>>,
+    /// The group's replicas now.
+    replicas: Vec<Arc<Replica>>,
 }
 
 impl Shortfall {
@@ -164,16 +173,42 @@ impl Shortfall {
         }
     }
 
-    fn hold(&self, batch: Arc<Batch>, replicas: usize, wanted: usize) {
-        if !self.warned.swap(true, Relaxed) {
-            tracing::warn!(group = %self.group, replicas, ack_replicas = wanted, "The group has fewer replicas than --ack-replicas: file checkpoints wait until it has more.");
+    /// Every replica `batch` went to took it, but they are fewer than `wanted`: it goes to
+    /// a replica of the group it has not been to, or waits for one.
+    fn hold(&self, batch: Arc<Batch>, wanted: usize, metrics: &Metrics) {
+        let mut w = self.waiting.lock().unwrap();
+        let next = w
+            .replicas
+            .iter()
+            .find(|r| {
+                let targets = batch.targets.lock().unwrap();
+                !targets.iter().any(|t| Arc::ptr_eq(t, &r.m))
+            })
+            .cloned();
+        match next {
+            Some(r) => {
+                drop(w);
+                batch.add_target(r.m.clone());
+                r.push(batch, metrics);
+            }
+            None => {
+                if !self.warned.swap(true, Relaxed) {
+                    tracing::warn!(group = %self.group, replicas = w.replicas.len(), ack_replicas = wanted, "The group has fewer replicas than --ack-replicas: file checkpoints wait until it has more.");
+                }
+                w.batches.push(batch);
+            }
         }
-        self.batches.lock().unwrap().push(batch);
     }
 
-    /// The group gained `replica`: it is handed every batch waiting here.
-    pub fn hand_to(&self, replica: &Replica, metrics: &Metrics) {
-        let held = std::mem::take(&mut *self.batches.lock().unwrap());
+    /// `replica` joined the group: it is handed every batch waiting here.
+    pub fn joined(&self, replica: &Arc<Replica>, metrics: &Metrics) {
+        let held = {
+            let mut w = self.waiting.lock().unwrap();
+            if !w.replicas.iter().any(|r| Arc::ptr_eq(r, replica)) {
+                w.replicas.push(replica.clone());
+            }
+            std::mem::take(&mut w.batches)
+        };
         if !held.is_empty() {
             tracing::info!(group = %self.group, replica = %replica.url, batches = held.len(), "The group gained a replica; sending it the batches that wait for --ack-replicas.");
         }
@@ -182,6 +217,12 @@ impl Shortfall {
             b.add_target(replica.m.clone());
             replica.push(b, metrics);
         }
+    }
+
+    /// `replica` left the group (given up, or in another group now).
+    pub fn left(&self, replica: &Arc<Replica>) {
+        let mut w = self.waiting.lock().unwrap();
+        w.replicas.retain(|r| !Arc::ptr_eq(r, replica));
     }
 }
 
@@ -254,7 +295,7 @@ impl Replica {
             };
             metrics.lost(lost);
         }
-        gone.handled_by_one();
+        gone.handled_by_one(metrics);
     }
 
     /// Gives the replica up (it left discovery longer than its grace ago): its sender drops
@@ -337,7 +378,7 @@ impl Replica {
                         metrics.lost(batch.records);
                     }
                     self.pop_delivered(&batch);
-                    batch.handled_by_one();
+                    batch.handled_by_one(&metrics);
                 }
                 Err(why @ DeliveryError::Retryable(_)) => {
                     self.m.batch_retried(&why);
@@ -369,7 +410,7 @@ impl Replica {
             metrics.first_acknowledged(batch.records, total.max(0) as u64);
         }
         self.pop_delivered(batch);
-        batch.handled_by_one();
+        batch.handled_by_one(metrics);
     }
 }
 
@@ -434,9 +475,10 @@ mod tests {
     #[test]
     fn with_ack_replicas_2_a_group_of_one_holds_the_batch_until_a_second_replica_takes_it() {
         let metrics = Metrics::default();
-        let a = replica(&metrics, "a");
+        let a = Arc::new(replica(&metrics, "a"));
         let t = AckTracker::new(0);
         let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
         let bt = batch(&t, &[&a], 2, Some(short.clone()));
         a.push(bt.clone(), &metrics);
         a.delivered(&bt, &metrics);
@@ -445,13 +487,36 @@ mod tests {
             (0, 0),
             "one replica took it"
         );
-        assert_eq!(short.batches.lock().unwrap().len(), 1);
-        let b = replica(&metrics, "b");
-        short.hand_to(&b, &metrics);
+        assert_eq!(short.waiting.lock().unwrap().batches.len(), 1);
+        let b = Arc::new(replica(&metrics, "b"));
+        short.joined(&b, &metrics);
         assert!(!b.is_empty(), "the new replica is handed the batch");
         b.delivered(&bt, &metrics);
         assert_eq!((t.delivered_through(), t.done()), (10, 10));
         assert_eq!(t.rewind(), None);
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_batch_made_before_a_replica_joined_goes_to_it_when_it_settles() {
+        let metrics = Metrics::default();
+        let (a, b) = (
+            Arc::new(replica(&metrics, "a")),
+            Arc::new(replica(&metrics, "b")),
+        );
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        // Made for A alone; B joins while A still has it in flight.
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        short.joined(&b, &metrics);
+        a.delivered(&bt, &metrics);
+        assert!(
+            !b.is_empty(),
+            "B is handed the batch when it settles, not left waiting"
+        );
+        b.delivered(&bt, &metrics);
+        assert_eq!(t.done(), 10);
     }
 
     #[test]

@@ -17,9 +17,13 @@
 //!    number reserved on disk (`state`), or sends it without a key when no number can be
 //!    saved; writes the contract's wire record (`sawmill_record::Record`) as NDJSON,
 //!    compresses batches with zstd, and adds `sawmill dropped N records` reports (`report`).
-//! 5. **Forward** (`forward`): every batch goes to every replica's bounded backlog, whose
-//!    sender retries until that replica acknowledges it; a refusal gives it up for that
-//!    replica.
+//! 5. **Forward** (`forward`, `fleet`): the replicas come from discovery
+//!    (`sawmill_cluster::Discovery`: fixed URLs or DNS names, each replica's group from its
+//!    `/healthz`); the fleet gives each a bounded backlog and a sender as it appears, and
+//!    gives one up once it has been gone longer than its grace. The batcher places every
+//!    record on one group (rendezvous hashing) and a batch goes to the backlog of every
+//!    replica of its group, whose sender retries until that replica acknowledges it; a
+//!    refusal gives it up for that replica.
 //!
 //! `shipper` wires the stages together and stops them in order; `metrics` lists every
 //! counter with the event that moves it. Not stages but clients of the socket:
