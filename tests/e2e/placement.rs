@@ -491,3 +491,51 @@ fn a_bad_indexer_target_or_ack_replicas_is_refused_at_start() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn records_sent_before_any_replica_said_its_group_wait_and_are_placed_once_one_does() {
+    let dir = TempDir::new("placelate");
+    let port = free_port();
+    let hosts = dir.path().join("hosts");
+    hosts_file(
+        &hosts,
+        &[("127.0.0.2", "tasks.g0"), ("127.0.0.3", "tasks.g1")],
+    );
+    // The shipper starts first: its names resolve, but no replica answers yet.
+    let sh = Shipper::start_in(
+        &hosts,
+        dir.path(),
+        &[
+            &format!("dns+http://tasks.g0:{port}"),
+            &format!("dns+http://tasks.g1:{port}"),
+        ],
+        &["--discovery-interval", "1s"],
+    );
+    send_lines(&sh, "app", 0, 2_000);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        sh.metric("sawmill_shipper_queue_records") as u64,
+        2_000,
+        "they wait in the queue"
+    );
+    let g0 = replica(dir.path(), "127.0.0.2", &port, "g0");
+    let g1 = replica(dir.path(), "127.0.0.3", &port, "g1");
+    eventually(
+        "every line is placed once both groups are known",
+        60,
+        || {
+            let (a, b) = (total(&g0, "service:app"), total(&g1, "service:app"));
+            match a + b == 2_000 {
+                true => Ok(()),
+                false => Err(format!("g0 {a} + g1 {b}")),
+            }
+        },
+    );
+    let (k0, k1) = (keys(&g0, "service:app"), keys(&g1, "service:app"));
+    assert_eq!(
+        k0.intersection(&k1).count(),
+        0,
+        "no record is in both groups"
+    );
+    no_queue_drops(&sh);
+}
