@@ -63,6 +63,40 @@ impl Dedup {
         }
     }
 
+    /// Whether `id` (a `_key`) is held.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Every sender's sequence numbers as sorted inclusive ranges, senders in name order,
+    /// at most `max` ranges in all; true when some were left out. Repair copies this under
+    /// the log thread's lock, so it costs ingest about a microsecond per range.
+    pub fn seq_ranges(&self, max: usize) -> (Vec<(String, Vec<[u64; 2]>)>, bool) {
+        let mut srcs: Vec<&String> = self.seqs.keys().collect();
+        srcs.sort();
+        let mut out = Vec::with_capacity(srcs.len());
+        let mut left = max;
+        for src in srcs {
+            let set = &self.seqs[src];
+            if left == 0 {
+                return (out, true);
+            }
+            let ranges: Vec<[u64; 2]> = set
+                .ranges
+                .iter()
+                .take(left)
+                .map(|(&s, &e)| [s, e])
+                .collect();
+            left -= ranges.len();
+            let cut = ranges.len() < set.ranges.len();
+            out.push((src.clone(), ranges));
+            if cut {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
     #[cfg(test)]
     pub fn len_ranges(&self) -> usize {
         self.seqs.values().map(|s| s.ranges.len()).sum::<usize>() + self.ids.len()

@@ -12,6 +12,7 @@ mod ingest;
 mod load;
 mod operations;
 mod query;
+mod repair;
 mod replicas;
 mod run;
 mod search;
