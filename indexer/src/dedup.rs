@@ -14,6 +14,9 @@ pub enum DedupKey {
     Id(String),
 }
 
+/// One sender's sequence numbers held, as sorted inclusive `[first, last]` ranges.
+pub type SeqRanges = (String, Vec<[u64; 2]>);
+
 #[derive(Default)]
 pub struct Dedup {
     seqs: HashMap<String, RangeSet>,
@@ -55,6 +58,10 @@ impl Dedup {
             DedupKey::Seq { src, seq } => {
                 if let Some(set) = self.seqs.get_mut(src.as_str()) {
                     set.remove(*seq);
+                    // A sender none of whose records is held any more is not listed.
+                    if set.ranges.is_empty() {
+                        self.seqs.remove(src.as_str());
+                    }
                 }
             }
             DedupKey::Id(id) => {
@@ -71,7 +78,7 @@ impl Dedup {
     /// Every sender's sequence numbers as sorted inclusive ranges, senders in name order,
     /// at most `max` ranges in all; true when some were left out. Repair copies this under
     /// the log thread's lock, so it costs ingest about a microsecond per range.
-    pub fn seq_ranges(&self, max: usize) -> (Vec<(String, Vec<[u64; 2]>)>, bool) {
+    pub fn seq_ranges(&self, max: usize) -> (Vec<SeqRanges>, bool) {
         let mut srcs: Vec<&String> = self.seqs.keys().collect();
         srcs.sort();
         let mut out = Vec::with_capacity(srcs.len());

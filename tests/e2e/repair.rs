@@ -238,12 +238,23 @@ fn peers_are_found_by_dns_name_and_other_groups_are_left_alone() {
     post_ok(&a, records("only-a", 0, 300), 300);
     post_ok(&b, records("only-b", 0, 200), 200);
     post_ok(&other, records("only-other", 0, 100), 100);
+    // And a shipper, seeing the same /etc/hosts, sends to both replicas of g.
+    let sh = Shipper::start_in(&hosts, dir.path(), &[&a.url, &b.url], &[]);
+    for i in 0..100 {
+        sh.send(format!("<13>Nov 27 07:57:02 app[1]: n={i}").as_bytes());
+    }
+    wait_for(
+        "A holds its own, B's and the shipper's",
+        60,
+        &[&a, &b],
+        || seqs(&a).len() == 600,
+    );
     let held = wait_identical(&a, &b, 60);
-    assert_eq!(held.len(), 500, "{held:?}");
+    assert_eq!(held.len(), 600, "{held:?}");
     assert!(held.iter().all(|(s, _)| s != "only-other"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(seqs(&other).len(), 100, "the other group copied nothing");
-    assert_eq!(seqs(&a).len(), 500);
+    assert_eq!(seqs(&a).len(), 600);
     assert_eq!(
         other.metric("sawmill_indexer_repair_records_copied_total"),
         0.0
@@ -341,4 +352,51 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
     assert!(seqs(&b).contains(&("w".to_string(), 2)));
     eprintln!("durability window (ack on A to present on B, --discovery-interval 1s, --commit-interval 100ms): {window:?}");
     assert!(window < Duration::from_secs(5), "window {window:?}");
+}
+
+/// Regression: a partition removed for its age left its keys in the de-duplication set, so
+/// the replica went on listing those records as held, a new peer asked for them again each
+/// round, got none, and never reached `lag_records: 0`.
+#[test]
+fn records_past_retention_are_neither_listed_nor_copied() {
+    let dir = TempDir::new("repair-retention");
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let flags = ["--retention", "2h", "--partition", "hour"];
+    let a = replica(&addr_a, &dir.path().join("a"), &addr_b, &flags);
+    // The bulk route takes records older than retention (as Elasticsearch does); retention
+    // removes their partition at its next pass, within 10 s.
+    let now = time::OffsetDateTime::now_utc();
+    let mut body = String::new();
+    for (src, age_h, n) in [("old", 3, 50), ("new", 0, 20)] {
+        let ts = (now - time::Duration::hours(age_h)).unix_timestamp() * 1000;
+        for i in 0..n {
+            body.push_str("{\"index\":{}}\n");
+            body.push_str(&format!(
+                "{{\"message\":\"m {i}\",\"ts\":{ts},\"_src\":\"{src}\",\"_seq\":{i}}}\n"
+            ));
+        }
+    }
+    let (s, v) = post(&a.api("/_bulk"), body.into_bytes(), None);
+    assert_eq!((s, v["errors"].as_bool()), (200, Some(false)), "{v}");
+    let listed = |ix: &Indexer| -> Vec<String> {
+        get_ok(&ix.api("/api/v1/repair/holdings"))["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["src"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for("A stops listing what retention removed", 40, &[&a], || {
+        listed(&a) == ["new"]
+    });
+    let b = replica(&addr_b, &dir.path().join("b"), &addr_a, &flags);
+    wait_for("B finds nothing missing", 30, &[&a, &b], || {
+        health(&b)["lag_records"] == 0 && health(&b)["catching_up"] == false
+    });
+    let held = wait_identical(&a, &b, 10);
+    assert_eq!(held.len(), 20, "{held:?}");
+    assert_eq!(
+        b.metric("sawmill_indexer_repair_records_copied_total"),
+        20.0
+    );
 }

@@ -129,7 +129,11 @@ pub fn records(store: &Store, p: &RepairRecordsParams) -> Result<Vec<u8>> {
     let mut found: Vec<(u64, String)> = Vec::new();
     for part in partitions {
         let searcher = part.reader.searcher();
-        let docs = searcher.search(&q, &DocSetCollector)?;
+        // In doc order: the doc store decompresses a 64 KiB block at a time and keeps the
+        // last few, so reading in the collector's hash order decompressed a block per record.
+        let mut docs: Vec<DocAddress> =
+            searcher.search(&q, &DocSetCollector)?.into_iter().collect();
+        docs.sort_unstable();
         for addr in docs {
             let seq = searcher
                 .segment_reader(addr.segment_ord)
@@ -192,8 +196,10 @@ pub fn by_key(store: &Store, req: &RepairByKey) -> Result<Vec<u8>> {
     let wanted: HashSet<&str> = req.keys.iter().map(String::as_str).collect();
     let q = TermSetQuery::new(wanted.iter().map(|k| Term::from_field_text(field, k)));
     let searcher = part.reader.searcher();
+    let mut docs: Vec<DocAddress> = searcher.search(&q, &DocSetCollector)?.into_iter().collect();
+    docs.sort_unstable();
     let mut out = Vec::new();
-    for addr in searcher.search(&q, &DocSetCollector)? {
+    for addr in docs {
         out.push(source_of(&searcher, addr, store)?);
     }
     Ok(served(store, out.into_iter()))

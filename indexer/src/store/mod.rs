@@ -93,6 +93,8 @@ impl Store {
         let mut indexer = Indexer::new(shared.clone(), checkpoint);
         let (wal, replayed) =
             recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
+        // Before retention runs: it takes the keys of what it removes out of this set.
+        *shared.dedup.lock().unwrap() = dedup;
         let end = wal.next_position();
         indexer.last_pos = end;
         indexer.commit();
@@ -110,7 +112,6 @@ impl Store {
         indexer.update_gauges();
         let (wal_tx, wal_rx) = mpsc::channel(1024);
         let (index_tx, index_rx) = sync_channel(16);
-        *shared.dedup.lock().unwrap() = dedup;
         let log = LogThread {
             wal,
             dedup: shared.dedup.clone(),
@@ -194,7 +195,7 @@ impl Store {
     }
 
     /// Every sender's `_seq` values held, as ranges (at most `max`; true when cut).
-    pub fn seq_ranges(&self, max: usize) -> (Vec<(String, Vec<[u64; 2]>)>, bool) {
+    pub fn seq_ranges(&self, max: usize) -> (Vec<crate::dedup::SeqRanges>, bool) {
         self.shared.dedup.lock().unwrap().seq_ranges(max)
     }
 
