@@ -741,6 +741,79 @@ mod tests {
         Request::get(uri).body(Body::empty()).unwrap()
     }
 
+    /// Repair routes answer bad parameters 400 in the API's error shape, and a `_seq` range
+    /// of any width costs at most `limit` records.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn repair_routes_refuse_bad_input_and_bound_their_answers() {
+        let (app, store, dir) = app("repair");
+        let body: String = (0..30)
+            .map(|i| format!("{{\"message\":\"m{i}\",\"_src\":\"s\",\"_seq\":{i}}}\n"))
+            .collect();
+        let (status, _) = call(
+            &app,
+            Request::post(paths::INGEST).body(Body::from(body)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let lines = |uri: String| {
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(get(&uri)).await.unwrap();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                text.lines()
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["_seq"]
+                            .as_u64()
+                            .unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            }
+        };
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all = lines(format!(
+                "{}?src=s&from=0&to=100&limit=100",
+                paths::REPAIR_RECORDS
+            ))
+            .await;
+            if all.len() == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(all, (0..30).collect::<Vec<u64>>());
+        let wide = format!(
+            "{}?src=s&from=3&to={}&limit=5",
+            paths::REPAIR_RECORDS,
+            u64::MAX
+        );
+        assert_eq!(lines(wide).await, vec![3, 4, 5, 6, 7]);
+        for bad in [
+            "?src=s",
+            "?src=s&from=0&to=1&limit=0",
+            "?src=s&from=0&to=1&limit=10001",
+            "?src=s&from=5&to=1",
+            "?src=s&from=0&to=1&nope=1",
+        ] {
+            let (status, v) = call(&app, get(&format!("{}{bad}", paths::REPAIR_RECORDS))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+            assert!(v["error"].is_string(), "{bad}: {v}");
+        }
+        let req = Request::post(paths::REPAIR_BY_KEY)
+            .body(Body::from("nope"))
+            .unwrap();
+        let (status, v) = call(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let (status, v) = call(&app, get(paths::REPAIR_HOLDINGS)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["sources"], json!([{"src": "s", "ranges": [[0, 29]]}]));
+        let (status, v) = call(&app, get(&format!("{}?start=0", paths::REPAIR_KEYS))).await;
+        assert_eq!((status, v), (StatusCode::OK, json!({"keys": []})));
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn ingested_record_is_found_by_search() {
         let (app, store, dir) = app("roundtrip");

@@ -357,8 +357,9 @@ pub struct Health {
 
 /// `GET`: [`Holdings`], what this replica holds.
 pub const REPAIR_HOLDINGS: &str = "/api/v1/repair/holdings";
-/// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range,
-/// lowest `_seq` first, as NDJSON in the stored form (with `_src`/`_seq`).
+/// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range
+/// (cut to `limit` values), lowest `_seq` first, as NDJSON in the stored form (with
+/// `_src`/`_seq`); only committed records, so a copy never holds what its source could lose.
 pub const REPAIR_RECORDS: &str = "/api/v1/repair/records";
 /// `GET` with [`RepairKeysParams`]: [`RepairKeys`], the `_key`s of one partition in order.
 pub const REPAIR_KEYS: &str = "/api/v1/repair/keys";

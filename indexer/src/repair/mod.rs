@@ -11,7 +11,13 @@
 //!
 //! Pull-only: both replicas run the loop, so records flow both ways. Records with neither
 //! `_src`/`_seq` nor `_id` cannot be compared, so they are never repaired
-//! (`records_unrepairable` counts them when served, as they are never listed).
+//! (`records_unkeyed_total` counts them as they are stored).
+//!
+//! Retention: a partition removed for its age takes its keys out of the de-duplication set
+//! (so it is no longer listed as held), and a copied record older than this replica's
+//! `--retention` is skipped and remembered (`gone`), never stored: what retention removed
+//! is not copied back. Partitions removed for `--max-disk` keep their keys until a restart;
+//! replicas of one group should have the same `--retention` and `--max-disk`.
 
 mod held;
 mod pull;

@@ -152,27 +152,7 @@ impl Puller {
             peers = held.len(),
             "Copying what the peers hold and this replica lacks."
         );
-        let mut left = lag;
-        for (src, want) in &missing.seqs {
-            for (url, h) in &held {
-                let Some(theirs) = h.sources.iter().find(|s| &s.src == src) else {
-                    continue;
-                };
-                let here = ranges::subtract(want, &ranges::subtract(want, &theirs.ranges));
-                for [from, to] in ranges::pieces(&here, PAGE) {
-                    if let Err(e) = self.copy_range(url, src, from, to).await {
-                        RepairFailed {
-                            peer: url,
-                            error: &e,
-                        }
-                        .emit(self.store.metrics());
-                        break;
-                    }
-                    left = left.saturating_sub(to - from + 1);
-                    self.store.repair_status().set(left, true);
-                }
-            }
-        }
+        let left = self.copy_seqs(&held, &missing.seqs, lag).await;
         for &(start, _) in &missing.partitions {
             for (url, _) in &held {
                 if let Err(e) = self.copy_partition(url, start).await {
@@ -191,6 +171,43 @@ impl Puller {
         } else {
             self.store.repair_status().set(left, true);
         }
+    }
+
+    /// Copies the missing `_seq` ranges, each from the first peer holding it; returns how
+    /// many of `lag` records are left.
+    async fn copy_seqs(
+        &mut self,
+        held: &[(String, Holdings)],
+        missing: &[(String, Ranges)],
+        lag: u64,
+    ) -> u64 {
+        let mut left = lag;
+        for (src, want) in missing {
+            let mut want = want.clone();
+            for (url, h) in held {
+                let Some(theirs) = h.sources.iter().find(|s| &s.src == src) else {
+                    continue;
+                };
+                let here = ranges::subtract(&want, &ranges::subtract(&want, &theirs.ranges));
+                let mut done = Vec::new();
+                for [from, to] in ranges::pieces(&here, PAGE) {
+                    if let Err(e) = self.copy_range(url, src, from, to).await {
+                        RepairFailed {
+                            peer: url,
+                            error: &e,
+                        }
+                        .emit(self.store.metrics());
+                        break;
+                    }
+                    done.push([from, to]);
+                    left = left.saturating_sub(to - from + 1);
+                    self.store.repair_status().set(left, true);
+                }
+                // Not asked of the next peer again.
+                want = ranges::subtract(&want, &ranges::normalize(done));
+            }
+        }
+        left
     }
 
     /// Nothing is missing here: the end of an episode of catching up, if one was running.
