@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sawmill_indexer::{ApiConfig, Granularity, SearchLimits, StoreConfig};
+use sawmill_indexer::{ApiConfig, Granularity, RepairConfig, SearchLimits, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -191,6 +191,38 @@ struct IndexerArgs {
     /// Answer 408 to an ingest whose body has not fully arrived this long after its head.
     #[arg(long, env = "SAWMILL_BODY_TIMEOUT", default_value = "60s", value_parser = span)]
     body_timeout: Duration,
+    #[command(flatten)]
+    repair: RepairArgs,
+}
+
+#[derive(Args)]
+struct RepairArgs {
+    /// Another replica of this group to compare with and copy missing records from:
+    /// http://HOST:PORT, dns+http://NAME:PORT or dnssrv+http://_SVC._tcp.NAME; repeat for
+    /// each. Members of other groups, and this indexer itself, are left out.
+    #[arg(long = "peer", env = "SAWMILL_PEER", value_delimiter = ',', value_parser = peer)]
+    peers: Vec<sawmill_cluster::Target>,
+    /// How often peer names are resolved again and holdings compared.
+    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
+    discovery_interval: Duration,
+    /// Most records per second repair copies in from peers, all together.
+    #[arg(long, env = "SAWMILL_REPAIR_RATE", default_value_t = sawmill_indexer::DEFAULT_REPAIR_RATE)]
+    repair_rate: u64,
+}
+
+impl RepairArgs {
+    fn config(self) -> RepairConfig {
+        RepairConfig {
+            peers: self.peers,
+            interval: self.discovery_interval.max(Duration::from_millis(100)),
+            rate: self.repair_rate.max(1),
+        }
+    }
+}
+
+fn peer(s: &str) -> Result<sawmill_cluster::Target, String> {
+    s.parse()
+        .map_err(|e: sawmill_cluster::TargetError| e.to_string())
 }
 
 #[derive(Args)]
@@ -359,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: a.http.max_connections,
                 ..a.store.api()
             };
-            serve::indexer(a.listen, a.store.config(), api).await
+            serve::indexer(a.listen, a.store.config(), api, a.repair.config()).await
         }
         Command::Shipper(a) => serve::shipper(a.config()).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),

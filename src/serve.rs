@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use sawmill_indexer::{ApiConfig, Store, StoreConfig};
+use sawmill_indexer::{ApiConfig, RepairConfig, Store, StoreConfig};
 
 use crate::signal::shutdown_signal;
 
@@ -16,9 +16,10 @@ pub async fn indexer(
     listen: SocketAddr,
     config: StoreConfig,
     api: ApiConfig,
+    repair: RepairConfig,
 ) -> anyhow::Result<()> {
     let stop = shutdown_signal(INDEXER_STOPPING.into());
-    let indexer = RunningIndexer::start(listen, config, api).await?;
+    let indexer = RunningIndexer::start(listen, config, api, repair).await?;
     stop.await;
     indexer.stop().await?;
     tracing::info!("Stopped.");
@@ -30,6 +31,8 @@ pub struct RunningIndexer {
     pub url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The repair loop, when there are peers.
+    repair: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningIndexer {
@@ -39,6 +42,7 @@ impl RunningIndexer {
         listen: SocketAddr,
         config: StoreConfig,
         api: ApiConfig,
+        repair: RepairConfig,
     ) -> anyhow::Result<RunningIndexer> {
         let data = config.data.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(config))
@@ -49,15 +53,25 @@ impl RunningIndexer {
             .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Started once the address is bound, so peers that find this replica can ask it.
+        let repair = sawmill_indexer::start_repair(store.clone(), repair);
         let server = tokio::spawn(sawmill_indexer::serve(listener, store, api, async {
             let _ = stopped.await;
         }));
         println!("sawmill indexer listening on {url}");
-        Ok(RunningIndexer { url, stop, server })
+        Ok(RunningIndexer {
+            url,
+            stop,
+            server,
+            repair,
+        })
     }
 
     /// Stops serving and waits until everything acknowledged is committed.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(r) = &self.repair {
+            r.abort();
+        }
         let _ = self.stop.send(());
         self.server.await??;
         Ok(())

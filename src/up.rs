@@ -32,7 +32,13 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         shipper_stopping(shipper_drain_timeout())
     ));
     let data = cfg.store.data.clone();
-    let indexer = RunningIndexer::start(cfg.listen, cfg.store, cfg.api).await?;
+    let indexer = RunningIndexer::start(
+        cfg.listen,
+        cfg.store,
+        cfg.api,
+        sawmill_indexer::RepairConfig::default(),
+    )
+    .await?;
     let ui = RunningUi::start(cfg.ui_listen, &indexer.url).await?;
     // The store made the directory; a full path keeps the printed commands valid anywhere.
     let data = std::fs::canonicalize(&data).unwrap_or(data);

@@ -24,6 +24,9 @@ use sawmill_record::api::{
     TailParams, TermCount, TermsParams, TermsResponse, TraceParams, MAX_BUCKETS, MAX_LIMIT,
     MAX_TERMS, MAX_TRACE_LIMIT,
 };
+use sawmill_record::api::{
+    Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairRecordsParams,
+};
 use sawmill_record::time::format_micros;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,6 +39,7 @@ use crate::body::{decode, read_limited};
 use crate::error::{Error, Result};
 use crate::ingest::{self, Format, IngestReport};
 use crate::metrics::{AnswerFailed, BodyDecoded, BodyReceived, Searched, M};
+use crate::repair;
 use crate::search::{HitReader, Searcher, TimeRange};
 use crate::searches::{Budget, SearchLimits, Searches};
 use crate::store::Store;
@@ -81,7 +85,19 @@ pub struct AppState {
     config: ApiConfig,
     searches: Searches,
     shutdown: watch::Receiver<bool>,
+    repair: RepairReads,
 }
+
+/// What the repair routes share: the `_key` digest cache, and a bound on the doc-store
+/// reads peers can make this replica do at once.
+#[derive(Clone)]
+struct RepairReads {
+    digests: Arc<repair::DigestCache>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Repair reads served at once; more peers wait their turn (repair is never urgent).
+const REPAIR_READS: usize = 2;
 
 /// The indexer's routes. `shutdown` turning true ends live tails, so a graceful stop
 /// does not wait on them.
@@ -96,6 +112,10 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
         .route(paths::CONTEXT, get(context))
         .route(paths::TRACE, get(trace))
         .route(paths::TAIL, get(tail))
+        .route(paths::REPAIR_HOLDINGS, get(repair_holdings))
+        .route(paths::REPAIR_RECORDS, get(repair_records))
+        .route(paths::REPAIR_KEYS, get(repair_keys))
+        .route(paths::REPAIR_BY_KEY, post(repair_by_key))
         .route(paths::HEALTHZ, get(healthz))
         .route(paths::METRICS, get(metrics))
         .route("/", get(root))
@@ -106,6 +126,10 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
             store,
             config,
             shutdown,
+            repair: RepairReads {
+                digests: Arc::default(),
+                permits: Arc::new(tokio::sync::Semaphore::new(REPAIR_READS)),
+            },
         })
 }
 
@@ -590,6 +614,59 @@ async fn bulk_index(
     ingest_route(&s, &headers, body, Format::Bulk { index }).await
 }
 
+/// Runs a repair read on a blocking thread, at most [`REPAIR_READS`] at once.
+async fn repair_read<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&Store, &repair::DigestCache) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let _permit = s
+        .repair
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
+    let (store, digests) = (s.store.clone(), s.repair.digests.clone());
+    tokio::task::spawn_blocking(move || f(&store, &digests)).await?
+}
+
+fn ndjson(body: Vec<u8>) -> Response {
+    ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// [`paths::REPAIR_HOLDINGS`]: what this replica holds, for its peers' repair.
+async fn repair_holdings(State(s): State<AppState>) -> Result<Json<Holdings>> {
+    Ok(Json(repair_read(&s, repair::holdings).await?))
+}
+
+/// [`paths::REPAIR_RECORDS`]: one sender's stored records in a `_seq` range, NDJSON.
+async fn repair_records(
+    State(s): State<AppState>,
+    Params(p): Params<RepairRecordsParams>,
+) -> Result<Response> {
+    Ok(ndjson(
+        repair_read(&s, move |st, _| repair::records(st, &p)).await?,
+    ))
+}
+
+/// [`paths::REPAIR_KEYS`]: a page of one partition's `_key`s.
+async fn repair_keys(
+    State(s): State<AppState>,
+    Params(p): Params<RepairKeysParams>,
+) -> Result<Json<RepairKeys>> {
+    Ok(Json(
+        repair_read(&s, move |st, _| repair::keys(st, &p)).await?,
+    ))
+}
+
+/// [`paths::REPAIR_BY_KEY`]: the stored records of a list of `_key`s, NDJSON.
+async fn repair_by_key(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: RepairByKey = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("the body is not a key list: {e}")))?;
+    Ok(ndjson(
+        repair_read(&s, move |st, _| repair::by_key(st, &req)).await?,
+    ))
+}
+
 /// 200 while all is well; 503 with the reason once an operator must act.
 async fn healthz(State(s): State<AppState>) -> Response {
     let searchable_position = *s.store.subscribe().borrow();
@@ -604,6 +681,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
         searchable_position,
         replica: s.store.replica().to_string(),
         group: s.store.group().to_string(),
+        lag_records: s.store.repair_status().lag_records(),
+        catching_up: s.store.repair_status().catching_up(),
     };
     (status, Json(health)).into_response()
 }
@@ -660,6 +739,79 @@ mod tests {
 
     fn get(uri: &str) -> Request<Body> {
         Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    /// Repair routes answer bad parameters 400 in the API's error shape, and a `_seq` range
+    /// of any width costs at most `limit` records.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn repair_routes_refuse_bad_input_and_bound_their_answers() {
+        let (app, store, dir) = app("repair");
+        let body: String = (0..30)
+            .map(|i| format!("{{\"message\":\"m{i}\",\"_src\":\"s\",\"_seq\":{i}}}\n"))
+            .collect();
+        let (status, _) = call(
+            &app,
+            Request::post(paths::INGEST).body(Body::from(body)).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let lines = |uri: String| {
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(get(&uri)).await.unwrap();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                text.lines()
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["_seq"]
+                            .as_u64()
+                            .unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            }
+        };
+        let mut all = Vec::new();
+        for _ in 0..200 {
+            all = lines(format!(
+                "{}?src=s&from=0&to=100&limit=100",
+                paths::REPAIR_RECORDS
+            ))
+            .await;
+            if all.len() == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(all, (0..30).collect::<Vec<u64>>());
+        let wide = format!(
+            "{}?src=s&from=3&to={}&limit=5",
+            paths::REPAIR_RECORDS,
+            u64::MAX
+        );
+        assert_eq!(lines(wide).await, vec![3, 4, 5, 6, 7]);
+        for bad in [
+            "?src=s",
+            "?src=s&from=0&to=1&limit=0",
+            "?src=s&from=0&to=1&limit=10001",
+            "?src=s&from=5&to=1",
+            "?src=s&from=0&to=1&nope=1",
+        ] {
+            let (status, v) = call(&app, get(&format!("{}{bad}", paths::REPAIR_RECORDS))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+            assert!(v["error"].is_string(), "{bad}: {v}");
+        }
+        let req = Request::post(paths::REPAIR_BY_KEY)
+            .body(Body::from("nope"))
+            .unwrap();
+        let (status, v) = call(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        let (status, v) = call(&app, get(paths::REPAIR_HOLDINGS)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["sources"], json!([{"src": "s", "ranges": [[0, 29]]}]));
+        let (status, v) = call(&app, get(&format!("{}?start=0", paths::REPAIR_KEYS))).await;
+        assert_eq!((status, v), (StatusCode::OK, json!({"keys": []})));
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -58,6 +58,10 @@ pub enum Error {
     QueueTimeout { waited: Duration },
     #[error("the search ran longer than --search-timeout ({}) and was stopped: narrow the query or the time range", span_text(*.timeout))]
     SearchTimeout { timeout: Duration },
+    /// A peer's repair answer was missing or wrong (only in logs: peers are asked, never
+    /// answered with this).
+    #[error("{0}")]
+    Peer(String),
     /// Nobody waits for the answer any more; never sent.
     #[error("the search was cancelled: the client went away")]
     Cancelled,
@@ -101,9 +105,11 @@ impl Error {
             }
             Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::SearchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::Locked { .. } | Error::Io { .. } | Error::Tantivy(_) | Error::Panicked(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Locked { .. }
+            | Error::Io { .. }
+            | Error::Tantivy(_)
+            | Error::Panicked(_)
+            | Error::Peer(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

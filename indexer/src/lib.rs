@@ -24,6 +24,8 @@
 //!    run on `searches`' threads within a budget, and hits stream out a chunk at a time.
 //! 7. **Is retained**: `store::retention` removes partitions past `--retention` or
 //!    `--max-disk`.
+//! 8. **Is repaired**: `repair` compares holdings with the other replicas of the group
+//!    (`--peer`) and copies what this one lacks through step 3, so replicas converge.
 //!
 //! Beside the flow: `layout` names every file of the data directory, `lock` keeps a second
 //! indexer out of it, `metrics` holds each counter with the event that moves it, `error` is
@@ -44,6 +46,7 @@ mod metrics;
 mod partition;
 mod query;
 mod record;
+mod repair;
 mod schema;
 mod search;
 mod searches;
@@ -58,6 +61,7 @@ pub use dedup::DedupKey;
 pub use error::{Error, Result};
 pub use partition::{index_settings, Granularity};
 pub use record::Record;
+pub use repair::{start as start_repair, RepairConfig, DEFAULT_RATE as DEFAULT_REPAIR_RATE};
 pub use sawmill_record::api::{Order, Scope};
 pub use schema::Fields;
 pub use search::{Hit, Searcher, TimeRange};

@@ -14,6 +14,8 @@ enum Kind {
     Gauge,
     /// A counter kept in microseconds and rendered in seconds.
     Seconds,
+    /// A gauge kept in microseconds and rendered in seconds.
+    SecondsGauge,
 }
 
 /// One row of the table: the name after `sawmill_indexer_`, an optional label, its help.
@@ -66,12 +68,20 @@ pub enum M {
     Partitions,
     IndexDiskBytes,
     WalDiskBytes,
+    RecordsUnkeyed,
+    RepairRecordsCopied,
+    RepairRecordsServed,
+    RepairRecordsSkipped,
+    RepairErrors,
+    RepairRangesMissing,
+    RepairLagRecords,
+    RepairConvergeSeconds,
 }
 
 const REJECTED_HELP: &str = "Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).";
 
 /// The metrics in [`M`]'s order, which is the order `/metrics` lists them in.
-const TABLE: [Def; 30] = [
+const TABLE: [Def; 38] = [
     def("records_accepted_total", Kind::Counter, "Records stored."),
     def(
         "records_duplicate_total",
@@ -208,6 +218,46 @@ const TABLE: [Def; 30] = [
         Kind::Gauge,
         "Bytes the write-ahead log takes on disk.",
     ),
+    def(
+        "records_unkeyed_total",
+        Kind::Counter,
+        "Records stored with neither `_src`/`_seq` nor `_id`: repair cannot compare them, so never copies them to a peer.",
+    ),
+    def(
+        "repair_records_copied_total",
+        Kind::Counter,
+        "Records copied in from peers by repair (stored here; duplicates not counted).",
+    ),
+    def(
+        "repair_records_served_total",
+        Kind::Counter,
+        "Records handed out to peers' repair.",
+    ),
+    def(
+        "repair_records_skipped_total",
+        Kind::Counter,
+        "Records a peer served that were not copied: older than this replica's --retention.",
+    ),
+    def(
+        "repair_errors_total",
+        Kind::Counter,
+        "Repair requests to peers that failed (retried at the next round).",
+    ),
+    def(
+        "repair_ranges_missing",
+        Kind::Gauge,
+        "`_seq` ranges the peers hold and this replica lacked at the last comparison.",
+    ),
+    def(
+        "repair_lag_records",
+        Kind::Gauge,
+        "Records the peers hold and this replica lacked at the last comparison.",
+    ),
+    def(
+        "repair_converge_seconds",
+        Kind::SecondsGauge,
+        "How long the last episode of catching up took, from finding a lag to finding none.",
+    ),
 ];
 
 /// The values of every metric in [`TABLE`].
@@ -255,7 +305,7 @@ impl Metrics {
             if name != last {
                 let kind = match def.kind {
                     Kind::Counter | Kind::Seconds => "counter",
-                    Kind::Gauge => "gauge",
+                    Kind::Gauge | Kind::SecondsGauge => "gauge",
                 };
                 let _ = writeln!(
                     out,
@@ -270,7 +320,7 @@ impl Metrics {
                 None => write!(out, "sawmill_indexer_{name} "),
             };
             let _ = match def.kind {
-                Kind::Seconds => writeln!(out, "{:.6}", v as f64 / 1e6),
+                Kind::Seconds | Kind::SecondsGauge => writeln!(out, "{:.6}", v as f64 / 1e6),
                 Kind::Counter | Kind::Gauge => writeln!(out, "{v}"),
             };
         }
@@ -279,6 +329,45 @@ impl Metrics {
 }
 
 // The events. Each says what happened, counts it and logs it, in one place.
+
+/// Repair copied records in from a peer: `stored` new here, `skipped` past retention.
+pub struct RepairCopied {
+    pub stored: u64,
+    pub skipped: u64,
+}
+
+impl RepairCopied {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::RepairRecordsCopied, self.stored);
+        m.add(M::RepairRecordsSkipped, self.skipped);
+    }
+}
+
+/// A repair request to a peer failed; the next round tries again.
+pub struct RepairFailed<'a> {
+    pub peer: &'a str,
+    pub error: &'a crate::error::Error,
+}
+
+impl RepairFailed<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::RepairErrors, 1);
+        tracing::warn!(peer = %self.peer, error = %self.error, "Repair request failed; retrying next round.");
+    }
+}
+
+/// A comparison with the peers found `lag` records in `ranges` ranges missing here.
+pub struct RepairRound {
+    pub lag: u64,
+    pub ranges: u64,
+}
+
+impl RepairRound {
+    pub fn emit(self, m: &Metrics) {
+        m.set(M::RepairLagRecords, self.lag);
+        m.set(M::RepairRangesMissing, self.ranges);
+    }
+}
 
 /// An ingest or bulk request's body arrived, `bytes` as sent (possibly compressed).
 pub struct BodyReceived {
@@ -514,6 +603,14 @@ mod tests {
             (M::Partitions, "partitions"),
             (M::IndexDiskBytes, "index_disk_bytes"),
             (M::WalDiskBytes, "wal_disk_bytes"),
+            (M::RecordsUnkeyed, "records_unkeyed_total"),
+            (M::RepairRecordsCopied, "repair_records_copied_total"),
+            (M::RepairRecordsServed, "repair_records_served_total"),
+            (M::RepairRecordsSkipped, "repair_records_skipped_total"),
+            (M::RepairErrors, "repair_errors_total"),
+            (M::RepairRangesMissing, "repair_ranges_missing"),
+            (M::RepairLagRecords, "repair_lag_records"),
+            (M::RepairConvergeSeconds, "repair_converge_seconds"),
         ];
         assert_eq!(golden.len(), TABLE.len());
         for (i, (m, name)) in golden.iter().enumerate() {

@@ -342,6 +342,108 @@ pub struct Health {
     /// The replica group it belongs to: replicas of a group hold the same records.
     #[serde(default)]
     pub group: String,
+    /// Records its peers hold that it does not, as of the last comparison (see
+    /// [`REPAIR_HOLDINGS`]); absent while it has no peer or has not compared yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_records: Option<u64>,
+    /// Copying from its peers right now: it answers searches, but they may miss records.
+    #[serde(default)]
+    pub catching_up: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Repair: what replicas of one group ask each other to find and copy what they miss.
+// ---------------------------------------------------------------------------------------
+
+/// `GET`: [`Holdings`], what this replica holds.
+pub const REPAIR_HOLDINGS: &str = "/api/v1/repair/holdings";
+/// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range
+/// (cut to `limit` values), lowest `_seq` first, as NDJSON in the stored form (with
+/// `_src`/`_seq`); only committed records, so a copy never holds what its source could lose.
+pub const REPAIR_RECORDS: &str = "/api/v1/repair/records";
+/// `GET` with [`RepairKeysParams`]: [`RepairKeys`], the `_key`s of one partition in order.
+pub const REPAIR_KEYS: &str = "/api/v1/repair/keys";
+/// `POST` a [`RepairByKey`] body: the stored records with those `_key`s, as NDJSON.
+pub const REPAIR_BY_KEY: &str = "/api/v1/repair/by-key";
+
+/// The most records or keys one repair request returns.
+pub const MAX_REPAIR_LIMIT: usize = 10_000;
+/// The most `_seq` ranges one [`Holdings`] lists; beyond it, `truncated` is set and the
+/// rest is listed once the first are copied.
+pub const MAX_HOLDINGS_RANGES: usize = 100_000;
+
+/// What a replica holds: per sender its `_seq` values as inclusive ranges, and per
+/// partition a digest of its `_key` (bulk `_id`) records. Records with neither key cannot
+/// be compared, so they are never repaired.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Holdings {
+    pub replica: String,
+    pub group: String,
+    pub sources: Vec<SourceRanges>,
+    pub partitions: Vec<KeyDigest>,
+    /// More ranges exist than [`MAX_HOLDINGS_RANGES`].
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One sender's `_seq` values, as sorted, disjoint inclusive `[first, last]` ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRanges {
+    pub src: String,
+    pub ranges: Vec<[u64; 2]>,
+}
+
+/// The `_key` records of one partition: how many, and an order-independent hash of their
+/// keys, so replicas list keys only for the partitions that differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDigest {
+    /// The partition's start, epoch seconds.
+    pub start: i64,
+    pub count: u64,
+    pub hash: u64,
+}
+
+/// The parameters of [`REPAIR_RECORDS`]: sender `src`, `_seq` from `from` to `to`
+/// inclusive, at most `limit` records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRecordsParams {
+    pub src: String,
+    pub from: u64,
+    pub to: u64,
+    #[serde(default = "default_repair_limit")]
+    pub limit: usize,
+}
+
+/// The parameters of [`REPAIR_KEYS`]: partition `start`, keys after `after`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairKeysParams {
+    pub start: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default = "default_repair_limit")]
+    pub limit: usize,
+}
+
+fn default_repair_limit() -> usize {
+    1000
+}
+
+/// The answer of [`REPAIR_KEYS`]: keys in byte order; `next` is the `after` of the next page.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairKeys {
+    pub keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The body of [`REPAIR_BY_KEY`]: `_key`s of partition `start`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairByKey {
+    pub start: i64,
+    pub keys: Vec<String>,
 }
 
 /// The body of every error answer, whatever the route.

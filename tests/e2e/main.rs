@@ -13,6 +13,7 @@ mod load;
 mod operations;
 mod placement;
 mod query;
+mod repair;
 mod replicas;
 mod run;
 mod search;

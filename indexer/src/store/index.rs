@@ -20,7 +20,7 @@ use crate::metrics::{
 use crate::partition::Partition;
 use crate::record::Record;
 use crate::store::shared::Shared;
-use crate::store::{checkpoint, retention};
+use crate::store::{checkpoint, recovery, retention};
 use crate::wal;
 
 /// Records the log thread made durable, for the index thread.
@@ -388,7 +388,40 @@ impl Indexer {
             let removed = self.shared.partitions.write().remove(&start);
             if let Some(p) = removed {
                 PartitionRemoved { dir: &p.dir }.emit(&self.shared.metrics);
+                if retention::past_age(&p, &self.shared.config, now) {
+                    self.forget_keys(&p);
+                }
                 retention::remove(&p);
+            }
+        }
+    }
+
+    /// Takes the keys of a partition removed for its age out of the de-duplication set, so
+    /// holdings list only what is stored and a peer never asks for them (a resend is
+    /// refused as older than `--retention` anyway). Keys of partitions removed for
+    /// `--max-disk` are kept: a peer with more room still holds them, and forgetting them
+    /// would have repair copy them back at once.
+    fn forget_keys(&self, p: &Partition) {
+        let (mut seqs, mut ids) = (Vec::new(), Vec::new());
+        let read = recovery::each_key(
+            p,
+            |src, seq| {
+                seqs.push(crate::DedupKey::Seq {
+                    src: src.to_string(),
+                    seq,
+                })
+            },
+            |id| ids.push(crate::DedupKey::Id(id.to_string())),
+        );
+        if let Err(e) = read {
+            tracing::warn!(error = %e, partition = %p.dir.display(), "Could not read the keys of a partition past retention; peers may ask for its records until a restart.");
+        }
+        // A few thousand at a time, so ingest waits on the lock for a millisecond at most.
+        let keys: Vec<_> = seqs.into_iter().chain(ids).collect();
+        for chunk in keys.chunks(4096) {
+            let mut dedup = self.shared.dedup.lock().unwrap();
+            for k in chunk {
+                dedup.remove(k);
             }
         }
     }

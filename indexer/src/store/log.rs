@@ -3,6 +3,7 @@
 //! every request of the group only then, and hands the records to the index thread.
 
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +36,8 @@ const MAX_GROUP_RECORDS: usize = 100_000;
 /// The log thread's state.
 pub struct LogThread {
     pub wal: Wal,
-    pub dedup: Dedup,
+    /// Shared with repair, which reads a snapshot of it; locked once per group of requests.
+    pub dedup: Arc<Mutex<Dedup>>,
     pub index_tx: SyncSender<IndexBatch>,
 }
 
@@ -76,11 +78,12 @@ impl LogThread {
         let mut outcomes = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut batch = Vec::with_capacity(n);
+        let mut dedup = self.dedup.lock().unwrap();
         for req in group {
             let mut out = Vec::with_capacity(req.records.len());
             for rec in req.records {
                 if let Some(k) = &rec.key {
-                    if !self.dedup.insert(k) {
+                    if !dedup.insert(k) {
                         out.push(Outcome::Duplicate);
                         continue;
                     }
@@ -118,6 +121,8 @@ impl LogThread {
                     took,
                 }
                 .emit(metrics);
+                let unkeyed = g.batch.iter().filter(|(_, r)| r.key.is_none()).count();
+                metrics.add(crate::metrics::M::RecordsUnkeyed, unkeyed as u64);
                 for (reply, out) in g.replies.into_iter().zip(g.outcomes) {
                     let _ = reply.send(Ok(out));
                 }
@@ -137,11 +142,13 @@ impl LogThread {
             Err(e) => {
                 WalWriteFailed { error: &e, took }.emit(metrics);
                 // Not stored, so not held: a resend must be stored.
+                let mut dedup = self.dedup.lock().unwrap();
                 for (_, rec) in &g.batch {
                     if let Some(k) = &rec.key {
-                        self.dedup.remove(k);
+                        dedup.remove(k);
                     }
                 }
+                drop(dedup);
                 for reply in g.replies {
                     let _ = reply.send(Err(e.clone()));
                 }

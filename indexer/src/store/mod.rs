@@ -37,6 +37,7 @@ use crate::lock::DirLock;
 use crate::metrics::{Metrics, M};
 use crate::partition::Partitions;
 use crate::record::Record;
+use crate::repair::RepairStatus;
 use crate::schema::Fields;
 
 pub use config::StoreConfig;
@@ -84,12 +85,16 @@ impl Store {
             searchable,
             metrics,
             problem: Mutex::new(None),
+            dedup: Arc::default(),
+            repair: RepairStatus::default(),
             _lock: lock,
         });
 
         let mut indexer = Indexer::new(shared.clone(), checkpoint);
         let (wal, replayed) =
             recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
+        // Before retention runs: it takes the keys of what it removes out of this set.
+        *shared.dedup.lock().unwrap() = dedup;
         let end = wal.next_position();
         indexer.last_pos = end;
         indexer.commit();
@@ -109,7 +114,7 @@ impl Store {
         let (index_tx, index_rx) = sync_channel(16);
         let log = LogThread {
             wal,
-            dedup,
+            dedup: shared.dedup.clone(),
             index_tx,
         };
         let wal_shared = shared.clone();
@@ -187,6 +192,26 @@ impl Store {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Every sender's `_seq` values held, as ranges (at most `max`; true when cut).
+    pub fn seq_ranges(&self, max: usize) -> (Vec<crate::dedup::SeqRanges>, bool) {
+        self.shared.dedup.lock().unwrap().seq_ranges(max)
+    }
+
+    /// Of `keys` (`_key` values), those not held.
+    pub fn lacking_ids(&self, keys: Vec<String>) -> Vec<String> {
+        let dedup = self.shared.dedup.lock().unwrap();
+        keys.into_iter().filter(|k| !dedup.has_id(k)).collect()
+    }
+
+    /// How far behind its peers this replica is.
+    pub fn repair_status(&self) -> &RepairStatus {
+        &self.shared.repair
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
     }
 
     /// The partitions, for searches.

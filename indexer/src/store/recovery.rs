@@ -55,14 +55,34 @@ pub fn load_keys(partitions: &BTreeMap<i64, Arc<Partition>>) -> Result<(Dedup, H
 
 /// Adds every idempotency key a partition holds to `dedup`.
 fn load_partition_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
+    let mut ids = Vec::new();
+    each_key(
+        p,
+        |src, seq| {
+            dedup.insert_seq(src, seq);
+        },
+        |id| ids.push(id.to_string()),
+    )?;
+    for id in ids {
+        dedup.insert(&DedupKey::Id(id));
+    }
+    Ok(())
+}
+
+/// Calls `seq` with every `(_src, _seq)` and `id` with every `_key` a partition holds.
+pub fn each_key(
+    p: &Partition,
+    mut seq: impl FnMut(&str, u64),
+    mut id: impl FnMut(&str),
+) -> Result<()> {
     let searcher = p.reader.searcher();
     for seg in searcher.segment_readers() {
         let ff = seg.fast_fields();
-        let seq = ff.u64("_seq")?;
+        let seqs = ff.u64("_seq")?;
         if let Some(src) = ff.str("_src")? {
             let mut names: Vec<Option<String>> = vec![None; src.num_terms()];
             for doc in 0..seg.max_doc() {
-                let (Some(ord), Some(n)) = (src.ords().first(doc), seq.first(doc)) else {
+                let (Some(ord), Some(n)) = (src.ords().first(doc), seqs.first(doc)) else {
                     continue;
                 };
                 let name = names[ord as usize].get_or_insert_with(|| {
@@ -70,7 +90,7 @@ fn load_partition_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
                     let _ = src.ord_to_str(ord, &mut s);
                     s
                 });
-                dedup.insert_seq(name, n);
+                seq(name, n);
             }
         }
         if let Some(key) = ff.str("_key")? {
@@ -79,7 +99,7 @@ fn load_partition_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
                 if let Some(ord) = key.ords().first(doc) {
                     s.clear();
                     let _ = key.ord_to_str(ord, &mut s);
-                    dedup.insert(&DedupKey::Id(s.clone()));
+                    id(&s);
                 }
             }
         }

@@ -39,6 +39,12 @@ pub fn doomed(partitions: &Partitions, cfg: &StoreConfig, now: i64) -> Vec<i64> 
     doomed
 }
 
+/// Whether `p` is past `--retention` (as against removed for `--max-disk`).
+pub fn past_age(p: &Partition, cfg: &StoreConfig, now: i64) -> bool {
+    cfg.retention
+        .is_some_and(|ret| p.end <= now.saturating_sub(ret.as_secs().min(i64::MAX as u64) as i64))
+}
+
 /// Removes a partition's files, renamed first (see [`layout::trash_dir`]).
 pub fn remove(p: &Partition) {
     let trash = layout::trash_dir(&p.dir);

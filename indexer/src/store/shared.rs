@@ -4,9 +4,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::dedup::Dedup;
 use crate::lock::DirLock;
 use crate::metrics::Metrics;
 use crate::partition::Partitions;
+use crate::repair::RepairStatus;
 use crate::schema::Fields;
 use crate::store::config::StoreConfig;
 
@@ -21,6 +23,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Why the store needs an operator, if it does (shown by `/healthz`).
     pub problem: Mutex<Option<String>>,
+    /// The idempotency keys held: the log thread's, read by repair.
+    pub dedup: Arc<Mutex<Dedup>>,
+    /// How far behind its peers this replica is (`/healthz`).
+    pub repair: RepairStatus,
     /// Held for as long as anything uses the data directory.
     pub _lock: DirLock,
 }
