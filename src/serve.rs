@@ -96,6 +96,26 @@ pub async fn ui(
     Ok(())
 }
 
+/// `sawmill query`: serves the search API over every group until a stop signal.
+pub async fn query(
+    listen: SocketAddr,
+    cluster: sawmill_query::ClusterConfig,
+    config: sawmill_query::ServeConfig,
+) -> anyhow::Result<()> {
+    let stop = shutdown_signal(format!(
+        "Stopping: finishing the requests in flight (up to {} s).",
+        config.stop_timeout.as_secs()
+    ));
+    let cluster = sawmill_query::Cluster::start(cluster).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} for the query API (is another sawmill query running? pick another with --listen)")
+    })?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("sawmill query listening on {url}");
+    sawmill_query::serve(listener, cluster, config, stop).await;
+    Ok(())
+}
+
 /// What a shipper does once asked to stop, given how long it may take to deliver.
 pub fn shipper_stopping(drain_timeout: std::time::Duration) -> String {
     format!(

@@ -423,21 +423,25 @@ impl std::str::FromStr for LocalId {
 }
 
 impl LocalId {
-    /// The id of a hit an indexer gave: key-based when the record has a key, else the
-    /// replica-local id `rid` of replica `replica`.
-    pub fn of_hit(record: &Record<'_>, replica: &str, rid: u64) -> LocalId {
-        if let Some(k) = &record.key {
-            LocalId::Seq {
-                src: k.src.to_string(),
-                seq: k.seq,
-            }
-        } else if let Some(d) = record.doc_key.as_deref().filter(|d| !d.is_empty()) {
-            LocalId::Doc(d.to_string())
-        } else {
-            LocalId::Replica {
+    /// The id of a hit an indexer gave: key-based when the record has a key (`_src` with
+    /// `_seq`, else `_key`), else the id `rid` that replica `replica` gave it.
+    pub fn of_hit(
+        src: Option<&str>,
+        seq: Option<u64>,
+        doc_key: Option<&str>,
+        replica: &str,
+        rid: u64,
+    ) -> LocalId {
+        match (src.filter(|s| !s.is_empty()), seq, doc_key.filter(|k| !k.is_empty())) {
+            (Some(src), Some(seq), _) => LocalId::Seq {
+                src: src.to_string(),
+                seq,
+            },
+            (_, _, Some(key)) => LocalId::Doc(key.to_string()),
+            _ => LocalId::Replica {
                 replica: replica.to_string(),
                 rid,
-            }
+            },
         }
     }
 }
