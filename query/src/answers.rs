@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::cluster::{Answer, Cluster, Fanned};
 use crate::error::{Error, Result};
-use crate::search::{merge, rank_hit, Doc, Ranked};
 use crate::path_and_query;
+use crate::search::{merge, rank_hit, Doc, Ranked};
 
 fn micros(ts: &str) -> Option<i64> {
     parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
@@ -109,10 +109,7 @@ impl Cluster {
             }
         };
         Ok(HistogramResponse {
-            interval_ms: fanned
-                .answers
-                .first()
-                .map_or(0, |a| a.value.interval_ms),
+            interval_ms: fanned.answers.first().map_or(0, |a| a.value.interval_ms),
             total: buckets.iter().map(|b| b.count).sum(),
             buckets,
             took_ms: started.elapsed().as_millis() as u64,
@@ -303,7 +300,8 @@ impl Cluster {
             self.fan_out(others, |_| Some(pa.clone())),
         )?;
         // Records at the anchor's very microsecond rank by group name, as in a search.
-        let earlier = |h: &Ranked, g: &str| h.ts < anchor.ts || (h.ts == anchor.ts && g < anchor_group);
+        let earlier =
+            |h: &Ranked, g: &str| h.ts < anchor.ts || (h.ts == anchor.ts && g < anchor_group);
         let mut bl = vec![(anchor_group.to_string(), std::mem::take(before))];
         for a in &b.answers {
             let mut l = ranked(&a.value.hits, a)?;

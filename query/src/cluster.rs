@@ -299,7 +299,9 @@ impl Cluster {
             .first(group, members, |url| {
                 let url = format!("{url}{path_and_query}");
                 async move {
-                    let resp = self.send(&url, Some(self.inner.config.request_timeout)).await?;
+                    let resp = self
+                        .send(&url, Some(self.inner.config.request_timeout))
+                        .await?;
                     let body = resp
                         .bytes()
                         .await

@@ -34,15 +34,39 @@ impl Metrics {
         let mut s = String::new();
         s.push_str("# TYPE sawmill_query_requests_total counter\n");
         for (r, n) in ROUTES.iter().zip(&self.requests) {
-            let _ = writeln!(s, "sawmill_query_requests_total{{route=\"{r}\"}} {}", n.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "sawmill_query_requests_total{{route=\"{r}\"}} {}",
+                n.load(Relaxed)
+            );
         }
         for (name, v, help) in [
-            ("sawmill_query_partial_answers_total", &self.partial, "answers without some group"),
-            ("sawmill_query_failovers_total", &self.failovers, "requests moved to the next replica of a group"),
-            ("sawmill_query_group_failures_total", &self.group_failures, "times no replica of a group answered"),
-            ("sawmill_query_refused_total", &self.refused, "requests refused: too many in flight"),
+            (
+                "sawmill_query_partial_answers_total",
+                &self.partial,
+                "answers without some group",
+            ),
+            (
+                "sawmill_query_failovers_total",
+                &self.failovers,
+                "requests moved to the next replica of a group",
+            ),
+            (
+                "sawmill_query_group_failures_total",
+                &self.group_failures,
+                "times no replica of a group answered",
+            ),
+            (
+                "sawmill_query_refused_total",
+                &self.refused,
+                "requests refused: too many in flight",
+            ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         s.push_str("# TYPE sawmill_query_replicas gauge\n");
         let mut counts = std::collections::BTreeMap::<(&str, bool), u64>::new();
@@ -51,7 +75,10 @@ impl Metrics {
         }
         for ((g, up), n) in counts {
             let state = if up { "up" } else { "down" };
-            let _ = writeln!(s, "sawmill_query_replicas{{group=\"{g}\",state=\"{state}\"}} {n}");
+            let _ = writeln!(
+                s,
+                "sawmill_query_replicas{{group=\"{g}\",state=\"{state}\"}} {n}"
+            );
         }
         s
     }

@@ -147,7 +147,9 @@ async fn tail(
             TailEvent::Skipped(n) => Event::default().event("skipped").data(n.to_string()),
             TailEvent::Problem(why) => Event::default().event("error").data(why),
             // Said, then the stream ends: the reader reconnects and another replica serves.
-            TailEvent::Ended(why) => return Some((Ok(Event::default().event("error").data(why)), (None, None))),
+            TailEvent::Ended(why) => {
+                return Some((Ok(Event::default().event("error").data(why)), (None, None)))
+            }
         };
         Some((Ok(ev), (Some(t), None)))
     });
@@ -176,7 +178,10 @@ async fn healthz(State(c): State<Cluster>) -> Response {
     } else if !down.is_empty() {
         Some(format!(
             "no replica of group(s) {} answers",
-            down.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+            down.iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     } else {
         None

@@ -188,7 +188,8 @@ mod tests {
 
     #[test]
     fn events_are_split_across_chunks() {
-        let mut buf = BytesMut::from(&b": hi\n\ndata: {\"a\":1}\n\nevent: skipped\ndata: 5\n\ndata: {"[..]);
+        let mut buf =
+            BytesMut::from(&b": hi\n\ndata: {\"a\":1}\n\nevent: skipped\ndata: 5\n\ndata: {"[..]);
         assert_eq!(
             take_events(&mut buf),
             [
@@ -197,6 +198,9 @@ mod tests {
             ]
         );
         buf.extend_from_slice(b"}\n\n");
-        assert_eq!(take_events(&mut buf), [("message".to_string(), "{}".to_string())]);
+        assert_eq!(
+            take_events(&mut buf),
+            [("message".to_string(), "{}".to_string())]
+        );
     }
 }

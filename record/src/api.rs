@@ -432,7 +432,11 @@ impl LocalId {
         replica: &str,
         rid: u64,
     ) -> LocalId {
-        match (src.filter(|s| !s.is_empty()), seq, doc_key.filter(|k| !k.is_empty())) {
+        match (
+            src.filter(|s| !s.is_empty()),
+            seq,
+            doc_key.filter(|k| !k.is_empty()),
+        ) {
             (Some(src), Some(seq), _) => LocalId::Seq {
                 src: src.to_string(),
                 seq,
