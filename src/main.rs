@@ -74,15 +74,19 @@ struct UiArgs {
     /// Address to listen on. Loopback by default; use 0.0.0.0:7279 to serve other hosts.
     #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
     listen: SocketAddr,
-    /// Indexer replica base URL (http://host:port); repeat for each. Pages come from a healthy
-    /// one, failing over to the next when one dies.
+    /// Indexers: http://HOST:PORT (one replica), dns+http://NAME:PORT (every A/AAAA record of
+    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME; repeat or separate with `,`. Pages ask one
+    /// healthy replica of every group, failing over to the next of a group when one dies.
     #[arg(
         long = "indexer",
         env = "SAWMILL_INDEXER",
         value_delimiter = ',',
         required = true
     )]
-    indexers: Vec<String>,
+    indexers: Vec<sawmill_cluster::Target>,
+    /// Resolve the names again and ask every replica's health this often.
+    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
+    discovery_interval: Duration,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -388,7 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
             };
-            serve::ui(a.listen, a.indexers, config).await
+            serve::ui(a.listen, a.indexers, a.discovery_interval, config).await
         }
         Command::Query(a) => {
             let cluster = sawmill_query::ClusterConfig {

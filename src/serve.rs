@@ -76,20 +76,16 @@ pub async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpL
 /// `sawmill ui`: serves the web UI over `indexers` until a stop signal.
 pub async fn ui(
     listen: SocketAddr,
-    indexers: Vec<String>,
+    indexers: Vec<sawmill_cluster::Target>,
+    discovery_interval: std::time::Duration,
     config: sawmill_ui::ServeConfig,
 ) -> anyhow::Result<()> {
-    for u in &indexers {
-        if !u.starts_with("http://") {
-            anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
-        }
-    }
     let stopping = format!(
         "Stopping: finishing the requests in flight (up to {} s).",
         config.stop_timeout.as_secs()
     );
     let stop = shutdown_signal(stopping);
-    let client = sawmill_ui::Client::new(indexers)?;
+    let client = sawmill_ui::Client::start(indexers, discovery_interval).await?;
     let (listener, url) = ui_listener(listen).await?;
     println!("sawmill ui listening on {url}");
     sawmill_ui::serve(listener, client, config, stop).await?;
