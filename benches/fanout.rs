@@ -16,6 +16,9 @@ use std::time::Instant;
 use common::{env_or, generate, ingest, percentiles, start_server, Server, BATCH};
 use sawmill_cluster::{group_for, PlacementKey};
 
+/// A query's path and query string for run `i`.
+type PathFor<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
 /// A running `sawmill query` over `indexers`, killed when dropped.
 struct Query(Server);
 
@@ -79,12 +82,13 @@ fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
 /// Waits until `url` reports `n` records in all.
 fn wait_total(client: &reqwest::blocking::Client, url: &str, n: usize) {
     for _ in 0..600 {
-        let v: serde_json::Value = client
+        let text = client
             .get(format!("{url}/api/v1/search?q=*&limit=0"))
             .send()
             .unwrap()
-            .json()
+            .text()
             .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         if v["total"].as_u64() == Some(n as u64) {
             return;
         }
@@ -151,7 +155,7 @@ fn main() {
     targets.push(("query over 4 groups".into(), queries[2].0.url.clone()));
 
     let ids = &d.request_ids;
-    let cases: [(&str, Box<dyn Fn(usize) -> String>); 4] = [
+    let cases: [(&str, PathFor); 4] = [
         (
             "request_id lookup",
             Box::new(|i| {

@@ -251,7 +251,7 @@ impl Cluster {
                 let mut ms: Vec<Member> = members.into_iter().cloned().collect();
                 ms.sort_by_key(|mb| {
                     let preferred = p.is_some() && mb.replica.as_ref() == p;
-                    (!preferred, !(mb.up && !failed.contains_key(&mb.url)))
+                    (!preferred, !mb.up || failed.contains_key(&mb.url))
                 });
                 (g.to_string(), ms)
             })

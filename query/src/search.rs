@@ -87,7 +87,7 @@ fn encode(c: &ClusterCursor) -> String {
 fn decode(s: &str) -> Result<ClusterCursor> {
     let bad = || Error::BadRequest(format!("`cursor` `{s}` is not a cursor this API returned"));
     // Bounded like any parameter: a cursor names at most a few hundred groups.
-    if s.len() % 2 != 0 || s.len() > 1 << 20 {
+    if !s.len().is_multiple_of(2) || s.len() > 1 << 20 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..s.len())
@@ -190,7 +190,7 @@ impl Cluster {
             more.push(a.value.cursor.is_some());
         }
         let mut page = Vec::new();
-        let taken = merge(&mut lists, p.order, p.limit, &mut page);
+        merge(&mut lists, p.order, p.limit, &mut page);
         for (i, a) in fanned.answers.iter().enumerate() {
             let c = state.entry(a.group.clone()).or_default();
             if let Some((_, last)) = page.iter().rev().find(|(gi, _)| *gi == i) {
@@ -198,7 +198,6 @@ impl Cluster {
                 c.r = Some(a.replica.clone());
             }
             c.d = lists[i].1.is_empty() && !more[i];
-            let _ = taken[i];
         }
         let cursor = state.values().any(|c| !c.d).then(|| encode(&state));
         Ok(SearchResponse {
@@ -206,7 +205,7 @@ impl Cluster {
             hits: page.into_iter().map(|(_, h)| h.doc).collect(),
             took_ms: started.elapsed().as_millis() as u64,
             cursor,
-            partial: (!missing.is_empty()).then(|| api::Partial {
+            partial: (!missing.is_empty()).then_some(api::Partial {
                 missing_groups: missing,
             }),
         })
