@@ -224,8 +224,9 @@ pub struct TailParams {
 /// A stored record as a search returns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
-    /// The record's id on the replica that answered (for [`CONTEXT`]); ids differ between
-    /// replicas.
+    /// The record's id (for [`CONTEXT`]): from an indexer, its own numeric id, which differs
+    /// between replicas; from `sawmill query`, a [`RecordId`] that names the group and,
+    /// when the record has a key, finds it on any replica of the group.
     #[serde(rename = "_id")]
     pub id: String,
     /// The message was cut to the request's `max_message_bytes`.
