@@ -26,7 +26,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(hosts: &Path, command: &str, args: &[&str]) -> Proc {
-        let mut child = sawmill_with_hosts(hosts)
+        Proc::start_cmd(sawmill_with_hosts(hosts), command, args)
+    }
+
+    fn start_cmd(mut cmd: std::process::Command, command: &str, args: &[&str]) -> Proc {
+        let mut child = cmd
             .args([command, "--listen", "127.0.0.1:0"])
             .args(args)
             .env("SAWMILL_LOG", "error")
@@ -391,4 +395,89 @@ fn a_record_link_survives_failover_and_a_dead_group_makes_answers_partial() {
     c.kill(1);
     let (s, v) = get(&format!("{}/api/v1/search?q=*", q.url));
     assert_eq!(s, 503, "{v}");
+}
+
+/// A DNS server for SRV records: dnsmasq on 127.0.0.154:53 (an address of its own: other
+/// tests may run theirs on another loopback address), killed when dropped.
+struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn srv_records_list_the_replicas_of_every_group() {
+    let c = TwoGroups::start("fanout-srv");
+    c.load();
+    let port = c.target.rsplit(':').next().unwrap().to_string();
+    let dir = c.hosts.parent().unwrap().to_path_buf();
+    let mut server = std::process::Command::new("dnsmasq");
+    server
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.154",
+            "--port=53",
+            "--user=root",
+        ])
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+    for i in 0..4 {
+        server.arg(format!("--host-record=ix{i}.fanout.test,127.0.0.{}", i + 2));
+        server.arg(format!(
+            "--srv-host=_fanout._tcp.fanout.test,ix{i}.fanout.test,{port}"
+        ));
+    }
+    let mut dns = Dnsmasq(
+        server
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian's `dnsmasq` package) runs the SRV test"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Ok(Some(status)) = dns.0.try_wait() {
+        panic!("dnsmasq could not serve on 127.0.0.154:53: {status}");
+    }
+    // The query process resolves through it: a private /etc/resolv.conf in its namespace.
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.154\n").unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(&resolv)
+        .arg(env!("CARGO_BIN_EXE_sawmill"));
+    let q = Proc::start_cmd(
+        cmd,
+        "query",
+        &[
+            "--indexer",
+            "dnssrv+http://_fanout._tcp.fanout.test",
+            "--discovery-interval",
+            "1s",
+        ],
+    );
+    // dnsmasq may answer a moment after the query's first round: the next rounds find it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let url = format!("{}/api/v1/search?q=*&limit=1", q.url);
+    loop {
+        let (status, v) = get(&url);
+        if status == 200 && v["total"] == N0 + N1 && v.get("partial").is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw both groups through SRV: {status} {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let h = get_ok(&format!("{}/healthz", q.url));
+    for g in ["g0", "g1"] {
+        assert_eq!(h["groups"][g].as_array().map(Vec::len), Some(2), "{h}");
+    }
 }
