@@ -481,3 +481,38 @@ fn srv_records_list_the_replicas_of_every_group() {
         assert_eq!(h["groups"][g].as_array().map(Vec::len), Some(2), "{h}");
     }
 }
+
+#[test]
+fn a_live_tail_through_query_merges_the_new_records_of_every_group() {
+    let c = TwoGroups::start("fanout-tail");
+    c.load();
+    let q = c.query();
+    let resp = client()
+        .get(format!("{}/api/v1/tail?q=*", q.url))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut lines = BufReader::new(resp).lines();
+    // New records in each group, on both of its replicas, after the tail opened.
+    for (i, (g, ix)) in c.ixs.iter().enumerate() {
+        let (src, seq) = if i < 2 { ("a", N0 + 1) } else { ("b", N1 + 1) };
+        let recs = [record(src, seq, i / 2)];
+        let (status, v) = post(
+            &ix.as_ref().unwrap().api("/api/v1/ingest"),
+            ndjson(&recs),
+            None,
+        );
+        assert_eq!(status, 200, "{g}: {v}");
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let line = lines.next().expect("the stream goes on").unwrap();
+        if let Some(data) = line.strip_prefix("data:") {
+            let hit: Value = serde_json::from_str(data.trim()).unwrap();
+            ids.push(hit["_id"].as_str().unwrap().to_string());
+        }
+    }
+    let want: BTreeSet<String> =
+        [format!("g0~s~{}~a", N0 + 1), format!("g1~s~{}~b", N1 + 1)].into();
+    assert_eq!(ids, want, "one new record from each group, once");
+}
