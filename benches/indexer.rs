@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    baseline_index, env_or, hex, ingest, peak_rss_mib, percentiles, start_server, Data, Draw,
-    Server,
+    baseline_index, env_or, generate, ingest, peak_rss_mib, percentiles, start_server, Data, Server,
 };
 use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
@@ -24,83 +23,8 @@ use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::time::OffsetDateTime;
 use tantivy::{DateTime, Index, Order, Searcher, TantivyDocument, Term};
 
-const WORDS: [&str; 40] = [
-    "connection",
-    "pool",
-    "exhausted",
-    "retrying",
-    "upstream",
-    "timeout",
-    "cache",
-    "miss",
-    "hit",
-    "session",
-    "token",
-    "refreshed",
-    "order",
-    "created",
-    "payment",
-    "authorized",
-    "declined",
-    "inventory",
-    "reserved",
-    "released",
-    "shipment",
-    "scheduled",
-    "queue",
-    "depth",
-    "latency",
-    "spike",
-    "database",
-    "replica",
-    "lag",
-    "checkpoint",
-    "written",
-    "user",
-    "profile",
-    "loaded",
-    "feature",
-    "flag",
-    "enabled",
-    "rate",
-    "limited",
-    "backoff",
-];
-const PATHS: [&str; 6] = [
-    "/api/orders",
-    "/api/cart",
-    "/api/checkout",
-    "/api/products",
-    "/api/users/me",
-    "/api/search",
-];
-
 /// One timed query; the argument is the iteration number.
 type Run<'a> = Box<dyn FnMut(usize) + 'a>;
-
-/// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
-fn generate(n: usize) -> Data {
-    common::generate(n, 42, &WORDS, 1000, |rng, d| {
-        let Draw { rid, service, .. } = d;
-        let verb = if rng.bool() { "completed" } else { "handled" };
-        let message = format!(
-            "{} {} {verb} status={} duration_ms={} user_id={} request_id={rid} upstream={service}-{} region=eu-west-{} bytes={} {}",
-            if rng.bool() { "GET" } else { "POST" },
-            PATHS[rng.usize(..PATHS.len())],
-            [200, 200, 200, 201, 404, 500][rng.usize(..6)],
-            rng.u32(1..2000),
-            rng.u32(1000..99999),
-            hex(rng, 4),
-            rng.u32(1..4),
-            rng.u32(100..99999),
-            d.phrase
-        );
-        json!({
-            "ts": d.ts_ms, "message": message, "host": format!("node-{}", rng.u32(1..13)), "service": service,
-            "severity": d.severity, "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
-        })
-    })
-}
 
 fn dir_bytes(p: &Path) -> u64 {
     let mut total = 0;

@@ -124,7 +124,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     println!("generating {n} records ...");
-    let d = common::generate(n, 7, &WORDS, 1000, |rng, d| {
+    let d = common::generate_with(n, 7, &WORDS, 1000, |rng, d| {
         let Draw { rid, service, .. } = d;
         json!({
             "ts": d.ts_ms, "message": format!("{} user={} {}", d.phrase, hex(rng, 6), rid),

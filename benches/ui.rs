@@ -47,7 +47,7 @@ const QUERIES: [&str; 3] = ["*", "timeout", "severity:err AND payment"];
 /// Records as services write them: requests crossing services under one request id, over
 /// the last 20 hours, ~200-byte messages (the same shape as the indexer benchmark's).
 fn generate(n: usize) -> Data {
-    common::generate(n, 7, &WORDS, 2000, |rng, d| {
+    common::generate_with(n, 7, &WORDS, 2000, |rng, d| {
         let Draw {
             rid,
             service,

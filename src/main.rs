@@ -35,6 +35,38 @@ enum Command {
     Run(RunArgs),
     /// Serve the web UI (Discover, request view, context, live tail, export) over indexer replicas.
     Ui(UiArgs),
+    /// Serve the indexers' search API over every group: one healthy replica per group answers, answers are merged.
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// Address to listen on. Loopback by default, beside an indexer's 7280 and the UI's 7279;
+    /// use 0.0.0.0:7281 to serve other hosts.
+    #[arg(long, env = "SAWMILL_QUERY_LISTEN", default_value = "127.0.0.1:7281")]
+    listen: SocketAddr,
+    /// Indexers: http://HOST:PORT (one replica), dns+http://NAME:PORT (every A/AAAA record of
+    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME (SRV records); repeat or separate with `,`.
+    /// Each replica's group comes from its /healthz.
+    #[arg(
+        long = "indexer",
+        env = "SAWMILL_INDEXER",
+        value_delimiter = ',',
+        required = true
+    )]
+    indexers: Vec<sawmill_cluster::Target>,
+    /// Resolve the names again and ask every replica's health this often.
+    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
+    discovery_interval: Duration,
+    /// Fan-outs in flight at once (each holds at most `limit` hits per group); more wait up
+    /// to 10 s, then get 429.
+    #[arg(long, env = "SAWMILL_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
+    max_concurrent_searches: usize,
+    /// Live tails open at once (each holds one indexer stream per group); more get 429.
+    #[arg(long, env = "SAWMILL_MAX_TAILS", default_value_t = 256)]
+    max_tails: usize,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Args)]
@@ -42,15 +74,19 @@ struct UiArgs {
     /// Address to listen on. Loopback by default; use 0.0.0.0:7279 to serve other hosts.
     #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
     listen: SocketAddr,
-    /// Indexer replica base URL (http://host:port); repeat for each. Pages come from a healthy
-    /// one, failing over to the next when one dies.
+    /// Indexers: http://HOST:PORT (one replica), dns+http://NAME:PORT (every A/AAAA record of
+    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME; repeat or separate with `,`. Pages ask one
+    /// healthy replica of every group, failing over to the next of a group when one dies.
     #[arg(
         long = "indexer",
         env = "SAWMILL_INDEXER",
         value_delimiter = ',',
         required = true
     )]
-    indexers: Vec<String>,
+    indexers: Vec<sawmill_cluster::Target>,
+    /// Resolve the names again and ask every replica's health this often.
+    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
+    discovery_interval: Duration,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -401,7 +437,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
             };
-            serve::ui(a.listen, a.indexers, config).await
+            serve::ui(a.listen, a.indexers, a.discovery_interval, config).await
+        }
+        Command::Query(a) => {
+            let cluster = sawmill_query::ClusterConfig {
+                targets: a.indexers,
+                discovery_interval: a.discovery_interval,
+                max_concurrent: a.max_concurrent_searches,
+                max_tails: a.max_tails,
+                ..sawmill_query::ClusterConfig::default()
+            };
+            let http = sawmill_query::ServeConfig {
+                header_timeout: a.http.header_timeout,
+                stop_timeout: a.http.stop_timeout,
+                max_connections: a.http.max_connections,
+            };
+            serve::query(a.listen, cluster, http).await
         }
         Command::Up(a) => up::up(a.config()).await,
     }

@@ -90,23 +90,39 @@ pub async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpL
 /// `sawmill ui`: serves the web UI over `indexers` until a stop signal.
 pub async fn ui(
     listen: SocketAddr,
-    indexers: Vec<String>,
+    indexers: Vec<sawmill_cluster::Target>,
+    discovery_interval: std::time::Duration,
     config: sawmill_ui::ServeConfig,
 ) -> anyhow::Result<()> {
-    for u in &indexers {
-        if !u.starts_with("http://") {
-            anyhow::bail!("--indexer `{u}` must be an http:// URL such as http://127.0.0.1:7280 (the UI speaks plain HTTP to indexers; put TLS in front of the UI instead)");
-        }
-    }
     let stopping = format!(
         "Stopping: finishing the requests in flight (up to {} s).",
         config.stop_timeout.as_secs()
     );
     let stop = shutdown_signal(stopping);
-    let client = sawmill_ui::Client::new(indexers)?;
+    let client = sawmill_ui::Client::start(indexers, discovery_interval).await?;
     let (listener, url) = ui_listener(listen).await?;
     println!("sawmill ui listening on {url}");
     sawmill_ui::serve(listener, client, config, stop).await?;
+    Ok(())
+}
+
+/// `sawmill query`: serves the search API over every group until a stop signal.
+pub async fn query(
+    listen: SocketAddr,
+    cluster: sawmill_query::ClusterConfig,
+    config: sawmill_query::ServeConfig,
+) -> anyhow::Result<()> {
+    let stop = shutdown_signal(format!(
+        "Stopping: finishing the requests in flight (up to {} s).",
+        config.stop_timeout.as_secs()
+    ));
+    let cluster = sawmill_query::Cluster::start(cluster).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} for the query API (is another sawmill query running? pick another with --listen)")
+    })?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("sawmill query listening on {url}");
+    sawmill_query::serve(listener, cluster, config, stop).await;
     Ok(())
 }
 

@@ -78,7 +78,7 @@ impl RunningUi {
     async fn start(listen: SocketAddr, indexer_url: &str) -> anyhow::Result<RunningUi> {
         let (listener, url) = ui_listener(listen).await?;
         println!("sawmill ui listening on {url}");
-        let client = sawmill_ui::Client::new(vec![indexer_url.to_string()])?;
+        let client = sawmill_ui::Client::new(vec![indexer_url.to_string()]).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = sawmill_ui::ServeConfig::default();
         let server = tokio::spawn(sawmill_ui::serve(listener, client, config, async {

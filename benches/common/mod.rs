@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sawmill_indexer::{index_settings, Fields, StoreConfig};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tantivy::time::OffsetDateTime;
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
@@ -108,7 +108,7 @@ pub struct Data {
 /// messages are made of, how rarely a request id is kept (one in `keep_one_in`) and `line`,
 /// which makes the rest of each record from the same generator. The order of draws is
 /// part of what a seed produces, so what is drawn here stays ahead of `line`.
-pub fn generate(
+pub fn generate_with(
     n: usize,
     seed: u64,
     words: &[&str],
@@ -236,4 +236,79 @@ pub fn start_server(data: &Path, args: &[&str]) -> Server {
         .to_string();
     std::thread::spawn(move || for _ in lines {});
     Server { child, url }
+}
+
+pub const WORDS: [&str; 40] = [
+    "connection",
+    "pool",
+    "exhausted",
+    "retrying",
+    "upstream",
+    "timeout",
+    "cache",
+    "miss",
+    "hit",
+    "session",
+    "token",
+    "refreshed",
+    "order",
+    "created",
+    "payment",
+    "authorized",
+    "declined",
+    "inventory",
+    "reserved",
+    "released",
+    "shipment",
+    "scheduled",
+    "queue",
+    "depth",
+    "latency",
+    "spike",
+    "database",
+    "replica",
+    "lag",
+    "checkpoint",
+    "written",
+    "user",
+    "profile",
+    "loaded",
+    "feature",
+    "flag",
+    "enabled",
+    "rate",
+    "limited",
+    "backoff",
+];
+pub const PATHS: [&str; 6] = [
+    "/api/orders",
+    "/api/cart",
+    "/api/checkout",
+    "/api/products",
+    "/api/users/me",
+    "/api/search",
+];
+
+/// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
+pub fn generate(n: usize) -> Data {
+    generate_with(n, 42, &WORDS, 1000, |rng, d| {
+        let Draw { rid, service, .. } = d;
+        let verb = if rng.bool() { "completed" } else { "handled" };
+        let message = format!(
+            "{} {} {verb} status={} duration_ms={} user_id={} request_id={rid} upstream={service}-{} region=eu-west-{} bytes={} {}",
+            if rng.bool() { "GET" } else { "POST" },
+            PATHS[rng.usize(..PATHS.len())],
+            [200, 200, 200, 201, 404, 500][rng.usize(..6)],
+            rng.u32(1..2000),
+            rng.u32(1000..99999),
+            hex(rng, 4),
+            rng.u32(1..4),
+            rng.u32(100..99999),
+            d.phrase
+        );
+        json!({
+            "ts": d.ts_ms, "message": message, "host": format!("node-{}", rng.u32(1..13)), "service": service,
+            "severity": d.severity, "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
+        })
+    })
 }

@@ -20,9 +20,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 use sawmill_record::api::{
-    self as paths, Bucket, ContextParams, Health, HistogramParams, HistogramResponse, SearchParams,
-    TailParams, TermCount, TermsParams, TermsResponse, TraceParams, MAX_BUCKETS, MAX_LIMIT,
-    MAX_TERMS, MAX_TRACE_LIMIT,
+    self as paths, Bucket, ContextParams, Health, HistogramParams, HistogramResponse, LocalId,
+    SearchParams, TailParams, TermCount, TermsParams, TermsResponse, TraceParams, MAX_BUCKETS,
+    MAX_LIMIT, MAX_TERMS, MAX_TRACE_LIMIT,
 };
 use sawmill_record::api::{
     Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairRecordsParams,
@@ -326,6 +326,7 @@ async fn histogram(
             })
             .collect(),
         took_ms: ms(started),
+        partial: None,
     }))
 }
 
@@ -348,12 +349,19 @@ async fn terms(
         other: t.other,
         missing: t.missing,
         took_ms: ms(started),
+        approximate: false,
+        partial: None,
     }))
 }
 
-fn parse_id(id: &str) -> Result<u64> {
-    id.parse()
-        .map_err(|_| Error::BadRequest(format!("`{id}` is not a record id (the `_id` of a hit)")))
+/// A record id in any of the forms of [`LocalId`]: a hit's numeric `_id`, or a key-based
+/// form that every replica of the group can answer.
+fn parse_id(id: &str) -> Result<LocalId> {
+    id.parse().map_err(|e: sawmill_record::api::BadId| {
+        Error::BadRequest(format!(
+            "{e}: give a hit's `_id`, `s~SEQ~SRC`, `d~KEY` or `r~REPLICA~ID`"
+        ))
+    })
 }
 
 /// `{"anchor":{...},"before":[...],"after":[...],"took_ms":T}`, streamed.
@@ -362,12 +370,14 @@ async fn context(
     Path(id): Path<String>,
     Params(p): Params<ContextParams>,
 ) -> Result<Response> {
-    let rid = parse_id(&id)?;
+    let id = parse_id(&id)?;
     check_max("before", p.before, MAX_LIMIT)?;
     check_max("after", p.after, MAX_LIMIT)?;
     let started = Instant::now();
     let cut = p.max_message_bytes;
+    let me = s.store.replica().to_string();
     let c = blocking(&s, move |st, b| {
+        let rid = st.resolve(&id, &me, b)?;
         st.context(rid, p.before, p.after, p.scope, b)
     })
     .await?;
@@ -985,6 +995,59 @@ mod tests {
         assert_eq!((t.id.as_str(), t.total), ("t1", 2));
         let messages: Vec<&str> = t.hits.iter().map(|h| &*h.record.message).collect();
         assert_eq!(messages, ["one", "two"]);
+        store.shutdown();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // Links that survive a failover: the key-based id forms name a record on every replica.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn context_finds_a_record_by_its_key() {
+        use sawmill_record::api::ContextResponse;
+
+        let (app, store, dir) = app("by_key");
+        let body = "{\"ts\":\"2026-11-30T07:00:01Z\",\"message\":\"one\",\"host\":\"h\",\"_src\":\"s~x\",\"_seq\":1}\n\
+                    {\"ts\":\"2026-11-30T07:00:02Z\",\"message\":\"two\",\"host\":\"h\",\"_src\":\"s~x\",\"_seq\":2}\n\
+                    {\"ts\":\"2026-11-30T07:00:03Z\",\"message\":\"three\",\"host\":\"h\",\"_src\":\"t\",\"_seq\":2}\n\
+                    {\"ts\":\"2026-11-30T07:00:04Z\",\"message\":\"four\",\"host\":\"h\",\"_id\":\"doc-1\"}\n";
+        ingest_and_wait(&app, body, 4).await;
+        let anchor = |uri: String| {
+            let app = app.clone();
+            async move {
+                let c: ContextResponse = serde_json::from_str(&text(&app, &uri).await).unwrap();
+                c.anchor.record.message.to_string()
+            }
+        };
+        let ctx = |id: &str| {
+            format!(
+                "/api/v1/context/{}?before=1&after=1",
+                paths::path_with(paths::CONTEXT, id)
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+            )
+        };
+        assert_eq!(anchor(ctx("s~2~s~x")).await, "two");
+        assert_eq!(anchor(ctx("s~2~t")).await, "three");
+        assert_eq!(anchor(ctx("d~doc-1")).await, "four");
+        let me = store.replica().to_string();
+        let any: serde_json::Value =
+            serde_json::from_str(&text(&app, "/api/v1/search?q=one").await).unwrap();
+        let rid = any["hits"][0]["_id"].as_str().unwrap().to_string();
+        assert_eq!(anchor(ctx(&format!("r~{me}~{rid}"))).await, "one");
+
+        let (status, v) = call(&app, get(&ctx("s~3~s~x"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+        let (status, v) = call(&app, get(&ctx(&format!("r~other~{rid}")))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("only replica `other` knows"),
+            "{v}"
+        );
+        let (status, v) = call(&app, get(&ctx("s~x~y"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
         store.shutdown();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -12,7 +12,7 @@ use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::store::StoreReader;
 use tantivy::{DateTime, TantivyDocument, Term};
 
-use sawmill_record::api::{Order, Scope};
+use sawmill_record::api::{LocalId, Order, Scope};
 use sawmill_record::fields::{field, FieldKind, FIELDS};
 
 use crate::collectors::{rank, Bounded, HistogramCollector, TermsCollector, TopCollector, TopHit};
@@ -553,6 +553,54 @@ impl Searcher {
             .reader(None)
             .next_hit()?
             .ok_or_else(|| Error::NotFound(format!("record `{rid}`")))
+    }
+
+    /// This replica's numeric id of the record `id` names. The key-based forms name the
+    /// same record on every replica of its group, which is what lets a link made on one
+    /// replica be followed on another after a failover; `replica` is this replica's id.
+    pub fn resolve(&self, id: &LocalId, replica: &str, budget: &Budget) -> Result<u64> {
+        let f = self.fields();
+        let q: Box<dyn Query> = match id {
+            LocalId::Rid(rid) => return Ok(*rid),
+            LocalId::Replica { replica: r, rid } if r == replica => return Ok(*rid),
+            LocalId::Replica { replica: r, .. } => {
+                return Err(Error::NotFound(format!(
+                    "record `{id}` (an id only replica `{r}` knows; this is replica `{replica}`)"
+                )))
+            }
+            LocalId::Seq { src, seq } => {
+                // `_seq` is columnar only: a range of one value reads it from the column,
+                // among the few records of one `_src`.
+                let at = |v| Bound::Included(Term::from_field_u64(f.seq, v));
+                Box::new(BooleanQuery::new(vec![
+                    (
+                        Occur::Must,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(f.src, src),
+                            IndexRecordOption::Basic,
+                        )),
+                    ),
+                    (Occur::Must, Box::new(RangeQuery::new(at(*seq), at(*seq)))),
+                ]))
+            }
+            LocalId::Doc(key) => Box::new(TermQuery::new(
+                Term::from_field_text(f.key, key),
+                IndexRecordOption::Basic,
+            )),
+        };
+        let (_, found) = self.top_hits(
+            q.as_ref(),
+            TimeRange::default(),
+            Order::Desc,
+            1,
+            None,
+            budget,
+        )?;
+        found
+            .hits
+            .first()
+            .map(|(_, t)| t.rid)
+            .ok_or_else(|| Error::NotFound(format!("record `{id}`")))
     }
 
     fn term(&self, field: &str, value: &str) -> Box<dyn Query> {

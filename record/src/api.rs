@@ -224,8 +224,9 @@ pub struct TailParams {
 /// A stored record as a search returns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
-    /// The record's id on the replica that answered (for [`CONTEXT`]); ids differ between
-    /// replicas.
+    /// The record's id (for [`CONTEXT`]): from an indexer, its own numeric id, which differs
+    /// between replicas; from `sawmill query`, a [`RecordId`] that names the group and,
+    /// when the record has a key, finds it on any replica of the group.
     #[serde(rename = "_id")]
     pub id: String,
     /// The message was cut to the request's `max_message_bytes`.
@@ -251,6 +252,17 @@ pub struct SearchResponse<H = Hit> {
     /// Present when more hits may follow: pass it back for the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// Set by `sawmill query` when a group did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+}
+
+/// What a fan-out over the cluster's groups could not ask: the answer is still given (200)
+/// from the groups that answered, and says which did not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    /// Groups none of whose replicas answered, sorted.
+    pub missing_groups: Vec<String>,
 }
 
 /// One bar of a histogram.
@@ -268,6 +280,8 @@ pub struct HistogramResponse {
     pub buckets: Vec<Bucket>,
     pub total: u64,
     pub took_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
 }
 
 /// One value of a terms answer and how many matches hold it.
@@ -288,6 +302,12 @@ pub struct TermsResponse {
     /// Matches without the field.
     pub missing: u64,
     pub took_ms: u64,
+    /// Set by `sawmill query` when the merged counts may be off: each group gave only its
+    /// own top values, so a value just below one group's cut is undercounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approximate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
 }
 
 /// The answer of [`CONTEXT`]: the anchor and its neighbours, oldest first. `H` as in
@@ -298,6 +318,8 @@ pub struct ContextResponse<H = Hit> {
     pub before: Vec<H>,
     pub after: Vec<H>,
     pub took_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
 }
 
 /// The answer of [`TRACE`]: every record of one request, oldest first. `H` as in
@@ -308,6 +330,147 @@ pub struct TraceResponse<H = Hit> {
     pub total: u64,
     pub hits: Vec<H>,
     pub took_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+}
+
+/// A record's id on one indexer, as [`CONTEXT`] takes it (`{id}`). The key-based forms name
+/// the same record on every replica of its group, so a link survives a failover.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LocalId {
+    /// `s~SEQ~SRC`: a sender's record, by its idempotency key (`_src`, `_seq`).
+    Seq { src: String, seq: u64 },
+    /// `d~KEY`: a record with an explicit document id (`_key`, from a bulk `_id`).
+    Doc(String),
+    /// `r~REPLICA~RID`: a record without a key, by the id replica `REPLICA` gave it. Only
+    /// that replica can find it.
+    Replica { replica: String, rid: u64 },
+    /// `RID`: the numeric id the answering replica gave it (a hit's `_id` from an indexer).
+    Rid(u64),
+}
+
+/// A record's id across the cluster, as `sawmill query` gives hits: `{group}~{local}`.
+/// Group names hold no `~` (letters, digits, `.`, `_`, `-`), so the first `~` ends it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    pub group: String,
+    pub local: LocalId,
+}
+
+/// Why a string is not a record id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadId(pub String);
+
+impl std::fmt::Display for BadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` is not a record id (the `_id` of a hit)", self.0)
+    }
+}
+
+impl std::error::Error for BadId {}
+
+impl std::fmt::Display for LocalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocalId::Seq { src, seq } => write!(f, "s~{seq}~{src}"),
+            LocalId::Doc(key) => write!(f, "d~{key}"),
+            LocalId::Replica { replica, rid } => write!(f, "r~{replica}~{rid}"),
+            LocalId::Rid(rid) => write!(f, "{rid}"),
+        }
+    }
+}
+
+impl std::str::FromStr for LocalId {
+    type Err = BadId;
+
+    fn from_str(s: &str) -> Result<LocalId, BadId> {
+        let bad = || BadId(s.to_string());
+        let num = |v: &str| -> Result<u64, BadId> {
+            // `+1` and `01` parse as numbers but would be a second spelling of one id.
+            if v.is_empty()
+                || !v.bytes().all(|b| b.is_ascii_digit())
+                || (v.len() > 1 && v.starts_with('0'))
+            {
+                return Err(bad());
+            }
+            v.parse().map_err(|_| bad())
+        };
+        match s.split_once('~') {
+            None => num(s).map(LocalId::Rid),
+            Some(("s", rest)) => {
+                let (seq, src) = rest.split_once('~').ok_or_else(bad)?;
+                if src.is_empty() {
+                    return Err(bad());
+                }
+                Ok(LocalId::Seq {
+                    src: src.to_string(),
+                    seq: num(seq)?,
+                })
+            }
+            Some(("d", key)) if !key.is_empty() => Ok(LocalId::Doc(key.to_string())),
+            Some(("r", rest)) => {
+                let (replica, rid) = rest.split_once('~').ok_or_else(bad)?;
+                if replica.is_empty() {
+                    return Err(bad());
+                }
+                Ok(LocalId::Replica {
+                    replica: replica.to_string(),
+                    rid: num(rid)?,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl LocalId {
+    /// The id of a hit an indexer gave: key-based when the record has a key (`_src` with
+    /// `_seq`, else `_key`), else the id `rid` that replica `replica` gave it.
+    pub fn of_hit(
+        src: Option<&str>,
+        seq: Option<u64>,
+        doc_key: Option<&str>,
+        replica: &str,
+        rid: u64,
+    ) -> LocalId {
+        match (
+            src.filter(|s| !s.is_empty()),
+            seq,
+            doc_key.filter(|k| !k.is_empty()),
+        ) {
+            (Some(src), Some(seq), _) => LocalId::Seq {
+                src: src.to_string(),
+                seq,
+            },
+            (_, _, Some(key)) => LocalId::Doc(key.to_string()),
+            _ => LocalId::Replica {
+                replica: replica.to_string(),
+                rid,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}~{}", self.group, self.local)
+    }
+}
+
+impl std::str::FromStr for RecordId {
+    type Err = BadId;
+
+    fn from_str(s: &str) -> Result<RecordId, BadId> {
+        let bad = || BadId(s.to_string());
+        let (group, local) = s.split_once('~').ok_or_else(bad)?;
+        if group.is_empty() {
+            return Err(bad());
+        }
+        Ok(RecordId {
+            group: group.to_string(),
+            local: local.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 /// A line [`INGEST`] refused, and why.
@@ -513,6 +676,49 @@ mod tests {
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v, serde_json::json!({"q": "a"}));
         assert!(serde_json::from_str::<SearchParams>(r#"{"q":"a","nope":1}"#).is_err());
+    }
+
+    #[test]
+    fn record_ids_read_back_in_every_form() {
+        for s in [
+            "g0~s~12~host-a",
+            "g0~s~0~a~b",
+            "g.1~d~logs/7",
+            "g~r~ab12~5",
+            "g~9",
+        ] {
+            let id: RecordId = s.parse().unwrap();
+            assert_eq!(id.to_string(), s);
+        }
+        for bad in [
+            "", "g0", "~5", "g~", "g~s~1~", "g~s~x~a", "g~r~~1", "g~d~", "g~01", "g~+1", "g~q~1",
+        ] {
+            assert!(bad.parse::<RecordId>().is_err(), "{bad} parsed");
+        }
+        assert_eq!("7".parse::<LocalId>(), Ok(LocalId::Rid(7)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn record_ids_round_trip(
+            group in "[A-Za-z0-9._-]{1,64}",
+            src in "\\PC{1,40}",
+            key in "\\PC{1,40}",
+            replica in "[a-f0-9]{1,32}",
+            n in proptest::num::u64::ANY,
+            form in 0..4u8,
+        ) {
+            let local = match form {
+                0 => LocalId::Seq { src, seq: n },
+                1 => LocalId::Doc(key),
+                2 => LocalId::Replica { replica, rid: n },
+                _ => LocalId::Rid(n),
+            };
+            let id = RecordId { group, local };
+            let text = id.to_string();
+            proptest::prop_assert_eq!(text.parse::<RecordId>(), Ok(id.clone()));
+            proptest::prop_assert_eq!(id.local.to_string().parse::<LocalId>(), Ok(id.local));
+        }
     }
 
     #[test]

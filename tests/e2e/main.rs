@@ -7,6 +7,7 @@ mod contract;
 mod corpus;
 mod docker;
 mod durability;
+mod fanout;
 mod files;
 mod ingest;
 mod load;

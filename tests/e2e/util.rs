@@ -92,6 +92,8 @@ impl Indexer {
     }
 
     /// On `listen`, seeing `hosts` as its `/etc/hosts` (for `--peer dns+http://…`).
+    // Issue 11's helpers: each part's tests use some of them.
+    #[allow(dead_code)]
     pub fn start_in(hosts: &Path, listen: &str, data: &Path, args: &[&str]) -> Indexer {
         Indexer::run_cmd(
             sawmill_with_hosts(hosts),
@@ -397,6 +399,7 @@ impl Shipper {
     }
 
     /// Seeing `hosts` as its `/etc/hosts`, for `--indexer dns+http://…`.
+    #[allow(dead_code)]
     pub fn start_in(hosts: &Path, dir: &Path, indexers: &[&str], args: &[&str]) -> Shipper {
         Shipper::start_cmd(sawmill_with_hosts(hosts), dir, indexers, args, &[])
     }

@@ -1,28 +1,19 @@
-//! The indexers' search API as the UI uses it: one typed method per route, built from the
-//! contract's paths and parameter types (`sawmill_record::api`) and read back into its
-//! answer types, with failover between replicas within one request, remembering which
-//! replicas are down for the page's banner.
+//! The search API as the UI uses it: the query crate's fan-out over every indexer group,
+//! called in-process (the same code `sawmill query` serves, so the UI and the API always
+//! agree), with answers read into the contract's types hit by hit.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
+use sawmill_cluster::Target;
+use sawmill_query::{Cluster, ClusterConfig, Doc, Tail};
 use sawmill_record::api::{
-    self, ContextParams, ContextResponse, ErrorBody, Health, HistogramParams, HistogramResponse,
-    Hit, SearchParams, SearchResponse, TailParams, TermsParams, TermsResponse, TraceParams,
-    TraceResponse,
+    self, ContextParams, ContextResponse, HistogramParams, HistogramResponse, Hit, SearchParams,
+    SearchResponse, TailParams, TermsParams, TermsResponse, TraceParams, TraceResponse,
 };
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-
-/// Longest one API call may take before the next replica is asked.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest a health check may take.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A hit as the UI reads it: the contract's [`Hit`], or, for a stored record that does not
 /// fit it, why not and its JSON as the indexer gave it. The indexer normalises what it
@@ -50,17 +41,30 @@ impl<'de> Deserialize<'de> for ReadHit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ReadHit, D::Error> {
         // Only a hit that is not JSON at all fails the answer; it cannot be, inside JSON.
         let raw = Box::<RawValue>::deserialize(d)?;
-        Ok(match serde_json::from_str::<Hit>(raw.get()) {
+        Ok(ReadHit::of_raw(raw))
+    }
+}
+
+impl ReadHit {
+    fn of_raw(raw: Box<RawValue>) -> ReadHit {
+        match serde_json::from_str::<Hit>(raw.get()) {
             Ok(h) => ReadHit::Hit(h),
             Err(e) => ReadHit::Unreadable(Unreadable {
                 error: e.to_string(),
                 raw,
             }),
-        })
+        }
     }
-}
 
-impl ReadHit {
+    /// A hit as the fan-out passes it on.
+    pub fn of_doc(doc: Doc) -> ReadHit {
+        let text = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+        match RawValue::from_string(text) {
+            Ok(raw) => ReadHit::of_raw(raw),
+            Err(_) => ReadHit::of_raw(RawValue::from_string("{}".into()).expect("JSON")),
+        }
+    }
+
     pub fn hit(&self) -> Option<&Hit> {
         match self {
             ReadHit::Hit(h) => Some(h),
@@ -69,18 +73,22 @@ impl ReadHit {
     }
 }
 
+fn read_all(docs: Vec<Doc>) -> Vec<ReadHit> {
+    docs.into_iter().map(ReadHit::of_doc).collect()
+}
+
 /// The answers whose hits the UI reads one by one.
 pub type Search = SearchResponse<ReadHit>;
 pub type Context = ContextResponse<ReadHit>;
 pub type Trace = TraceResponse<ReadHit>;
 
-/// An answer and the replica that gave it (its index in the configured list), so record ids,
-/// which only mean something on the replica that issued them, can be traced back.
+/// An answer, with the URL of the same request on an indexer of the cluster for the page's
+/// "same query through the API" line. `replica` is kept for links made before record ids
+/// were cluster-wide (`r=`); ids now name their group and key, so it is always 0.
 #[derive(Clone, Debug)]
 pub struct Served<T> {
     pub value: T,
     pub replica: usize,
-    /// The full URL that was asked, for the page's "same query through the API" line.
     pub url: String,
 }
 
@@ -88,6 +96,7 @@ pub struct Served<T> {
 #[derive(Clone, Debug)]
 pub struct ReplicaStatus {
     pub url: String,
+    pub group: Option<String>,
     pub up: bool,
     /// Why it is considered down.
     pub error: Option<String>,
@@ -95,366 +104,160 @@ pub struct ReplicaStatus {
     pub since: OffsetDateTime,
 }
 
-struct Replica {
-    url: String,
-    status: Mutex<ReplicaStatus>,
-}
-
-/// The indexer replicas behind the UI. Cloning shares the replicas' state.
+/// The indexer groups behind the UI. Cloning shares the cluster's state.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    replicas: Arc<Vec<Replica>>,
-    /// Turns true when the server stops, ending live tails so shutdown does not wait on them.
-    closing: Arc<tokio::sync::watch::Sender<bool>>,
+    cluster: Cluster,
 }
 
-/// Which replicas may answer a request.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    /// Any, `prefer` first: the answer is the same on every replica.
-    Any { prefer: Option<usize> },
-    /// Only this one: record ids mean something on the replica that issued them only.
-    Only(usize),
-}
-
-/// A request a replica could not serve: try the next one, or stop there.
-enum Attempt {
-    Failover(String),
-    Final(Error),
-}
-
-/// `path?query` for a route and its parameters, the query in the form the indexer's
-/// parameter types read.
-fn path_and_query<P: Serialize>(path: &str, params: &P) -> String {
-    // Flat structs of strings, numbers and unit enums always serialise; were one not to,
-    // the route's defaults would apply, which the page's API line then shows.
-    let q = serde_urlencoded::to_string(params).unwrap_or_default();
-    if q.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{q}")
+impl From<sawmill_query::Error> for Error {
+    fn from(e: sawmill_query::Error) -> Error {
+        use sawmill_query::Error as Q;
+        match e {
+            Q::Indexer { status, message } => Error::Indexer { status, message },
+            Q::Unavailable { attempts } => Error::Unavailable { attempts },
+            Q::NoGroups(why) => Error::Unavailable {
+                attempts: vec![why],
+            },
+            Q::BadRequest(m) => Error::BadRequest(m),
+            Q::NotFound(m) => Error::NotFound(m),
+            Q::Busy(message) => Error::Indexer {
+                status: 429,
+                message,
+            },
+            Q::BadAnswer { url, detail } => Error::BadAnswer { url, detail },
+            Q::Config(m) => Error::Config(m),
+            Q::HttpClient(e) => Error::HttpClient(e),
+        }
     }
 }
 
 impl Client {
-    /// `urls` are the replicas' base URLs (`http://host:port`), in order of preference.
-    pub fn new(urls: Vec<String>) -> Result<Client> {
-        if urls.is_empty() {
-            return Err(Error::Config("give at least one --indexer URL".into()));
-        }
-        let http = reqwest::Client::builder()
-            // A dead replica on the same network refuses at once; a hung one must not hold
-            // a page for long before the next replica is asked.
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(Error::HttpClient)?;
-        let now = OffsetDateTime::now_utc();
-        let replicas = urls
-            .into_iter()
-            .map(|u| {
-                let url = u.trim_end_matches('/').to_string();
-                Replica {
-                    status: Mutex::new(ReplicaStatus {
-                        url: url.clone(),
-                        up: true,
-                        error: None,
-                        since: now,
-                    }),
-                    url,
-                }
-            })
-            .collect();
-        Ok(Client {
-            http,
-            replicas: Arc::new(replicas),
-            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+    /// Finds the indexers `targets` name (fixed URLs or DNS names, re-resolved every
+    /// `discovery_interval`).
+    pub async fn start(targets: Vec<Target>, discovery_interval: Duration) -> Result<Client> {
+        let cluster = Cluster::start(ClusterConfig {
+            targets,
+            discovery_interval,
+            ..ClusterConfig::default()
         })
+        .await?;
+        Ok(Client { cluster })
+    }
+
+    /// Over fixed base URLs (`http://host:port`), as `sawmill up` runs it.
+    pub async fn new(urls: Vec<String>) -> Result<Client> {
+        let targets =
+            sawmill_cluster::target::parse_all(&urls).map_err(|e| Error::Config(e.to_string()))?;
+        Client::start(targets, Duration::from_secs(10)).await
     }
 
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.closing.subscribe()
+        self.cluster.closing()
     }
 
     pub fn close(&self) {
-        self.closing.send_replace(true);
+        self.cluster.close();
     }
 
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
-        self.replicas
-            .iter()
-            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.cluster
+            .replicas()
+            .into_iter()
+            .map(|r| ReplicaStatus {
+                url: r.url,
+                group: r.group,
+                up: r.up,
+                error: r.error,
+                since: r.since,
+            })
             .collect()
+    }
+
+    fn served<T>(&self, value: T, path: &str, params: &impl serde::Serialize) -> Served<T> {
+        Served {
+            value,
+            replica: 0,
+            url: self
+                .cluster
+                .url_for(&sawmill_query::path_and_query(path, params)),
+        }
     }
 
     // ---- The routes, one method each. ----
 
-    /// [`api::SEARCH`], on any replica (`prefer` first: a cursor continues on its own).
-    pub async fn search(&self, p: &SearchParams, prefer: Option<usize>) -> Result<Served<Search>> {
-        self.get(&path_and_query(api::SEARCH, p), Target::Any { prefer })
-            .await
+    /// [`api::SEARCH`] over every group (`_prefer` is kept for callers: a cluster cursor
+    /// already prefers the replicas that gave it).
+    pub async fn search(&self, p: &SearchParams, _prefer: Option<usize>) -> Result<Served<Search>> {
+        let s = self.cluster.search(p).await?;
+        let value = SearchResponse {
+            total: s.total,
+            hits: read_all(s.hits),
+            took_ms: s.took_ms,
+            cursor: s.cursor,
+            partial: s.partial,
+        };
+        Ok(self.served(value, api::SEARCH, p))
     }
 
-    /// [`api::HISTOGRAM`], on any replica.
+    /// [`api::HISTOGRAM`] over every group.
     pub async fn histogram(&self, p: &HistogramParams) -> Result<Served<HistogramResponse>> {
-        let pq = path_and_query(api::HISTOGRAM, p);
-        self.get(&pq, Target::Any { prefer: None }).await
+        let h = self.cluster.histogram(p).await?;
+        Ok(self.served(h, api::HISTOGRAM, p))
     }
 
-    /// [`api::TERMS`], on any replica.
+    /// [`api::TERMS`] over every group.
     pub async fn terms(&self, p: &TermsParams) -> Result<Served<TermsResponse>> {
-        let pq = path_and_query(api::TERMS, p);
-        self.get(&pq, Target::Any { prefer: None }).await
+        let t = self.cluster.terms(p).await?;
+        Ok(self.served(t, api::TERMS, p))
     }
 
-    /// [`api::CONTEXT`] of record `id`: on `replica`, the one that issued the id, or on any
-    /// replica for an id of unknown origin (a hand-made link).
+    /// [`api::CONTEXT`] of record `id` (a cluster-wide id: any replica of its group
+    /// answers for a key-based one).
     pub async fn context(
         &self,
-        replica: Option<usize>,
+        _replica: Option<usize>,
         id: &str,
         p: &ContextParams,
     ) -> Result<Served<Context>> {
-        let pq = path_and_query(&api::path_with(api::CONTEXT, id), p);
-        let target = match replica {
-            Some(r) => Target::Only(r),
-            None => Target::Any { prefer: None },
+        let c = self.cluster.context(id, p).await?;
+        let value = ContextResponse {
+            anchor: ReadHit::of_doc(c.anchor),
+            before: read_all(c.before),
+            after: read_all(c.after),
+            took_ms: c.took_ms,
+            partial: c.partial,
         };
-        self.get(&pq, target).await
+        Ok(self.served(value, &api::path_with(api::CONTEXT, id), p))
     }
 
-    /// [`api::TRACE`] of request or trace id `id`, on any replica.
+    /// [`api::TRACE`] of request or trace id `id`, over every group.
     pub async fn trace(&self, id: &str, p: &TraceParams) -> Result<Served<Trace>> {
-        let pq = path_and_query(&api::path_with(api::TRACE, id), p);
-        self.get(&pq, Target::Any { prefer: None }).await
-    }
-
-    /// Opens [`api::TAIL`] on the first replica that accepts it: the response whose body is
-    /// the indexer's event stream.
-    pub async fn tail(&self, p: &TailParams) -> Result<Served<reqwest::Response>> {
-        let pq = path_and_query(api::TAIL, p);
-        // No overall timeout: the stream lasts as long as the browser watches.
-        self.first(
-            &pq,
-            Target::Any { prefer: None },
-            None,
-            |r| async move { Ok(r) },
-        )
-        .await
-    }
-
-    /// The URL [`Client::tail`] asks on `replica`, for a page to show before it is opened.
-    pub fn tail_url(&self, replica: usize, p: &TailParams) -> String {
-        let base = self.replicas.get(replica).map_or("", |r| r.url.as_str());
-        format!("{base}{}", path_and_query(api::TAIL, p))
-    }
-
-    /// Asks every replica's [`api::HEALTHZ`], so the banner knows about a dead replica even
-    /// while pages are served by another one.
-    pub async fn check_health(&self) {
-        let checks = (0..self.replicas.len()).map(|i| self.check_one(i));
-        futures_util::future::join_all(checks).await;
-    }
-
-    // ---- Failover. ----
-
-    async fn check_one(&self, i: usize) {
-        let base = &self.replicas[i].url;
-        let res = self
-            .http
-            .get(format!("{base}{}", api::HEALTHZ))
-            .timeout(HEALTH_TIMEOUT)
-            .send()
-            .await;
-        let error = match res {
-            Ok(r) if r.status().is_success() => None,
-            // Degraded (a full disk, say) still answers searches: report it, keep it.
-            Ok(r) if r.status().as_u16() == 503 => {
-                let b = r.bytes().await.unwrap_or_default();
-                let problem = serde_json::from_slice::<Health>(&b)
-                    .ok()
-                    .and_then(|h| h.problem)
-                    .unwrap_or_else(|| "degraded".into());
-                let mut s = self.replicas[i]
-                    .status
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                s.error = Some(format!("`{base}`: degraded: {problem}"));
-                return;
-            }
-            Ok(r) => Some(format!(
-                "`{base}`: {} answered {}",
-                api::HEALTHZ,
-                r.status()
-            )),
-            Err(e) => Some(format!("`{base}`: {}", describe(&e))),
+        let t = self.cluster.trace(id, p).await?;
+        let value = TraceResponse {
+            id: t.id,
+            total: t.total,
+            hits: read_all(t.hits),
+            took_ms: t.took_ms,
+            partial: t.partial,
         };
-        self.mark(i, error);
+        Ok(self.served(value, &api::path_with(api::TRACE, id), p))
     }
 
-    fn mark(&self, i: usize, error: Option<String>) {
-        let mut s = self.replicas[i]
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let up = error.is_none();
-        if s.up != up {
-            if up {
-                tracing::info!(url = %s.url, "Indexer replica is back.");
-            } else {
-                tracing::warn!(url = %s.url, error = error.as_deref().unwrap_or(""), "Indexer replica is down.");
-            }
-            s.since = OffsetDateTime::now_utc();
-        }
-        s.up = up;
-        s.error = error;
-    }
-
-    /// The order in which replicas are asked: `prefer` first, then those believed up, then
-    /// those believed down (they may have come back since).
-    fn order(&self, target: Target) -> Result<Vec<usize>> {
-        let prefer = match target {
-            Target::Only(r) if r < self.replicas.len() => return Ok(vec![r]),
-            Target::Only(r) => {
-                return Err(Error::BadRequest(format!(
-                    "`r={r}` names no replica: this UI has {}",
-                    self.replicas.len()
-                )))
-            }
-            Target::Any { prefer } => prefer,
-        };
-        let st = self.statuses();
-        let mut order: Vec<usize> = Vec::with_capacity(st.len());
-        if let Some(p) = prefer.filter(|p| *p < st.len()) {
-            order.push(p);
-        }
-        for want_up in [true, false] {
-            for (i, s) in st.iter().enumerate() {
-                if s.up == want_up && !order.contains(&i) {
-                    order.push(i);
-                }
-            }
-        }
-        Ok(order)
-    }
-
-    /// Sends `path_and_query` to replica `i`: its successful response, or whether the next
-    /// replica should be asked.
-    async fn send(
-        &self,
-        i: usize,
-        path_and_query: &str,
-        timeout: Option<Duration>,
-    ) -> std::result::Result<reqwest::Response, Attempt> {
-        let base = &self.replicas[i].url;
-        let fail = |e: String| Attempt::Failover(format!("`{base}`: {e}"));
-        let mut req = self.http.get(format!("{base}{path_and_query}"));
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.bytes().await.unwrap_or_default();
-        let message = ErrorBody::message_of(&body);
-        // The replica is fine; the request is what is wrong, and every replica would say so.
-        // A search stopped at its --search-timeout (504) is final too: it would be stopped on
-        // every replica, and asking the next only doubles the load of the heaviest queries.
-        if status.is_client_error() || status == reqwest::StatusCode::GATEWAY_TIMEOUT {
-            return Err(Attempt::Final(Error::Indexer {
-                status: status.as_u16(),
-                message,
-            }));
-        }
-        Err(fail(format!("answered {status}: {message}")))
-    }
-
-    /// The first answer among `target`'s replicas, read by `read`, failing over on
-    /// connection errors, 5xx answers and bodies cut off on the way, and noting each
-    /// replica's state for the banner.
-    async fn first<T, F, Fut>(
-        &self,
-        path_and_query: &str,
-        target: Target,
-        timeout: Option<Duration>,
-        read: F,
-    ) -> Result<Served<T>>
-    where
-        F: Fn(reqwest::Response) -> Fut,
-        Fut: Future<Output = std::result::Result<T, reqwest::Error>>,
-    {
-        let mut attempts = Vec::new();
-        for i in self.order(target)? {
-            let outcome = match self.send(i, path_and_query, timeout).await {
-                Ok(resp) => read(resp).await.map_err(|e| {
-                    Attempt::Failover(format!("`{}`: {}", self.replicas[i].url, describe(&e)))
-                }),
-                Err(a) => Err(a),
-            };
-            match outcome {
-                Ok(value) => {
-                    self.mark(i, None);
-                    return Ok(Served {
-                        value,
-                        replica: i,
-                        url: format!("{}{path_and_query}", self.replicas[i].url),
-                    });
-                }
-                Err(Attempt::Final(e)) => {
-                    self.mark(i, None);
-                    return Err(e);
-                }
-                Err(Attempt::Failover(why)) => {
-                    self.mark(i, Some(why.clone()));
-                    attempts.push(why);
-                }
-            }
-        }
-        Err(Error::Unavailable { attempts })
-    }
-
-    /// The answer of the first replica that gives one, read as `T`. A body that is not the
-    /// API's answer is no reason to ask the next replica: every one of the same version
-    /// would answer the same.
-    async fn get<T: DeserializeOwned>(
-        &self,
-        path_and_query: &str,
-        target: Target,
-    ) -> Result<Served<T>> {
-        let raw = self
-            .first(path_and_query, target, Some(REQUEST_TIMEOUT), |r| r.bytes())
-            .await?;
-        let value = serde_json::from_slice(&raw.value).map_err(|e| Error::BadAnswer {
-            url: raw.url.clone(),
-            detail: e.to_string(),
-        })?;
+    /// Opens [`api::TAIL`] on every group, merged.
+    pub async fn tail(&self, p: &TailParams) -> Result<Served<Tail>> {
+        let t = self.cluster.tail(p).await?;
+        let url = t.urls.first().cloned().unwrap_or_default();
         Ok(Served {
-            value,
-            replica: raw.replica,
-            url: raw.url,
+            value: t,
+            replica: 0,
+            url,
         })
     }
-}
 
-/// A transport error in a few words: reqwest's own chain says "error sending request".
-fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = if e.is_connect() {
-        "cannot connect".to_string()
-    } else if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut src = e.source();
-    while let Some(inner) = src {
-        if inner.source().is_none() {
-            s.push_str(&format!(" ({inner})"));
-        }
-        src = inner.source();
+    /// The URL of [`Client::tail`] on an indexer, for a page to show before it is opened.
+    pub fn tail_url(&self, _replica: usize, p: &TailParams) -> String {
+        self.cluster
+            .url_for(&sawmill_query::path_and_query(api::TAIL, p))
     }
-    s
 }

@@ -1,5 +1,5 @@
-//! Sawmill's web UI: server-rendered pages over the indexers' search API, with failover
-//! between replicas. A request passes five stages, one module each:
+//! Sawmill's web UI: server-rendered pages over the search API of every indexer group, through
+//! the query crate's fan-out in-process. A request passes five stages, one module each:
 //!
 //! 1. **HTTP** (`web`): the router maps each page to a thin handler that reads the query
 //!    string into the page's parameters (a typo is a 400 page, not a silent default), calls
@@ -11,16 +11,16 @@
 //!    makes them (Discover its nine at once) and builds the page's askama struct. Page
 //!    state lives in the URL (`url`), so every view can be shared by copying the address.
 //! 3. **Typed client** (`client`): one method per route of the contract
-//!    (`sawmill_record::api`): it builds the path and query string from the route's
-//!    parameter type and reads the answer into the contract's answer type, each hit on its
-//!    own, so a stored record that does not fit the contract becomes a placeholder row
-//!    ("record could not be read") instead of failing the page.
-//! 4. **Replicas with failover** (`client`): a request goes to the first healthy replica
-//!    and moves on within the same request when one fails (connection error, 5xx, a body
-//!    cut off); a refusal (4xx, a search timeout) is final. Replicas' state, also checked in
-//!    the background through `/healthz`, feeds every page's banner. Record ids only mean
-//!    something on the replica that issued them, so links carry it, and a record is found
-//!    again by time and sender key when that replica is down.
+//!    (`sawmill_record::api`), each a call into `sawmill_query::Cluster` (the code
+//!    `sawmill query` serves, so the UI and the API agree), its answer read hit by hit, so
+//!    a stored record that does not fit the contract becomes a placeholder row ("record
+//!    could not be read") instead of failing the page.
+//! 4. **Groups and replicas** (`sawmill_query`): every group is asked on one healthy
+//!    replica, the next replica of a group asked when one fails within the request (a
+//!    refusal, 4xx or a search timeout, is final); a group none of whose replicas answers
+//!    leaves the answer partial, and the banner says so. Replicas' state, from discovery's
+//!    `/healthz` rounds and from requests, feeds every page's banner. Record ids name their
+//!    group and key (`g0~s~SEQ~SRC`), so a link finds its record on any replica of the group.
 //! 5. **Templates** (`row`, `highlight`, `svg`, `ui/templates/`): `row` turns a hit into
 //!    what a row shows (typed severity, cut messages, safe links), `highlight` splits
 //!    messages into matched and unmatched segments for `<mark>`, `svg` lays out the
@@ -45,9 +45,6 @@ pub use error::{Error, Result};
 pub use url::enc;
 pub use web::{router, CSP};
 
-/// How often replicas' health is checked for the banner.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-
 /// Bounds of the UI's HTTP server.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -69,23 +66,16 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves the UI on `listener` until `shutdown` completes, checking the replicas' health
-/// in the background. Live tails end at once when the stop begins; other requests get up
-/// to `config.stop_timeout`.
+/// Serves the UI on `listener` until `shutdown` completes (discovery checks the replicas'
+/// health in the background). Live tails end at once when the stop begins; other requests
+/// get up to `config.stop_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Client,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let health = client.clone();
     let closing = client.clone();
-    let checker = tokio::spawn(async move {
-        loop {
-            health.check_health().await;
-            tokio::time::sleep(HEALTH_INTERVAL).await;
-        }
-    });
     sawmill_http::serve(
         listener,
         router(client),
@@ -98,7 +88,6 @@ pub async fn serve(
         },
     )
     .await;
-    checker.abort();
     Ok(())
 }
 

@@ -63,29 +63,44 @@ impl Chrome {
     }
 }
 
-/// Lines for the banner: replicas that failed, and since when.
+/// Lines for the banner: groups none of whose replicas answers (their records are missing
+/// from every answer), then replicas that failed, and since when.
 pub fn banner(client: &Client) -> Vec<String> {
     let st = client.statuses();
-    let up = st.iter().filter(|s| s.up).count();
-    st.iter()
-        .filter_map(|s| {
-            let why = s.error.as_deref()?;
-            Some(if s.up {
-                format!("Indexer replica {} reports a problem: {why}", s.url)
-            } else {
-                format!(
-                    "Indexer replica {} is down since {} ({why}); {}",
-                    s.url,
-                    format_utc(s.since),
-                    if up > 0 {
-                        format!("answers come from the other {up} replica(s).")
-                    } else {
-                        "no replica answers.".to_string()
-                    }
-                )
-            })
+    let mut groups: std::collections::BTreeMap<&str, bool> = Default::default();
+    for s in &st {
+        if let Some(g) = &s.group {
+            *groups.entry(g.as_str()).or_default() |= s.up;
+        }
+    }
+    let mut lines: Vec<String> = groups
+        .iter()
+        .filter(|(_, up)| !**up)
+        .map(|(g, _)| format!("group {g} did not answer: results are incomplete"))
+        .collect();
+    lines.extend(st.iter().filter_map(|s| {
+        let why = s.error.as_deref()?;
+        // Replicas of the same group that still answer; all of them without a group known.
+        let up = st
+            .iter()
+            .filter(|o| o.up && (s.group.is_none() || o.group == s.group))
+            .count();
+        Some(if s.up {
+            format!("Indexer replica {} reports a problem: {why}", s.url)
+        } else {
+            format!(
+                "Indexer replica {} is down since {} ({why}); {}",
+                s.url,
+                format_utc(s.since),
+                if up > 0 {
+                    format!("answers come from the other {up} replica(s).")
+                } else {
+                    "no replica answers.".to_string()
+                }
+            )
         })
-        .collect()
+    }));
+    lines
 }
 
 /// The same path and query with `tz` set, so the switch keeps everything else.

@@ -1,0 +1,469 @@
+//! The fan-out: the groups discovery found, one healthy replica of each asked at once, the
+//! next replica of a group asked when one fails within the request, and a group none of
+//! whose replicas answers reported as missing rather than failing the answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sawmill_cluster::{Discovery, DiscoveryConfig, Member, Membership, Target};
+use sawmill_record::api::{ErrorBody, Partial};
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// How a [`Cluster`] finds its indexers and bounds its work.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// What `--indexer` gave: fixed URLs and DNS names.
+    pub targets: Vec<Target>,
+    /// How often names are resolved again and replicas' health asked.
+    pub discovery_interval: Duration,
+    /// Longest one replica may take over one request before the next one is asked.
+    pub request_timeout: Duration,
+    /// Fan-outs in flight at once (each holds at most `limit` hits per group).
+    pub max_concurrent: usize,
+    /// Longest a request waits for a fan-out slot before answering 503.
+    pub queue_timeout: Duration,
+    /// Live tails open at once (each holds one stream per group and a few events).
+    pub max_tails: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            targets: Vec::new(),
+            discovery_interval: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_concurrent: 64,
+            queue_timeout: Duration::from_secs(10),
+            max_tails: 256,
+        }
+    }
+}
+
+/// One group's answer: which replica gave it and what it said.
+#[derive(Clone, Debug)]
+pub struct Answer<T> {
+    pub group: String,
+    /// The answering replica's id (from its `/healthz`).
+    pub replica: String,
+    /// The full URL asked.
+    pub url: String,
+    pub value: T,
+}
+
+/// The answers of a fan-out, and the groups that gave none.
+#[derive(Debug)]
+pub struct Fanned<T> {
+    pub answers: Vec<Answer<T>>,
+    /// Groups none of whose replicas answered, sorted.
+    pub missing: Vec<String>,
+}
+
+impl<T> Fanned<T> {
+    /// What the answer says about missing groups.
+    pub fn partial(&self) -> Option<Partial> {
+        (!self.missing.is_empty()).then(|| Partial {
+            missing_groups: self.missing.clone(),
+        })
+    }
+}
+
+/// What the banner and `/healthz` show of one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaState {
+    pub url: String,
+    /// Unknown until its `/healthz` answered once.
+    pub group: Option<String>,
+    pub replica: Option<String>,
+    pub up: bool,
+    pub error: Option<String>,
+    /// When it was last seen change state.
+    pub since: OffsetDateTime,
+}
+
+/// A request a replica could not serve: ask the next one, or stop there.
+pub(crate) enum Attempt {
+    Failover(String),
+    Final(Error),
+}
+
+struct Inner {
+    http: reqwest::Client,
+    discovery: Discovery,
+    config: ClusterConfig,
+    admission: Arc<Semaphore>,
+    tails: Arc<Semaphore>,
+    /// Replicas that failed a request since discovery last saw them, by URL, with why:
+    /// asked last until discovery's next round, which is asked for at once.
+    failed: Mutex<HashMap<String, String>>,
+    /// Each replica's last state and since when, for the banner.
+    seen: Mutex<HashMap<String, (bool, OffsetDateTime)>>,
+    closing: watch::Sender<bool>,
+    metrics: Metrics,
+}
+
+/// The indexer groups behind `sawmill query` and the UI. Cloning shares everything.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Starts discovery over `config.targets` (the first round is done when this returns).
+    pub async fn start(config: ClusterConfig) -> Result<Cluster> {
+        if config.targets.is_empty() {
+            return Err(Error::Config("give at least one --indexer URL".into()));
+        }
+        let http = reqwest::Client::builder()
+            // A dead replica on the same network refuses at once; a hung one must not hold
+            // a request for long before the next replica is asked.
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(Error::HttpClient)?;
+        let discovery = Discovery::start(
+            config.targets.clone(),
+            DiscoveryConfig {
+                interval: config.discovery_interval,
+                health_timeout: Duration::from_secs(2),
+            },
+            http.clone(),
+        )
+        .await;
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                http,
+                discovery,
+                admission: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+                tails: Arc::new(Semaphore::new(config.max_tails.max(1))),
+                config,
+                failed: Mutex::new(HashMap::new()),
+                seen: Mutex::new(HashMap::new()),
+                closing: watch::Sender::new(false),
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    pub fn membership(&self) -> Arc<Membership> {
+        self.inner.discovery.current()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Turns true when the server stops, ending live tails.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Every replica known, with its state as requests and discovery saw it.
+    pub fn replicas(&self) -> Vec<ReplicaState> {
+        let m = self.membership();
+        let failed = lock(&self.inner.failed).clone();
+        let mut seen = lock(&self.inner.seen);
+        let now = OffsetDateTime::now_utc();
+        m.members
+            .iter()
+            .map(|mb| {
+                let error = failed.get(&mb.url).cloned().or_else(|| mb.error.clone());
+                let up = mb.up && !failed.contains_key(&mb.url);
+                let since = match seen.get(&mb.url) {
+                    Some((was, t)) if *was == up => *t,
+                    _ => {
+                        seen.insert(mb.url.clone(), (up, now));
+                        now
+                    }
+                };
+                ReplicaState {
+                    url: mb.url.clone(),
+                    group: mb.group.clone(),
+                    replica: mb.replica.clone(),
+                    up,
+                    error,
+                    since,
+                }
+            })
+            .collect()
+    }
+
+    /// `path_and_query` on a replica that would answer it now (of the first group), for a
+    /// page's "the same request on an indexer" line.
+    pub fn url_for(&self, path_and_query: &str) -> String {
+        let groups = self.groups(&HashMap::new());
+        let base = groups
+            .first()
+            .and_then(|(_, ms)| ms.first())
+            .map(|m| m.url.clone())
+            .or_else(|| self.membership().members.first().map(|m| m.url.clone()))
+            .unwrap_or_default();
+        format!("{base}{path_and_query}")
+    }
+
+    /// A fan-out slot: waits up to the queue timeout, then refuses (503) rather than
+    /// letting requests pile up.
+    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit> {
+        let sem = self.inner.admission.clone();
+        match tokio::time::timeout(self.inner.config.queue_timeout, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.inner.metrics.refused.fetch_add(1, Relaxed);
+                Err(Error::Busy(format!(
+                    "{} searches are being fanned out already; try again shortly",
+                    self.inner.config.max_concurrent
+                )))
+            }
+        }
+    }
+
+    /// A live-tail slot, or 429 at once: a tail lasts as long as its browser watches.
+    pub(crate) fn admit_tail(&self) -> Result<OwnedSemaphorePermit> {
+        self.inner.tails.clone().try_acquire_owned().map_err(|_| {
+            self.inner.metrics.refused.fetch_add(1, Relaxed);
+            Error::Busy(format!(
+                "{} live tails are open already; close one or try again later",
+                self.inner.config.max_tails
+            ))
+        })
+    }
+
+    /// The groups known now, each with its replicas in the order to ask them: `prefer` (a
+    /// replica id) first, then those believed up, then the others (they may be back).
+    pub(crate) fn groups(&self, prefer: &HashMap<String, String>) -> Vec<(String, Vec<Member>)> {
+        let m = self.membership();
+        let failed = lock(&self.inner.failed).clone();
+        m.groups()
+            .into_iter()
+            .map(|(g, members)| {
+                let p = prefer.get(g);
+                let mut ms: Vec<Member> = members.into_iter().cloned().collect();
+                ms.sort_by_key(|mb| {
+                    let preferred = p.is_some() && mb.replica.as_ref() == p;
+                    (!preferred, !mb.up || failed.contains_key(&mb.url))
+                });
+                (g.to_string(), ms)
+            })
+            .collect()
+    }
+
+    /// Asks every group `path_for(group)` (a group for which it gives `None` is not asked)
+    /// at once, each on its replicas in turn. A refusal (4xx, a search timeout) from any
+    /// group fails the whole request: every group would refuse the same. No group answering
+    /// is an error; some not answering is a partial answer.
+    pub(crate) async fn fan_out<T: DeserializeOwned>(
+        &self,
+        groups: Vec<(String, Vec<Member>)>,
+        path_for: impl Fn(&str) -> Option<String>,
+    ) -> Result<Fanned<T>> {
+        if groups.is_empty() {
+            return Err(self.no_groups());
+        }
+        let asks = groups.iter().filter_map(|(g, ms)| {
+            let pq = path_for(g)?;
+            Some(async move { (g.clone(), self.ask_group::<T>(g, ms, &pq).await) })
+        });
+        let results = futures_util::future::join_all(asks).await;
+        let mut out = Fanned {
+            answers: Vec::new(),
+            missing: Vec::new(),
+        };
+        let mut attempts = Vec::new();
+        let asked = results.len();
+        for (g, r) in results {
+            match r {
+                Ok(a) => out.answers.push(a),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Failover(why)) => {
+                    attempts.push(why);
+                    out.missing.push(g);
+                }
+            }
+        }
+        if asked > 0 && out.answers.is_empty() {
+            return Err(Error::Unavailable { attempts });
+        }
+        if !out.missing.is_empty() {
+            self.inner.metrics.partial.fetch_add(1, Relaxed);
+        }
+        out.missing.sort();
+        Ok(out)
+    }
+
+    /// Asks one group: its replicas in turn until one answers.
+    pub(crate) async fn ask_group<T: DeserializeOwned>(
+        &self,
+        group: &str,
+        members: &[Member],
+        path_and_query: &str,
+    ) -> std::result::Result<Answer<T>, Attempt> {
+        let res = self
+            .first(group, members, |url| {
+                let url = format!("{url}{path_and_query}");
+                async move {
+                    let resp = self
+                        .send(&url, Some(self.inner.config.request_timeout))
+                        .await?;
+                    let body = resp
+                        .bytes()
+                        .await
+                        .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?;
+                    let value = serde_json::from_slice(&body).map_err(|e| {
+                        Attempt::Final(Error::BadAnswer {
+                            url: url.clone(),
+                            detail: e.to_string(),
+                        })
+                    })?;
+                    Ok((url, value))
+                }
+            })
+            .await;
+        res.map(|(replica, (url, value))| Answer {
+            group: group.to_string(),
+            replica,
+            url,
+            value,
+        })
+    }
+
+    /// Runs `call` on `members` in turn until one succeeds: the replica id and its result.
+    pub(crate) async fn first<T, F, Fut>(
+        &self,
+        group: &str,
+        members: &[Member],
+        call: F,
+    ) -> std::result::Result<(String, T), Attempt>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Attempt>>,
+    {
+        let mut whys = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            if i > 0 {
+                self.inner.metrics.failovers.fetch_add(1, Relaxed);
+            }
+            match call(m.url.clone()).await {
+                Ok(v) => {
+                    if lock(&self.inner.failed).remove(&m.url).is_some() {
+                        tracing::info!(url = %m.url, group, "Indexer replica is back.");
+                    }
+                    return Ok((m.replica.clone().unwrap_or_default(), v));
+                }
+                Err(Attempt::Failover(why)) => {
+                    tracing::warn!(url = %m.url, group, error = %why, "Indexer replica failed a request.");
+                    lock(&self.inner.failed).insert(m.url.clone(), why.clone());
+                    self.inner.discovery.refresh();
+                    whys.push(why);
+                }
+                Err(final_) => return Err(final_),
+            }
+        }
+        self.inner.metrics.group_failures.fetch_add(1, Relaxed);
+        let why = if whys.is_empty() {
+            format!("group `{group}` has no replica")
+        } else {
+            format!("group `{group}`: {}", whys.join("; "))
+        };
+        Err(Attempt::Failover(why))
+    }
+
+    /// Sends a GET to `url`: its successful response, or whether the next replica should
+    /// be asked.
+    pub(crate) async fn send(
+        &self,
+        url: &str,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<reqwest::Response, Attempt> {
+        let fail = |e: String| Attempt::Failover(format!("`{url}`: {e}"));
+        let mut req = self.inner.http.get(url);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await.map_err(|e| fail(describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let message = ErrorBody::message_of(&body);
+        // The replica is fine; the request is what is wrong, and every replica would say
+        // so. A search stopped at its --search-timeout (504) would be stopped on every
+        // replica too: asking the next only doubles the load of the heaviest queries.
+        // 429 is a full search queue: that replica is busy, another may not be.
+        if (status.is_client_error() && status.as_u16() != 429)
+            || status == reqwest::StatusCode::GATEWAY_TIMEOUT
+        {
+            return Err(Attempt::Final(Error::Indexer {
+                status: status.as_u16(),
+                message,
+            }));
+        }
+        Err(fail(format!("answered {status}: {message}")))
+    }
+
+    pub(crate) fn no_groups(&self) -> Error {
+        let m = self.membership();
+        let mut why: Vec<String> = m
+            .members
+            .iter()
+            .map(|mb| {
+                format!(
+                    "`{}`: {}",
+                    mb.url,
+                    mb.error.as_deref().unwrap_or("has not said its group")
+                )
+            })
+            .collect();
+        why.extend(m.errors.iter().map(|(n, e)| format!("`{n}`: {e}")));
+        if why.is_empty() {
+            why.push("no replica found".into());
+        }
+        Error::NoGroups(why.join("; "))
+    }
+}
+
+impl Attempt {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Attempt::Final(e) => e,
+            Attempt::Failover(why) => Error::Unavailable {
+                attempts: vec![why],
+            },
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A transport error in a few words: reqwest's own chain says "error sending request".
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(inner) = src {
+        if inner.source().is_none() {
+            s.push_str(&format!(" ({inner})"));
+        }
+        src = inner.source();
+    }
+    s
+}
