@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_or, generate, hex, ingest, start_server, Data, Draw, Server};
+use common::{env_or, generate_with, hex, ingest, start_server, Data, Draw, Server};
 use serde_json::{json, Value};
 
 const WORDS: [&str; 16] = [
@@ -35,7 +35,7 @@ const WORDS: [&str; 16] = [
 
 /// `n` records of sender `src`, as services write them.
 fn records(n: usize, seed: u64, src: &str) -> Data {
-    generate(n, seed, &WORDS, 1000, |rng, d| {
+    generate_with(n, seed, &WORDS, 1000, |rng, d| {
         let Draw { rid, service, .. } = d;
         json!({
             "ts": d.ts_ms, "message": format!("{} user={} {}", d.phrase, hex(rng, 6), rid),
