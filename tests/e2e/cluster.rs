@@ -47,3 +47,114 @@ fn a_group_name_that_cannot_be_a_label_is_refused_at_start() {
         "the refusal says why: {err}"
     );
 }
+
+/// The `(_src, _seq)` of every record an indexer holds.
+fn keys(ix: &Indexer) -> std::collections::BTreeSet<(String, u64)> {
+    all_hits(ix, "*")
+        .iter()
+        .map(|h| {
+            (
+                h["_src"].as_str().unwrap().to_string(),
+                h["_seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `f` until it holds, for at most `secs`.
+fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Issue 11 as a whole: a shipper finds two groups of two replicas through one DNS name and
+/// places every line on one group; one replica is killed with `kill -9` and replaced at its
+/// address by one on an empty data directory (an orchestrator moving the task); it copies
+/// its group's history from its peer while lines keep coming; `query` counts every line
+/// once throughout, and at the end both replicas of each group hold the same records.
+#[test]
+fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
+    let dir = TempDir::new("whole-cluster");
+    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let hosts = dir.path().join("hosts");
+    let entries: Vec<(&str, &str)> = addrs.iter().map(|a| (*a, "sawmill-indexer")).collect();
+    hosts_file(&hosts, &entries);
+    let target = format!("dns+http://sawmill-indexer:{port}");
+    let start = |i: usize, data: &std::path::Path| {
+        let group = if i < 2 { "g0" } else { "g1" };
+        let listen = format!("{}:{port}", addrs[i]);
+        let args = [
+            "--group",
+            group,
+            "--peer",
+            &target,
+            "--discovery-interval",
+            "1s",
+        ];
+        Indexer::start_in(&hosts, &listen, data, &args)
+    };
+    let data: Vec<_> = (0..4).map(|i| dir.path().join(format!("ix{i}"))).collect();
+    let mut ixs: Vec<Indexer> = (0..4).map(|i| start(i, &data[i])).collect();
+    let shipper_dir = dir.path().join("shipper");
+    std::fs::create_dir_all(&shipper_dir).unwrap();
+    let shipper = Shipper::start_in(
+        &hosts,
+        &shipper_dir,
+        &[&target],
+        &["--discovery-interval", "1s"],
+    );
+    let query = crate::fanout::Proc::start(
+        &hosts,
+        "query",
+        &["--indexer", &target, "--discovery-interval", "1s"],
+    );
+    let total = |q: &crate::fanout::Proc| {
+        get_ok(&format!(
+            "{}/api/v1/search?q=service:checkout&limit=0",
+            q.url
+        ))["total"]
+            .as_u64()
+            .unwrap()
+    };
+    for i in 0..3000 {
+        shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
+    }
+    eventually("query counts 3000", 90, || total(&query) == 3000);
+    eventually("replicas of a group agree", 60, || {
+        keys(&ixs[0]) == keys(&ixs[1]) && keys(&ixs[2]) == keys(&ixs[3])
+    });
+    let (g0, g1) = (keys(&ixs[0]), keys(&ixs[2]));
+    assert!(g0.is_disjoint(&g1), "a line is in both groups");
+    assert!(
+        !g0.is_empty() && !g1.is_empty(),
+        "{} / {}",
+        g0.len(),
+        g1.len()
+    );
+
+    // The orchestrator moves replica 1: kill -9, and a new task at its address on an empty disk.
+    ixs.remove(1).kill9();
+    std::fs::remove_dir_all(&data[1]).unwrap();
+    ixs.insert(1, start(1, &data[1]));
+    for i in 3000..4000 {
+        shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
+    }
+    eventually("query counts 4000", 90, || total(&query) == 4000);
+    eventually("the new replica holds its group's history", 90, || {
+        keys(&ixs[1]) == keys(&ixs[0])
+    });
+    eventually("g1's replicas agree", 60, || keys(&ixs[2]) == keys(&ixs[3]));
+    let held = keys(&ixs[0]).len() + keys(&ixs[2]).len();
+    assert_eq!(held, 4000, "every line in exactly one group");
+    let health = get_ok(&ixs[1].api("/healthz"));
+    assert_eq!(health["lag_records"], 0, "{health}");
+    assert_eq!(total(&query), 4000);
+    shipper.terminate();
+}
