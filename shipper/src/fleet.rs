@@ -36,6 +36,8 @@ struct Entry {
     group: String,
     /// Its replica id, once its `/healthz` said it.
     id: Option<String>,
+    /// Its group is presumed (`default`), not said.
+    presumed: bool,
     /// When discovery stopped listing it.
     gone_since: Option<Instant>,
     task: tokio::task::JoinHandle<()>,
@@ -112,58 +114,89 @@ impl Fleet {
     }
 
     /// The group of `m`: what its `/healthz` said. A fixed URL not heard from yet is
-    /// presumed in `default` only once some replica said `default` and none said another
-    /// group (a single-group setup, as before groups existed, where a replica down at start
-    /// still gets its backlog). Otherwise it has none yet and gets no batch: presuming a
-    /// group it is not in would put its share of records on a group that may not exist.
-    fn group_of<'m>(&self, m: &'m Member, only_default: bool) -> Option<&'m str> {
+    /// presumed in `default` when `presume` (see [`Fleet::presume_default`]). Otherwise it
+    /// has none yet and gets no batch: presuming a group it is not in would put its share
+    /// of records on a group that may not exist, and both copies in two groups.
+    fn group_of<'m>(&self, m: &'m Member, presume: bool) -> Option<&'m str> {
         match &m.group {
             Some(g) => Some(g),
-            None if only_default && self.fixed.get(m.target).copied().unwrap_or(false) => {
+            None if presume && self.fixed.get(m.target).copied().unwrap_or(false) => {
                 Some(DEFAULT_GROUP)
             }
             None => None,
         }
     }
 
+    /// Whether fixed URLs not heard from yet are presumed in `default`: once some replica
+    /// said `default` and none another group (a single-group setup, as before groups
+    /// existed, where a replica down at start still gets its backlog), or when it is the
+    /// only replica there is (its records have nowhere else to go, whatever its group).
+    fn presume_default(now: &Membership) -> bool {
+        let mut said = now.members.iter().filter_map(|m| m.group.as_deref());
+        match said.next() {
+            Some(first) => first == DEFAULT_GROUP && said.all(|g| g == DEFAULT_GROUP),
+            None => now.members.len() == 1,
+        }
+    }
+
     /// Returns whether the group names changed.
     fn apply(&mut self, now: &Membership) -> bool {
-        let mut said = now.members.iter().filter_map(|m| m.group.as_deref());
-        let only_default = said.clone().next().is_some() && said.all(|g| g == DEFAULT_GROUP);
+        let presume = Self::presume_default(now);
+        let lone = now.members.len() == 1 && self.entries.len() <= 1;
         let mut listed = Vec::new();
         for m in &now.members {
-            let Some(group) = self.group_of(m, only_default) else {
+            let Some(group) = self.group_of(m, presume) else {
                 continue;
             };
             listed.push(m.url.clone());
-            let moved = self.entries.get(&m.url).is_some_and(|e| {
-                e.group != group || (e.id.is_some() && m.replica.is_some() && e.id != m.replica)
-            });
-            if moved {
-                // Another replica at the same address (an IP reused by another task, or a
-                // presumed group that was wrong): the old backlog was meant for the old one.
-                self.replace(&m.url, group);
-            }
-            match self.entries.get_mut(&m.url) {
-                Some(e) => {
-                    if e.id.is_none() {
-                        e.id = m.replica.clone();
-                    }
-                    if e.gone_since.take().is_some() {
-                        e.replica.m.set_state("live");
-                        tracing::info!(replica = %m.url, %group, "Replica is listed again; it keeps its backlog.");
-                        let r = e.replica.clone();
-                        self.joined(group, &r);
-                    }
-                }
-                None => {
-                    let fixed = self.fixed.get(m.target).copied().unwrap_or(false);
-                    self.add(m, group, fixed)
-                }
-            }
+            self.take_in(m, group, lone);
         }
         self.unlisted(&listed);
         self.regroup()
+    }
+
+    /// Takes in the listed member `m` of `group`.
+    fn take_in(&mut self, m: &Member, group: &str, lone: bool) {
+        let (mut regrouped, mut moved) = (None, false);
+        if let Some(e) = self.entries.get(&m.url) {
+            let new_id = e.id.is_some() && m.replica.is_some() && e.id != m.replica;
+            if e.group != group && e.presumed && lone && !new_id {
+                // The only replica's presumed group, now known: what it holds was all
+                // meant for it anyway.
+                regrouped = Some((e.group.clone(), e.replica.clone()));
+            } else {
+                moved = e.group != group || new_id;
+            }
+        }
+        if moved {
+            // Another replica at the same address (an IP reused by another task, or a
+            // presumed group that was wrong): the old backlog was meant for the old one.
+            self.replace(&m.url, group);
+        }
+        if let Some((from, r)) = &regrouped {
+            if let Some(s) = self.short.get(from) {
+                s.left(r);
+            }
+            r.m.set_group(group);
+        }
+        let Some(e) = self.entries.get_mut(&m.url) else {
+            let fixed = self.fixed.get(m.target).copied().unwrap_or(false);
+            return self.add(m, group, fixed);
+        };
+        e.group = group.to_string();
+        e.presumed = m.group.is_none();
+        if e.id.is_none() {
+            e.id = m.replica.clone();
+        }
+        let relisted = e.gone_since.take().is_some();
+        if relisted {
+            e.replica.m.set_state("live");
+            tracing::info!(replica = %m.url, %group, "Replica is listed again; it keeps its backlog.");
+        }
+        if relisted || regrouped.is_some() {
+            let r = e.replica.clone();
+            self.joined(group, &r);
+        }
     }
 
     /// Marks the entries `listed` does not name as gone: they keep what they hold until
@@ -258,6 +291,7 @@ impl Fleet {
                 replica: replica.clone(),
                 group: group.to_string(),
                 id: member.replica.clone(),
+                presumed: member.group.is_none(),
                 gone_since: None,
                 task,
             },
@@ -472,6 +506,21 @@ mod tests {
             member("b", Some("g1"), "rb2"),
         ]);
         assert!(!Arc::ptr_eq(&new, &s.fleet.replicas_of("g1")[0]));
+    }
+
+    #[test]
+    fn a_lone_fixed_url_down_at_start_gets_its_backlog_and_keeps_it_whatever_its_group() {
+        let mut s = setup(
+            true,
+            Duration::from_secs(900),
+            1,
+            vec![member("a", None, "")],
+        );
+        assert_eq!(s.urls_of("default"), ["a"]);
+        let old = s.fleet.replicas_of("default")[0].clone();
+        assert!(s.list(vec![member("a", Some("g0"), "ra")]));
+        assert_eq!(s.fleet.groups(), ["g0"]);
+        assert!(Arc::ptr_eq(&old, &s.fleet.replicas_of("g0")[0]));
     }
 
     #[test]
