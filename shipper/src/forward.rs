@@ -97,6 +97,11 @@ impl Batch {
         self.targets.lock().unwrap().len()
     }
 
+    fn has_target(&self, replica: &Arc<ReplicaMetrics>) -> bool {
+        let targets = self.targets.lock().unwrap();
+        targets.iter().any(|t| Arc::ptr_eq(t, replica))
+    }
+
     /// A replica joined its group after every earlier one took it (see [`Shortfall`]).
     pub fn add_target(&self, replica: Arc<ReplicaMetrics>) {
         self.targets.lock().unwrap().push(replica);
@@ -188,14 +193,7 @@ impl Shortfall {
     /// a replica of the group it has not been to, or waits for one.
     pub(crate) fn hold(&self, batch: Arc<Batch>, wanted: usize, metrics: &Metrics) {
         let mut w = self.waiting.lock().unwrap();
-        let next = w
-            .replicas
-            .iter()
-            .find(|r| {
-                let targets = batch.targets.lock().unwrap();
-                !targets.iter().any(|t| Arc::ptr_eq(t, &r.m))
-            })
-            .cloned();
+        let next = w.replicas.iter().find(|r| !batch.has_target(&r.m)).cloned();
         match next {
             Some(r) => {
                 drop(w);
@@ -211,14 +209,19 @@ impl Shortfall {
         }
     }
 
-    /// `replica` joined the group: it is handed every batch waiting here.
+    /// `replica` joined the group (or is listed again): it is handed every batch waiting
+    /// here that it has not taken already (one replica's ack must not count twice).
     pub fn joined(&self, replica: &Arc<Replica>, metrics: &Metrics) {
         let held = {
             let mut w = self.waiting.lock().unwrap();
             if !w.replicas.iter().any(|r| Arc::ptr_eq(r, replica)) {
                 w.replicas.push(replica.clone());
             }
-            std::mem::take(&mut w.batches)
+            let (took, held): (Vec<_>, Vec<_>) = std::mem::take(&mut w.batches)
+                .into_iter()
+                .partition(|b| b.has_target(&replica.m));
+            w.batches = took;
+            held
         };
         if !held.is_empty() {
             tracing::info!(group = %self.group, replica = %replica.url, batches = held.len(), "The group gained a replica; sending it the batches that wait for --ack-replicas.");
@@ -605,5 +608,25 @@ mod tests {
         a.delivered(&bt, &metrics);
         short.abandon();
         assert_eq!(t.rewind(), Some(0));
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_replica_listed_again_is_not_handed_what_it_took() {
+        let metrics = Metrics::default();
+        let a = Arc::new(replica(&metrics, "a"));
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        // A leaves discovery for a moment and is listed again.
+        short.left(&a);
+        short.joined(&a, &metrics);
+        assert!(
+            a.is_empty(),
+            "A took it already: its ack must not count twice"
+        );
+        assert_eq!(short.waiting.lock().unwrap().batches.len(), 1);
     }
 }
