@@ -187,6 +187,7 @@ impl Fleet {
         e.presumed = m.group.is_none();
         if e.id.is_none() {
             e.id = m.replica.clone();
+            e.replica.m.set_replica_id(m.replica.as_deref());
         }
         let relisted = e.gone_since.take().is_some();
         if relisted {
@@ -272,6 +273,7 @@ impl Fleet {
     fn add(&mut self, member: &Member, group: &str, fixed: bool) {
         let url = member.url.as_str();
         let m = self.metrics.add_replica(url, group);
+        m.set_replica_id(member.replica.as_deref());
         let replica = Arc::new(Replica::new(url.to_string(), m, self.cfg.backlog_bytes));
         let task = self.cfg.runtime.spawn(replica.clone().run(
             self.cfg.client.clone(),

@@ -97,9 +97,11 @@ impl Batch {
         self.targets.lock().unwrap().len()
     }
 
+    /// Whether `replica` (the same row, or the same replica id at another address) was
+    /// handed it already.
     fn has_target(&self, replica: &Arc<ReplicaMetrics>) -> bool {
         let targets = self.targets.lock().unwrap();
-        targets.iter().any(|t| Arc::ptr_eq(t, replica))
+        targets.iter().any(|t| t.same_replica(replica))
     }
 
     /// A replica joined its group after every earlier one took it (see [`Shortfall`]).
@@ -628,5 +630,24 @@ mod tests {
             "A took it already: its ack must not count twice"
         );
         assert_eq!(short.waiting.lock().unwrap().batches.len(), 1);
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_replica_back_at_another_address_does_not_count_twice() {
+        let metrics = Metrics::default();
+        let a = Arc::new(replica(&metrics, "http://10.0.0.1"));
+        a.m.set_replica_id(Some("r-a"));
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        // The pod restarts with its data directory at a new address.
+        let again = Arc::new(replica(&metrics, "http://10.0.0.2"));
+        again.m.set_replica_id(Some("r-a"));
+        short.joined(&again, &metrics);
+        assert!(again.is_empty(), "the same replica id took it already");
+        assert_eq!(t.done(), 0);
     }
 }

@@ -59,6 +59,9 @@ pub struct ReplicaMetrics {
     /// Given up, and a drop report round has seen it since: every drop of it was reported,
     /// so the row may go.
     reported: AtomicBool,
+    /// The replica id its `/healthz` said, once known: the same replica may come back at
+    /// another address (a restarted pod), and must not count twice for `--ack-replicas`.
+    replica_id: RwLock<Option<String>>,
     /// Its backlog has overflowed since the batcher last found it with nothing new given
     /// up: one log line per episode, not one per batch.
     pub overflowing: AtomicBool,
@@ -312,6 +315,24 @@ impl ReplicaMetrics {
 
     pub fn state(&self) -> &'static str {
         *self.state.read().unwrap()
+    }
+
+    pub fn set_replica_id(&self, id: Option<&str>) {
+        if let Some(id) = id {
+            *self.replica_id.write().unwrap() = Some(id.to_string());
+        }
+    }
+
+    /// Whether `other` is this replica: the same row, or the same replica id.
+    pub fn same_replica(self: &Arc<Self>, other: &Arc<ReplicaMetrics>) -> bool {
+        if Arc::ptr_eq(self, other) {
+            return true;
+        }
+        let (a, b) = (
+            self.replica_id.read().unwrap(),
+            other.replica_id.read().unwrap(),
+        );
+        a.is_some() && *a == *b
     }
 
     /// Given up, and every drop of it reported.
