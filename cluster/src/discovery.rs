@@ -7,6 +7,14 @@
 //! going elsewhere. A replica leaves the membership when its name stops listing it (a DNS
 //! name) — a fixed URL never leaves. What to do with a replica that left (keep its backlog
 //! for a grace period, say) is the consumer's business.
+//!
+//! A name whose lookup *fails* (a SERVFAIL or a timeout, not an empty answer) keeps its
+//! last good answer for [`stale_for`] of the interval (a minute at least), so one bad answer
+//! does not empty the membership. Every lookup has a timeout, so a round always ends.
+//!
+//! Subscribers are woken only when the membership's shape changes (a replica's address,
+//! group, id or whether it is up), not for every new health figure; [`Discovery::current`]
+//! still shows the latest health.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +25,15 @@ use sawmill_record::api::{self, Health};
 use tokio::sync::watch;
 
 use crate::target::Target;
+
+/// Longest one name lookup may take (an SRV name, and each of its hosts apiece).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a name whose lookup fails keeps its last good answer: a few rounds, and a
+/// minute at least.
+pub fn stale_for(interval: Duration) -> Duration {
+    (interval * 3).max(Duration::from_secs(60))
+}
 
 /// How discovery runs.
 #[derive(Clone, Debug)]
@@ -85,6 +102,29 @@ impl Membership {
     pub fn member(&self, url: &str) -> Option<&Member> {
         self.members.iter().find(|m| m.url == url)
     }
+
+    /// Whether `other` has the same replicas, each with the same group, id and being up or
+    /// not: what a change is announced for (health figures and error texts change every
+    /// round).
+    pub fn same_shape(&self, other: &Membership) -> bool {
+        let shape = |m: &Member| (m.url.clone(), m.group.clone(), m.replica.clone(), m.up);
+        self.members.len() == other.members.len()
+            && self
+                .members
+                .iter()
+                .map(shape)
+                .eq(other.members.iter().map(shape))
+    }
+}
+
+/// Stores `next` (so the latest health is seen) and wakes subscribers only if its shape
+/// changed.
+fn publish(tx: &watch::Sender<Arc<Membership>>, next: Membership) {
+    tx.send_if_modified(|cur| {
+        let changed = !cur.same_shape(&next);
+        *cur = Arc::new(next);
+        changed
+    });
 }
 
 /// A running discovery: a task that keeps the membership current. Dropping it stops it.
@@ -116,6 +156,7 @@ impl Discovery {
             known: HashMap::new(),
             resolver: None,
             failing: HashMap::new(),
+            last_good: HashMap::new(),
         };
         let first = state.round().await;
         let (tx, rx) = watch::channel(Arc::new(first));
@@ -125,14 +166,7 @@ impl Discovery {
             loop {
                 let _ = tokio::time::timeout(state.config.interval, wake.notified()).await;
                 let next = state.round().await;
-                tx.send_if_modified(|cur| {
-                    if **cur == next {
-                        false
-                    } else {
-                        *cur = Arc::new(next);
-                        true
-                    }
-                });
+                publish(&tx, next);
                 if tx.is_closed() {
                     return;
                 }
@@ -175,6 +209,8 @@ struct State {
     resolver: Option<hickory_resolver::TokioResolver>,
     /// Names whose lookup fails, so the warning is logged once per episode.
     failing: HashMap<String, String>,
+    /// Each name's last good answer and when it came.
+    last_good: HashMap<String, (Vec<String>, Instant)>,
 }
 
 impl State {
@@ -183,23 +219,14 @@ impl State {
         let mut found: Vec<(String, usize)> = Vec::new();
         let mut errors = Vec::new();
         for (i, t) in self.targets.clone().iter().enumerate() {
-            match self.resolve(t).await {
-                Ok(urls) => {
-                    if self.failing.remove(&t.to_string()).is_some() {
-                        tracing::info!(target = %t, replicas = urls.len(), "The name resolves again.");
-                    }
-                    for u in urls {
-                        if !found.iter().any(|(f, _)| *f == u) {
-                            found.push((u, i));
-                        }
-                    }
-                }
-                Err(why) => {
-                    let name = t.to_string();
-                    if self.failing.insert(name.clone(), why.clone()).is_none() {
-                        tracing::warn!(target = %t, error = %why, "Could not resolve the name; it lists no replica until it resolves.");
-                    }
-                    errors.push((name, why));
+            let answer = self.resolve(t).await;
+            let (urls, error) = self.answer(t, answer, Instant::now());
+            if let Some(why) = error {
+                errors.push((t.to_string(), why));
+            }
+            for u in urls {
+                if !found.iter().any(|(f, _)| *f == u) {
+                    found.push((u, i));
                 }
             }
         }
@@ -240,6 +267,35 @@ impl State {
         Membership { members, errors }
     }
 
+    /// What `t` lists, given its lookup's `answer` at `now`: a failed lookup lists its last
+    /// good answer for [`stale_for`] (a name that answers with no record is no failure),
+    /// then nothing. Also returns the failure, if any.
+    fn answer(
+        &mut self,
+        t: &Target,
+        answer: Result<Vec<String>, String>,
+        now: Instant,
+    ) -> (Vec<String>, Option<String>) {
+        let name = t.to_string();
+        let Err(why) = answer else {
+            let urls = answer.unwrap_or_default();
+            if self.failing.remove(&name).is_some() {
+                tracing::info!(target = %t, replicas = urls.len(), "The name resolves again.");
+            }
+            self.last_good.insert(name, (urls.clone(), now));
+            return (urls, None);
+        };
+        let stale = stale_for(self.config.interval);
+        let kept = match self.last_good.get(&name) {
+            Some((urls, at)) if now.saturating_duration_since(*at) < stale => urls.clone(),
+            _ => Vec::new(),
+        };
+        if self.failing.insert(name, why.clone()).is_none() {
+            tracing::warn!(target = %t, error = %why, stale_secs = stale.as_secs(), "Could not resolve the name; it lists its last answer for a while, then no replica until it resolves.");
+        }
+        (kept, Some(why))
+    }
+
     /// The base URLs `t` stands for now.
     async fn resolve(&mut self, t: &Target) -> Result<Vec<String>, String> {
         match t {
@@ -257,10 +313,13 @@ impl State {
                     self.resolver = Some(r);
                 }
                 let resolver = self.resolver.as_ref().expect("made above");
-                let lookup = resolver
-                    .srv_lookup(name.as_str())
-                    .await
-                    .map_err(|e| format!("SRV lookup of {name}: {e}"))?;
+                let lookup =
+                    tokio::time::timeout(LOOKUP_TIMEOUT, resolver.srv_lookup(name.as_str()))
+                        .await
+                        .map_err(|_| {
+                            format!("SRV lookup of {name}: no answer within {LOOKUP_TIMEOUT:?}")
+                        })?
+                        .map_err(|e| format!("SRV lookup of {name}: {e}"))?;
                 let mut out = Vec::new();
                 for r in lookup.answers() {
                     let hickory_resolver::proto::rr::RData::SRV(srv) = &r.data else {
@@ -268,7 +327,15 @@ impl State {
                     };
                     let host = srv.target.to_utf8();
                     let host = host.trim_end_matches('.');
-                    for a in lookup_host_or_ip(host, srv.port).await? {
+                    // One host that does not resolve is skipped: the others are replicas.
+                    let addrs = match lookup_host_or_ip(host, srv.port).await {
+                        Ok(addrs) => addrs,
+                        Err(why) => {
+                            tracing::warn!(target = %t, host, error = %why, "An SRV target does not resolve; skipped.");
+                            continue;
+                        }
+                    };
+                    for a in addrs {
                         let u = base_url(scheme, a);
                         if !out.contains(&u) {
                             out.push(u);
@@ -292,8 +359,9 @@ fn base_url(scheme: &str, a: SocketAddr) -> String {
 /// Every address of `name` through the system's resolver (getaddrinfo: /etc/hosts, then
 /// DNS, as nsswitch says), deduplicated, in the order given.
 async fn lookup(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let addrs = tokio::net::lookup_host((name, port))
+    let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
         .await
+        .map_err(|_| format!("{name}: no answer within {LOOKUP_TIMEOUT:?}"))?
         .map_err(|e| format!("{name}: {e}"))?;
     let mut out: Vec<SocketAddr> = Vec::new();
     for a in addrs {
@@ -331,4 +399,75 @@ async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<
         )
     })?;
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(url: &str, up: bool, error: Option<&str>) -> Member {
+        Member {
+            url: url.into(),
+            target: 0,
+            group: Some("g0".into()),
+            replica: Some("r".into()),
+            up,
+            error: error.map(str::to_string),
+            health: None,
+        }
+    }
+
+    fn of(members: Vec<Member>) -> Membership {
+        Membership {
+            members,
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn new_health_figures_are_stored_but_wake_no_subscriber() {
+        let (tx, mut rx) = watch::channel(Arc::new(of(vec![member("a", false, Some("1 s"))])));
+        rx.borrow_and_update();
+        publish(&tx, of(vec![member("a", false, Some("2 s"))]));
+        assert!(!rx.has_changed().unwrap(), "same shape");
+        assert_eq!(rx.borrow().members[0].error.as_deref(), Some("2 s"));
+        publish(&tx, of(vec![member("a", true, None)]));
+        assert!(rx.has_changed().unwrap(), "it is up now");
+        rx.borrow_and_update();
+        publish(
+            &tx,
+            of(vec![member("a", true, None), member("b", true, None)]),
+        );
+        assert!(rx.has_changed().unwrap(), "b joined");
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_last_good_answer_for_a_while() {
+        let target = Target::Dns {
+            scheme: "http",
+            name: "tasks.indexer".into(),
+            port: 7700,
+        };
+        let mut state = State {
+            targets: vec![target.clone()],
+            config: DiscoveryConfig::default(),
+            http: reqwest::Client::new(),
+            known: HashMap::new(),
+            resolver: None,
+            failing: HashMap::new(),
+            last_good: HashMap::new(),
+        };
+        let t0 = Instant::now();
+        let urls = vec!["http://127.0.0.2:7700".to_string()];
+        let ok = state.answer(&target, Ok(urls.clone()), t0);
+        assert_eq!(ok, (urls.clone(), None));
+        let fail = || Err("SERVFAIL".to_string());
+        let (kept, error) = state.answer(&target, fail(), t0 + Duration::from_secs(20));
+        assert_eq!((kept, error.is_some()), (urls, true));
+        let (kept, _) = state.answer(&target, fail(), t0 + Duration::from_secs(61));
+        assert!(kept.is_empty(), "then it lists nothing");
+        // An empty answer is an answer: nothing kept.
+        let empty = state.answer(&target, Ok(vec![]), t0 + Duration::from_secs(62));
+        assert_eq!(empty, (vec![], None));
+    }
 }

@@ -15,5 +15,5 @@ pub mod placement;
 pub mod target;
 
 pub use discovery::{Discovery, DiscoveryConfig, Member, Membership};
-pub use placement::{group_for, PlacementKey, PLACEMENT_BLOCK};
+pub use placement::{group_for, PlacementKey, FILE_PLACEMENT_BLOCK, PLACEMENT_BLOCK};
 pub use target::{Target, TargetError};

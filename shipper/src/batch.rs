@@ -102,11 +102,14 @@ pub struct Placing {
 impl Placing {
     /// The index of the group (`key`'s, or `group` when it is one of them) a record goes
     /// to; none while no group is known.
-    fn place(&mut self, src: &str, seq: u64, group: Option<&str>) -> Option<usize> {
+    fn place(&mut self, src: &str, at: At, group: Option<&str>) -> Option<usize> {
         if let Some(i) = group.and_then(|g| self.pending.iter().position(|p| p.group == g)) {
             return Some(i);
         }
-        let key = PlacementKey::of(src, seq);
+        let key = match at {
+            At::Seq(seq) => PlacementKey::of(src, seq),
+            At::Offset(offset) => PlacementKey::of_offset(src, offset),
+        };
         if let Some((block, i)) = self.last {
             if block == key.block && self.last_src == src {
                 return Some(i);
@@ -131,6 +134,15 @@ impl Placing {
     }
 }
 
+/// Where a record is in its sender's stream, for placement.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// A sequence number (one per record).
+    Seq(u64),
+    /// A file line's byte offset.
+    Offset(u64),
+}
+
 /// How long the batcher naps when the queue is empty, and how many naps in a row before
 /// it parks until the next push.
 const NAP: Duration = Duration::from_millis(2);
@@ -146,8 +158,12 @@ impl Batcher {
         self.regroup();
         let mut idle_naps = 0;
         loop {
-            if self.fleet.refresh() {
-                self.regroup();
+            if self.fleet.news() {
+                // What is pending goes to the replicas it was placed for, before they change.
+                self.flush_all();
+                if self.fleet.refresh() {
+                    self.regroup();
+                }
             }
             if self.placing.pending.is_empty() {
                 // No group known yet (no replica answered): records wait in the queue,
@@ -204,10 +220,14 @@ impl Batcher {
                 break;
             }
         }
+        self.flush_all();
+        self.fleet
+    }
+
+    fn flush_all(&mut self) {
         for i in 0..self.placing.pending.len() {
             self.flush(i);
         }
-        self.fleet
     }
 
     /// How long the oldest pending record may still wait.
@@ -241,9 +261,7 @@ impl Batcher {
     /// The group names changed: what is pending goes where it was placed, and placement
     /// starts over with the new names. (A batch already queued for a group stays there.)
     fn regroup(&mut self) {
-        for i in 0..self.placing.pending.len() {
-            self.flush(i);
-        }
+        self.flush_all();
         self.placing.pending = self
             .fleet
             .groups()
@@ -257,8 +275,8 @@ impl Batcher {
     }
 
     /// Stopping before any replica said its group: what the queue holds cannot be placed.
-    /// File and Docker lines are read again after a restart (their checkpoints stay before
-    /// them); the rest is lost, counted.
+    /// File lines are read again after a restart (their checkpoints stay before them); the
+    /// rest is lost, counted (Docker's checkpoint was saved when its lines were queued).
     fn give_up_queue(&mut self) {
         let mut lost = 0;
         while let Some(item) = self.queue.try_pop() {
@@ -286,11 +304,12 @@ impl Batcher {
             None => self.number(),
         };
         let i = match (&ev.key, seq) {
-            (Some((src, at)), _) => self.placing.place(src, *at, group),
-            (None, Some(at)) => self.placing.place(&self.state.src, at, group),
+            // Only file sources fix a key: a byte offset.
+            (Some((src, at)), _) => self.placing.place(src, At::Offset(*at), group),
+            (None, Some(at)) => self.placing.place(&self.state.src, At::Seq(at), group),
             (None, None) => {
                 let at = self.placing.unkeyed();
-                self.placing.place(&self.state.src, at, group)
+                self.placing.place(&self.state.src, At::Seq(at), group)
             }
         }?;
         let p = &mut self.placing.pending[i];
@@ -461,7 +480,7 @@ mod tests {
         for seq in seqs {
             let src = if seq % 3 == 0 { "host-a" } else { "host-b" };
             let want = group_for(groups, &PlacementKey::of(src, seq)).unwrap();
-            let i = p.place(src, seq, None).unwrap();
+            let i = p.place(src, At::Seq(seq), None).unwrap();
             assert_eq!(groups[i], want, "{src} {seq}");
         }
     }
@@ -471,7 +490,9 @@ mod tests {
         let mut p = placing(&["g0", "g1"]);
         let mut counts = [0u64; 2];
         for seq in 0..60_000 {
-            counts[p.place("host-0123456789abcdef", seq, None).unwrap()] += 1;
+            counts[p
+                .place("host-0123456789abcdef", At::Seq(seq), None)
+                .unwrap()] += 1;
         }
         assert!(counts.iter().all(|c| c * 5 >= 60_000), "{counts:?}");
     }
@@ -479,11 +500,28 @@ mod tests {
     #[test]
     fn a_report_goes_to_the_group_it_names_or_else_by_its_key() {
         let mut p = placing(&["g0", "g1"]);
-        assert_eq!(p.place("s", 0, Some("g1")), Some(1));
-        assert_eq!(p.place("s", 0, Some("g0")), Some(0));
-        let by_key = p.place("s", 0, None);
-        assert_eq!(p.place("s", 0, Some("gone")), by_key);
-        assert_eq!(placing(&[]).place("s", 0, None), None, "no group known");
+        assert_eq!(p.place("s", At::Seq(0), Some("g1")), Some(1));
+        assert_eq!(p.place("s", At::Seq(0), Some("g0")), Some(0));
+        let by_key = p.place("s", At::Seq(0), None);
+        assert_eq!(p.place("s", At::Seq(0), Some("gone")), by_key);
+        assert_eq!(
+            placing(&[]).place("s", At::Seq(0), None),
+            None,
+            "no group known"
+        );
+    }
+
+    #[test]
+    fn a_file_keeps_its_lines_of_one_64k_block_together() {
+        let groups = ["g0", "g1"];
+        let mut p = placing(&groups);
+        // Lines of about 100 bytes: every line of a 64 KiB block goes to one group.
+        let first = p.place("file", At::Offset(65_536), None);
+        for offset in (65_536..131_072).step_by(100) {
+            assert_eq!(p.place("file", At::Offset(offset), None), first, "{offset}");
+        }
+        let want = group_for(groups, &PlacementKey::of_offset("file", 65_536)).unwrap();
+        assert_eq!(first.map(|i| groups[i]), Some(want));
     }
 
     #[test]

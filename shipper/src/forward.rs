@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Batch {
     targets: Mutex<Vec<Arc<ReplicaMetrics>>>,
     /// Give-ups, and evictions among them (see [`EVICTED`]).
     gave_up: AtomicU64,
+    /// The replicas whose backlogs gave it up (credited when a file reads it again).
+    evicted_by: Mutex<Vec<Arc<ReplicaMetrics>>>,
     acked: AtomicUsize,
     /// Replicas that delivered or gave up on it; when all have, `acks` are settled.
     handled: AtomicUsize,
@@ -82,6 +85,7 @@ impl Batch {
             ack_replicas: ack_replicas.max(1),
             targets: Mutex::new(targets),
             gave_up: AtomicU64::new(0),
+            evicted_by: Mutex::new(Vec::new()),
             acked: AtomicUsize::new(0),
             handled: AtomicUsize::new(0),
             acks: parts.acks,
@@ -91,6 +95,13 @@ impl Batch {
 
     fn targets(&self) -> usize {
         self.targets.lock().unwrap().len()
+    }
+
+    /// Whether `replica` (the same row, or the same replica id at another address) was
+    /// handed it already.
+    fn has_target(&self, replica: &Arc<ReplicaMetrics>) -> bool {
+        let targets = self.targets.lock().unwrap();
+        targets.iter().any(|t| t.same_replica(replica))
     }
 
     /// A replica joined its group after every earlier one took it (see [`Shortfall`]).
@@ -129,6 +140,13 @@ impl Batch {
         if lost {
             for (t, range) in &self.acks {
                 t.lose(range.clone());
+            }
+            // The file reads the lines again, so the replicas whose backlogs gave them up
+            // get them after all: no drop report names them for these.
+            if !self.acks.is_empty() {
+                for r in self.evicted_by.lock().unwrap().iter() {
+                    r.reread(self.rereadable);
+                }
             }
         } else if acked >= self.ack_replicas || given_up > evicted || self.short.is_none() {
             for (t, range) in &self.acks {
@@ -175,16 +193,9 @@ impl Shortfall {
 
     /// Every replica `batch` went to took it, but they are fewer than `wanted`: it goes to
     /// a replica of the group it has not been to, or waits for one.
-    fn hold(&self, batch: Arc<Batch>, wanted: usize, metrics: &Metrics) {
+    pub(crate) fn hold(&self, batch: Arc<Batch>, wanted: usize, metrics: &Metrics) {
         let mut w = self.waiting.lock().unwrap();
-        let next = w
-            .replicas
-            .iter()
-            .find(|r| {
-                let targets = batch.targets.lock().unwrap();
-                !targets.iter().any(|t| Arc::ptr_eq(t, &r.m))
-            })
-            .cloned();
+        let next = w.replicas.iter().find(|r| !batch.has_target(&r.m)).cloned();
         match next {
             Some(r) => {
                 drop(w);
@@ -200,14 +211,19 @@ impl Shortfall {
         }
     }
 
-    /// `replica` joined the group: it is handed every batch waiting here.
+    /// `replica` joined the group (or is listed again): it is handed every batch waiting
+    /// here that it has not taken already (one replica's ack must not count twice).
     pub fn joined(&self, replica: &Arc<Replica>, metrics: &Metrics) {
         let held = {
             let mut w = self.waiting.lock().unwrap();
             if !w.replicas.iter().any(|r| Arc::ptr_eq(r, replica)) {
                 w.replicas.push(replica.clone());
             }
-            std::mem::take(&mut w.batches)
+            let (took, held): (Vec<_>, Vec<_>) = std::mem::take(&mut w.batches)
+                .into_iter()
+                .partition(|b| b.has_target(&replica.m));
+            w.batches = took;
+            held
         };
         if !held.is_empty() {
             tracing::info!(group = %self.group, replica = %replica.url, batches = held.len(), "The group gained a replica; sending it the batches that wait for --ack-replicas.");
@@ -216,6 +232,21 @@ impl Shortfall {
         for b in held {
             b.add_target(replica.m.clone());
             replica.push(b, metrics);
+        }
+    }
+
+    /// The group lost its last replica for good: the batches waiting here will never be
+    /// taken by enough replicas. They settle as lost, so that files read their lines again
+    /// (placed on the groups left) instead of holding their checkpoints for ever.
+    pub fn abandon(&self) {
+        let held = std::mem::take(&mut self.waiting.lock().unwrap().batches);
+        if !held.is_empty() {
+            tracing::warn!(group = %self.group, batches = held.len(), "The group has no replica left; the batches waiting for --ack-replicas are read again.");
+        }
+        for b in held {
+            for (t, range) in &b.acks {
+                t.lose(range.clone());
+            }
         }
     }
 
@@ -256,6 +287,13 @@ impl Replica {
         let m = &self.m;
         let mut q = self.backlog.lock().unwrap();
         m.enqueued(batch.records, batch.body.len() as u64);
+        // Checked under the backlog's lock: once given up, the sender drains the backlog
+        // once and ends, so a batch queued after that would never be read.
+        if self.retired.load(Acquire) {
+            drop(q);
+            self.give_up(&batch, metrics);
+            return;
+        }
         q.push_back(batch);
         // The front batch may be in flight: evict from the second on.
         let mut i = 1;
@@ -281,14 +319,11 @@ impl Replica {
     fn give_up(&self, gone: &Arc<Batch>, metrics: &Metrics) {
         self.m.dequeued(gone.records, gone.body.len() as u64);
         self.m.dropped(gone.records);
+        gone.evicted_by.lock().unwrap().push(self.m.clone());
         let (everywhere, all_evicted) = gone.give_up(true);
         if everywhere {
             // Given up everywhere: lost, but for file lines, which are read again.
             let lost = if all_evicted {
-                // No replica misses them for good, so no drop report names them either.
-                for r in gone.targets.lock().unwrap().iter() {
-                    r.reread(gone.rereadable);
-                }
                 gone.records - gone.rereadable
             } else {
                 gone.records
@@ -301,7 +336,7 @@ impl Replica {
     /// Gives the replica up (it left discovery longer than its grace ago): its sender drops
     /// the backlog, counted, and ends.
     pub fn retire(&self) {
-        self.retired.store(true, Relaxed);
+        self.retired.store(true, Release);
         self.retire.notify_one();
     }
 
@@ -345,7 +380,7 @@ impl Replica {
         let url = format!("{}{}", self.url.trim_end_matches('/'), api::INGEST);
         let mut backoff = Duration::from_millis(100);
         loop {
-            if self.retired.load(Relaxed) {
+            if self.retired.load(Acquire) {
                 let records = self.drop_backlog(&metrics);
                 metrics.replica_given_up(&self.m, records, grace);
                 return;
@@ -531,8 +566,8 @@ mod tests {
         // B is given up (its grace ended) with the batch in its backlog.
         b.retire();
         assert_eq!(b.drop_backlog(&metrics), 10);
-        assert_eq!(b.m.missed(), 10);
         assert_eq!(t.rewind(), Some(0), "the file reads the lines again");
+        assert_eq!(b.m.missed(), 0, "so B gets them after all");
         assert_eq!(metrics.records_lost(), 0, "A holds them");
     }
 
@@ -547,5 +582,72 @@ mod tests {
         assert_eq!(metrics.records_lost(), 0, "file lines are read again");
         assert_eq!(a.m.missed(), 0, "so no replica misses them");
         assert_eq!(t.rewind(), Some(0));
+    }
+
+    #[test]
+    fn a_batch_pushed_after_the_sender_drained_a_given_up_backlog_is_given_up_at_once() {
+        let metrics = Metrics::default();
+        let a = replica(&metrics, "a");
+        let t = AckTracker::new(0);
+        // The batcher picked A just before A was given up and its sender ended.
+        a.retire();
+        assert_eq!(a.drop_backlog(&metrics), 0);
+        a.push(batch(&t, &[&a], 1, None), &metrics);
+        assert!(a.is_empty(), "nobody would ever read it");
+        assert_eq!(a.m.backlog_bytes(), 0);
+        assert_eq!(t.rewind(), Some(0), "the file reads the lines again");
+    }
+
+    #[test]
+    fn a_group_given_up_reads_again_the_batches_waiting_for_ack_replicas() {
+        let metrics = Metrics::default();
+        let a = Arc::new(replica(&metrics, "a"));
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        short.abandon();
+        assert_eq!(t.rewind(), Some(0));
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_replica_listed_again_is_not_handed_what_it_took() {
+        let metrics = Metrics::default();
+        let a = Arc::new(replica(&metrics, "a"));
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        // A leaves discovery for a moment and is listed again.
+        short.left(&a);
+        short.joined(&a, &metrics);
+        assert!(
+            a.is_empty(),
+            "A took it already: its ack must not count twice"
+        );
+        assert_eq!(short.waiting.lock().unwrap().batches.len(), 1);
+    }
+
+    #[test]
+    fn with_ack_replicas_2_a_replica_back_at_another_address_does_not_count_twice() {
+        let metrics = Metrics::default();
+        let a = Arc::new(replica(&metrics, "http://10.0.0.1"));
+        a.m.set_replica_id(Some("r-a"));
+        let t = AckTracker::new(0);
+        let short = Arc::new(Shortfall::new("g"));
+        short.joined(&a, &metrics);
+        let bt = batch(&t, &[&a], 2, Some(short.clone()));
+        a.push(bt.clone(), &metrics);
+        a.delivered(&bt, &metrics);
+        // The pod restarts with its data directory at a new address.
+        let again = Arc::new(replica(&metrics, "http://10.0.0.2"));
+        again.m.set_replica_id(Some("r-a"));
+        short.joined(&again, &metrics);
+        assert!(again.is_empty(), "the same replica id took it already");
+        assert_eq!(t.done(), 0);
     }
 }

@@ -39,7 +39,7 @@ pub struct Metrics {
     replicas_given_up: AtomicU64,
     rows_made: AtomicU64,
     /// One row per replica: found by discovery as they come, kept after one is given up
-    /// (so its last drops are still reported) up to [`GIVEN_UP_ROWS`] of those.
+    /// until its last drops were reported, and then up to [`GIVEN_UP_ROWS`] of those.
     replicas: RwLock<Vec<Arc<ReplicaMetrics>>>,
 }
 
@@ -56,6 +56,12 @@ pub struct ReplicaMetrics {
     group: RwLock<String>,
     /// `live`, `gone` (left discovery, within its grace) or `given_up`.
     state: RwLock<&'static str>,
+    /// Given up, and a drop report round has seen it since: every drop of it was reported,
+    /// so the row may go.
+    reported: AtomicBool,
+    /// The replica id its `/healthz` said, once known: the same replica may come back at
+    /// another address (a restarted pod), and must not count twice for `--ack-replicas`.
+    replica_id: RwLock<Option<String>>,
     /// Its backlog has overflowed since the batcher last found it with nothing new given
     /// up: one log line per episode, not one per batch.
     pub overflowing: AtomicBool,
@@ -141,8 +147,9 @@ const METRICS: [Metric; 23] = [
 ];
 
 impl Metrics {
-    /// A row for a replica discovery found; a given-up row of the same URL is replaced
-    /// (its drops were counted already, and a URL comes back with a fresh backlog).
+    /// A row for a replica discovery found. An older row of the same URL is removed once
+    /// its drops were reported (a URL comes back with a fresh backlog); until then both are
+    /// kept, and the metrics show the newer.
     pub fn add_replica(&self, url: &str, group: &str) -> Arc<ReplicaMetrics> {
         let row = Arc::new(ReplicaMetrics {
             url: url.to_string(),
@@ -152,9 +159,16 @@ impl Metrics {
             ..Default::default()
         });
         let mut rows = self.replicas.write().unwrap();
-        rows.retain(|r| r.url != url);
+        rows.retain(|r| r.url != url || !r.settled());
         rows.push(row.clone());
         row
+    }
+
+    /// The rows the metrics show: of several rows of one URL, the newest.
+    fn shown(&self) -> Vec<Arc<ReplicaMetrics>> {
+        let rows = self.replicas();
+        let newest = |r: &Arc<ReplicaMetrics>| !rows.iter().any(|o| o.url == r.url && o.id > r.id);
+        rows.iter().filter(|r| newest(r)).cloned().collect()
     }
 
     /// Every replica's row, given-up ones included.
@@ -172,7 +186,8 @@ impl Metrics {
         let mut rows = self.replicas.write().unwrap();
         let given_up = rows.iter().filter(|r| r.state() == "given_up").count();
         if given_up > GIVEN_UP_ROWS {
-            if let Some(i) = rows.iter().position(|r| r.state() == "given_up") {
+            // Only a row whose drops were reported: the others still owe a report.
+            if let Some(i) = rows.iter().position(|r| r.settled()) {
                 rows.remove(i);
             }
         }
@@ -192,10 +207,10 @@ impl Metrics {
                     writeln!(o, "{name}{{source=\"{}\"}} {v}", s.name())
                 }),
                 Read::PerReplica(f) => self
-                    .replicas()
+                    .shown()
                     .iter()
                     .try_for_each(|r| writeln!(o, "{name}{{replica=\"{}\"}} {}", r.url, get(f(r)))),
-                Read::Info => self.replicas().iter().try_for_each(|r| {
+                Read::Info => self.shown().iter().try_for_each(|r| {
                     let (url, group, state) = (&r.url, r.group(), r.state());
                     writeln!(
                         o,
@@ -300,6 +315,37 @@ impl ReplicaMetrics {
 
     pub fn state(&self) -> &'static str {
         *self.state.read().unwrap()
+    }
+
+    pub fn set_replica_id(&self, id: Option<&str>) {
+        if let Some(id) = id {
+            *self.replica_id.write().unwrap() = Some(id.to_string());
+        }
+    }
+
+    /// Whether `other` is this replica: the same row, or the same replica id.
+    pub fn same_replica(self: &Arc<Self>, other: &Arc<ReplicaMetrics>) -> bool {
+        if Arc::ptr_eq(self, other) {
+            return true;
+        }
+        let (a, b) = (
+            self.replica_id.read().unwrap(),
+            other.replica_id.read().unwrap(),
+        );
+        a.is_some() && *a == *b
+    }
+
+    /// Given up, and every drop of it reported.
+    fn settled(&self) -> bool {
+        self.state() == "given_up" && self.reported.load(Relaxed)
+    }
+
+    /// A report round saw it: if it is given up, every drop of it is reported now. The
+    /// state is read before the drops, so drops made before it was given up are in them.
+    pub fn reported_if_given_up(&self, given_up: bool) {
+        if given_up {
+            self.reported.store(true, Relaxed);
+        }
     }
 
     pub fn set_state(&self, state: &'static str) {

@@ -73,6 +73,8 @@ impl DropReports {
         self.replica
             .retain(|id, _| rows.iter().any(|m| m.id == *id));
         for m in rows {
+            // Before its drops are read: a row given up has no drop to come (see below).
+            let given_up = m.state() == "given_up";
             let (reported, episode_start) = self.replica.entry(m.id).or_default();
             // Never below what was reported: lines a replica gave up count as re-read only
             // once every replica has given them up, so this can shrink after a report went
@@ -88,6 +90,8 @@ impl DropReports {
             if !m.overflowing.load(Relaxed) {
                 *episode_start = total;
             }
+            // Reported (in `out`): the row may go now, and not before.
+            m.reported_if_given_up(given_up);
         }
         for _ in &out {
             metrics.drop_reported();
@@ -115,4 +119,29 @@ fn report(n: u64, source: &str, replica: Option<&str>, secs: u64) -> Event {
         ev.fields.insert("replica".into(), Value::from(url));
     }
     ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_up_row_replaced_before_its_drops_were_reported_is_still_reported() {
+        let m = Metrics::default();
+        let mut reports = DropReports::new(Duration::from_secs(3600));
+        let old = m.add_replica("http://a", "g0");
+        old.dropped(5);
+        m.replica_given_up(&old, 5, Duration::ZERO);
+        // Another task takes the address before the next report round.
+        m.add_replica("http://a", "g1");
+        let due = reports.due(&m, true);
+        let groups: Vec<Option<String>> = due.into_iter().map(|(_, g)| g).collect();
+        assert_eq!(groups, [Some("g0".to_string())], "the old row's drops");
+        // Reported: the old row goes at the next replacement.
+        m.add_replica("http://a", "g1");
+        assert!(m.replicas().iter().all(|r| r.group() == "g1"));
+        // The metrics show one row per URL.
+        let text = m.render();
+        assert_eq!(text.matches("replica_info{replica=\"http://a\"").count(), 1);
+    }
 }

@@ -309,7 +309,10 @@ impl Shipper {
             return;
         };
         let Ok(Ok(mut fleet)) = tokio::task::spawn_blocking(move || t.join()).await else {
+            // The fleet went with the batcher, so its senders cannot be aborted from here:
+            // told to stop, each ends once its backlog is delivered (or with the runtime).
             tracing::error!("The batcher ended with a panic; what it held is lost.");
+            self.stop_senders.store(true, Relaxed);
             return;
         };
         let replicas = fleet.replicas();
