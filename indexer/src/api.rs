@@ -25,7 +25,7 @@ use sawmill_record::api::{
     MAX_TERMS, MAX_TRACE_LIMIT,
 };
 use sawmill_record::api::{
-    Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairRecordsParams,
+    Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairPeerParams, RepairRecordsParams,
 };
 use sawmill_record::time::format_micros;
 use serde::de::DeserializeOwned;
@@ -659,11 +659,15 @@ async fn repair_keys(
 }
 
 /// [`paths::REPAIR_BY_KEY`]: the stored records of a list of `_key`s, NDJSON.
-async fn repair_by_key(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn repair_by_key(
+    State(s): State<AppState>,
+    Params(peer): Params<RepairPeerParams>,
+    body: Bytes,
+) -> Result<Response> {
     let req: RepairByKey = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("the body is not a key list: {e}")))?;
     Ok(ndjson(
-        repair_read(&s, move |st, _| repair::by_key(st, &req)).await?,
+        repair_read(&s, move |st, _| repair::by_key(st, &req, &peer)).await?,
     ))
 }
 
@@ -709,13 +713,14 @@ async fn not_found(uri: axum::http::Uri) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    fn app(name: &str) -> (Router, Store, std::path::PathBuf) {
+    /// The API over a store in a fresh directory that commits every 10 ms.
+    pub(crate) fn app(name: &str) -> (Router, Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("sawmill-api-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = crate::StoreConfig::new(&dir);
@@ -741,12 +746,14 @@ mod tests {
         Request::get(uri).body(Body::empty()).unwrap()
     }
 
-    /// Repair routes answer bad parameters 400 in the API's error shape, and a `_seq` range
-    /// of any width costs at most `limit` records.
+    /// Repair routes answer bad parameters 400 in the API's error shape, a request meant
+    /// for another replica 409, and a `_seq` range of any width costs at most `limit`
+    /// records and reaches past a gap.
     #[tokio::test(flavor = "multi_thread")]
     async fn repair_routes_refuse_bad_input_and_bound_their_answers() {
         let (app, store, dir) = app("repair");
         let body: String = (0..30)
+            .chain([1000])
             .map(|i| format!("{{\"message\":\"m{i}\",\"_src\":\"s\",\"_seq\":{i}}}\n"))
             .collect();
         let (status, _) = call(
@@ -783,12 +790,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(all, (0..30).collect::<Vec<u64>>());
-        let wide = format!(
-            "{}?src=s&from=3&to={}&limit=5",
-            paths::REPAIR_RECORDS,
-            u64::MAX
-        );
-        assert_eq!(lines(wide).await, vec![3, 4, 5, 6, 7]);
+        let wide = |from: u64| {
+            format!(
+                "{}?src=s&from={from}&to={}&limit=5",
+                paths::REPAIR_RECORDS,
+                u64::MAX
+            )
+        };
+        assert_eq!(lines(wide(3)).await, vec![3, 4, 5, 6, 7]);
+        assert_eq!(lines(wide(30)).await, vec![1000]);
+        let mine = store.replica().to_string();
+        let ok = format!("{}&replica={mine}", wide(28));
+        assert_eq!(lines(ok).await, vec![28, 29, 1000]);
+        for uri in [
+            format!("{}&replica=other", wide(0)),
+            format!("{}?start=0&replica=other", paths::REPAIR_KEYS),
+        ] {
+            let (status, v) = call(&app, get(&uri)).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{uri}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(&mine), "{v}");
+        }
+        let req = Request::post(format!("{}?replica=other", paths::REPAIR_BY_KEY))
+            .body(Body::from(r#"{"start":0,"keys":["k"]}"#))
+            .unwrap();
+        assert_eq!(call(&app, req).await.0, StatusCode::CONFLICT);
         for bad in [
             "?src=s",
             "?src=s&from=0&to=1&limit=0",
@@ -807,7 +832,8 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
         let (status, v) = call(&app, get(paths::REPAIR_HOLDINGS)).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(v["sources"], json!([{"src": "s", "ranges": [[0, 29]]}]));
+        let ranges = json!([{"src": "s", "ranges": [[0, 29], [1000, 1000]]}]);
+        assert_eq!(v["sources"], ranges);
         let (status, v) = call(&app, get(&format!("{}?start=0", paths::REPAIR_KEYS))).await;
         assert_eq!((status, v), (StatusCode::OK, json!({"keys": []})));
         store.shutdown();

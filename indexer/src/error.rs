@@ -35,6 +35,9 @@ pub enum Error {
     BadEncoding(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The request was meant for another replica (a peer's address now reaches this one).
+    #[error("{0}")]
+    Conflict(String),
     #[error("data directory `{path}` is in use by another indexer (pid {pid}): stop it, or give this one another --data")]
     Locked { path: PathBuf, pid: String },
     #[error("`{path}`: {source}")]
@@ -99,6 +102,7 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Error::ShuttingDown | Error::QueueTimeout { .. } | Error::Cancelled => {
                 StatusCode::SERVICE_UNAVAILABLE

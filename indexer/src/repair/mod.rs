@@ -78,6 +78,11 @@ impl RepairStatus {
         self.catching_up.load(Relaxed)
     }
 
+    /// Repair is on but has not compared yet: catching up, lag unknown.
+    fn begin(&self) {
+        self.catching_up.store(true, Relaxed);
+    }
+
     fn set(&self, lag: u64, catching_up: bool) {
         self.lag.store(lag, Relaxed);
         self.compared.store(true, Relaxed);

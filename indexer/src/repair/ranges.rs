@@ -53,24 +53,6 @@ pub fn count(r: &[[u64; 2]]) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
-/// Cuts `r` into pieces of at most `width` values, in order.
-pub fn pieces(r: &[[u64; 2]], width: u64) -> Vec<[u64; 2]> {
-    let width = width.max(1);
-    let mut out = Vec::new();
-    for &[a, b] in r {
-        let mut lo = a;
-        loop {
-            let hi = lo.saturating_add(width - 1).min(b);
-            out.push([lo, hi]);
-            if hi == b {
-                break;
-            }
-            lo = hi + 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,14 +73,10 @@ mod tests {
     }
 
     #[test]
-    fn ranges_merge_and_cut() {
+    fn ranges_merge_and_count() {
         assert_eq!(
             normalize(vec![[5, 9], [1, 3], [4, 4], [20, 19]]),
             vec![[1, 9]]
-        );
-        assert_eq!(
-            pieces(&[[1, 5], [10, 10]], 2),
-            vec![[1, 2], [3, 4], [5, 5], [10, 10]]
         );
         assert_eq!(count(&[[0, u64::MAX]]), u64::MAX);
     }
