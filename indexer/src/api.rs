@@ -25,8 +25,8 @@ use sawmill_record::api::{
     MAX_TERMS, MAX_TRACE_LIMIT,
 };
 use sawmill_record::api::{
-    Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairPeerParams, RepairRecordsParams,
-    MAX_REPAIR_BY_KEY_BODY,
+    Holdings, RepairByKey, RepairHoldingsParams, RepairKeys, RepairKeysParams, RepairPeerParams,
+    RepairRecordsParams, MAX_REPAIR_BY_KEY_BODY,
 };
 use sawmill_record::time::format_micros;
 use serde::de::DeserializeOwned;
@@ -635,8 +635,13 @@ fn ndjson(body: Vec<u8>) -> Response {
 }
 
 /// [`paths::REPAIR_HOLDINGS`]: what this replica holds, for its peers' repair.
-async fn repair_holdings(State(s): State<AppState>) -> Result<Json<Holdings>> {
-    Ok(Json(repair_read(&s, repair::holdings).await?))
+async fn repair_holdings(
+    State(s): State<AppState>,
+    Params(p): Params<RepairHoldingsParams>,
+) -> Result<Json<Holdings>> {
+    Ok(Json(
+        repair_read(&s, move |st, d| repair::holdings(st, d, &p)).await?,
+    ))
 }
 
 /// [`paths::REPAIR_RECORDS`]: one sender's stored records in a `_seq` range, NDJSON.

@@ -355,7 +355,8 @@ pub struct Health {
 // Repair: what replicas of one group ask each other to find and copy what they miss.
 // ---------------------------------------------------------------------------------------
 
-/// `GET`: [`Holdings`], what this replica holds.
+/// `GET` with [`RepairHoldingsParams`]: [`Holdings`], what this replica holds, a page of
+/// senders at a time (the client asks again with `after` = the answer's `next`).
 pub const REPAIR_HOLDINGS: &str = "/api/v1/repair/holdings";
 /// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range,
 /// the lowest `limit` of them, lowest `_seq` first, as NDJSON in the stored form (with
@@ -378,7 +379,8 @@ pub const MAX_REPAIR_BY_KEY_BODY: usize = 4 << 20;
 
 /// The most records or keys one repair request returns.
 pub const MAX_REPAIR_LIMIT: usize = 10_000;
-/// The most `_seq` ranges one [`Holdings`] lists; beyond it, `truncated` is set.
+/// The most `_seq` ranges one [`Holdings`] page lists (a sender with more is cut to these,
+/// so a peer may copy its tail from another replica or not at all).
 pub const MAX_HOLDINGS_RANGES: usize = 100_000;
 
 /// What a replica holds: per sender its `_seq` values as inclusive ranges, and per
@@ -389,10 +391,22 @@ pub struct Holdings {
     pub replica: String,
     pub group: String,
     pub sources: Vec<SourceRanges>,
+    /// Listed on the first page only.
     pub partitions: Vec<KeyDigest>,
-    /// More ranges exist than [`MAX_HOLDINGS_RANGES`].
-    #[serde(default)]
-    pub truncated: bool,
+    /// More senders follow: ask again with this as `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The parameters of [`REPAIR_HOLDINGS`]: the senders after `after` (from the first without
+/// it); `replica` is the replica the client means to ask.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairHoldingsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// One sender's `_seq` values, as sorted, disjoint inclusive `[first, last]` ranges.

@@ -8,9 +8,9 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use sawmill_record::api::{
-    Holdings, KeyDigest, RepairByKey, RepairKeys, RepairKeysParams, RepairPeerParams,
-    RepairRecordsParams, SourceRanges, MAX_HOLDINGS_RANGES, MAX_REPAIR_ANSWER_BYTES,
-    MAX_REPAIR_LIMIT,
+    Holdings, KeyDigest, RepairByKey, RepairHoldingsParams, RepairKeys, RepairKeysParams,
+    RepairPeerParams, RepairRecordsParams, SourceRanges, MAX_HOLDINGS_RANGES,
+    MAX_REPAIR_ANSWER_BYTES, MAX_REPAIR_LIMIT,
 };
 use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::index::SegmentId;
@@ -43,10 +43,16 @@ fn key_hash(key: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// This replica's holdings. `_seq` ranges come from the de-duplication set (which also
-/// holds records not yet searchable: a peer asking for those gets them on a later round).
-pub fn holdings(store: &Store, cache: &DigestCache) -> Result<Holdings> {
-    let (seqs, truncated) = store.seq_ranges(MAX_HOLDINGS_RANGES);
+/// A page of this replica's holdings. `_seq` ranges come from the de-duplication set (which
+/// also holds records not yet searchable: a peer asking for those gets them on a later
+/// round); the `_key` digests come with the first page.
+pub fn holdings(store: &Store, cache: &DigestCache, p: &RepairHoldingsParams) -> Result<Holdings> {
+    check_replica(store, p.replica.as_deref())?;
+    let (seqs, next) = store.seq_ranges(p.after.as_deref(), MAX_HOLDINGS_RANGES);
+    let partitions = match p.after {
+        None => key_digests(store, cache)?,
+        Some(_) => Vec::new(),
+    };
     Ok(Holdings {
         replica: store.replica().to_string(),
         group: store.group().to_string(),
@@ -54,8 +60,8 @@ pub fn holdings(store: &Store, cache: &DigestCache) -> Result<Holdings> {
             .into_iter()
             .map(|(src, ranges)| SourceRanges { src, ranges })
             .collect(),
-        partitions: key_digests(store, cache)?,
-        truncated,
+        partitions,
+        next,
     })
 }
 

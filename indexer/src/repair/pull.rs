@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use sawmill_cluster::{Discovery, DiscoveryConfig, Membership};
 use sawmill_record::api::{
-    self as paths, Holdings, KeyDigest, RepairByKey, RepairKeys, RepairKeysParams,
-    RepairPeerParams, RepairRecordsParams, SourceRanges, MAX_HOLDINGS_RANGES,
+    self as paths, Holdings, KeyDigest, RepairByKey, RepairHoldingsParams, RepairKeys,
+    RepairKeysParams, RepairPeerParams, RepairRecordsParams, SourceRanges, MAX_HOLDINGS_RANGES,
     MAX_REPAIR_ANSWER_BYTES, MAX_REPAIR_BY_KEY_BODY,
 };
 use serde::Serialize;
@@ -35,6 +35,9 @@ const PAGE: u64 = 2000;
 /// The most bytes read of one answer. A records answer passes the peer's budget by at most
 /// its last record; holdings of [`MAX_HOLDINGS_RANGES`] ranges take a few MB.
 const MAX_ANSWER_READ: usize = 4 * MAX_REPAIR_ANSWER_BYTES;
+
+/// The most `_seq` ranges kept of one peer's holdings, all pages together.
+const MAX_PEER_RANGES: usize = 10 * MAX_HOLDINGS_RANGES;
 
 /// The most partitions one peer's holdings may list (a year of hourly partitions is 8,760).
 const MAX_PARTITIONS: usize = 100_000;
@@ -109,10 +112,16 @@ fn peers_of(m: &Membership, store: &Store) -> Vec<Peer> {
         .collect()
 }
 
-/// A peer's holdings, checked and normalised: the peer must be the replica of this group it
-/// was found as, and its ranges sorted, merged and bounded in number (they are cut into
-/// requests and subtracted, which needs sorted input).
-fn check_holdings(h: Holdings, peer: &Peer, group: &str) -> std::result::Result<Holdings, String> {
+/// A page of a peer's holdings (the senders after `after`), checked and normalised: the peer
+/// must be the replica of this group it was found as, its senders must follow `after` and
+/// its ranges be sorted, merged and bounded in number (they are subtracted, which needs
+/// sorted input).
+fn check_holdings(
+    h: Holdings,
+    peer: &Peer,
+    group: &str,
+    after: Option<&str>,
+) -> std::result::Result<Holdings, String> {
     if h.group != group {
         return Err(format!("it is in group `{}`, not `{group}`", h.group));
     }
@@ -132,6 +141,17 @@ fn check_holdings(h: Holdings, peer: &Peer, group: &str) -> std::result::Result<
             "its holdings list {n} ranges and {} partitions, more than {MAX_HOLDINGS_RANGES} and {MAX_PARTITIONS}",
             h.partitions.len()
         ));
+    }
+    if let Some(a) = after.filter(|a| h.sources.iter().any(|s| s.src.as_str() <= *a)) {
+        return Err(format!(
+            "its page of holdings after `{a}` lists a sender before it"
+        ));
+    }
+    if h.next
+        .as_ref()
+        .is_some_and(|n| h.sources.iter().all(|s| &s.src != n))
+    {
+        return Err("its holdings' `next` is not a sender of the page".into());
     }
     if h.sources.iter().flat_map(|s| &s.ranges).any(|[a, b]| a > b) {
         return Err("its holdings list a range that ends before it starts".into());
@@ -410,11 +430,42 @@ impl Puller {
         }
     }
 
+    /// All of `peer`'s holdings, a page of senders at a time.
     async fn holdings(&self, peer: &Peer) -> Result<Holdings> {
-        let query = [("replica", peer.replica.as_str())];
-        let body = self.get(peer, paths::REPAIR_HOLDINGS, &query).await?;
-        let h = serde_json::from_slice(&body).map_err(|e| peer_error(&peer.url, e))?;
-        check_holdings(h, peer, self.store.group()).map_err(|e| peer_error(&peer.url, e))
+        let mut all = Holdings::default();
+        let mut after: Option<String> = None;
+        let mut ranges = 0usize;
+        loop {
+            let params = RepairHoldingsParams {
+                after: after.clone(),
+                replica: Some(peer.replica.clone()),
+            };
+            let body = self.get(peer, paths::REPAIR_HOLDINGS, &params).await?;
+            let h = serde_json::from_slice(&body).map_err(|e| peer_error(&peer.url, e))?;
+            let h = check_holdings(h, peer, self.store.group(), after.as_deref())
+                .map_err(|e| peer_error(&peer.url, e))?;
+            // A sender counts as a range at least, so pages of empty senders end too.
+            ranges += h
+                .sources
+                .iter()
+                .map(|s| s.ranges.len().max(1))
+                .sum::<usize>();
+            if ranges > MAX_PEER_RANGES {
+                let why = format!("its holdings list more than {MAX_PEER_RANGES} ranges");
+                return Err(peer_error(&peer.url, why));
+            }
+            let next = h.next.clone();
+            if after.is_none() {
+                all = h;
+            } else {
+                all.sources.extend(h.sources);
+            }
+            // Each page's senders follow the last page's (checked), so the loop ends.
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// The union of the peers' holdings minus this replica's.
@@ -423,7 +474,7 @@ impl Puller {
         // hashing new segments reads their terms.
         let (store, cache) = (self.store.clone(), self.cache.clone());
         let (ours, digests) = tokio::task::spawn_blocking(move || {
-            let (ours, _) = store.seq_ranges(usize::MAX);
+            let ours = store.all_seq_ranges();
             (ours, key_digests(&store, &cache))
         })
         .await?;
@@ -727,7 +778,7 @@ mod tests {
     }
 
     fn held(store: &Store) -> Vec<crate::dedup::SeqRanges> {
-        store.seq_ranges(100).0
+        store.all_seq_ranges()
     }
 
     /// A peer that lists records but cannot serve them (trimmed by --max-disk, or not yet
@@ -804,14 +855,16 @@ mod tests {
             ],
             ..Holdings::default()
         };
-        let ok = check_holdings(h("g", "r", vec![[8, 9], [3, 5], [0, 0]]), &peer, "g").unwrap();
+        let ok =
+            check_holdings(h("g", "r", vec![[8, 9], [3, 5], [0, 0]]), &peer, "g", None).unwrap();
         assert_eq!(ok.sources.len(), 1);
         assert_eq!(ok.sources[0].ranges, vec![[0, 5], [8, 9]]);
-        assert!(check_holdings(h("g2", "r", vec![]), &peer, "g").is_err());
-        assert!(check_holdings(h("g", "r2", vec![]), &peer, "g").is_err());
-        assert!(check_holdings(h("g", "r", vec![[5, 4]]), &peer, "g").is_err());
+        assert!(check_holdings(h("g2", "r", vec![]), &peer, "g", None).is_err());
+        assert!(check_holdings(h("g", "r2", vec![]), &peer, "g", None).is_err());
+        assert!(check_holdings(h("g", "r", vec![[5, 4]]), &peer, "g", None).is_err());
+        assert!(check_holdings(h("g", "r", vec![]), &peer, "g", Some("s")).is_err());
         let many = vec![[0, 0]; MAX_HOLDINGS_RANGES + 1];
-        assert!(check_holdings(h("g", "r", many), &peer, "g").is_err());
+        assert!(check_holdings(h("g", "r", many), &peer, "g", None).is_err());
     }
 
     /// A replica with peers is catching up until its first comparison.

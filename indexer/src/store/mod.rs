@@ -194,9 +194,29 @@ impl Store {
         }
     }
 
-    /// Every sender's `_seq` values held, as ranges (at most `max`; true when cut).
-    pub fn seq_ranges(&self, max: usize) -> (Vec<crate::dedup::SeqRanges>, bool) {
-        self.shared.dedup.lock().unwrap().seq_ranges(max)
+    /// A page of the senders after `after` with their `_seq` values held, as ranges, and
+    /// the `after` of the next page: see [`crate::dedup::Dedup::seq_ranges`].
+    pub fn seq_ranges(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> (Vec<crate::dedup::SeqRanges>, Option<String>) {
+        self.shared.dedup.lock().unwrap().seq_ranges(after, max)
+    }
+
+    /// Every sender's `_seq` values held, as ranges, listed a page at a time so that the
+    /// log thread never waits long for the lock. Blocks on it: call off the async threads.
+    pub fn all_seq_ranges(&self) -> Vec<crate::dedup::SeqRanges> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.seq_ranges(after.as_deref(), 10_000);
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return all,
+            }
+        }
     }
 
     /// Of `keys` (`_key` values), those not held.
