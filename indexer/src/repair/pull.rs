@@ -352,7 +352,7 @@ impl Puller {
                 let Some(has) = theirs.get(src.as_str()) else {
                     continue;
                 };
-                let here = ranges::subtract(&want, &ranges::subtract(&want, has));
+                let here = ranges::intersect(&want, has);
                 for [from, to] in here {
                     if let Err(e) = self.copy_range(peer, src, from, to, &mut want).await {
                         self.failed(&peer.url, &e);
@@ -469,7 +469,7 @@ impl Puller {
     }
 
     /// The union of the peers' holdings minus this replica's.
-    async fn missing(&self, held: &[(Peer, Holdings)]) -> Result<Missing> {
+    async fn missing(&mut self, held: &[(Peer, Holdings)]) -> Result<Missing> {
         // Off the async threads: listing the ranges holds the de-duplication lock, and
         // hashing new segments reads their terms.
         let (store, cache) = (self.store.clone(), self.cache.clone());
@@ -485,11 +485,15 @@ impl Puller {
                 theirs.entry(&s.src).or_default().extend(&s.ranges);
             }
         }
+        // What retention keeps out is remembered only while a peer still lists it, so the
+        // memory of it shrinks as the peers' own retention removes it.
+        self.gone.retain(|src, _| theirs.contains_key(src.as_str()));
         let mut seqs = Vec::new();
         for (src, r) in theirs {
-            let mut lack =
-                ranges::subtract(&ranges::normalize(r), ours.get(src).map_or(&[][..], |v| v));
-            if let Some(gone) = self.gone.get(src) {
+            let r = ranges::normalize(r);
+            let mut lack = ranges::subtract(&r, ours.get(src).map_or(&[][..], |v| v));
+            if let Some(gone) = self.gone.get_mut(src) {
+                *gone = ranges::intersect(gone, &r);
                 lack = ranges::subtract(&lack, gone);
             }
             if !lack.is_empty() {
@@ -865,6 +869,20 @@ mod tests {
         assert!(check_holdings(h("g", "r", vec![]), &peer, "g", Some("s")).is_err());
         let many = vec![[0, 0]; MAX_HOLDINGS_RANGES + 1];
         assert!(check_holdings(h("g", "r", many), &peer, "g", None).is_err());
+    }
+
+    /// `_seq`s skipped for retention are forgotten once no peer lists them.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn what_retention_kept_out_is_forgotten_once_no_peer_lists_it() {
+        let a = fake_peer("default", "a", String::new()).await;
+        let (_, c, _) = app("pull-gone-c");
+        let mut puller = Puller::new(c.clone(), reqwest::Client::new(), 1_000_000);
+        puller.gone.insert("old".into(), vec![[1, 5]]);
+        puller.gone.insert("s".into(), vec![[0, 3], [100, 200]]);
+        puller.round(&[a]).await;
+        let gone: Vec<_> = puller.gone.into_iter().collect();
+        assert_eq!(gone, vec![("s".to_string(), vec![[0, 3]])]);
+        c.shutdown();
     }
 
     /// A replica with peers is catching up until its first comparison.

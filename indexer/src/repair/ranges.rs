@@ -46,6 +46,11 @@ pub fn subtract(a: &[[u64; 2]], b: &[[u64; 2]]) -> Ranges {
     out
 }
 
+/// The values in both `a` and `b` (both normalized).
+pub fn intersect(a: &[[u64; 2]], b: &[[u64; 2]]) -> Ranges {
+    subtract(a, &subtract(a, b))
+}
+
 /// How many values the ranges hold.
 pub fn count(r: &[[u64; 2]]) -> u64 {
     r.iter()
@@ -79,5 +84,9 @@ mod tests {
             vec![[1, 9]]
         );
         assert_eq!(count(&[[0, u64::MAX]]), u64::MAX);
+        assert_eq!(
+            intersect(&[[0, 10], [20, 30]], &[[5, 25]]),
+            vec![[5, 10], [20, 25]]
+        );
     }
 }
