@@ -89,11 +89,10 @@ pub struct AppState {
     repair: RepairReads,
 }
 
-/// What the repair routes share: the `_key` digest cache, and a bound on the doc-store
-/// reads peers can make this replica do at once.
+/// What the repair routes share: a bound on the doc-store reads peers can make this
+/// replica do at once.
 #[derive(Clone)]
 struct RepairReads {
-    digests: Arc<repair::DigestCache>,
     permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -128,7 +127,6 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
             config,
             shutdown,
             repair: RepairReads {
-                digests: Arc::default(),
                 permits: Arc::new(tokio::sync::Semaphore::new(REPAIR_READS)),
             },
         })
@@ -618,7 +616,7 @@ async fn bulk_index(
 /// Runs a repair read on a blocking thread, at most [`REPAIR_READS`] at once.
 async fn repair_read<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&Store, &repair::DigestCache) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let _permit = s
         .repair
@@ -626,8 +624,8 @@ async fn repair_read<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| Error::ShuttingDown)?;
-    let (store, digests) = (s.store.clone(), s.repair.digests.clone());
-    tokio::task::spawn_blocking(move || f(&store, &digests)).await?
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || f(&store)).await?
 }
 
 fn ndjson(body: Vec<u8>) -> Response {
@@ -640,7 +638,7 @@ async fn repair_holdings(
     Params(p): Params<RepairHoldingsParams>,
 ) -> Result<Json<Holdings>> {
     Ok(Json(
-        repair_read(&s, move |st, d| repair::holdings(st, d, &p)).await?,
+        repair_read(&s, move |st| repair::holdings(st, &p)).await?,
     ))
 }
 
@@ -650,7 +648,7 @@ async fn repair_records(
     Params(p): Params<RepairRecordsParams>,
 ) -> Result<Response> {
     Ok(ndjson(
-        repair_read(&s, move |st, _| repair::records(st, &p)).await?,
+        repair_read(&s, move |st| repair::records(st, &p)).await?,
     ))
 }
 
@@ -659,9 +657,7 @@ async fn repair_keys(
     State(s): State<AppState>,
     Params(p): Params<RepairKeysParams>,
 ) -> Result<Json<RepairKeys>> {
-    Ok(Json(
-        repair_read(&s, move |st, _| repair::keys(st, &p)).await?,
-    ))
+    Ok(Json(repair_read(&s, move |st| repair::keys(st, &p)).await?))
 }
 
 /// [`paths::REPAIR_BY_KEY`]: the stored records of a list of `_key`s, NDJSON.
@@ -683,7 +679,7 @@ async fn repair_by_key(
     let req: RepairByKey = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("the body is not a key list: {e}")))?;
     Ok(ndjson(
-        repair_read(&s, move |st, _| repair::by_key(st, &req, &peer)).await?,
+        repair_read(&s, move |st| repair::by_key(st, &req, &peer)).await?,
     ))
 }
 

@@ -46,11 +46,11 @@ fn key_hash(key: &[u8]) -> u64 {
 /// A page of this replica's holdings. `_seq` ranges come from the de-duplication set (which
 /// also holds records not yet searchable: a peer asking for those gets them on a later
 /// round); the `_key` digests come with the first page.
-pub fn holdings(store: &Store, cache: &DigestCache, p: &RepairHoldingsParams) -> Result<Holdings> {
+pub fn holdings(store: &Store, p: &RepairHoldingsParams) -> Result<Holdings> {
     check_replica(store, p.replica.as_deref())?;
     let (seqs, next) = store.seq_ranges(p.after.as_deref(), MAX_HOLDINGS_RANGES);
     let partitions = match p.after {
-        None => key_digests(store, cache)?,
+        None => key_digests(store)?,
         Some(_) => Vec::new(),
     };
     Ok(Holdings {
@@ -67,18 +67,20 @@ pub fn holdings(store: &Store, cache: &DigestCache, p: &RepairHoldingsParams) ->
 
 /// The `_key` digest of every partition holding `_key` records. Keys are unique within a
 /// replica, so a partition's digest is the count and wrapping sum of its keys' hashes.
-pub fn key_digests(store: &Store, cache: &DigestCache) -> Result<Vec<KeyDigest>> {
+pub fn key_digests(store: &Store) -> Result<Vec<KeyDigest>> {
+    let cache = store.digest_cache();
     let field = store.fields().key;
     let partitions: Vec<_> = store.partitions().read().values().cloned().collect();
     let mut seen = HashMap::new();
     let mut out = Vec::new();
-    let old = std::mem::take(&mut *cache.segments.lock().unwrap());
     for p in partitions {
         let (mut count, mut hash) = (0u64, 0u64);
         for seg in p.reader.searcher().segment_readers() {
             let id = seg.segment_id();
-            let d = match old.get(&id) {
-                Some(d) => *d,
+            // The lock only for the look-up: the API and the repair loop hash at once.
+            let cached = cache.segments.lock().unwrap().get(&id).copied();
+            let d = match cached {
+                Some(d) => d,
                 None => {
                     let inv = seg.inverted_index(field)?;
                     let mut stream = inv.terms().stream().map_err(tantivy::TantivyError::from)?;

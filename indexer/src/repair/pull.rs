@@ -7,7 +7,6 @@
 //! asked of the next, and again at the next round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sawmill_cluster::{Discovery, DiscoveryConfig, Membership};
@@ -19,7 +18,7 @@ use sawmill_record::api::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::held::{key_digests, DigestCache};
+use super::held::key_digests;
 use super::ranges::{self, Ranges};
 use super::RepairConfig;
 use crate::dedup::DedupKey;
@@ -174,7 +173,6 @@ struct Puller {
     store: Store,
     http: reqwest::Client,
     rate: Rate,
-    cache: Arc<DigestCache>,
     /// Per sender, `_seq` values a peer served that were past this replica's retention:
     /// never copied, so not counted as missing again.
     gone: HashMap<String, Ranges>,
@@ -272,7 +270,6 @@ impl Puller {
             store,
             http,
             rate: Rate::new(rate),
-            cache: Arc::default(),
             gone: HashMap::new(),
             behind_since: None,
             left: 0,
@@ -293,7 +290,12 @@ impl Puller {
         }
         let missing = match self.missing(&held).await {
             Ok(m) => m,
-            Err(e) => return self.failed("-", &e),
+            Err(e) => {
+                // This replica's own failure, not a peer's: logged, not counted as a failed
+                // request to a peer.
+                let why = "Repair could not list what this replica holds; retrying next round.";
+                return tracing::warn!(error = %e, "{why}");
+            }
         };
         let lag = missing.records();
         let started = Instant::now();
@@ -472,10 +474,10 @@ impl Puller {
     async fn missing(&mut self, held: &[(Peer, Holdings)]) -> Result<Missing> {
         // Off the async threads: listing the ranges holds the de-duplication lock, and
         // hashing new segments reads their terms.
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let store = self.store.clone();
         let (ours, digests) = tokio::task::spawn_blocking(move || {
             let ours = store.all_seq_ranges();
-            (ours, key_digests(&store, &cache))
+            (ours, key_digests(&store))
         })
         .await?;
         let ours: HashMap<String, Ranges> = ours.into_iter().collect();

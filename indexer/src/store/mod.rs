@@ -37,7 +37,7 @@ use crate::lock::DirLock;
 use crate::metrics::{Metrics, M};
 use crate::partition::Partitions;
 use crate::record::Record;
-use crate::repair::RepairStatus;
+use crate::repair::{DigestCache, RepairStatus};
 use crate::schema::Fields;
 
 pub use config::StoreConfig;
@@ -87,6 +87,7 @@ impl Store {
             problem: Mutex::new(None),
             dedup: Arc::default(),
             repair: RepairStatus::default(),
+            digests: DigestCache::default(),
             _lock: lock,
         });
 
@@ -228,6 +229,11 @@ impl Store {
     /// How far behind its peers this replica is.
     pub fn repair_status(&self) -> &RepairStatus {
         &self.shared.repair
+    }
+
+    /// The `_key` digests of the segments seen, for repair.
+    pub fn digest_cache(&self) -> &DigestCache {
+        &self.shared.digests
     }
 
     pub fn config(&self) -> &StoreConfig {
