@@ -346,7 +346,8 @@ pub struct Health {
     /// [`REPAIR_HOLDINGS`]); absent while it has no peer or has not compared yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_records: Option<u64>,
-    /// Copying from its peers right now: it answers searches, but they may miss records.
+    /// With peers: from its start until a comparison found nothing missing (it answers
+    /// searches meanwhile, but they may miss records).
     #[serde(default)]
     pub catching_up: bool,
 }
