@@ -62,10 +62,20 @@ fn total(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_total(s: &Server, n: u64) {
-    while total(&s.url) < n {
+/// Waits until `f` holds, polling every 50 ms; fails with `what` after `secs`, so a stuck
+/// run ends instead of hanging.
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_total(s: &Server, n: u64) {
+    wait_until(&format!("{n} records on {}", s.url), 600, || {
+        total(&s.url) >= n
+    });
 }
 
 /// Ingests `d` into `s`, returning records/s until acknowledged.
@@ -135,16 +145,14 @@ fn main() {
         ],
     );
     // Let the copy get going before measuring the peer under it.
-    while total(&replica.url) < 1 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the copy starts", 120, || total(&replica.url) >= 1);
     let under_copy = ingest_rate(&during, &peer);
     let copying_still = total(&replica.url) < (n + live) as u64;
     let all = (n + 2 * live) as u64;
     wait_total(&peer, all);
-    while !(total(&replica.url) >= all && health(&replica.url)["lag_records"] == 0) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the replica catches up", 1200, || {
+        total(&replica.url) >= all && health(&replica.url)["lag_records"] == 0
+    });
     let took = started.elapsed().as_secs_f64();
     let cpu = (
         cpu_seconds(peer.child.id()) - peer_cpu,

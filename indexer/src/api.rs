@@ -25,7 +25,8 @@ use sawmill_record::api::{
     MAX_LIMIT, MAX_TERMS, MAX_TRACE_LIMIT,
 };
 use sawmill_record::api::{
-    Holdings, RepairByKey, RepairKeys, RepairKeysParams, RepairRecordsParams,
+    Holdings, RepairByKey, RepairHoldingsParams, RepairKeys, RepairKeysParams, RepairPeerParams,
+    RepairRecordsParams, MAX_REPAIR_BY_KEY_BODY,
 };
 use sawmill_record::time::format_micros;
 use serde::de::DeserializeOwned;
@@ -88,11 +89,10 @@ pub struct AppState {
     repair: RepairReads,
 }
 
-/// What the repair routes share: the `_key` digest cache, and a bound on the doc-store
-/// reads peers can make this replica do at once.
+/// What the repair routes share: a bound on the doc-store reads peers can make this
+/// replica do at once.
 #[derive(Clone)]
 struct RepairReads {
-    digests: Arc<repair::DigestCache>,
     permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -127,7 +127,6 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
             config,
             shutdown,
             repair: RepairReads {
-                digests: Arc::default(),
                 permits: Arc::new(tokio::sync::Semaphore::new(REPAIR_READS)),
             },
         })
@@ -627,7 +626,7 @@ async fn bulk_index(
 /// Runs a repair read on a blocking thread, at most [`REPAIR_READS`] at once.
 async fn repair_read<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&Store, &repair::DigestCache) -> Result<T> + Send + 'static,
+    f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let _permit = s
         .repair
@@ -635,8 +634,8 @@ async fn repair_read<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| Error::ShuttingDown)?;
-    let (store, digests) = (s.store.clone(), s.repair.digests.clone());
-    tokio::task::spawn_blocking(move || f(&store, &digests)).await?
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || f(&store)).await?
 }
 
 fn ndjson(body: Vec<u8>) -> Response {
@@ -644,8 +643,13 @@ fn ndjson(body: Vec<u8>) -> Response {
 }
 
 /// [`paths::REPAIR_HOLDINGS`]: what this replica holds, for its peers' repair.
-async fn repair_holdings(State(s): State<AppState>) -> Result<Json<Holdings>> {
-    Ok(Json(repair_read(&s, repair::holdings).await?))
+async fn repair_holdings(
+    State(s): State<AppState>,
+    Params(p): Params<RepairHoldingsParams>,
+) -> Result<Json<Holdings>> {
+    Ok(Json(
+        repair_read(&s, move |st| repair::holdings(st, &p)).await?,
+    ))
 }
 
 /// [`paths::REPAIR_RECORDS`]: one sender's stored records in a `_seq` range, NDJSON.
@@ -654,7 +658,7 @@ async fn repair_records(
     Params(p): Params<RepairRecordsParams>,
 ) -> Result<Response> {
     Ok(ndjson(
-        repair_read(&s, move |st, _| repair::records(st, &p)).await?,
+        repair_read(&s, move |st| repair::records(st, &p)).await?,
     ))
 }
 
@@ -663,17 +667,29 @@ async fn repair_keys(
     State(s): State<AppState>,
     Params(p): Params<RepairKeysParams>,
 ) -> Result<Json<RepairKeys>> {
-    Ok(Json(
-        repair_read(&s, move |st, _| repair::keys(st, &p)).await?,
-    ))
+    Ok(Json(repair_read(&s, move |st| repair::keys(st, &p)).await?))
 }
 
 /// [`paths::REPAIR_BY_KEY`]: the stored records of a list of `_key`s, NDJSON.
-async fn repair_by_key(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn repair_by_key(
+    State(s): State<AppState>,
+    Params(peer): Params<RepairPeerParams>,
+    body: Body,
+) -> Result<Response> {
+    // Read here rather than by axum's extractor, whose own 2 MB limit answers in plain text:
+    // the limit is the contract's, the one the client keeps to.
+    let limit = MAX_REPAIR_BY_KEY_BODY;
+    let body = tokio::time::timeout(s.config.body_timeout, read_limited(body, limit as u64))
+        .await
+        .map_err(|_| Error::BodyTimeout(s.config.body_timeout))?
+        .map_err(|e| match e {
+            Error::TooLarge { .. } => Error::KeysTooLarge(limit),
+            e => e,
+        })?;
     let req: RepairByKey = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("the body is not a key list: {e}")))?;
     Ok(ndjson(
-        repair_read(&s, move |st, _| repair::by_key(st, &req)).await?,
+        repair_read(&s, move |st| repair::by_key(st, &req, &peer)).await?,
     ))
 }
 
@@ -719,13 +735,14 @@ async fn not_found(uri: axum::http::Uri) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    fn app(name: &str) -> (Router, Store, std::path::PathBuf) {
+    /// The API over a store in a fresh directory that commits every 10 ms.
+    pub(crate) fn app(name: &str) -> (Router, Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("sawmill-api-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = crate::StoreConfig::new(&dir);
@@ -751,12 +768,14 @@ mod tests {
         Request::get(uri).body(Body::empty()).unwrap()
     }
 
-    /// Repair routes answer bad parameters 400 in the API's error shape, and a `_seq` range
-    /// of any width costs at most `limit` records.
+    /// Repair routes answer bad parameters 400 in the API's error shape, a request meant
+    /// for another replica 409, and a `_seq` range of any width costs at most `limit`
+    /// records and reaches past a gap.
     #[tokio::test(flavor = "multi_thread")]
     async fn repair_routes_refuse_bad_input_and_bound_their_answers() {
         let (app, store, dir) = app("repair");
         let body: String = (0..30)
+            .chain([1000])
             .map(|i| format!("{{\"message\":\"m{i}\",\"_src\":\"s\",\"_seq\":{i}}}\n"))
             .collect();
         let (status, _) = call(
@@ -793,12 +812,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(all, (0..30).collect::<Vec<u64>>());
-        let wide = format!(
-            "{}?src=s&from=3&to={}&limit=5",
-            paths::REPAIR_RECORDS,
-            u64::MAX
-        );
-        assert_eq!(lines(wide).await, vec![3, 4, 5, 6, 7]);
+        let wide = |from: u64| {
+            format!(
+                "{}?src=s&from={from}&to={}&limit=5",
+                paths::REPAIR_RECORDS,
+                u64::MAX
+            )
+        };
+        assert_eq!(lines(wide(3)).await, vec![3, 4, 5, 6, 7]);
+        assert_eq!(lines(wide(30)).await, vec![1000]);
+        let mine = store.replica().to_string();
+        let ok = format!("{}&replica={mine}", wide(28));
+        assert_eq!(lines(ok).await, vec![28, 29, 1000]);
+        for uri in [
+            format!("{}&replica=other", wide(0)),
+            format!("{}?start=0&replica=other", paths::REPAIR_KEYS),
+        ] {
+            let (status, v) = call(&app, get(&uri)).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{uri}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(&mine), "{v}");
+        }
+        let req = Request::post(format!("{}?replica=other", paths::REPAIR_BY_KEY))
+            .body(Body::from(r#"{"start":0,"keys":["k"]}"#))
+            .unwrap();
+        assert_eq!(call(&app, req).await.0, StatusCode::CONFLICT);
+        // Key lists up to the contract's limit are taken (past axum's default 2 MB), larger
+        // ones refused in the API's error shape.
+        for (size, want) in [
+            (MAX_REPAIR_BY_KEY_BODY - 100, StatusCode::OK),
+            (MAX_REPAIR_BY_KEY_BODY + 1, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let key = "k".repeat(size - r#"{"start":0,"keys":[""]}"#.len());
+            let body = format!(r#"{{"start":0,"keys":["{key}"]}}"#);
+            let req = Request::post(paths::REPAIR_BY_KEY).body(Body::from(body));
+            let (status, v) = call(&app, req.unwrap()).await;
+            assert_eq!(status, want, "{v}");
+            assert!(want == StatusCode::OK || v["error"].is_string(), "{v}");
+        }
         for bad in [
             "?src=s",
             "?src=s&from=0&to=1&limit=0",
@@ -817,7 +867,8 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
         let (status, v) = call(&app, get(paths::REPAIR_HOLDINGS)).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(v["sources"], json!([{"src": "s", "ranges": [[0, 29]]}]));
+        let ranges = json!([{"src": "s", "ranges": [[0, 29], [1000, 1000]]}]);
+        assert_eq!(v["sources"], ranges);
         let (status, v) = call(&app, get(&format!("{}?start=0", paths::REPAIR_KEYS))).await;
         assert_eq!((status, v), (StatusCode::OK, json!({"keys": []})));
         store.shutdown();

@@ -3,7 +3,8 @@
 //! Shippers number their records, so per sender the seen sequence numbers are kept as
 //! ranges: a sender that never loses a batch costs one range however much it sends.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 
 /// What makes a record unique to its sender, so a resent batch is stored once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -19,7 +20,9 @@ pub type SeqRanges = (String, Vec<[u64; 2]>);
 
 #[derive(Default)]
 pub struct Dedup {
-    seqs: HashMap<String, RangeSet>,
+    /// In sender order, so the holdings are listed a page at a time without sorting (the
+    /// log thread waits on this set's lock meanwhile).
+    seqs: BTreeMap<String, RangeSet>,
     ids: HashSet<String>,
 }
 
@@ -75,18 +78,20 @@ impl Dedup {
         self.ids.contains(id)
     }
 
-    /// Every sender's sequence numbers as sorted inclusive ranges, senders in name order,
-    /// at most `max` ranges in all; true when some were left out. Repair copies this under
-    /// the log thread's lock, so it costs ingest about a microsecond per range.
-    pub fn seq_ranges(&self, max: usize) -> (Vec<SeqRanges>, bool) {
-        let mut srcs: Vec<&String> = self.seqs.keys().collect();
-        srcs.sort();
-        let mut out = Vec::with_capacity(srcs.len());
-        let mut left = max;
-        for src in srcs {
-            let set = &self.seqs[src];
-            if left == 0 {
-                return (out, true);
+    /// A page of the senders after `after` (all from the start with `None`), in name order,
+    /// with their sequence numbers as sorted inclusive ranges: whole senders while they fit
+    /// in `max` ranges, and at least one (a sender with more than `max` ranges is cut to its
+    /// first `max`). The second value is the last sender listed when more follow: the
+    /// `after` of the next page. Runs under the log thread's lock, so its cost is bounded by
+    /// `max`, about a microsecond per range.
+    pub fn seq_ranges(&self, after: Option<&str>, max: usize) -> (Vec<SeqRanges>, Option<String>) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out: Vec<SeqRanges> = Vec::new();
+        let mut left = max.max(1);
+        for (src, set) in self.seqs.range::<str, _>((from, Bound::Unbounded)) {
+            if !out.is_empty() && set.ranges.len() > left {
+                let last = out.last().map(|(s, _)| s.clone());
+                return (out, last);
             }
             let ranges: Vec<[u64; 2]> = set
                 .ranges
@@ -95,13 +100,9 @@ impl Dedup {
                 .map(|(&s, &e)| [s, e])
                 .collect();
             left -= ranges.len();
-            let cut = ranges.len() < set.ranges.len();
             out.push((src.clone(), ranges));
-            if cut {
-                return (out, true);
-            }
         }
-        (out, false)
+        (out, None)
     }
 
     #[cfg(test)]
@@ -183,5 +184,44 @@ mod tests {
         assert_eq!(d.len_ranges(), 1);
         assert!(d.insert(&DedupKey::Id("x".into())));
         assert!(!d.insert(&DedupKey::Id("x".into())));
+    }
+
+    /// Holdings are listed a page at a time by sender, so every sender is listed however
+    /// many ranges there are.
+    #[test]
+    fn ranges_are_listed_a_page_of_senders_at_a_time() {
+        let mut d = Dedup::default();
+        for (src, seqs) in [
+            ("c", &[1, 3][..]),
+            ("a", &[1, 3, 5]),
+            ("b", &[1]),
+            ("d", &[7]),
+        ] {
+            for &seq in seqs {
+                d.insert_seq(src, seq);
+            }
+        }
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = d.seq_ranges(after.as_deref(), 2);
+            pages.push(
+                page.into_iter()
+                    .map(|(s, r)| (s, r.len()))
+                    .collect::<Vec<_>>(),
+            );
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let names = |v: &[(&str, usize)]| v.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+        let want: Vec<Vec<(String, usize)>> = vec![
+            names(&[("a", 2)]),
+            names(&[("b", 1)]),
+            names(&[("c", 2)]),
+            names(&[("d", 1)]),
+        ];
+        assert_eq!(pages, want);
     }
 }

@@ -334,12 +334,16 @@ impl Metrics {
 pub struct RepairCopied {
     pub stored: u64,
     pub skipped: u64,
+    /// Lines of the answer that were not a record of what was asked; left out and counted
+    /// as repair errors, so one bad line never blocks the rest.
+    pub bad: u64,
 }
 
 impl RepairCopied {
     pub fn emit(self, m: &Metrics) {
         m.add(M::RepairRecordsCopied, self.stored);
         m.add(M::RepairRecordsSkipped, self.skipped);
+        m.add(M::RepairErrors, self.bad);
     }
 }
 

@@ -509,7 +509,8 @@ pub struct Health {
     /// [`REPAIR_HOLDINGS`]); absent while it has no peer or has not compared yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_records: Option<u64>,
-    /// Copying from its peers right now: it answers searches, but they may miss records.
+    /// With peers: from its start until a comparison found nothing missing (it answers
+    /// searches meanwhile, but they may miss records).
     #[serde(default)]
     pub catching_up: bool,
 }
@@ -518,21 +519,32 @@ pub struct Health {
 // Repair: what replicas of one group ask each other to find and copy what they miss.
 // ---------------------------------------------------------------------------------------
 
-/// `GET`: [`Holdings`], what this replica holds.
+/// `GET` with [`RepairHoldingsParams`]: [`Holdings`], what this replica holds, a page of
+/// senders at a time (the client asks again with `after` = the answer's `next`).
 pub const REPAIR_HOLDINGS: &str = "/api/v1/repair/holdings";
-/// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range
-/// (cut to `limit` values), lowest `_seq` first, as NDJSON in the stored form (with
+/// `GET` with [`RepairRecordsParams`]: the stored records of one sender in a `_seq` range,
+/// the lowest `limit` of them, lowest `_seq` first, as NDJSON in the stored form (with
 /// `_src`/`_seq`); only committed records, so a copy never holds what its source could lose.
+/// An answer stops early at about [`MAX_REPAIR_ANSWER_BYTES`]: the client asks again from
+/// the last `_seq` it got plus one.
 pub const REPAIR_RECORDS: &str = "/api/v1/repair/records";
 /// `GET` with [`RepairKeysParams`]: [`RepairKeys`], the `_key`s of one partition in order.
 pub const REPAIR_KEYS: &str = "/api/v1/repair/keys";
-/// `POST` a [`RepairByKey`] body: the stored records with those `_key`s, as NDJSON.
+/// `POST` a [`RepairByKey`] body (at most [`MAX_REPAIR_BY_KEY_BODY`] bytes), with
+/// [`RepairPeerParams`]: the stored records with those `_key`s, as NDJSON, stopping early
+/// at about [`MAX_REPAIR_ANSWER_BYTES`] (the client asks again for the keys it did not get).
 pub const REPAIR_BY_KEY: &str = "/api/v1/repair/by-key";
+
+/// The size past which a repair answer of records takes no further record (the first one
+/// is always sent, whatever its size), so an answer stays near this size.
+pub const MAX_REPAIR_ANSWER_BYTES: usize = 8 << 20;
+/// The largest [`REPAIR_BY_KEY`] body a replica takes.
+pub const MAX_REPAIR_BY_KEY_BODY: usize = 4 << 20;
 
 /// The most records or keys one repair request returns.
 pub const MAX_REPAIR_LIMIT: usize = 10_000;
-/// The most `_seq` ranges one [`Holdings`] lists; beyond it, `truncated` is set and the
-/// rest is listed once the first are copied.
+/// The most `_seq` ranges one [`Holdings`] page lists (a sender with more is cut to these,
+/// so a peer may copy its tail from another replica or not at all).
 pub const MAX_HOLDINGS_RANGES: usize = 100_000;
 
 /// What a replica holds: per sender its `_seq` values as inclusive ranges, and per
@@ -543,10 +555,22 @@ pub struct Holdings {
     pub replica: String,
     pub group: String,
     pub sources: Vec<SourceRanges>,
+    /// Listed on the first page only.
     pub partitions: Vec<KeyDigest>,
-    /// More ranges exist than [`MAX_HOLDINGS_RANGES`].
-    #[serde(default)]
-    pub truncated: bool,
+    /// More senders follow: ask again with this as `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The parameters of [`REPAIR_HOLDINGS`]: the senders after `after` (from the first without
+/// it); `replica` is the replica the client means to ask.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairHoldingsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// One sender's `_seq` values, as sorted, disjoint inclusive `[first, last]` ranges.
@@ -567,7 +591,7 @@ pub struct KeyDigest {
 }
 
 /// The parameters of [`REPAIR_RECORDS`]: sender `src`, `_seq` from `from` to `to`
-/// inclusive, at most `limit` records.
+/// inclusive, at most `limit` records; `replica` is the replica the client means to ask.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepairRecordsParams {
@@ -576,9 +600,20 @@ pub struct RepairRecordsParams {
     pub to: u64,
     #[serde(default = "default_repair_limit")]
     pub limit: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
-/// The parameters of [`REPAIR_KEYS`]: partition `start`, keys after `after`.
+/// The parameters of [`REPAIR_BY_KEY`]: `replica`, the replica the client means to ask.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairPeerParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+}
+
+/// The parameters of [`REPAIR_KEYS`]: partition `start`, keys after `after`; `replica` is
+/// the replica the client means to ask.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepairKeysParams {
@@ -587,6 +622,8 @@ pub struct RepairKeysParams {
     pub after: Option<String>,
     #[serde(default = "default_repair_limit")]
     pub limit: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 fn default_repair_limit() -> usize {

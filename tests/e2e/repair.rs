@@ -66,6 +66,11 @@ fn wait_identical(a: &Indexer, b: &Indexer, secs: u64) -> BTreeSet<(String, u64)
 
 /// An indexer of group `g` at `listen` whose peer is `peer`, comparing every second.
 fn replica(listen: &str, data: &Path, peer: &str, extra: &[&str]) -> Indexer {
+    replica_every("1s", listen, data, peer, extra)
+}
+
+/// [`replica`], comparing every `interval`.
+fn replica_every(interval: &str, listen: &str, data: &Path, peer: &str, extra: &[&str]) -> Indexer {
     let peer = format!("http://{peer}");
     let mut args = vec![
         "--group",
@@ -75,7 +80,7 @@ fn replica(listen: &str, data: &Path, peer: &str, extra: &[&str]) -> Indexer {
         "--peer",
         &peer,
         "--discovery-interval",
-        "1s",
+        interval,
     ];
     args.extend_from_slice(extra);
     Indexer::start_at(listen, data, &args)
@@ -89,6 +94,22 @@ fn records(src: &str, from: u64, n: u64) -> Vec<u8> {
         )
         .collect();
     ndjson(&recs)
+}
+
+/// The stored form of sender `src`'s records, byte for byte, lowest `_seq` first.
+fn stored(ix: &Indexer, src: &str) -> String {
+    let resp = reqwest::blocking::Client::new()
+        .get(ix.api("/api/v1/repair/records"))
+        .query(&[
+            ("src", src),
+            ("from", "0"),
+            ("to", &u64::MAX.to_string()),
+            ("limit", "10000"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().unwrap()
 }
 
 fn post_ok(ix: &Indexer, body: Vec<u8>, accepted: u64) {
@@ -133,6 +154,13 @@ fn a_replica_killed_past_its_backlog_copies_what_it_missed_from_its_peer() {
     let b = replica(&addr_b, &dir.path().join("b"), &addr_a, &[]);
     let held = wait_identical(&a, &b, 90);
     wait_total(&b, "service:app", n);
+    // Copies keep the stored form (`ts`, `received`, fields) byte for byte.
+    let senders: BTreeSet<&str> = held.iter().map(|(s, _)| s.as_str()).collect();
+    for src in senders {
+        let (sa, sb) = (stored(&a, src), stored(&b, src));
+        assert_eq!(sa.lines().count() as u64, n, "{src}");
+        assert!(sa == sb, "{src}: the copies differ from the originals");
+    }
     let copied = b.metric("sawmill_indexer_repair_records_copied_total");
     assert!(
         copied >= dropped,
@@ -291,19 +319,24 @@ fn bulk_records_sent_to_one_replica_are_copied_to_the_other() {
         let (s, v) = post(&ix.api("/_bulk"), body.into_bytes(), None);
         assert_eq!((s, v["errors"].as_bool()), (200, Some(false)), "{v}");
     };
-    bulk(&a, "a", 3_000);
-    bulk(&b, "b", 50);
-    // Records without any key are stored but never repaired: counted, not copied.
+    // Records without any key are stored but never repaired: counted, not copied. Stored
+    // before the bulk records, so the rounds that copy those have seen them.
     let plain: Vec<Value> = (0..5)
         .map(|i| json!({"message": format!("plain {i}"), "service": "plain"}))
         .collect();
     post_ok(&a, ndjson(&plain), 5);
+    wait_total(&a, "service:plain", 5);
+    bulk(&a, "a", 3_000);
+    bulk(&b, "b", 50);
     wait_for("both hold every bulk record", 60, &[&a, &b], || {
         keys(&a).len() == 3_050 && keys(&b).len() == 3_050
     });
     assert_eq!(keys(&a), keys(&b));
     assert_eq!(a.metric("sawmill_indexer_records_unkeyed_total"), 5.0);
-    wait_total(&b, "service:plain", 0);
+    assert_eq!(
+        get(&b.api("/api/v1/search?q=service:plain&limit=0")).1["total"],
+        0
+    );
     assert_eq!(
         b.metric("sawmill_indexer_repair_records_copied_total"),
         3_000.0
@@ -322,9 +355,11 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
     let (addr_a, addr_b) = (free_addr(), free_addr());
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     let a = replica(&addr_a, &data_a, &addr_b, &[]);
-    let b = replica(&addr_b, &data_b, &addr_a, &[]);
+    // B compares once at its start and then not for an hour, so it cannot copy record 1
+    // however the kill below falls against its rounds.
+    let b = replica_every("1h", &addr_b, &data_b, &addr_a, &[]);
     wait_for("the replicas see each other", 30, &[&a, &b], || {
-        health(&b)["lag_records"] == 0
+        health(&a)["lag_records"] == 0
     });
     // Lost: acknowledged by A alone, whose disk goes before a repair round could copy it.
     post_ok(&a, records("w", 1, 1), 1);
@@ -340,7 +375,13 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
         !seqs(&a).contains(&("w".to_string(), 1)),
         "the new A has no record 1"
     );
-    // Kept: the same kind of record, left for one repair interval.
+    // Kept: the same kind of record, left for one repair interval of a B comparing every
+    // second.
+    b.kill9();
+    let b = replica(&addr_b, &data_b, &addr_a, &[]);
+    wait_for("B compares again", 30, &[&a, &b], || {
+        health(&b)["lag_records"] == 0
+    });
     let acked = Instant::now();
     post_ok(&a, records("w", 2, 1), 1);
     wait_for("B copies record 2", 30, &[&a, &b], || {
@@ -351,7 +392,8 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
     std::fs::remove_dir_all(&data_a).unwrap();
     assert!(seqs(&b).contains(&("w".to_string(), 2)));
     eprintln!("durability window (ack on A to present on B, --discovery-interval 1s, --commit-interval 100ms): {window:?}");
-    assert!(window < Duration::from_secs(5), "window {window:?}");
+    // Generous: a loaded machine stretches rounds; the README states the measured figure.
+    assert!(window < Duration::from_secs(20), "window {window:?}");
 }
 
 /// Regression: a partition removed for its age left its keys in the de-duplication set, so

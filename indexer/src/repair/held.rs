@@ -8,10 +8,11 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use sawmill_record::api::{
-    Holdings, KeyDigest, RepairByKey, RepairKeys, RepairKeysParams, RepairRecordsParams,
-    SourceRanges, MAX_HOLDINGS_RANGES, MAX_REPAIR_LIMIT,
+    Holdings, KeyDigest, RepairByKey, RepairHoldingsParams, RepairKeys, RepairKeysParams,
+    RepairPeerParams, RepairRecordsParams, SourceRanges, MAX_HOLDINGS_RANGES,
+    MAX_REPAIR_ANSWER_BYTES, MAX_REPAIR_LIMIT,
 };
-use tantivy::collector::DocSetCollector;
+use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::index::SegmentId;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{IndexRecordOption, Value};
@@ -42,10 +43,16 @@ fn key_hash(key: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// This replica's holdings. `_seq` ranges come from the de-duplication set (which also
-/// holds records not yet searchable: a peer asking for those gets them on a later round).
-pub fn holdings(store: &Store, cache: &DigestCache) -> Result<Holdings> {
-    let (seqs, truncated) = store.seq_ranges(MAX_HOLDINGS_RANGES);
+/// A page of this replica's holdings. `_seq` ranges come from the de-duplication set (which
+/// also holds records not yet searchable: a peer asking for those gets them on a later
+/// round); the `_key` digests come with the first page.
+pub fn holdings(store: &Store, p: &RepairHoldingsParams) -> Result<Holdings> {
+    check_replica(store, p.replica.as_deref())?;
+    let (seqs, next) = store.seq_ranges(p.after.as_deref(), MAX_HOLDINGS_RANGES);
+    let partitions = match p.after {
+        None => key_digests(store)?,
+        Some(_) => Vec::new(),
+    };
     Ok(Holdings {
         replica: store.replica().to_string(),
         group: store.group().to_string(),
@@ -53,25 +60,27 @@ pub fn holdings(store: &Store, cache: &DigestCache) -> Result<Holdings> {
             .into_iter()
             .map(|(src, ranges)| SourceRanges { src, ranges })
             .collect(),
-        partitions: key_digests(store, cache)?,
-        truncated,
+        partitions,
+        next,
     })
 }
 
 /// The `_key` digest of every partition holding `_key` records. Keys are unique within a
 /// replica, so a partition's digest is the count and wrapping sum of its keys' hashes.
-pub fn key_digests(store: &Store, cache: &DigestCache) -> Result<Vec<KeyDigest>> {
+pub fn key_digests(store: &Store) -> Result<Vec<KeyDigest>> {
+    let cache = store.digest_cache();
     let field = store.fields().key;
     let partitions: Vec<_> = store.partitions().read().values().cloned().collect();
     let mut seen = HashMap::new();
     let mut out = Vec::new();
-    let old = std::mem::take(&mut *cache.segments.lock().unwrap());
     for p in partitions {
         let (mut count, mut hash) = (0u64, 0u64);
         for seg in p.reader.searcher().segment_readers() {
             let id = seg.segment_id();
-            let d = match old.get(&id) {
-                Some(d) => *d,
+            // The lock only for the look-up: the API and the repair loop hash at once.
+            let cached = cache.segments.lock().unwrap().get(&id).copied();
+            let d = match cached {
+                Some(d) => d,
                 None => {
                     let inv = seg.inverted_index(field)?;
                     let mut stream = inv.terms().stream().map_err(tantivy::TantivyError::from)?;
@@ -101,16 +110,14 @@ pub fn key_digests(store: &Store, cache: &DigestCache) -> Result<Vec<KeyDigest>>
     Ok(out)
 }
 
-/// The stored records of `p.src` with `_seq` in `[p.from, p.to]`, lowest first, at most
-/// `p.limit` (the range is cut to `limit` values), as NDJSON.
+/// The stored records of `p.src` with `_seq` in `[p.from, p.to]`, the lowest `p.limit` of
+/// them, lowest first, as NDJSON; cut short at about [`MAX_REPAIR_ANSWER_BYTES`].
 pub fn records(store: &Store, p: &RepairRecordsParams) -> Result<Vec<u8>> {
+    check_replica(store, p.replica.as_deref())?;
     let limit = check_limit(p.limit)?;
     if p.to < p.from {
         return Err(Error::BadRequest("`to` is below `from`".into()));
     }
-    // A sender's `_seq` is stored once, so a range `limit` wide holds at most `limit`
-    // records: the clamp bounds the work whatever range a client asks for.
-    let to = p.to.min(p.from.saturating_add(limit as u64 - 1));
     let f = store.fields();
     let q = BooleanQuery::new(vec![
         (
@@ -124,41 +131,68 @@ pub fn records(store: &Store, p: &RepairRecordsParams) -> Result<Vec<u8>> {
             Occur::Must,
             Box::new(RangeQuery::new(
                 Bound::Included(Term::from_field_u64(f.seq, p.from)),
-                Bound::Included(Term::from_field_u64(f.seq, to)),
+                Bound::Included(Term::from_field_u64(f.seq, p.to)),
             )),
         ),
     ]);
+    // The lowest `limit` of each partition hold the lowest `limit` overall; memory is
+    // bounded by `limit` per partition, however wide the range asked.
+    let top = TopDocs::with_limit(limit).order_by_fast_field::<u64>("_seq", tantivy::Order::Asc);
     let partitions: Vec<_> = store.partitions().read().values().cloned().collect();
-    let mut found: Vec<(u64, String)> = Vec::new();
-    for part in partitions {
+    let mut found = Vec::new();
+    for (i, part) in partitions.iter().enumerate() {
         let searcher = part.reader.searcher();
-        // In doc order: the doc store decompresses a 64 KiB block at a time and keeps the
-        // last few, so reading in the collector's hash order decompressed a block per record.
-        let mut docs: Vec<DocAddress> =
-            searcher.search(&q, &DocSetCollector)?.into_iter().collect();
-        docs.sort_unstable();
-        for addr in docs {
-            let seq = searcher
-                .segment_reader(addr.segment_ord)
-                .fast_fields()
-                .u64("_seq")?
-                .first(addr.doc_id)
-                .unwrap_or(0);
-            found.push((seq, source_of(&searcher, addr, store)?));
-            // A sender's `_seq` is stored once, so the range bounds the answer; this
-            // bounds it whatever the index holds.
-            if found.len() >= MAX_REPAIR_LIMIT * 2 {
-                break;
-            }
-        }
+        let docs = searcher.search(&q, &top)?;
+        found.extend(
+            docs.into_iter()
+                .map(|(seq, addr)| (seq.unwrap_or(0), i, addr)),
+        );
     }
-    found.sort_unstable_by_key(|(s, _)| *s);
+    found.sort_unstable();
     found.truncate(limit);
-    Ok(served(store, found.into_iter().map(|(_, s)| s)))
+    let searchers: Vec<_> = partitions.iter().map(|p| p.reader.searcher()).collect();
+    let sources = read_within_budget(store, &searchers, &found)?;
+    Ok(served(store, sources.into_iter()))
+}
+
+/// The stored forms of `wanted` (`(_seq, partition, address)`, lowest `_seq` first), as long
+/// a prefix of them as fits in [`MAX_REPAIR_ANSWER_BYTES`] (at least one). Read in doc
+/// order: the doc store decompresses a 64 KiB block at a time and keeps the last few, so
+/// reading in `_seq` order could decompress a block per record.
+fn read_within_budget(
+    store: &Store,
+    searchers: &[tantivy::Searcher],
+    wanted: &[(u64, usize, DocAddress)],
+) -> Result<Vec<String>> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_unstable_by_key(|&i| (wanted[i].1, wanted[i].2));
+    let mut read: Vec<Option<String>> = vec![None; wanted.len()];
+    let mut bytes = 0;
+    for i in order {
+        if bytes > MAX_REPAIR_ANSWER_BYTES {
+            break;
+        }
+        let (_, part, addr) = wanted[i];
+        let source = source_of(&searchers[part], addr, store)?;
+        bytes += source.len() + 1;
+        read[i] = Some(source);
+    }
+    // The answer is a prefix in `_seq` order, so the client can go on from its last one.
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for source in read.into_iter().map_while(|s| s) {
+        if bytes > 0 && bytes + source.len() > MAX_REPAIR_ANSWER_BYTES {
+            break;
+        }
+        bytes += source.len() + 1;
+        out.push(source);
+    }
+    Ok(out)
 }
 
 /// The `_key`s of partition `p.start` after `p.after`, in byte order, at most `p.limit`.
 pub fn keys(store: &Store, p: &RepairKeysParams) -> Result<RepairKeys> {
+    check_replica(store, p.replica.as_deref())?;
     let limit = check_limit(p.limit)?;
     let Some(part) = partition(store, p.start) else {
         return Ok(RepairKeys::default());
@@ -189,8 +223,10 @@ pub fn keys(store: &Store, p: &RepairKeysParams) -> Result<RepairKeys> {
     Ok(RepairKeys { keys, next })
 }
 
-/// The stored records of partition `req.start` with the `_key`s asked for, as NDJSON.
-pub fn by_key(store: &Store, req: &RepairByKey) -> Result<Vec<u8>> {
+/// The stored records of partition `req.start` with the `_key`s asked for, as NDJSON; cut
+/// short at about [`MAX_REPAIR_ANSWER_BYTES`] (the client asks again for the rest).
+pub fn by_key(store: &Store, req: &RepairByKey, peer: &RepairPeerParams) -> Result<Vec<u8>> {
+    check_replica(store, peer.replica.as_deref())?;
     check_limit(req.keys.len())?;
     let Some(part) = partition(store, req.start) else {
         return Ok(Vec::new());
@@ -202,10 +238,29 @@ pub fn by_key(store: &Store, req: &RepairByKey) -> Result<Vec<u8>> {
     let mut docs: Vec<DocAddress> = searcher.search(&q, &DocSetCollector)?.into_iter().collect();
     docs.sort_unstable();
     let mut out = Vec::new();
+    let mut bytes = 0;
     for addr in docs {
-        out.push(source_of(&searcher, addr, store)?);
+        if bytes > MAX_REPAIR_ANSWER_BYTES {
+            break;
+        }
+        let source = source_of(&searcher, addr, store)?;
+        bytes += source.len() + 1;
+        out.push(source);
     }
     Ok(served(store, out.into_iter()))
+}
+
+/// Refuses a request meant for another replica: the client's list of peers is a snapshot,
+/// and a peer's address may since have gone to a replica of another group.
+fn check_replica(store: &Store, asked: Option<&str>) -> Result<()> {
+    match asked {
+        Some(r) if r != store.replica() => Err(Error::Conflict(format!(
+            "this is replica `{}` of group `{}`, not replica `{r}`",
+            store.replica(),
+            store.group()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_limit(limit: usize) -> Result<usize> {
@@ -245,6 +300,53 @@ fn served(store: &Store, sources: impl Iterator<Item = String>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer stops once past its byte budget, at a prefix in `_seq` order, so the
+    /// client can go on from its last `_seq`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn answers_stop_at_their_byte_budget() {
+        let (_, store, _) = crate::api::tests::app("held-budget");
+        let big = "x".repeat(200_000);
+        let n = MAX_REPAIR_ANSWER_BYTES / big.len() + 10;
+        let recs = (0..n)
+            .map(|i| {
+                let line = format!(
+                    r#"{{"ts":"2026-11-30T07:00:00Z","message":"{big}","_src":"s","_seq":{i}}}"#
+                );
+                crate::record::Record::from_source(&line).unwrap()
+            })
+            .collect();
+        store.ingest(recs).await.unwrap();
+        let ask = |from| RepairRecordsParams {
+            src: "s".into(),
+            from,
+            to: u64::MAX,
+            limit: MAX_REPAIR_LIMIT,
+            replica: None,
+        };
+        let seqs = |body: Vec<u8>| -> Vec<u64> {
+            let text = String::from_utf8(body).unwrap();
+            let v = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+            v.map(|v| v["_seq"].as_u64().unwrap()).collect()
+        };
+        // Until all are searchable.
+        for _ in 0..500 {
+            if !records(&store, &ask(n as u64 - 1)).unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let body = records(&store, &ask(0)).unwrap();
+        assert!(body.len() <= MAX_REPAIR_ANSWER_BYTES + big.len() + 200);
+        let first = seqs(body);
+        assert!(first.len() < n, "{} of {n}", first.len());
+        assert_eq!(first, (0..first.len() as u64).collect::<Vec<_>>());
+        let rest = seqs(records(&store, &ask(first.len() as u64)).unwrap());
+        assert_eq!(rest, (first.len() as u64..n as u64).collect::<Vec<_>>());
+        store.shutdown();
+    }
 
     #[test]
     fn key_hashes_are_fixed_across_builds() {

@@ -62,7 +62,8 @@ pub const DEFAULT_RATE: u64 = 20_000;
 /// How far behind its peers this replica is, for `/healthz`.
 #[derive(Debug, Default)]
 pub struct RepairStatus {
-    /// Records the peers hold that this replica does not; `u64::MAX` until compared.
+    /// Records the peers hold that this replica does not, as last counted; read only once
+    /// `compared`.
     lag: AtomicU64,
     compared: AtomicBool,
     catching_up: AtomicBool,
@@ -76,6 +77,11 @@ impl RepairStatus {
 
     pub fn catching_up(&self) -> bool {
         self.catching_up.load(Relaxed)
+    }
+
+    /// Repair is on but has not compared yet: catching up, lag unknown.
+    fn begin(&self) {
+        self.catching_up.store(true, Relaxed);
     }
 
     fn set(&self, lag: u64, catching_up: bool) {

@@ -46,29 +46,16 @@ pub fn subtract(a: &[[u64; 2]], b: &[[u64; 2]]) -> Ranges {
     out
 }
 
+/// The values in both `a` and `b` (both normalized).
+pub fn intersect(a: &[[u64; 2]], b: &[[u64; 2]]) -> Ranges {
+    subtract(a, &subtract(a, b))
+}
+
 /// How many values the ranges hold.
 pub fn count(r: &[[u64; 2]]) -> u64 {
     r.iter()
         .map(|[a, b]| (b - a).saturating_add(1))
         .fold(0u64, u64::saturating_add)
-}
-
-/// Cuts `r` into pieces of at most `width` values, in order.
-pub fn pieces(r: &[[u64; 2]], width: u64) -> Vec<[u64; 2]> {
-    let width = width.max(1);
-    let mut out = Vec::new();
-    for &[a, b] in r {
-        let mut lo = a;
-        loop {
-            let hi = lo.saturating_add(width - 1).min(b);
-            out.push([lo, hi]);
-            if hi == b {
-                break;
-            }
-            lo = hi + 1;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -91,15 +78,15 @@ mod tests {
     }
 
     #[test]
-    fn ranges_merge_and_cut() {
+    fn ranges_merge_and_count() {
         assert_eq!(
             normalize(vec![[5, 9], [1, 3], [4, 4], [20, 19]]),
             vec![[1, 9]]
         );
-        assert_eq!(
-            pieces(&[[1, 5], [10, 10]], 2),
-            vec![[1, 2], [3, 4], [5, 5], [10, 10]]
-        );
         assert_eq!(count(&[[0, u64::MAX]]), u64::MAX);
+        assert_eq!(
+            intersect(&[[0, 10], [20, 30]], &[[5, 25]]),
+            vec![[5, 10], [20, 25]]
+        );
     }
 }

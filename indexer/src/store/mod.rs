@@ -37,7 +37,7 @@ use crate::lock::DirLock;
 use crate::metrics::{Metrics, M};
 use crate::partition::Partitions;
 use crate::record::Record;
-use crate::repair::RepairStatus;
+use crate::repair::{DigestCache, RepairStatus};
 use crate::schema::Fields;
 
 pub use config::StoreConfig;
@@ -87,6 +87,7 @@ impl Store {
             problem: Mutex::new(None),
             dedup: Arc::default(),
             repair: RepairStatus::default(),
+            digests: DigestCache::default(),
             _lock: lock,
         });
 
@@ -194,9 +195,29 @@ impl Store {
         }
     }
 
-    /// Every sender's `_seq` values held, as ranges (at most `max`; true when cut).
-    pub fn seq_ranges(&self, max: usize) -> (Vec<crate::dedup::SeqRanges>, bool) {
-        self.shared.dedup.lock().unwrap().seq_ranges(max)
+    /// A page of the senders after `after` with their `_seq` values held, as ranges, and
+    /// the `after` of the next page: see [`crate::dedup::Dedup::seq_ranges`].
+    pub fn seq_ranges(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> (Vec<crate::dedup::SeqRanges>, Option<String>) {
+        self.shared.dedup.lock().unwrap().seq_ranges(after, max)
+    }
+
+    /// Every sender's `_seq` values held, as ranges, listed a page at a time so that the
+    /// log thread never waits long for the lock. Blocks on it: call off the async threads.
+    pub fn all_seq_ranges(&self) -> Vec<crate::dedup::SeqRanges> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self.seq_ranges(after.as_deref(), 10_000);
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return all,
+            }
+        }
     }
 
     /// Of `keys` (`_key` values), those not held.
@@ -208,6 +229,11 @@ impl Store {
     /// How far behind its peers this replica is.
     pub fn repair_status(&self) -> &RepairStatus {
         &self.shared.repair
+    }
+
+    /// The `_key` digests of the segments seen, for repair.
+    pub fn digest_cache(&self) -> &DigestCache {
+        &self.shared.digests
     }
 
     pub fn config(&self) -> &StoreConfig {

@@ -8,7 +8,7 @@ use crate::dedup::Dedup;
 use crate::lock::DirLock;
 use crate::metrics::Metrics;
 use crate::partition::Partitions;
-use crate::repair::RepairStatus;
+use crate::repair::{DigestCache, RepairStatus};
 use crate::schema::Fields;
 use crate::store::config::StoreConfig;
 
@@ -27,6 +27,9 @@ pub struct Shared {
     pub dedup: Arc<Mutex<Dedup>>,
     /// How far behind its peers this replica is (`/healthz`).
     pub repair: RepairStatus,
+    /// The `_key` digests of the segments seen: one cache for the holdings this replica
+    /// serves and the comparisons it makes, so neither hashes what the other did.
+    pub digests: DigestCache,
     /// Held for as long as anything uses the data directory.
     pub _lock: DirLock,
 }
