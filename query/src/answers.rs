@@ -7,25 +7,19 @@ use std::time::Instant;
 
 use sawmill_record::api::{
     self, Bucket, ContextParams, ContextResponse, HistogramParams, HistogramResponse, LocalId,
-    Order, Partial, RecordId, Scope, SearchParams, SearchResponse, TermCount, TermsParams,
-    TermsResponse, TraceParams, TraceResponse, MAX_TERMS,
+    Order, RecordId, Scope, SearchParams, SearchResponse, TermCount, TermsParams, TermsResponse,
+    TraceParams, TraceResponse, MAX_TERMS,
 };
 use sawmill_record::time::{format_micros, parse_rfc3339};
 use serde_json::Value;
 
-use crate::cluster::{Answer, Cluster, Fanned};
+use crate::cluster::{partial_of, Answer, Cluster, Fanned};
 use crate::error::{Error, Result};
 use crate::path_and_query;
 use crate::search::{merge, rank_hit, Doc, Ranked};
 
 fn micros(ts: &str) -> Option<i64> {
     parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-}
-
-fn partial_of(missing: Vec<String>) -> Option<Partial> {
-    (!missing.is_empty()).then_some(Partial {
-        missing_groups: missing,
-    })
 }
 
 /// How many values each group is asked for to answer a terms request of `size`: more than

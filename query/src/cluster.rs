@@ -2,11 +2,11 @@
 //! next replica of a group asked when one fails within the request, and a group none of
 //! whose replicas answers reported as missing rather than failing the answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sawmill_cluster::{Discovery, DiscoveryConfig, Member, Membership, Target};
 use sawmill_record::api::{ErrorBody, Partial};
@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     pub queue_timeout: Duration,
     /// Live tails open at once (each holds one stream per group and a few events).
     pub max_tails: usize,
+    /// How long a group discovery no longer lists is still reported missing. On Swarm and
+    /// Kubernetes a dead replica drops out of DNS, so a group whose every replica died
+    /// simply vanishes: without this, answers would be silently short.
+    pub group_grace: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +47,8 @@ impl Default for ClusterConfig {
             max_concurrent: 64,
             queue_timeout: Duration::from_secs(10),
             max_tails: 256,
+            // As the shipper's --replica-grace.
+            group_grace: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -69,10 +75,15 @@ pub struct Fanned<T> {
 impl<T> Fanned<T> {
     /// What the answer says about missing groups.
     pub fn partial(&self) -> Option<Partial> {
-        (!self.missing.is_empty()).then(|| Partial {
-            missing_groups: self.missing.clone(),
-        })
+        partial_of(self.missing.clone())
     }
+}
+
+/// What an answer says about `missing` groups: nothing when none is.
+pub(crate) fn partial_of(missing: Vec<String>) -> Option<Partial> {
+    (!missing.is_empty()).then_some(Partial {
+        missing_groups: missing,
+    })
 }
 
 /// What the banner and `/healthz` show of one replica.
@@ -105,6 +116,9 @@ struct Inner {
     failed: Mutex<HashMap<String, String>>,
     /// Each replica's last state and since when, for the banner.
     seen: Mutex<HashMap<String, (bool, OffsetDateTime)>>,
+    /// Each group name discovery has listed, with when it last did: a group gone from it
+    /// is reported missing for `group_grace`.
+    groups_seen: Mutex<HashMap<String, Instant>>,
     closing: watch::Sender<bool>,
     metrics: Metrics,
 }
@@ -146,6 +160,7 @@ impl Cluster {
                 config,
                 failed: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
+                groups_seen: Mutex::new(HashMap::new()),
                 closing: watch::Sender::new(false),
                 metrics: Metrics::default(),
             }),
@@ -240,11 +255,14 @@ impl Cluster {
     }
 
     /// The groups known now, each with its replicas in the order to ask them: `prefer` (a
-    /// replica id) first, then those believed up, then the others (they may be back).
+    /// replica id) first, then those believed up, then the others (they may be back). A
+    /// group discovery listed within `group_grace` but lists no more comes with no replica,
+    /// so every fan-out reports it missing.
     pub(crate) fn groups(&self, prefer: &HashMap<String, String>) -> Vec<(String, Vec<Member>)> {
         let m = self.membership();
         let failed = lock(&self.inner.failed).clone();
-        m.groups()
+        let mut out: BTreeMap<String, Vec<Member>> = m
+            .groups()
             .into_iter()
             .map(|(g, members)| {
                 let p = prefer.get(g);
@@ -255,7 +273,34 @@ impl Cluster {
                 });
                 (g.to_string(), ms)
             })
-            .collect()
+            .collect();
+        for g in self.lost_groups_of(&m) {
+            out.insert(g, Vec::new());
+        }
+        out.into_iter().collect()
+    }
+
+    /// Groups discovery listed within `group_grace` but lists no more, sorted.
+    pub fn lost_groups(&self) -> Vec<String> {
+        self.lost_groups_of(&self.membership())
+    }
+
+    fn lost_groups_of(&self, m: &Membership) -> Vec<String> {
+        let now = Instant::now();
+        let listed = m.groups();
+        let mut seen = lock(&self.inner.groups_seen);
+        for g in listed.keys() {
+            seen.insert(g.to_string(), now);
+        }
+        let grace = self.inner.config.group_grace;
+        seen.retain(|_, t| now.duration_since(*t) <= grace);
+        let mut lost: Vec<String> = seen
+            .keys()
+            .filter(|g| !listed.contains_key(g.as_str()))
+            .cloned()
+            .collect();
+        lost.sort();
+        lost
     }
 
     /// Asks every group `path_for(group)` (a group for which it gives `None` is not asked)
@@ -371,7 +416,7 @@ impl Cluster {
         }
         self.inner.metrics.group_failures.fetch_add(1, Relaxed);
         let why = if whys.is_empty() {
-            format!("group `{group}` has no replica")
+            format!("group `{group}`: discovery lists no replica of it any more")
         } else {
             format!("group `{group}`: {}", whys.join("; "))
         };

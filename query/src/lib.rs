@@ -23,6 +23,8 @@ mod metrics;
 mod search;
 mod server;
 mod tail;
+#[cfg(test)]
+mod tests;
 
 pub use answers::shard_size;
 pub use cluster::{Answer, Cluster, ClusterConfig, ReplicaState};

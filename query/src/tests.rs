@@ -1,0 +1,163 @@
+//! Fan-out tests against fake indexers: small axum servers that answer `/healthz` with a
+//! group of their choosing and page `/api/v1/search` as an indexer does (newest first,
+//! cursor `TS.RID`), so the cluster's merges, cursors and missing groups are checked
+//! without building real indexes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use sawmill_cluster::Target;
+use sawmill_record::api::{self, SearchParams, SearchResponse};
+use sawmill_record::time::format_micros;
+use serde_json::{json, Value};
+
+use crate::{Cluster, ClusterConfig, Error};
+
+/// What a fake indexer says: its group (changeable, to make a group vanish) and its
+/// records as (`ts` µs, record id).
+struct Fake {
+    group: String,
+    replica: String,
+    records: Vec<(i64, u64)>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+async fn health(State(f): State<Shared>) -> Json<Value> {
+    let f = f.lock().unwrap();
+    Json(json!({"status": "ok", "searchable_position": 0, "replica": f.replica, "group": f.group}))
+}
+
+async fn search(State(f): State<Shared>, Query(p): Query<SearchParams>) -> Json<Value> {
+    let f = f.lock().unwrap();
+    let mut recs = f.records.clone();
+    recs.sort_by(|a, b| b.cmp(a));
+    let below = p.cursor.as_deref().and_then(|c| {
+        let (ts, rid) = c.split_once('.')?;
+        Some((ts.parse::<i64>().ok()?, rid.parse::<u64>().ok()?))
+    });
+    let rest: Vec<_> = recs
+        .iter()
+        .filter(|r| below.is_none_or(|b| **r < b))
+        .collect();
+    let page: Vec<_> = rest.iter().take(p.limit).collect();
+    let cursor = (rest.len() > page.len())
+        .then(|| page.last().map(|(ts, rid)| format!("{ts}.{rid}")))
+        .flatten();
+    let hits: Vec<Value> = page
+        .iter()
+        .map(|(ts, rid)| json!({"_id": rid.to_string(), "ts": format_micros(*ts), "message": "m"}))
+        .collect();
+    Json(json!({"total": recs.len(), "hits": hits, "took_ms": 0, "cursor": cursor}))
+}
+
+/// Starts a fake indexer of `group` holding `records`: its state and its URL.
+async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
+    let state = Arc::new(Mutex::new(Fake {
+        group: group.into(),
+        replica: format!("{group}-r"),
+        records: records.to_vec(),
+    }));
+    let app = Router::new()
+        .route(api::HEALTHZ, get(health))
+        .route(api::SEARCH, get(search))
+        .with_state(state.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (state, url)
+}
+
+async fn cluster(urls: &[&str], group_grace: Duration) -> Cluster {
+    Cluster::start(ClusterConfig {
+        targets: urls.iter().map(|u| Target::Fixed(u.to_string())).collect(),
+        discovery_interval: Duration::from_millis(50),
+        group_grace,
+        ..ClusterConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn page(limit: usize, cursor: Option<String>) -> SearchParams {
+    SearchParams {
+        limit,
+        cursor,
+        ..SearchParams::default()
+    }
+}
+
+fn missing(r: &SearchResponse<crate::Doc>) -> Vec<String> {
+    r.partial
+        .as_ref()
+        .map(|p| p.missing_groups.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_group_gone_from_discovery_is_reported_missing_for_the_grace() {
+    let (_a, ua) = fake("g0", &[(3_000_000, 1)]).await;
+    let (b, ub) = fake("g1", &[(2_000_000, 1)]).await;
+    let c = cluster(&[&ua, &ub], Duration::from_secs(900)).await;
+    let r = c.search(&page(10, None)).await.unwrap();
+    assert_eq!((r.total, missing(&r)), (2, vec![]));
+    // Its every replica gone from DNS, g1 is no longer listed: here its one replica says
+    // another group, so discovery lists g0 and g2 only.
+    b.lock().unwrap().group = "g2".into();
+    for _ in 0..100 {
+        if c.membership().group_names() == ["g0", "g2"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.membership().group_names(), ["g0", "g2"]);
+    let r = c.search(&page(10, None)).await.unwrap();
+    assert_eq!(missing(&r), ["g1"]);
+    assert_eq!(c.lost_groups(), ["g1"]);
+}
+
+#[tokio::test]
+async fn total_stays_the_same_on_every_page() {
+    let (_a, ua) = fake("g0", &[(9_000_000, 1)]).await;
+    let (_b, ub) = fake("g1", &[(3_000_000, 1), (2_000_000, 2), (1_000_000, 3)]).await;
+    let c = cluster(&[&ua, &ub], Duration::from_secs(900)).await;
+    let (mut cursor, mut seen) = (None, 0);
+    loop {
+        let r = c.search(&page(2, cursor)).await.unwrap();
+        assert_eq!(r.total, 4, "after {seen} hits");
+        seen += r.hits.len();
+        cursor = r.cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 4);
+}
+
+#[tokio::test]
+async fn a_cursor_whose_unread_groups_are_all_gone_is_refused_not_an_empty_page() {
+    let (_a, ua) = fake("g0", &[(9_000_000, 1)]).await;
+    let (b, ub) = fake("g1", &[(3_000_000, 1), (2_000_000, 2), (1_000_000, 3)]).await;
+    // No grace: a group not listed is forgotten at once, as after the grace.
+    let c = cluster(&[&ua, &ub], Duration::ZERO).await;
+    let r = c.search(&page(2, None)).await.unwrap();
+    assert_eq!(r.hits.len(), 2);
+    b.lock().unwrap().records.clear();
+    b.lock().unwrap().group = "g2".into();
+    for _ in 0..100 {
+        if c.membership().group_names() == ["g0", "g2"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // g0 is done; g1, whose hits are unread, is gone: nothing to ask.
+    match c.search(&page(2, r.cursor)).await {
+        Err(Error::Unavailable { attempts }) => {
+            assert!(attempts.join(" ").contains("g1"), "{attempts:?}")
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
