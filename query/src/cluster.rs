@@ -111,9 +111,11 @@ struct Inner {
     config: ClusterConfig,
     admission: Arc<Semaphore>,
     tails: Arc<Semaphore>,
-    /// Replicas that failed a request since discovery last saw them, by URL, with why:
-    /// asked last until discovery's next round, which is asked for at once.
-    failed: Mutex<HashMap<String, String>>,
+    /// Replicas that failed a request, by URL, with why and when: asked last for
+    /// [`Inner::failed_for`]. Discovery's round is asked for at once on a failure; once it
+    /// had time to run, its own `up` says whether the replica is down, so an entry expires
+    /// rather than wait for a success that, asked last, would never come.
+    failed: Mutex<HashMap<String, (String, Instant)>>,
     /// Each replica's last state and since when, for the banner.
     seen: Mutex<HashMap<String, (bool, OffsetDateTime)>>,
     /// Each group name discovery has listed, with when it last did: a group gone from it
@@ -146,7 +148,7 @@ impl Cluster {
             config.targets.clone(),
             DiscoveryConfig {
                 interval: config.discovery_interval,
-                health_timeout: Duration::from_secs(2),
+                health_timeout: HEALTH_TIMEOUT,
             },
             http.clone(),
         )
@@ -187,8 +189,10 @@ impl Cluster {
     /// Every replica known, with its state as requests and discovery saw it.
     pub fn replicas(&self) -> Vec<ReplicaState> {
         let m = self.membership();
-        let failed = lock(&self.inner.failed).clone();
+        let failed = self.failed(&m);
         let mut seen = lock(&self.inner.seen);
+        // Replicas gone from the membership are forgotten, so the map stays its size.
+        seen.retain(|url, _| m.member(url).is_some());
         let now = OffsetDateTime::now_utc();
         m.members
             .iter()
@@ -260,7 +264,7 @@ impl Cluster {
     /// so every fan-out reports it missing.
     pub(crate) fn groups(&self, prefer: &HashMap<String, String>) -> Vec<(String, Vec<Member>)> {
         let m = self.membership();
-        let failed = lock(&self.inner.failed).clone();
+        let failed = self.failed(&m);
         let mut out: BTreeMap<String, Vec<Member>> = m
             .groups()
             .into_iter()
@@ -278,6 +282,18 @@ impl Cluster {
             out.insert(g, Vec::new());
         }
         out.into_iter().collect()
+    }
+
+    /// The replicas of `m` that failed a request lately, with why. Entries past
+    /// [`Inner::failed_for`] or of replicas gone from the membership are dropped.
+    fn failed(&self, m: &Membership) -> HashMap<String, String> {
+        let expiry = self.inner.failed_for();
+        let mut failed = lock(&self.inner.failed);
+        failed.retain(|url, (_, at)| at.elapsed() < expiry && m.member(url).is_some());
+        failed
+            .iter()
+            .map(|(url, (why, _))| (url.clone(), why.clone()))
+            .collect()
     }
 
     /// Groups discovery listed within `group_grace` but lists no more, sorted.
@@ -407,7 +423,8 @@ impl Cluster {
                 }
                 Err(Attempt::Failover(why)) => {
                     tracing::warn!(url = %m.url, group, error = %why, "Indexer replica failed a request.");
-                    lock(&self.inner.failed).insert(m.url.clone(), why.clone());
+                    let failure = (why.clone(), Instant::now());
+                    lock(&self.inner.failed).insert(m.url.clone(), failure);
                     self.inner.discovery.refresh();
                     whys.push(why);
                 }
@@ -488,6 +505,18 @@ impl Attempt {
         }
     }
 }
+
+impl Inner {
+    /// How long a failed replica is asked last: until the discovery round its failure
+    /// asked for has surely asked its health (at most `HEALTH_TIMEOUT`), or the next
+    /// regular round.
+    fn failed_for(&self) -> Duration {
+        self.config.discovery_interval.max(HEALTH_TIMEOUT)
+    }
+}
+
+/// Longest a replica's `/healthz` may take in a discovery round.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

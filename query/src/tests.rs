@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use sawmill_cluster::Target;
@@ -22,6 +23,8 @@ struct Fake {
     group: String,
     replica: String,
     records: Vec<(i64, u64)>,
+    /// Searches answer 500 (a replica failing requests while its health is fine).
+    fail: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -31,8 +34,14 @@ async fn health(State(f): State<Shared>) -> Json<Value> {
     Json(json!({"status": "ok", "searchable_position": 0, "replica": f.replica, "group": f.group}))
 }
 
-async fn search(State(f): State<Shared>, Query(p): Query<SearchParams>) -> Json<Value> {
+async fn search(
+    State(f): State<Shared>,
+    Query(p): Query<SearchParams>,
+) -> Result<Json<Value>, StatusCode> {
     let f = f.lock().unwrap();
+    if f.fail {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
     let mut recs = f.records.clone();
     recs.sort_by(|a, b| b.cmp(a));
     let below = p.cursor.as_deref().and_then(|c| {
@@ -51,15 +60,18 @@ async fn search(State(f): State<Shared>, Query(p): Query<SearchParams>) -> Json<
         .iter()
         .map(|(ts, rid)| json!({"_id": rid.to_string(), "ts": format_micros(*ts), "message": "m"}))
         .collect();
-    Json(json!({"total": recs.len(), "hits": hits, "took_ms": 0, "cursor": cursor}))
+    Ok(Json(
+        json!({"total": recs.len(), "hits": hits, "took_ms": 0, "cursor": cursor}),
+    ))
 }
 
 /// Starts a fake indexer of `group` holding `records`: its state and its URL.
 async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
     let state = Arc::new(Mutex::new(Fake {
         group: group.into(),
-        replica: format!("{group}-r"),
+        replica: format!("{group}-r{}", fastrand_id()),
         records: records.to_vec(),
+        fail: false,
     }));
     let app = Router::new()
         .route(api::HEALTHZ, get(health))
@@ -69,6 +81,12 @@ async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
     (state, url)
+}
+
+/// A replica id unique within a test.
+fn fastrand_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn cluster(urls: &[&str], group_grace: Duration) -> Cluster {
@@ -160,4 +178,29 @@ async fn a_cursor_whose_unread_groups_are_all_gone_is_refused_not_an_empty_page(
         }
         other => panic!("expected 503, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_replica_that_failed_once_is_asked_again_once_discovery_had_its_round() {
+    let (a, ua) = fake("g0", &[(1_000_000, 1)]).await;
+    let (_b, ub) = fake("g0", &[(1_000_000, 1)]).await;
+    let c = cluster(&[&ua, &ub], Duration::from_secs(900)).await;
+    let up = |c: &Cluster| c.replicas().iter().find(|r| r.url == ua).unwrap().up;
+    a.lock().unwrap().fail = true;
+    assert_eq!(c.search(&page(10, None)).await.unwrap().total, 1);
+    assert!(!up(&c), "asked last after it failed");
+    a.lock().unwrap().fail = false;
+    // Its health answers all along: once discovery had its round, it is first again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(up(&c), "{:?}", c.replicas());
+    let before = c
+        .metrics()
+        .failovers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    c.search(&page(10, None)).await.unwrap();
+    let after = c
+        .metrics()
+        .failovers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(before, after, "answered by the first replica");
 }
