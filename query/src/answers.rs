@@ -13,7 +13,7 @@ use sawmill_record::api::{
 use sawmill_record::time::{format_micros, parse_rfc3339};
 use serde_json::Value;
 
-use crate::cluster::{partial_of, Answer, Cluster, Fanned};
+use crate::cluster::{partial_of, Answer, Attempt, Cluster, Fanned};
 use crate::error::{Error, Result};
 use crate::path_and_query;
 use crate::search::{merge, rank_hit, Doc, Ranked};
@@ -224,10 +224,7 @@ impl Cluster {
             members.retain(|m| m.replica.as_ref() == Some(replica));
         }
         let pq = path_and_query(&api::path_with(api::CONTEXT, &rid.local.to_string()), p);
-        let a: Answer<ContextResponse<Doc>> = self
-            .ask_group(&rid.group, &members, &pq)
-            .await
-            .map_err(|e| e.into_error())?;
+        let a = self.record_context(&rid, &members, &pq).await?;
         let anchor = rank_hit(a.value.anchor.clone(), &a)?;
         let mut before: VecDeque<Ranked> = ranked(&a.value.before, &a)?;
         let mut after: VecDeque<Ranked> = ranked(&a.value.after, &a)?;
@@ -246,6 +243,36 @@ impl Cluster {
             after: after.into_iter().take(p.after).map(|h| h.doc).collect(),
             took_ms: started.elapsed().as_millis() as u64,
             partial: partial_of(missing),
+        })
+    }
+
+    /// Asks the record's group for its context. A key-based id is the same record on every
+    /// replica, and one that answers 404 may be a replica freshly replaced on an empty disk
+    /// that repair has not caught up yet: the next is asked, and 404 stands only when every
+    /// replica says it.
+    async fn record_context(
+        &self,
+        rid: &RecordId,
+        members: &[sawmill_cluster::Member],
+        pq: &str,
+    ) -> Result<Answer<ContextResponse<Doc>>> {
+        let keyed = !matches!(rid.local, LocalId::Replica { .. });
+        let (replica, (url, value)) = self
+            .first(&rid.group, members, |base| async move {
+                match self.fetch(format!("{base}{pq}")).await {
+                    Err(Attempt::Final(e @ Error::Indexer { status: 404, .. })) if keyed => {
+                        Err(Attempt::Elsewhere(e))
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map_err(Attempt::into_error)?;
+        Ok(Answer {
+            group: rid.group.clone(),
+            replica,
+            url,
+            value,
         })
     }
 

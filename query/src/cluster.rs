@@ -101,7 +101,11 @@ pub struct ReplicaState {
 
 /// A request a replica could not serve: ask the next one, or stop there.
 pub(crate) enum Attempt {
+    /// The replica failed: ask the next, and ask it last for a while.
     Failover(String),
+    /// The replica is fine but has not got it (a record a replica catching up on a new
+    /// disk has not copied yet): ask the next; if none has it, this is the answer.
+    Elsewhere(Error),
     Final(Error),
 }
 
@@ -321,8 +325,10 @@ impl Cluster {
 
     /// Asks every group `path_for(group)` (a group for which it gives `None` is not asked)
     /// at once, each on its replicas in turn. A refusal (4xx, a search timeout) from any
-    /// group fails the whole request: every group would refuse the same. No group answering
-    /// is an error; some not answering is a partial answer.
+    /// group fails the whole request: every group would refuse the same. A search timeout
+    /// (504) in one group is not made a partial answer: `partial` means a group is down,
+    /// and a query too heavy for one group is to be narrowed, not answered short. No group
+    /// answering is an error; some not answering is a partial answer.
     pub(crate) async fn fan_out<T: DeserializeOwned>(
         &self,
         groups: Vec<(String, Vec<Member>)>,
@@ -345,7 +351,7 @@ impl Cluster {
         for (g, r) in results {
             match r {
                 Ok(a) => out.answers.push(a),
-                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Final(e) | Attempt::Elsewhere(e)) => return Err(e),
                 Err(Attempt::Failover(why)) => {
                     attempts.push(why);
                     out.missing.push(g);
@@ -370,24 +376,8 @@ impl Cluster {
         path_and_query: &str,
     ) -> std::result::Result<Answer<T>, Attempt> {
         let res = self
-            .first(group, members, |url| {
-                let url = format!("{url}{path_and_query}");
-                async move {
-                    let resp = self
-                        .send(&url, Some(self.inner.config.request_timeout))
-                        .await?;
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?;
-                    let value = serde_json::from_slice(&body).map_err(|e| {
-                        Attempt::Final(Error::BadAnswer {
-                            url: url.clone(),
-                            detail: e.to_string(),
-                        })
-                    })?;
-                    Ok((url, value))
-                }
+            .first(group, members, |base| {
+                self.fetch(format!("{base}{path_and_query}"))
             })
             .await;
         res.map(|(replica, (url, value))| Answer {
@@ -396,6 +386,27 @@ impl Cluster {
             url,
             value,
         })
+    }
+
+    /// GETs `url` and reads its JSON answer: the URL and the value.
+    pub(crate) async fn fetch<T: DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> std::result::Result<(String, T), Attempt> {
+        let resp = self
+            .send(&url, Some(self.inner.config.request_timeout))
+            .await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?;
+        let value = serde_json::from_slice(&body).map_err(|e| {
+            Attempt::Final(Error::BadAnswer {
+                url: url.clone(),
+                detail: e.to_string(),
+            })
+        })?;
+        Ok((url, value))
     }
 
     /// Runs `call` on `members` in turn until one succeeds: the replica id and its result.
@@ -410,6 +421,7 @@ impl Cluster {
         Fut: Future<Output = std::result::Result<T, Attempt>>,
     {
         let mut whys = Vec::new();
+        let mut elsewhere = None;
         for (i, m) in members.iter().enumerate() {
             if i > 0 {
                 self.inner.metrics.failovers.fetch_add(1, Relaxed);
@@ -428,8 +440,15 @@ impl Cluster {
                     self.inner.discovery.refresh();
                     whys.push(why);
                 }
+                Err(Attempt::Elsewhere(e)) => elsewhere = Some(e),
                 Err(final_) => return Err(final_),
             }
+        }
+        // Every replica asked is fine and has not got it: that is the answer.
+        match elsewhere {
+            Some(e) if whys.is_empty() => return Err(Attempt::Final(e)),
+            Some(e) => whys.push(e.to_string()),
+            None => {}
         }
         self.inner.metrics.group_failures.fetch_add(1, Relaxed);
         let why = if whys.is_empty() {
@@ -498,7 +517,7 @@ impl Cluster {
 impl Attempt {
     pub(crate) fn into_error(self) -> Error {
         match self {
-            Attempt::Final(e) => e,
+            Attempt::Final(e) | Attempt::Elsewhere(e) => e,
             Attempt::Failover(why) => Error::Unavailable {
                 attempts: vec![why],
             },

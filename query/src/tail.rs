@@ -130,7 +130,7 @@ impl Cluster {
                             .await;
                     }));
                 }
-                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Final(e) | Attempt::Elsewhere(e)) => return Err(e),
                 Err(Attempt::Failover(why)) => missing.push((g.clone(), why)),
             }
         }

@@ -65,6 +65,20 @@ async fn search(
     ))
 }
 
+/// A record's context by key: 404 when this replica holds no record (a replica catching up
+/// on a new disk), else its first record as the anchor.
+async fn context(State(f): State<Shared>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+    let f = f.lock().unwrap();
+    let Some((ts, rid)) = f.records.first() else {
+        let e = json!({"error": "record not found", "status": 404});
+        return Err((StatusCode::NOT_FOUND, Json(e)));
+    };
+    let anchor = json!({"_id": rid.to_string(), "ts": format_micros(*ts), "_src": "a", "_seq": 1});
+    Ok(Json(
+        json!({"anchor": anchor, "before": [], "after": [], "took_ms": 0}),
+    ))
+}
+
 /// Starts a fake indexer of `group` holding `records`: its state and its URL.
 async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
     let state = Arc::new(Mutex::new(Fake {
@@ -76,6 +90,7 @@ async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
     let app = Router::new()
         .route(api::HEALTHZ, get(health))
         .route(api::SEARCH, get(search))
+        .route(api::CONTEXT, get(context))
         .with_state(state.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -203,4 +218,20 @@ async fn a_replica_that_failed_once_is_asked_again_once_discovery_had_its_round(
         .failovers
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(before, after, "answered by the first replica");
+}
+
+#[tokio::test]
+async fn a_replica_without_the_record_passes_a_context_lookup_to_the_next() {
+    let (_a, ua) = fake("g0", &[]).await;
+    let (b, ub) = fake("g0", &[(1_000_000, 7)]).await;
+    let c = cluster(&[&ua, &ub], Duration::from_secs(900)).await;
+    let p: sawmill_record::api::ContextParams = serde_urlencoded::from_str("").unwrap();
+    let r = c.context("g0~s~1~a", &p).await.unwrap();
+    assert_eq!(r.anchor["_id"], "g0~s~1~a");
+    // No replica has it: 404, not 503.
+    b.lock().unwrap().records.clear();
+    match c.context("g0~s~1~a", &p).await {
+        Err(Error::Indexer { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
 }
