@@ -26,6 +26,9 @@ pub struct ClusterConfig {
     pub discovery_interval: Duration,
     /// Longest one replica may take over one request before the next one is asked.
     pub request_timeout: Duration,
+    /// Longest one group may take over one request, its replicas asked in turn: a group
+    /// that has not answered by then is missing from the answer.
+    pub group_deadline: Duration,
     /// Fan-outs in flight at once (each holds at most `limit` hits per group).
     pub max_concurrent: usize,
     /// Longest a request waits for a fan-out slot before answering 503.
@@ -44,6 +47,9 @@ impl Default for ClusterConfig {
             targets: Vec::new(),
             discovery_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            // One hung replica's request timeout, then half as long for the next (an
+            // indexer stops a search at its --search-timeout, 30 s by default).
+            group_deadline: Duration::from_secs(90),
             max_concurrent: 64,
             queue_timeout: Duration::from_secs(10),
             max_tails: 256,
@@ -409,8 +415,35 @@ impl Cluster {
         Ok((url, value))
     }
 
-    /// Runs `call` on `members` in turn until one succeeds: the replica id and its result.
+    /// Runs `call` on `members` in turn until one succeeds, within the group deadline: the
+    /// replica id and its result.
     pub(crate) async fn first<T, F, Fut>(
+        &self,
+        group: &str,
+        members: &[Member],
+        call: F,
+    ) -> std::result::Result<(String, T), Attempt>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Attempt>>,
+    {
+        let deadline = self.inner.config.group_deadline;
+        match tokio::time::timeout(deadline, self.in_turn(group, members, call)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.inner.metrics.group_failures.fetch_add(1, Relaxed);
+                Err(Attempt::Failover(format!(
+                    "group `{group}`: no replica answered within {deadline:?}"
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.config.request_timeout
+    }
+
+    async fn in_turn<T, F, Fut>(
         &self,
         group: &str,
         members: &[Member],

@@ -25,6 +25,8 @@ struct Fake {
     records: Vec<(i64, u64)>,
     /// Searches answer 500 (a replica failing requests while its health is fine).
     fail: bool,
+    /// Searches and tails never answer (a stopped process holding its port).
+    hang: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -38,6 +40,9 @@ async fn search(
     State(f): State<Shared>,
     Query(p): Query<SearchParams>,
 ) -> Result<Json<Value>, StatusCode> {
+    if f.lock().unwrap().hang {
+        std::future::pending::<()>().await;
+    }
     let f = f.lock().unwrap();
     if f.fail {
         return Err(StatusCode::INTERNAL_SERVER_ERROR);
@@ -86,11 +91,13 @@ async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
         replica: format!("{group}-r{}", fastrand_id()),
         records: records.to_vec(),
         fail: false,
+        hang: false,
     }));
     let app = Router::new()
         .route(api::HEALTHZ, get(health))
         .route(api::SEARCH, get(search))
         .route(api::CONTEXT, get(context))
+        .route(api::TAIL, get(std::future::pending::<()>))
         .with_state(state.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -105,11 +112,21 @@ fn fastrand_id() -> u64 {
 }
 
 async fn cluster(urls: &[&str], group_grace: Duration) -> Cluster {
+    cluster_with(
+        urls,
+        ClusterConfig {
+            group_grace,
+            ..ClusterConfig::default()
+        },
+    )
+    .await
+}
+
+async fn cluster_with(urls: &[&str], config: ClusterConfig) -> Cluster {
     Cluster::start(ClusterConfig {
         targets: urls.iter().map(|u| Target::Fixed(u.to_string())).collect(),
         discovery_interval: Duration::from_millis(50),
-        group_grace,
-        ..ClusterConfig::default()
+        ..config
     })
     .await
     .unwrap()
@@ -234,4 +251,47 @@ async fn a_replica_without_the_record_passes_a_context_lookup_to_the_next() {
         Err(Error::Indexer { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_hung_group_is_missing_after_the_group_deadline() {
+    let (_a, ua) = fake("g0", &[(1_000_000, 1)]).await;
+    let (b, ub) = fake("g1", &[(1_000_000, 1)]).await;
+    b.lock().unwrap().hang = true;
+    let c = cluster_with(
+        &[&ua, &ub],
+        ClusterConfig {
+            group_deadline: Duration::from_millis(300),
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+    let r = tokio::time::timeout(Duration::from_secs(5), c.search(&page(10, None)))
+        .await
+        .expect("answered within the deadline")
+        .unwrap();
+    assert_eq!(missing(&r), ["g1"]);
+}
+
+#[tokio::test]
+async fn tails_open_every_group_at_once_within_the_header_timeout() {
+    let (_a, ua) = fake("g0", &[]).await;
+    let (_b, ub) = fake("g1", &[]).await;
+    let timeout = Duration::from_millis(400);
+    let c = cluster_with(
+        &[&ua, &ub],
+        ClusterConfig {
+            request_timeout: timeout,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let p: sawmill_record::api::TailParams = serde_urlencoded::from_str("").unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.tail(&p))
+        .await
+        .expect("given up within the header timeout");
+    assert!(matches!(r, Err(Error::Unavailable { .. })));
+    // Both groups hang: opened one after the other, this would take twice as long.
+    assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
 }
