@@ -202,7 +202,9 @@ impl Cluster {
         let started = Instant::now();
         let rid: RecordId = id.parse().map_err(|e: api::BadId| {
             Error::BadRequest(format!(
-                "{e}: ids through `sawmill query` look like `GROUP~s~SEQ~SRC`"
+                "{e}: ids through `sawmill query` are key-based (`GROUP~s~SEQ~SRC`, \
+                 `GROUP~d~KEY`) or replica-qualified (`GROUP~r~REPLICA~RID`); a bare \
+                 `GROUP~RID` would name a different record on each replica"
             ))
         })?;
         if p.before > api::MAX_LIMIT || p.after > api::MAX_LIMIT {

@@ -245,6 +245,11 @@ async fn a_replica_without_the_record_passes_a_context_lookup_to_the_next() {
     let p: sawmill_record::api::ContextParams = serde_urlencoded::from_str("").unwrap();
     let r = c.context("g0~s~1~a", &p).await.unwrap();
     assert_eq!(r.anchor["_id"], "g0~s~1~a");
+    // A bare numeric id is one replica's own: refused, saying which forms to use.
+    match c.context("g0~7", &p).await {
+        Err(Error::BadRequest(m)) => assert!(m.contains("replica-qualified"), "{m}"),
+        other => panic!("expected 400, got {other:?}"),
+    }
     // No replica has it: 404, not 503.
     b.lock().unwrap().records.clear();
     match c.context("g0~s~1~a", &p).await {
