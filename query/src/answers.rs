@@ -174,14 +174,15 @@ impl Cluster {
         }
         let _slot = self.admit().await?;
         let pq = path_and_query(&api::path_with(api::TRACE, id), p);
-        let fanned: Fanned<TraceResponse<Doc>> = self
+        let mut fanned: Fanned<TraceResponse<Doc>> = self
             .fan_out(self.groups(&HashMap::new()), |_| Some(pq.clone()))
             .await?;
         let mut lists = Vec::new();
         let mut total = 0;
-        for a in &fanned.answers {
+        for a in &mut fanned.answers {
             total += a.value.total;
-            lists.push((a.group.clone(), ranked(&a.value.hits, a)?));
+            let hits = std::mem::take(&mut a.value.hits);
+            lists.push((a.group.clone(), ranked(hits, a)?));
         }
         let mut out = Vec::new();
         merge(&mut lists, Order::Asc, p.limit, &mut out);
@@ -226,10 +227,10 @@ impl Cluster {
             members.retain(|m| m.replica.as_ref() == Some(replica));
         }
         let pq = path_and_query(&api::path_with(api::CONTEXT, &rid.local.to_string()), p);
-        let a = self.record_context(&rid, &members, &pq).await?;
-        let anchor = rank_hit(a.value.anchor.clone(), &a)?;
-        let mut before: VecDeque<Ranked> = ranked(&a.value.before, &a)?;
-        let mut after: VecDeque<Ranked> = ranked(&a.value.after, &a)?;
+        let mut a = self.record_context(&rid, &members, &pq).await?;
+        let anchor = rank_hit(std::mem::take(&mut a.value.anchor), &a)?;
+        let mut before: VecDeque<Ranked> = ranked(std::mem::take(&mut a.value.before), &a)?;
+        let mut after: VecDeque<Ranked> = ranked(std::mem::take(&mut a.value.after), &a)?;
         let mut missing = Vec::new();
         if p.scope == Scope::Request {
             let others: Vec<_> = groups.into_iter().filter(|(g, _)| *g != a.group).collect();
@@ -326,15 +327,15 @@ impl Cluster {
         let earlier =
             |h: &Ranked, g: &str| h.ts < anchor.ts || (h.ts == anchor.ts && g < anchor_group);
         let mut bl = vec![(anchor_group.to_string(), std::mem::take(before))];
-        for a in &b.answers {
-            let mut l = ranked(&a.value.hits, a)?;
+        for mut a in b.answers {
+            let mut l = ranked(std::mem::take(&mut a.value.hits), &a)?;
             l.retain(|h| earlier(h, &a.group));
             // Asked newest first, as the merge below takes them.
             bl.push((a.group.clone(), l));
         }
         let mut al = vec![(anchor_group.to_string(), std::mem::take(after))];
-        for a in &f.answers {
-            let mut l = ranked(&a.value.hits, a)?;
+        for mut a in f.answers {
+            let mut l = ranked(std::mem::take(&mut a.value.hits), &a)?;
             l.retain(|h| !earlier(h, &a.group));
             al.push((a.group.clone(), l));
         }
@@ -354,8 +355,9 @@ impl Cluster {
     }
 }
 
-fn ranked<T>(hits: &[Doc], a: &Answer<T>) -> Result<VecDeque<Ranked>> {
-    hits.iter().map(|d| rank_hit(d.clone(), a)).collect()
+/// `hits` ranked, moved rather than copied: a page may hold thousands of large hits.
+pub(crate) fn ranked<T>(hits: Vec<Doc>, a: &Answer<T>) -> Result<VecDeque<Ranked>> {
+    hits.into_iter().map(|d| rank_hit(d, a)).collect()
 }
 
 /// `s` as a quoted term of the query language.

@@ -35,6 +35,9 @@ pub struct ClusterConfig {
     pub queue_timeout: Duration,
     /// Live tails open at once (each holds one stream per group and a few events).
     pub max_tails: usize,
+    /// Most bytes read of one group's answer: with `max_concurrent` fan-outs over every
+    /// group, this bounds what answers in flight can hold.
+    pub max_answer_bytes: usize,
     /// How long a group discovery no longer lists is still reported missing. On Swarm and
     /// Kubernetes a dead replica drops out of DNS, so a group whose every replica died
     /// simply vanishes: without this, answers would be silently short.
@@ -53,6 +56,8 @@ impl Default for ClusterConfig {
             max_concurrent: 64,
             queue_timeout: Duration::from_secs(10),
             max_tails: 256,
+            // 10 000 hits of a few KB each; `max_message_bytes` keeps bigger ones under it.
+            max_answer_bytes: 64 << 20,
             // As the shipper's --replica-grace.
             group_grace: Duration::from_secs(15 * 60),
         }
@@ -402,10 +407,7 @@ impl Cluster {
         let resp = self
             .send(&url, Some(self.inner.config.request_timeout))
             .await?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?;
+        let body = self.read_capped(resp, &url).await?;
         let value = serde_json::from_slice(&body).map_err(|e| {
             Attempt::Final(Error::BadAnswer {
                 url: url.clone(),
@@ -413,6 +415,40 @@ impl Cluster {
             })
         })?;
         Ok((url, value))
+    }
+
+    /// A response's body, refused past `max_answer_bytes` (every replica would send as
+    /// much: the request is what must change).
+    async fn read_capped(
+        &self,
+        mut resp: reqwest::Response,
+        url: &str,
+    ) -> std::result::Result<Vec<u8>, Attempt> {
+        let max = self.inner.config.max_answer_bytes;
+        let too_large = || {
+            Attempt::Final(Error::Indexer {
+                status: 502,
+                message: format!(
+                    "`{url}` answered more than {max} bytes: ask fewer hits (`limit`) or \
+                     shorter messages (`max_message_bytes`)"
+                ),
+            })
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Runs `call` on `members` in turn until one succeeds, within the group deadline: the

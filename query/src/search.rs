@@ -186,11 +186,7 @@ impl Cluster {
         let mut lists = Vec::new();
         let mut more = Vec::new();
         for a in fanned.answers.iter_mut() {
-            let hits = std::mem::take(&mut a.value.hits);
-            let hits = hits
-                .into_iter()
-                .map(|d| rank_hit(d, a))
-                .collect::<Result<_>>()?;
+            let hits = crate::answers::ranked(std::mem::take(&mut a.value.hits), a)?;
             lists.push((a.group.clone(), hits));
             more.push(a.value.cursor.is_some());
         }

@@ -300,3 +300,24 @@ async fn tails_open_every_group_at_once_within_the_header_timeout() {
     // Both groups hang: opened one after the other, this would take twice as long.
     assert!(started.elapsed() < timeout * 2, "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn an_answer_past_the_byte_cap_is_refused_with_what_to_do() {
+    let records: Vec<(i64, u64)> = (1..=100).map(|i| (i * 1_000_000, i as u64)).collect();
+    let (_a, ua) = fake("g0", &records).await;
+    let c = cluster_with(
+        &[&ua],
+        ClusterConfig {
+            max_answer_bytes: 2000,
+            ..ClusterConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(c.search(&page(2, None)).await.unwrap().hits.len(), 2);
+    match c.search(&page(100, None)).await {
+        Err(e @ Error::Indexer { status: 502, .. }) => {
+            assert!(e.to_string().contains("`limit`"), "{e}")
+        }
+        other => panic!("expected 502, got {other:?}"),
+    }
+}

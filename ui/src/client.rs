@@ -56,12 +56,17 @@ impl ReadHit {
         }
     }
 
-    /// A hit as the fan-out passes it on.
+    /// A hit as the fan-out passes it on: read from the map itself; only one that is not
+    /// a record is written out as text, to be shown as given.
     pub fn of_doc(doc: Doc) -> ReadHit {
-        let text = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
-        match RawValue::from_string(text) {
-            Ok(raw) => ReadHit::of_raw(raw),
-            Err(_) => ReadHit::of_raw(RawValue::from_string("{}".into()).expect("JSON")),
+        let v = serde_json::Value::Object(doc);
+        match Hit::deserialize(&v) {
+            Ok(h) => ReadHit::Hit(h),
+            Err(e) => ReadHit::Unreadable(Unreadable {
+                error: e.to_string(),
+                raw: serde_json::value::to_raw_value(&v)
+                    .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("JSON")),
+            }),
         }
     }
 
