@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::cluster::{partial_of, Answer, Attempt, Cluster, Fanned};
 use crate::error::{Error, Result};
 use crate::path_and_query;
-use crate::search::{merge, rank_hit, Doc, Ranked};
+use crate::search::{check_limit, merge, rank_hit, Doc, Ranked};
 
 fn micros(ts: &str) -> Option<i64> {
     parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
@@ -116,12 +116,7 @@ impl Cluster {
     /// what a group held below its cut).
     pub async fn terms(&self, p: &TermsParams) -> Result<TermsResponse> {
         let started = Instant::now();
-        if p.size > MAX_TERMS {
-            return Err(Error::BadRequest(format!(
-                "`size` is {}; at most {MAX_TERMS}",
-                p.size
-            )));
-        }
+        check_limit("size", p.size, MAX_TERMS)?;
         let _slot = self.admit().await?;
         let ask = TermsParams {
             size: shard_size(p.size),
@@ -165,13 +160,7 @@ impl Cluster {
     /// any group. Oldest first, at most `limit`.
     pub async fn trace(&self, id: &str, p: &TraceParams) -> Result<TraceResponse<Doc>> {
         let started = Instant::now();
-        if p.limit > api::MAX_TRACE_LIMIT {
-            return Err(Error::BadRequest(format!(
-                "`limit` is {}; at most {}",
-                p.limit,
-                api::MAX_TRACE_LIMIT
-            )));
-        }
+        check_limit("limit", p.limit, api::MAX_TRACE_LIMIT)?;
         let _slot = self.admit().await?;
         let pq = path_and_query(&api::path_with(api::TRACE, id), p);
         let mut fanned: Fanned<TraceResponse<Doc>> = self
@@ -208,12 +197,8 @@ impl Cluster {
                  `GROUP~RID` would name a different record on each replica"
             ))
         })?;
-        if p.before > api::MAX_LIMIT || p.after > api::MAX_LIMIT {
-            return Err(Error::BadRequest(format!(
-                "`before` and `after` are at most {}",
-                api::MAX_LIMIT
-            )));
-        }
+        check_limit("before", p.before, api::MAX_LIMIT)?;
+        check_limit("after", p.after, api::MAX_LIMIT)?;
         let _slot = self.admit().await?;
         let groups = self.groups(&HashMap::new());
         let Some((_, members)) = groups.iter().find(|(g, _)| *g == rid.group) else {

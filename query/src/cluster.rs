@@ -31,7 +31,7 @@ pub struct ClusterConfig {
     pub group_deadline: Duration,
     /// Fan-outs in flight at once (each holds at most `limit` hits per group).
     pub max_concurrent: usize,
-    /// Longest a request waits for a fan-out slot before answering 503.
+    /// Longest a request waits for a fan-out slot before answering 429.
     pub queue_timeout: Duration,
     /// Live tails open at once (each holds one stream per group and a few events).
     pub max_tails: usize,
@@ -246,8 +246,8 @@ impl Cluster {
         format!("{base}{path_and_query}")
     }
 
-    /// A fan-out slot: waits up to the queue timeout, then refuses (503) rather than
-    /// letting requests pile up.
+    /// A fan-out slot: waits up to the queue timeout, then refuses (429, `Busy`) rather
+    /// than letting requests pile up.
     pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit> {
         let sem = self.inner.admission.clone();
         match tokio::time::timeout(self.inner.config.queue_timeout, sem.acquire_owned()).await {

@@ -150,7 +150,7 @@ impl Cluster {
     /// [`api::SEARCH`] over every group.
     pub async fn search(&self, p: &SearchParams) -> Result<SearchResponse<Doc>> {
         let started = Instant::now();
-        api_check(p.limit)?;
+        check_limit("limit", p.limit, api::MAX_LIMIT)?;
         let mut state = match p.cursor.as_deref() {
             Some(c) => decode(c)?,
             None => ClusterCursor::new(),
@@ -223,11 +223,11 @@ impl Cluster {
     }
 }
 
-fn api_check(limit: usize) -> Result<()> {
-    if limit > api::MAX_LIMIT {
+/// Refuses a parameter `name` past `max`, as the indexer would, before any group is asked.
+pub(crate) fn check_limit(name: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
         return Err(Error::BadRequest(format!(
-            "`limit` is {limit}; at most {}",
-            api::MAX_LIMIT
+            "`{name}` is {value}; at most {max}"
         )));
     }
     Ok(())

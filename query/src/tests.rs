@@ -250,6 +250,13 @@ async fn a_replica_without_the_record_passes_a_context_lookup_to_the_next() {
         Err(Error::BadRequest(m)) => assert!(m.contains("replica-qualified"), "{m}"),
         other => panic!("expected 400, got {other:?}"),
     }
+    // Limits are checked as everywhere, naming the parameter.
+    let wide: sawmill_record::api::ContextParams =
+        serde_urlencoded::from_str("before=10001").unwrap();
+    match c.context("g0~s~1~a", &wide).await {
+        Err(Error::BadRequest(m)) => assert_eq!(m, "`before` is 10001; at most 10000"),
+        other => panic!("expected 400, got {other:?}"),
+    }
     // No replica has it: 404, not 503.
     b.lock().unwrap().records.clear();
     match c.context("g0~s~1~a", &p).await {
