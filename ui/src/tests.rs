@@ -489,6 +489,18 @@ async fn context_highlights_the_anchor_and_switches_scope() {
         "same host includes other services"
     );
     assert!(body.contains("No later records in this scope"));
+    // A link made before ids were cluster-wide: a replica's numeric id, with the time and
+    // sender key that find the record again.
+    let ts = recs[30]["ts"]
+        .as_str()
+        .unwrap()
+        .replace(':', "%3A")
+        .replace('+', "%2B");
+    let old = format!("/context/15?r=1&ts={ts}&src=c&seq=15");
+    let (status, _, body) = call(&app, &old).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let anchor = body.find("id=\"anchor\"").unwrap();
+    assert!(body[anchor..].find("line 15").unwrap() < body[anchor..].find("line 16").unwrap());
     let (status, _, body) = call(&app, &format!("/context/{id}?scope=request")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no request id to follow");
     assert!(body.contains("has no `trace_id` or `request_id`"), "{body}");

@@ -45,6 +45,13 @@ pub async fn context_of(
                 Err(Error::Unavailable { attempts })
             }
         },
+        // A link made before ids were cluster-wide (`/context/123?r=1&ts=…&src=…&seq=…`):
+        // its numeric id is refused now, but the time and sender key it carries still
+        // find the record.
+        Err(refused @ Error::BadRequest(_)) => match locate(client, rref).await? {
+            Some((replica, other_id)) => client.context(Some(replica), &other_id, p).await,
+            None => Err(refused),
+        },
         other => other,
     }
 }
