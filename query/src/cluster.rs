@@ -233,19 +233,6 @@ impl Cluster {
             .collect()
     }
 
-    /// `path_and_query` on a replica that would answer it now (of the first group), for a
-    /// page's "the same request on an indexer" line.
-    pub fn url_for(&self, path_and_query: &str) -> String {
-        let groups = self.groups(&HashMap::new());
-        let base = groups
-            .first()
-            .and_then(|(_, ms)| ms.first())
-            .map(|m| m.url.clone())
-            .or_else(|| self.membership().members.first().map(|m| m.url.clone()))
-            .unwrap_or_default();
-        format!("{base}{path_and_query}")
-    }
-
     /// A fan-out slot: waits up to the queue timeout, then refuses (429, `Busy`) rather
     /// than letting requests pile up.
     pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit> {

@@ -87,8 +87,9 @@ pub type Search = SearchResponse<ReadHit>;
 pub type Context = ContextResponse<ReadHit>;
 pub type Trace = TraceResponse<ReadHit>;
 
-/// An answer, with the URL of the same request on an indexer of the cluster for the page's
-/// "same query through the API" line. `replica` is kept for links made before record ids
+/// An answer, with the same request's path and query through `sawmill query`'s API for the
+/// page's "same data through the API" line (no indexer's URL: one group's would show only
+/// its records). `replica` is kept for links made before record ids
 /// were cluster-wide (`r=`); ids now name their group and key, so it is always 0.
 #[derive(Clone, Debug)]
 pub struct Served<T> {
@@ -183,9 +184,7 @@ impl Client {
         Served {
             value,
             replica: 0,
-            url: self
-                .cluster
-                .url_for(&sawmill_query::path_and_query(path, params)),
+            url: sawmill_query::path_and_query(path, params),
         }
     }
 
@@ -260,9 +259,8 @@ impl Client {
         })
     }
 
-    /// The URL of [`Client::tail`] on an indexer, for a page to show before it is opened.
+    /// The request of [`Client::tail`] through `sawmill query`, for a page to show.
     pub fn tail_url(&self, _replica: usize, p: &TailParams) -> String {
-        self.cluster
-            .url_for(&sawmill_query::path_and_query(api::TAIL, p))
+        sawmill_query::path_and_query(api::TAIL, p)
     }
 }

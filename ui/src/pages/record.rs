@@ -157,7 +157,7 @@ pub async fn page(
     };
     let ctx = context_of(client, id, &p.rref(), &only).await?;
     let row = Row::of(&ctx.value.anchor, ctx.replica, &Terms::default(), p.tz);
-    chrome.api_url = Some(ctx.url.clone());
+    chrome.answered(&ctx.url, ctx.value.partial.as_ref());
     chrome.count_unreadable(std::slice::from_ref(&row));
     chrome.banner = crate::pages::banner(client);
     let (message, fields, raw) = match &ctx.value.anchor {
