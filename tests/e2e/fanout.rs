@@ -139,7 +139,8 @@ impl TwoGroups {
 }
 
 /// Reads every page of a search through `query`: the (src, seq, ts) of each hit in order.
-fn read_all(q: &Proc, order: &str, limit: usize) -> Vec<(String, u64, String)> {
+/// Every page says the same `total`: groups read to their end count on later pages too.
+fn read_all(q: &Proc, order: &str, limit: usize, total: u64) -> Vec<(String, u64, String)> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
@@ -149,6 +150,7 @@ fn read_all(q: &Proc, order: &str, limit: usize) -> Vec<(String, u64, String)> {
         }
         let page = get_ok(&url);
         assert!(page.get("partial").is_none(), "{page}");
+        assert_eq!(page["total"], total, "after {} hits", out.len());
         assert!(page["hits"].as_array().unwrap().len() <= limit);
         for h in page["hits"].as_array().unwrap() {
             out.push((
@@ -194,7 +196,7 @@ fn merged_search_pages_histogram_terms_and_trace_add_up_across_groups() {
         .chain((1..=N1).map(|s| ("b".to_string(), s)))
         .collect();
     for order in ["desc", "asc"] {
-        let got = read_all(&q, order, 37);
+        let got = read_all(&q, order, 37, total);
         assert_eq!(got.len() as u64, total, "{order}: every hit once");
         let keys: BTreeSet<(String, u64)> = got.iter().map(|(s, n, _)| (s.clone(), *n)).collect();
         assert_eq!(keys, every, "{order}: no hit repeated or skipped");
