@@ -290,23 +290,30 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join(" OR ");
-        let at = format_micros(anchor.ts);
-        let side = |order: Order, limit: usize| SearchParams {
-            q: q.clone(),
-            start: (order == Order::Asc).then(|| at.clone()),
-            end: (order == Order::Desc).then(|| at.clone()),
-            limit,
-            order,
-            cursor: None,
-            max_message_bytes: p.max_message_bytes,
+        // Records at the anchor's very microsecond come before it in a group named before
+        // the anchor's and after it in one named after: each group's side starts at the
+        // anchor or a microsecond past it, so those ties do not take a side's places.
+        let side = |order: Order, limit: usize, g: &str| {
+            let tie_here = match order {
+                Order::Desc => g < anchor_group,
+                Order::Asc => g > anchor_group,
+            };
+            let step = if order == Order::Desc { -1 } else { 1 };
+            let at = format_micros(anchor.ts + if tie_here { 0 } else { step });
+            let q = SearchParams {
+                q: q.clone(),
+                start: (order == Order::Asc).then(|| at.clone()),
+                end: (order == Order::Desc).then_some(at),
+                limit,
+                order,
+                cursor: None,
+                max_message_bytes: p.max_message_bytes,
+            };
+            Some(path_and_query(api::SEARCH, &q))
         };
-        let (pb, pa) = (
-            path_and_query(api::SEARCH, &side(Order::Desc, p.before)),
-            path_and_query(api::SEARCH, &side(Order::Asc, p.after)),
-        );
         let (b, f): (Fanned<SearchResponse<Doc>>, Fanned<SearchResponse<Doc>>) = tokio::try_join!(
-            self.fan_out(others.clone(), |_| Some(pb.clone())),
-            self.fan_out(others, |_| Some(pa.clone())),
+            self.fan_out(others.clone(), |g| side(Order::Desc, p.before, g)),
+            self.fan_out(others, |g| side(Order::Asc, p.after, g)),
         )?;
         // Records at the anchor's very microsecond rank by group name, as in a search.
         let earlier =

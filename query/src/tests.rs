@@ -49,6 +49,17 @@ async fn search(
     }
     let mut recs = f.records.clone();
     recs.sort_by(|a, b| b.cmp(a));
+    // `start` and `end` are inclusive, as the indexer's.
+    let micros = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(sawmill_record::time::parse_rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+    };
+    let (lo, hi) = (micros(&p.start), micros(&p.end));
+    recs.retain(|r| lo.is_none_or(|l| r.0 >= l) && hi.is_none_or(|h| r.0 <= h));
+    if p.order == sawmill_record::api::Order::Asc {
+        recs.reverse();
+    }
     let below = p.cursor.as_deref().and_then(|c| {
         let (ts, rid) = c.split_once('.')?;
         Some((ts.parse::<i64>().ok()?, rid.parse::<u64>().ok()?))
@@ -78,7 +89,7 @@ async fn context(State(f): State<Shared>) -> Result<Json<Value>, (StatusCode, Js
         let e = json!({"error": "record not found", "status": 404});
         return Err((StatusCode::NOT_FOUND, Json(e)));
     };
-    let anchor = json!({"_id": rid.to_string(), "ts": format_micros(*ts), "_src": "a", "_seq": 1});
+    let anchor = json!({"_id": rid.to_string(), "ts": format_micros(*ts), "_src": "a", "_seq": 1, "request_id": "req"});
     Ok(Json(
         json!({"anchor": anchor, "before": [], "after": [], "took_ms": 0}),
     ))
@@ -327,4 +338,29 @@ async fn an_answer_past_the_byte_cap_is_refused_with_what_to_do() {
         }
         other => panic!("expected 502, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn ties_at_the_anchors_microsecond_do_not_take_the_request_contexts_places() {
+    const T: i64 = 5_000_000;
+    let (_a, ua) = fake("g1", &[(T, 1)]).await;
+    // In a group named after the anchor's, records at its microsecond come after it.
+    let (_b, ub) = fake("g2", &[(T, 1), (T, 2), (T, 3), (T - 1_000_000, 4)]).await;
+    let c = cluster(&[&ua, &ub], Duration::from_secs(900)).await;
+    let p: sawmill_record::api::ContextParams =
+        serde_urlencoded::from_str("before=1&after=3&scope=request").unwrap();
+    let r = c.context("g1~s~1~a", &p).await.unwrap();
+    let ids = |v: &[crate::Doc]| -> Vec<String> {
+        v.iter()
+            .map(|h| h["_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = ids(&r.before);
+    let after = ids(&r.after);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(
+        before[0].ends_with("~4"),
+        "the record a second earlier: {before:?}"
+    );
+    assert_eq!(after.len(), 3, "{after:?}");
 }
