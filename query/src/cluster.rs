@@ -1,6 +1,7 @@
 //! The fan-out: the groups discovery found, one healthy replica of each asked at once, the
 //! next replica of a group asked when one fails within the request, and a group none of
-//! whose replicas answers reported as missing rather than failing the answer.
+//! whose replicas answers (or that discovery stopped listing, for a grace) reported as
+//! missing rather than failing the answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
