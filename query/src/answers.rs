@@ -7,25 +7,19 @@ use std::time::Instant;
 
 use sawmill_record::api::{
     self, Bucket, ContextParams, ContextResponse, HistogramParams, HistogramResponse, LocalId,
-    Order, Partial, RecordId, Scope, SearchParams, SearchResponse, TermCount, TermsParams,
-    TermsResponse, TraceParams, TraceResponse, MAX_TERMS,
+    Order, RecordId, Scope, SearchParams, SearchResponse, TermCount, TermsParams, TermsResponse,
+    TraceParams, TraceResponse, MAX_TERMS,
 };
 use sawmill_record::time::{format_micros, parse_rfc3339};
 use serde_json::Value;
 
-use crate::cluster::{Answer, Cluster, Fanned};
+use crate::cluster::{partial_of, Answer, Attempt, Cluster, Fanned};
 use crate::error::{Error, Result};
 use crate::path_and_query;
-use crate::search::{merge, rank_hit, Doc, Ranked};
+use crate::search::{check_limit, merge, rank_hit, Doc, Ranked};
 
 fn micros(ts: &str) -> Option<i64> {
     parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-}
-
-fn partial_of(missing: Vec<String>) -> Option<Partial> {
-    (!missing.is_empty()).then_some(Partial {
-        missing_groups: missing,
-    })
 }
 
 /// How many values each group is asked for to answer a terms request of `size`: more than
@@ -122,12 +116,7 @@ impl Cluster {
     /// what a group held below its cut).
     pub async fn terms(&self, p: &TermsParams) -> Result<TermsResponse> {
         let started = Instant::now();
-        if p.size > MAX_TERMS {
-            return Err(Error::BadRequest(format!(
-                "`size` is {}; at most {MAX_TERMS}",
-                p.size
-            )));
-        }
+        check_limit("size", p.size, MAX_TERMS)?;
         let _slot = self.admit().await?;
         let ask = TermsParams {
             size: shard_size(p.size),
@@ -171,23 +160,18 @@ impl Cluster {
     /// any group. Oldest first, at most `limit`.
     pub async fn trace(&self, id: &str, p: &TraceParams) -> Result<TraceResponse<Doc>> {
         let started = Instant::now();
-        if p.limit > api::MAX_TRACE_LIMIT {
-            return Err(Error::BadRequest(format!(
-                "`limit` is {}; at most {}",
-                p.limit,
-                api::MAX_TRACE_LIMIT
-            )));
-        }
+        check_limit("limit", p.limit, api::MAX_TRACE_LIMIT)?;
         let _slot = self.admit().await?;
         let pq = path_and_query(&api::path_with(api::TRACE, id), p);
-        let fanned: Fanned<TraceResponse<Doc>> = self
+        let mut fanned: Fanned<TraceResponse<Doc>> = self
             .fan_out(self.groups(&HashMap::new()), |_| Some(pq.clone()))
             .await?;
         let mut lists = Vec::new();
         let mut total = 0;
-        for a in &fanned.answers {
+        for a in &mut fanned.answers {
             total += a.value.total;
-            lists.push((a.group.clone(), ranked(&a.value.hits, a)?));
+            let hits = std::mem::take(&mut a.value.hits);
+            lists.push((a.group.clone(), ranked(hits, a)?));
         }
         let mut out = Vec::new();
         merge(&mut lists, Order::Asc, p.limit, &mut out);
@@ -208,15 +192,13 @@ impl Cluster {
         let started = Instant::now();
         let rid: RecordId = id.parse().map_err(|e: api::BadId| {
             Error::BadRequest(format!(
-                "{e}: ids through `sawmill query` look like `GROUP~s~SEQ~SRC`"
+                "{e}: ids through `sawmill query` are key-based (`GROUP~s~SEQ~SRC`, \
+                 `GROUP~d~KEY`) or replica-qualified (`GROUP~r~REPLICA~RID`); a bare \
+                 `GROUP~RID` would name a different record on each replica"
             ))
         })?;
-        if p.before > api::MAX_LIMIT || p.after > api::MAX_LIMIT {
-            return Err(Error::BadRequest(format!(
-                "`before` and `after` are at most {}",
-                api::MAX_LIMIT
-            )));
-        }
+        check_limit("before", p.before, api::MAX_LIMIT)?;
+        check_limit("after", p.after, api::MAX_LIMIT)?;
         let _slot = self.admit().await?;
         let groups = self.groups(&HashMap::new());
         let Some((_, members)) = groups.iter().find(|(g, _)| *g == rid.group) else {
@@ -230,13 +212,10 @@ impl Cluster {
             members.retain(|m| m.replica.as_ref() == Some(replica));
         }
         let pq = path_and_query(&api::path_with(api::CONTEXT, &rid.local.to_string()), p);
-        let a: Answer<ContextResponse<Doc>> = self
-            .ask_group(&rid.group, &members, &pq)
-            .await
-            .map_err(|e| e.into_error())?;
-        let anchor = rank_hit(a.value.anchor.clone(), &a)?;
-        let mut before: VecDeque<Ranked> = ranked(&a.value.before, &a)?;
-        let mut after: VecDeque<Ranked> = ranked(&a.value.after, &a)?;
+        let mut a = self.record_context(&rid, &members, &pq).await?;
+        let anchor = rank_hit(std::mem::take(&mut a.value.anchor), &a)?;
+        let mut before: VecDeque<Ranked> = ranked(std::mem::take(&mut a.value.before), &a)?;
+        let mut after: VecDeque<Ranked> = ranked(std::mem::take(&mut a.value.after), &a)?;
         let mut missing = Vec::new();
         if p.scope == Scope::Request {
             let others: Vec<_> = groups.into_iter().filter(|(g, _)| *g != a.group).collect();
@@ -252,6 +231,36 @@ impl Cluster {
             after: after.into_iter().take(p.after).map(|h| h.doc).collect(),
             took_ms: started.elapsed().as_millis() as u64,
             partial: partial_of(missing),
+        })
+    }
+
+    /// Asks the record's group for its context. A key-based id is the same record on every
+    /// replica, and one that answers 404 may be a replica freshly replaced on an empty disk
+    /// that repair has not caught up yet: the next is asked, and 404 stands only when every
+    /// replica says it.
+    async fn record_context(
+        &self,
+        rid: &RecordId,
+        members: &[sawmill_cluster::Member],
+        pq: &str,
+    ) -> Result<Answer<ContextResponse<Doc>>> {
+        let keyed = !matches!(rid.local, LocalId::Replica { .. });
+        let (replica, (url, value)) = self
+            .first(&rid.group, members, |base| async move {
+                match self.fetch(format!("{base}{pq}")).await {
+                    Err(Attempt::Final(e @ Error::Indexer { status: 404, .. })) if keyed => {
+                        Err(Attempt::Elsewhere(e))
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map_err(Attempt::into_error)?;
+        Ok(Answer {
+            group: rid.group.clone(),
+            replica,
+            url,
+            value,
         })
     }
 
@@ -281,37 +290,44 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join(" OR ");
-        let at = format_micros(anchor.ts);
-        let side = |order: Order, limit: usize| SearchParams {
-            q: q.clone(),
-            start: (order == Order::Asc).then(|| at.clone()),
-            end: (order == Order::Desc).then(|| at.clone()),
-            limit,
-            order,
-            cursor: None,
-            max_message_bytes: p.max_message_bytes,
+        // Records at the anchor's very microsecond come before it in a group named before
+        // the anchor's and after it in one named after: each group's side starts at the
+        // anchor or a microsecond past it, so those ties do not take a side's places.
+        let side = |order: Order, limit: usize, g: &str| {
+            let tie_here = match order {
+                Order::Desc => g < anchor_group,
+                Order::Asc => g > anchor_group,
+            };
+            let step = if order == Order::Desc { -1 } else { 1 };
+            let at = format_micros(anchor.ts + if tie_here { 0 } else { step });
+            let q = SearchParams {
+                q: q.clone(),
+                start: (order == Order::Asc).then(|| at.clone()),
+                end: (order == Order::Desc).then_some(at),
+                limit,
+                order,
+                cursor: None,
+                max_message_bytes: p.max_message_bytes,
+            };
+            Some(path_and_query(api::SEARCH, &q))
         };
-        let (pb, pa) = (
-            path_and_query(api::SEARCH, &side(Order::Desc, p.before)),
-            path_and_query(api::SEARCH, &side(Order::Asc, p.after)),
-        );
         let (b, f): (Fanned<SearchResponse<Doc>>, Fanned<SearchResponse<Doc>>) = tokio::try_join!(
-            self.fan_out(others.clone(), |_| Some(pb.clone())),
-            self.fan_out(others, |_| Some(pa.clone())),
+            self.fan_out(others.clone(), |g| side(Order::Desc, p.before, g)),
+            self.fan_out(others, |g| side(Order::Asc, p.after, g)),
         )?;
         // Records at the anchor's very microsecond rank by group name, as in a search.
         let earlier =
             |h: &Ranked, g: &str| h.ts < anchor.ts || (h.ts == anchor.ts && g < anchor_group);
         let mut bl = vec![(anchor_group.to_string(), std::mem::take(before))];
-        for a in &b.answers {
-            let mut l = ranked(&a.value.hits, a)?;
+        for mut a in b.answers {
+            let mut l = ranked(std::mem::take(&mut a.value.hits), &a)?;
             l.retain(|h| earlier(h, &a.group));
             // Asked newest first, as the merge below takes them.
             bl.push((a.group.clone(), l));
         }
         let mut al = vec![(anchor_group.to_string(), std::mem::take(after))];
-        for a in &f.answers {
-            let mut l = ranked(&a.value.hits, a)?;
+        for mut a in f.answers {
+            let mut l = ranked(std::mem::take(&mut a.value.hits), &a)?;
             l.retain(|h| !earlier(h, &a.group));
             al.push((a.group.clone(), l));
         }
@@ -331,8 +347,9 @@ impl Cluster {
     }
 }
 
-fn ranked<T>(hits: &[Doc], a: &Answer<T>) -> Result<VecDeque<Ranked>> {
-    hits.iter().map(|d| rank_hit(d.clone(), a)).collect()
+/// `hits` ranked, moved rather than copied: a page may hold thousands of large hits.
+pub(crate) fn ranked<T>(hits: Vec<Doc>, a: &Answer<T>) -> Result<VecDeque<Ranked>> {
+    hits.into_iter().map(|d| rank_hit(d, a)).collect()
 }
 
 /// `s` as a quoted term of the query language.

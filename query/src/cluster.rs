@@ -1,12 +1,13 @@
 //! The fan-out: the groups discovery found, one healthy replica of each asked at once, the
 //! next replica of a group asked when one fails within the request, and a group none of
-//! whose replicas answers reported as missing rather than failing the answer.
+//! whose replicas answers (or that discovery stopped listing, for a grace) reported as
+//! missing rather than failing the answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sawmill_cluster::{Discovery, DiscoveryConfig, Member, Membership, Target};
 use sawmill_record::api::{ErrorBody, Partial};
@@ -26,12 +27,22 @@ pub struct ClusterConfig {
     pub discovery_interval: Duration,
     /// Longest one replica may take over one request before the next one is asked.
     pub request_timeout: Duration,
+    /// Longest one group may take over one request, its replicas asked in turn: a group
+    /// that has not answered by then is missing from the answer.
+    pub group_deadline: Duration,
     /// Fan-outs in flight at once (each holds at most `limit` hits per group).
     pub max_concurrent: usize,
-    /// Longest a request waits for a fan-out slot before answering 503.
+    /// Longest a request waits for a fan-out slot before answering 429.
     pub queue_timeout: Duration,
     /// Live tails open at once (each holds one stream per group and a few events).
     pub max_tails: usize,
+    /// Most bytes read of one group's answer: with `max_concurrent` fan-outs over every
+    /// group, this bounds what answers in flight can hold.
+    pub max_answer_bytes: usize,
+    /// How long a group discovery no longer lists is still reported missing. On Swarm and
+    /// Kubernetes a dead replica drops out of DNS, so a group whose every replica died
+    /// simply vanishes: without this, answers would be silently short.
+    pub group_grace: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -40,9 +51,16 @@ impl Default for ClusterConfig {
             targets: Vec::new(),
             discovery_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            // One hung replica's request timeout, then half as long for the next (an
+            // indexer stops a search at its --search-timeout, 30 s by default).
+            group_deadline: Duration::from_secs(90),
             max_concurrent: 64,
             queue_timeout: Duration::from_secs(10),
             max_tails: 256,
+            // 10 000 hits of a few KB each; `max_message_bytes` keeps bigger ones under it.
+            max_answer_bytes: 64 << 20,
+            // As the shipper's --replica-grace.
+            group_grace: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -69,10 +87,15 @@ pub struct Fanned<T> {
 impl<T> Fanned<T> {
     /// What the answer says about missing groups.
     pub fn partial(&self) -> Option<Partial> {
-        (!self.missing.is_empty()).then(|| Partial {
-            missing_groups: self.missing.clone(),
-        })
+        partial_of(self.missing.clone())
     }
+}
+
+/// What an answer says about `missing` groups: nothing when none is.
+pub(crate) fn partial_of(missing: Vec<String>) -> Option<Partial> {
+    (!missing.is_empty()).then_some(Partial {
+        missing_groups: missing,
+    })
 }
 
 /// What the banner and `/healthz` show of one replica.
@@ -90,7 +113,11 @@ pub struct ReplicaState {
 
 /// A request a replica could not serve: ask the next one, or stop there.
 pub(crate) enum Attempt {
+    /// The replica failed: ask the next, and ask it last for a while.
     Failover(String),
+    /// The replica is fine but has not got it (a record a replica catching up on a new
+    /// disk has not copied yet): ask the next; if none has it, this is the answer.
+    Elsewhere(Error),
     Final(Error),
 }
 
@@ -100,11 +127,16 @@ struct Inner {
     config: ClusterConfig,
     admission: Arc<Semaphore>,
     tails: Arc<Semaphore>,
-    /// Replicas that failed a request since discovery last saw them, by URL, with why:
-    /// asked last until discovery's next round, which is asked for at once.
-    failed: Mutex<HashMap<String, String>>,
+    /// Replicas that failed a request, by URL, with why and when: asked last for
+    /// [`Inner::failed_for`]. Discovery's round is asked for at once on a failure; once it
+    /// had time to run, its own `up` says whether the replica is down, so an entry expires
+    /// rather than wait for a success that, asked last, would never come.
+    failed: Mutex<HashMap<String, (String, Instant)>>,
     /// Each replica's last state and since when, for the banner.
     seen: Mutex<HashMap<String, (bool, OffsetDateTime)>>,
+    /// Each group name discovery has listed, with when it last did: a group gone from it
+    /// is reported missing for `group_grace`.
+    groups_seen: Mutex<HashMap<String, Instant>>,
     closing: watch::Sender<bool>,
     metrics: Metrics,
 }
@@ -132,7 +164,7 @@ impl Cluster {
             config.targets.clone(),
             DiscoveryConfig {
                 interval: config.discovery_interval,
-                health_timeout: Duration::from_secs(2),
+                health_timeout: HEALTH_TIMEOUT,
             },
             http.clone(),
         )
@@ -146,6 +178,7 @@ impl Cluster {
                 config,
                 failed: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
+                groups_seen: Mutex::new(HashMap::new()),
                 closing: watch::Sender::new(false),
                 metrics: Metrics::default(),
             }),
@@ -172,8 +205,10 @@ impl Cluster {
     /// Every replica known, with its state as requests and discovery saw it.
     pub fn replicas(&self) -> Vec<ReplicaState> {
         let m = self.membership();
-        let failed = lock(&self.inner.failed).clone();
+        let failed = self.failed(&m);
         let mut seen = lock(&self.inner.seen);
+        // Replicas gone from the membership are forgotten, so the map stays its size.
+        seen.retain(|url, _| m.member(url).is_some());
         let now = OffsetDateTime::now_utc();
         m.members
             .iter()
@@ -199,21 +234,8 @@ impl Cluster {
             .collect()
     }
 
-    /// `path_and_query` on a replica that would answer it now (of the first group), for a
-    /// page's "the same request on an indexer" line.
-    pub fn url_for(&self, path_and_query: &str) -> String {
-        let groups = self.groups(&HashMap::new());
-        let base = groups
-            .first()
-            .and_then(|(_, ms)| ms.first())
-            .map(|m| m.url.clone())
-            .or_else(|| self.membership().members.first().map(|m| m.url.clone()))
-            .unwrap_or_default();
-        format!("{base}{path_and_query}")
-    }
-
-    /// A fan-out slot: waits up to the queue timeout, then refuses (503) rather than
-    /// letting requests pile up.
+    /// A fan-out slot: waits up to the queue timeout, then refuses (429, `Busy`) rather
+    /// than letting requests pile up.
     pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit> {
         let sem = self.inner.admission.clone();
         match tokio::time::timeout(self.inner.config.queue_timeout, sem.acquire_owned()).await {
@@ -240,11 +262,14 @@ impl Cluster {
     }
 
     /// The groups known now, each with its replicas in the order to ask them: `prefer` (a
-    /// replica id) first, then those believed up, then the others (they may be back).
+    /// replica id) first, then those believed up, then the others (they may be back). A
+    /// group discovery listed within `group_grace` but lists no more comes with no replica,
+    /// so every fan-out reports it missing.
     pub(crate) fn groups(&self, prefer: &HashMap<String, String>) -> Vec<(String, Vec<Member>)> {
         let m = self.membership();
-        let failed = lock(&self.inner.failed).clone();
-        m.groups()
+        let failed = self.failed(&m);
+        let mut out: BTreeMap<String, Vec<Member>> = m
+            .groups()
             .into_iter()
             .map(|(g, members)| {
                 let p = prefer.get(g);
@@ -255,13 +280,54 @@ impl Cluster {
                 });
                 (g.to_string(), ms)
             })
+            .collect();
+        for g in self.lost_groups_of(&m) {
+            out.insert(g, Vec::new());
+        }
+        out.into_iter().collect()
+    }
+
+    /// The replicas of `m` that failed a request lately, with why. Entries past
+    /// [`Inner::failed_for`] or of replicas gone from the membership are dropped.
+    fn failed(&self, m: &Membership) -> HashMap<String, String> {
+        let expiry = self.inner.failed_for();
+        let mut failed = lock(&self.inner.failed);
+        failed.retain(|url, (_, at)| at.elapsed() < expiry && m.member(url).is_some());
+        failed
+            .iter()
+            .map(|(url, (why, _))| (url.clone(), why.clone()))
             .collect()
+    }
+
+    /// Groups discovery listed within `group_grace` but lists no more, sorted.
+    pub fn lost_groups(&self) -> Vec<String> {
+        self.lost_groups_of(&self.membership())
+    }
+
+    fn lost_groups_of(&self, m: &Membership) -> Vec<String> {
+        let now = Instant::now();
+        let listed = m.groups();
+        let mut seen = lock(&self.inner.groups_seen);
+        for g in listed.keys() {
+            seen.insert(g.to_string(), now);
+        }
+        let grace = self.inner.config.group_grace;
+        seen.retain(|_, t| now.duration_since(*t) <= grace);
+        let mut lost: Vec<String> = seen
+            .keys()
+            .filter(|g| !listed.contains_key(g.as_str()))
+            .cloned()
+            .collect();
+        lost.sort();
+        lost
     }
 
     /// Asks every group `path_for(group)` (a group for which it gives `None` is not asked)
     /// at once, each on its replicas in turn. A refusal (4xx, a search timeout) from any
-    /// group fails the whole request: every group would refuse the same. No group answering
-    /// is an error; some not answering is a partial answer.
+    /// group fails the whole request: every group would refuse the same. A search timeout
+    /// (504) in one group is not made a partial answer: `partial` means a group is down,
+    /// and a query too heavy for one group is to be narrowed, not answered short. No group
+    /// answering is an error; some not answering is a partial answer.
     pub(crate) async fn fan_out<T: DeserializeOwned>(
         &self,
         groups: Vec<(String, Vec<Member>)>,
@@ -284,7 +350,7 @@ impl Cluster {
         for (g, r) in results {
             match r {
                 Ok(a) => out.answers.push(a),
-                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Final(e) | Attempt::Elsewhere(e)) => return Err(e),
                 Err(Attempt::Failover(why)) => {
                     attempts.push(why);
                     out.missing.push(g);
@@ -309,24 +375,8 @@ impl Cluster {
         path_and_query: &str,
     ) -> std::result::Result<Answer<T>, Attempt> {
         let res = self
-            .first(group, members, |url| {
-                let url = format!("{url}{path_and_query}");
-                async move {
-                    let resp = self
-                        .send(&url, Some(self.inner.config.request_timeout))
-                        .await?;
-                    let body = resp
-                        .bytes()
-                        .await
-                        .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?;
-                    let value = serde_json::from_slice(&body).map_err(|e| {
-                        Attempt::Final(Error::BadAnswer {
-                            url: url.clone(),
-                            detail: e.to_string(),
-                        })
-                    })?;
-                    Ok((url, value))
-                }
+            .first(group, members, |base| {
+                self.fetch(format!("{base}{path_and_query}"))
             })
             .await;
         res.map(|(replica, (url, value))| Answer {
@@ -337,7 +387,60 @@ impl Cluster {
         })
     }
 
-    /// Runs `call` on `members` in turn until one succeeds: the replica id and its result.
+    /// GETs `url` and reads its JSON answer: the URL and the value.
+    pub(crate) async fn fetch<T: DeserializeOwned>(
+        &self,
+        url: String,
+    ) -> std::result::Result<(String, T), Attempt> {
+        let resp = self
+            .send(&url, Some(self.inner.config.request_timeout))
+            .await?;
+        let body = self.read_capped(resp, &url).await?;
+        let value = serde_json::from_slice(&body).map_err(|e| {
+            Attempt::Final(Error::BadAnswer {
+                url: url.clone(),
+                detail: e.to_string(),
+            })
+        })?;
+        Ok((url, value))
+    }
+
+    /// A response's body, refused past `max_answer_bytes` (every replica would send as
+    /// much: the request is what must change).
+    async fn read_capped(
+        &self,
+        mut resp: reqwest::Response,
+        url: &str,
+    ) -> std::result::Result<Vec<u8>, Attempt> {
+        let max = self.inner.config.max_answer_bytes;
+        let too_large = || {
+            Attempt::Final(Error::Indexer {
+                status: 502,
+                message: format!(
+                    "`{url}` answered more than {max} bytes: ask fewer hits (`limit`) or \
+                     shorter messages (`max_message_bytes`)"
+                ),
+            })
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Attempt::Failover(format!("`{url}`: {}", describe(&e))))?
+        {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Runs `call` on `members` in turn until one succeeds, within the group deadline: the
+    /// replica id and its result.
     pub(crate) async fn first<T, F, Fut>(
         &self,
         group: &str,
@@ -348,7 +451,34 @@ impl Cluster {
         F: Fn(String) -> Fut,
         Fut: Future<Output = std::result::Result<T, Attempt>>,
     {
+        let deadline = self.inner.config.group_deadline;
+        match tokio::time::timeout(deadline, self.in_turn(group, members, call)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.inner.metrics.group_failures.fetch_add(1, Relaxed);
+                Err(Attempt::Failover(format!(
+                    "group `{group}`: no replica answered within {deadline:?}"
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.config.request_timeout
+    }
+
+    async fn in_turn<T, F, Fut>(
+        &self,
+        group: &str,
+        members: &[Member],
+        call: F,
+    ) -> std::result::Result<(String, T), Attempt>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Attempt>>,
+    {
         let mut whys = Vec::new();
+        let mut elsewhere = None;
         for (i, m) in members.iter().enumerate() {
             if i > 0 {
                 self.inner.metrics.failovers.fetch_add(1, Relaxed);
@@ -362,16 +492,24 @@ impl Cluster {
                 }
                 Err(Attempt::Failover(why)) => {
                     tracing::warn!(url = %m.url, group, error = %why, "Indexer replica failed a request.");
-                    lock(&self.inner.failed).insert(m.url.clone(), why.clone());
+                    let failure = (why.clone(), Instant::now());
+                    lock(&self.inner.failed).insert(m.url.clone(), failure);
                     self.inner.discovery.refresh();
                     whys.push(why);
                 }
+                Err(Attempt::Elsewhere(e)) => elsewhere = Some(e),
                 Err(final_) => return Err(final_),
             }
         }
+        // Every replica asked is fine and has not got it: that is the answer.
+        match elsewhere {
+            Some(e) if whys.is_empty() => return Err(Attempt::Final(e)),
+            Some(e) => whys.push(e.to_string()),
+            None => {}
+        }
         self.inner.metrics.group_failures.fetch_add(1, Relaxed);
         let why = if whys.is_empty() {
-            format!("group `{group}` has no replica")
+            format!("group `{group}`: discovery lists no replica of it any more")
         } else {
             format!("group `{group}`: {}", whys.join("; "))
         };
@@ -436,13 +574,25 @@ impl Cluster {
 impl Attempt {
     pub(crate) fn into_error(self) -> Error {
         match self {
-            Attempt::Final(e) => e,
+            Attempt::Final(e) | Attempt::Elsewhere(e) => e,
             Attempt::Failover(why) => Error::Unavailable {
                 attempts: vec![why],
             },
         }
     }
 }
+
+impl Inner {
+    /// How long a failed replica is asked last: until the discovery round its failure
+    /// asked for has surely asked its health (at most `HEALTH_TIMEOUT`), or the next
+    /// regular round.
+    fn failed_for(&self) -> Duration {
+        self.config.discovery_interval.max(HEALTH_TIMEOUT)
+    }
+}
+
+/// Longest a replica's `/healthz` may take in a discovery round.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

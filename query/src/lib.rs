@@ -3,8 +3,9 @@
 //!
 //! - [`Cluster`] (`cluster`): the groups that discovery (`sawmill_cluster`) finds, and the
 //!   fan-out: every group asked at once on one healthy replica, the next replica of a group
-//!   asked when one fails within the request, a group none of whose replicas answers left
-//!   out and named in the answer's `partial`. Fan-outs in flight and live tails are
+//!   asked when one fails within the request, a group none of whose replicas answers (or,
+//!   for `group_grace`, that discovery no longer lists) left out and named in the answer's
+//!   `partial`. Fan-outs in flight and live tails are
 //!   bounded; a page holds at most `limit` hits per group.
 //! - The merges, one method per route: `search` (newest or oldest first across groups,
 //!   with a cluster cursor of one indexer cursor per group), `answers` (histogram buckets
@@ -23,6 +24,8 @@ mod metrics;
 mod search;
 mod server;
 mod tail;
+#[cfg(test)]
+mod tests;
 
 pub use answers::shard_size;
 pub use cluster::{Answer, Cluster, ClusterConfig, ReplicaState};

@@ -74,6 +74,14 @@ struct GroupCursor {
     /// Every hit of this group has been given.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     d: bool,
+    /// The group's `total` when it last answered: a group that is done is not asked again,
+    /// and its matches still count in every later page's `total`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    t: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 type ClusterCursor = BTreeMap<String, GroupCursor>;
@@ -142,7 +150,7 @@ impl Cluster {
     /// [`api::SEARCH`] over every group.
     pub async fn search(&self, p: &SearchParams) -> Result<SearchResponse<Doc>> {
         let started = Instant::now();
-        api_check(p.limit)?;
+        check_limit("limit", p.limit, api::MAX_LIMIT)?;
         let mut state = match p.cursor.as_deref() {
             Some(c) => decode(c)?,
             None => ClusterCursor::new(),
@@ -153,7 +161,7 @@ impl Cluster {
             .filter_map(|(g, c)| Some((g.clone(), c.r.clone()?)))
             .collect();
         let groups = self.groups(&prefer);
-        let fanned = self
+        let mut fanned = self
             .fan_out::<SearchResponse<Doc>>(groups.clone(), |g| {
                 let c = state.get(g).cloned().unwrap_or_default();
                 if c.d {
@@ -175,17 +183,10 @@ impl Cluster {
         }
         missing.sort();
         missing.dedup();
-        let mut total = 0;
         let mut lists = Vec::new();
         let mut more = Vec::new();
-        for a in &fanned.answers {
-            total += a.value.total;
-            let hits = a
-                .value
-                .hits
-                .iter()
-                .map(|d| rank_hit(d.clone(), a))
-                .collect::<Result<_>>()?;
+        for a in fanned.answers.iter_mut() {
+            let hits = crate::answers::ranked(std::mem::take(&mut a.value.hits), a)?;
             lists.push((a.group.clone(), hits));
             more.push(a.value.cursor.is_some());
         }
@@ -198,25 +199,35 @@ impl Cluster {
                 c.r = Some(a.replica.clone());
             }
             c.d = lists[i].1.is_empty() && !more[i];
+            c.t = a.value.total;
         }
         let cursor = state.values().any(|c| !c.d).then(|| encode(&state));
+        // Every group that answered is done and the rest are missing: an empty page with a
+        // cursor would be asked again forever. Refused instead, until they are back.
+        if page.is_empty() && cursor.is_some() && !missing.is_empty() {
+            return Err(Error::Unavailable {
+                attempts: vec![format!(
+                    "group(s) {} still hold unread hits, and none of their replicas answers",
+                    missing.join(", ")
+                )],
+            });
+        }
         Ok(SearchResponse {
-            total,
+            // A group's last known total, whether asked on this page or not.
+            total: state.values().map(|c| c.t).sum(),
             hits: page.into_iter().map(|(_, h)| h.doc).collect(),
             took_ms: started.elapsed().as_millis() as u64,
             cursor,
-            partial: (!missing.is_empty()).then_some(api::Partial {
-                missing_groups: missing,
-            }),
+            partial: crate::cluster::partial_of(missing),
         })
     }
 }
 
-fn api_check(limit: usize) -> Result<()> {
-    if limit > api::MAX_LIMIT {
+/// Refuses a parameter `name` past `max`, as the indexer would, before any group is asked.
+pub(crate) fn check_limit(name: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
         return Err(Error::BadRequest(format!(
-            "`limit` is {limit}; at most {}",
-            api::MAX_LIMIT
+            "`{name}` is {value}; at most {max}"
         )));
     }
     Ok(())
@@ -259,6 +270,7 @@ mod tests {
                 c: Some("5.1".into()),
                 r: Some("ab".into()),
                 d: false,
+                t: 7,
             },
         );
         c.insert(

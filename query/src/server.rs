@@ -157,7 +157,8 @@ async fn tail(
 }
 
 /// Which groups and replicas this query layer sees. Always 200 while it runs (it is alive);
-/// `status` is `degraded` when a group has no replica up, and `problem` says which.
+/// `status` is `degraded` when a group has no replica up (or, within the group grace, no
+/// replica listed any more), and `problem` says which.
 async fn healthz(State(c): State<Cluster>) -> Response {
     let mut groups: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     let mut unknown = Vec::new();
@@ -167,6 +168,10 @@ async fn healthz(State(c): State<Cluster>) -> Response {
             Some(g) => groups.entry(g).or_default().push(v),
             None => unknown.push(v),
         }
+    }
+    // A group whose replicas all vanished from DNS is as down as one whose replicas fail.
+    for g in c.lost_groups() {
+        groups.entry(g).or_default();
     }
     let down: Vec<&String> = groups
         .iter()

@@ -19,6 +19,8 @@ use crate::search::{rank_hit, Doc};
 const CHANNEL: usize = 64;
 /// The longest event an upstream may send; a longer one ends its stream.
 const MAX_EVENT_BYTES: usize = 8 << 20;
+/// Longest a replica may take to answer a tail's headers.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Indexers send a keep-alive every 15 s; three missed mean the replica hangs.
 const SILENCE: Duration = Duration::from_secs(45);
 
@@ -101,14 +103,16 @@ impl Cluster {
             _slot: slot,
         };
         let mut missing = Vec::new();
-        for (g, members) in &groups {
+        // Opened at once, each bounded: a hung replica delays the tail by one header
+        // timeout, not one per group.
+        let pq = &pq;
+        let opens = groups.iter().map(|(g, members)| async move {
             let opened = self
-                .first(g, members, |base| {
-                    let url = format!("{base}{pq}");
-                    // No overall timeout: the stream lasts as long as the reader watches.
-                    async move { Ok((url.clone(), self.send(&url, None).await?)) }
-                })
+                .first(g, members, |base| self.open(format!("{base}{pq}")))
                 .await;
+            (g, opened)
+        });
+        for (g, opened) in futures_util::future::join_all(opens).await {
             match opened {
                 Ok((replica, (url, resp))) => {
                     let a = Answer {
@@ -130,7 +134,7 @@ impl Cluster {
                             .await;
                     }));
                 }
-                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Final(e) | Attempt::Elsewhere(e)) => return Err(e),
                 Err(Attempt::Failover(why)) => missing.push((g.clone(), why)),
             }
         }
@@ -145,6 +149,22 @@ impl Cluster {
             )));
         }
         Ok(tail)
+    }
+}
+
+impl Cluster {
+    /// Opens one upstream: its answer's headers within [`OPEN_TIMEOUT`] (or the request
+    /// timeout, if shorter), so a hung replica (a stopped process still holding its port)
+    /// is given up and the next asked; no timeout after, as the stream lasts as long as the
+    /// reader watches.
+    async fn open(&self, url: String) -> std::result::Result<(String, reqwest::Response), Attempt> {
+        let limit = OPEN_TIMEOUT.min(self.request_timeout());
+        match tokio::time::timeout(limit, self.send(&url, None)).await {
+            Ok(r) => Ok((url, r?)),
+            Err(_) => Err(Attempt::Failover(format!(
+                "`{url}`: no answer within {limit:?}"
+            ))),
+        }
     }
 }
 

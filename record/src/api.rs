@@ -351,6 +351,8 @@ pub enum LocalId {
 
 /// A record's id across the cluster, as `sawmill query` gives hits: `{group}~{local}`.
 /// Group names hold no `~` (letters, digits, `.`, `_`, `-`), so the first `~` ends it.
+/// `local` is never a bare [`LocalId::Rid`]: that number is one replica's own, and another
+/// replica of the group would find a different record under it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RecordId {
     pub group: String,
@@ -466,10 +468,15 @@ impl std::str::FromStr for RecordId {
         if group.is_empty() {
             return Err(bad());
         }
-        Ok(RecordId {
-            group: group.to_string(),
-            local: local.parse().map_err(|_| bad())?,
-        })
+        match local.parse().map_err(|_| bad())? {
+            // Each replica numbers its records its own way: `GROUP~RID` would find a
+            // different record on each replica of the group.
+            LocalId::Rid(_) => Err(bad()),
+            local => Ok(RecordId {
+                group: group.to_string(),
+                local,
+            }),
+        }
     }
 }
 
@@ -717,22 +724,33 @@ mod tests {
 
     #[test]
     fn record_ids_read_back_in_every_form() {
-        for s in [
-            "g0~s~12~host-a",
-            "g0~s~0~a~b",
-            "g.1~d~logs/7",
-            "g~r~ab12~5",
-            "g~9",
-        ] {
+        for s in ["g0~s~12~host-a", "g0~s~0~a~b", "g.1~d~logs/7", "g~r~ab12~5"] {
             let id: RecordId = s.parse().unwrap();
             assert_eq!(id.to_string(), s);
         }
         for bad in [
             "", "g0", "~5", "g~", "g~s~1~", "g~s~x~a", "g~r~~1", "g~d~", "g~01", "g~+1", "g~q~1",
+            "g~9",
         ] {
             assert!(bad.parse::<RecordId>().is_err(), "{bad} parsed");
         }
         assert_eq!("7".parse::<LocalId>(), Ok(LocalId::Rid(7)));
+    }
+
+    /// A URL path segment's bytes, `%XX` decoded (as axum's `Path` does).
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     proptest::proptest! {
@@ -753,7 +771,16 @@ mod tests {
             };
             let id = RecordId { group, local };
             let text = id.to_string();
-            proptest::prop_assert_eq!(text.parse::<RecordId>(), Ok(id.clone()));
+            if form == 3 {
+                // A bare numeric id is one replica's own: not a cluster-wide id.
+                proptest::prop_assert!(text.parse::<RecordId>().is_err());
+            } else {
+                proptest::prop_assert_eq!(text.parse::<RecordId>(), Ok(id.clone()));
+                // Through a URL path and back, as a record link carries it.
+                let path = path_with(CONTEXT, &text);
+                let segment = path.strip_prefix("/api/v1/context/").unwrap();
+                proptest::prop_assert_eq!(percent_decode(segment).parse::<RecordId>(), Ok(id.clone()));
+            }
             proptest::prop_assert_eq!(id.local.to_string().parse::<LocalId>(), Ok(id.local));
         }
     }

@@ -56,12 +56,17 @@ impl ReadHit {
         }
     }
 
-    /// A hit as the fan-out passes it on.
+    /// A hit as the fan-out passes it on: read from the map itself; only one that is not
+    /// a record is written out as text, to be shown as given.
     pub fn of_doc(doc: Doc) -> ReadHit {
-        let text = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
-        match RawValue::from_string(text) {
-            Ok(raw) => ReadHit::of_raw(raw),
-            Err(_) => ReadHit::of_raw(RawValue::from_string("{}".into()).expect("JSON")),
+        let v = serde_json::Value::Object(doc);
+        match Hit::deserialize(&v) {
+            Ok(h) => ReadHit::Hit(h),
+            Err(e) => ReadHit::Unreadable(Unreadable {
+                error: e.to_string(),
+                raw: serde_json::value::to_raw_value(&v)
+                    .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("JSON")),
+            }),
         }
     }
 
@@ -82,8 +87,9 @@ pub type Search = SearchResponse<ReadHit>;
 pub type Context = ContextResponse<ReadHit>;
 pub type Trace = TraceResponse<ReadHit>;
 
-/// An answer, with the URL of the same request on an indexer of the cluster for the page's
-/// "same query through the API" line. `replica` is kept for links made before record ids
+/// An answer, with the same request's path and query through `sawmill query`'s API for the
+/// page's "same data through the API" line (no indexer's URL: one group's would show only
+/// its records). `replica` is kept for links made before record ids
 /// were cluster-wide (`r=`); ids now name their group and key, so it is always 0.
 #[derive(Clone, Debug)]
 pub struct Served<T> {
@@ -178,9 +184,7 @@ impl Client {
         Served {
             value,
             replica: 0,
-            url: self
-                .cluster
-                .url_for(&sawmill_query::path_and_query(path, params)),
+            url: sawmill_query::path_and_query(path, params),
         }
     }
 
@@ -255,9 +259,8 @@ impl Client {
         })
     }
 
-    /// The URL of [`Client::tail`] on an indexer, for a page to show before it is opened.
+    /// The request of [`Client::tail`] through `sawmill query`, for a page to show.
     pub fn tail_url(&self, _replica: usize, p: &TailParams) -> String {
-        self.cluster
-            .url_for(&sawmill_query::path_and_query(api::TAIL, p))
+        sawmill_query::path_and_query(api::TAIL, p)
     }
 }

@@ -440,13 +440,14 @@ async fn request_view_has_one_lane_per_service_and_offsets() {
         body.contains("<span class=\"offset\">+36.0 ms</span>"),
         "{body}"
     );
-    // The API line shows the URL the page asked, built from the contract's route.
+    // The API line shows the request the page asked through `sawmill query`, built from
+    // the contract's route: no indexer's URL, which would give one group's records only.
     let asked = format!(
-        "{}{}?limit=5000&#38;max_message_bytes=16384",
-        ix.url,
+        "<code>{}?limit=5000&#38;max_message_bytes=16384</code>",
         api::path_with(api::TRACE, "req-abc")
     );
     assert!(body.contains(&asked), "{asked} in {body}");
+    assert!(!body.contains(&format!("{}/api", ix.url)), "{body}");
     // Oldest first.
     let a = body.find("GET /api/checkout started").unwrap();
     let b = body.find("completed status=502").unwrap();
@@ -489,6 +490,18 @@ async fn context_highlights_the_anchor_and_switches_scope() {
         "same host includes other services"
     );
     assert!(body.contains("No later records in this scope"));
+    // A link made before ids were cluster-wide: a replica's numeric id, with the time and
+    // sender key that find the record again.
+    let ts = recs[30]["ts"]
+        .as_str()
+        .unwrap()
+        .replace(':', "%3A")
+        .replace('+', "%2B");
+    let old = format!("/context/15?r=1&ts={ts}&src=c&seq=15");
+    let (status, _, body) = call(&app, &old).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let anchor = body.find("id=\"anchor\"").unwrap();
+    assert!(body[anchor..].find("line 15").unwrap() < body[anchor..].find("line 16").unwrap());
     let (status, _, body) = call(&app, &format!("/context/{id}?scope=request")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "no request id to follow");
     assert!(body.contains("has no `trace_id` or `request_id`"), "{body}");

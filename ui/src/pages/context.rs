@@ -114,7 +114,7 @@ pub async fn page(
         active: s == p.scope,
     })
     .collect();
-    chrome.api_url = Some(c.url.clone());
+    chrome.answered(&c.url, c.value.partial.as_ref());
     chrome.count_unreadable(&list);
     chrome.banner = crate::pages::banner(client);
     Ok(ContextPage {

@@ -303,7 +303,7 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
         Err(e) => return Err(e),
     };
     let view = &page.view;
-    chrome.api_url = Some(search.url.clone());
+    chrome.answered(&search.url, search.value.partial.as_ref());
     page.total = search.value.total;
     page.took_ms = search.value.took_ms;
     page.rows = rows(&search, view);

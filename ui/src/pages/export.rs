@@ -170,12 +170,9 @@ impl Pages {
             cursor: Some(c),
             ..self.base.clone()
         };
-        match self.client.search(&next, Some(self.replica)).await {
-            Ok(page) => {
-                self.left -= page.value.hits.len().min(self.left);
-                self.cursor = page.value.cursor.clone().filter(|_| self.left > 0);
-                Some((Ok(encode(self.format, &page.value.hits)), self))
-            }
+        let page = self.client.search(&next, Some(self.replica)).await;
+        match page.and_then(|p| self.take(p.value)) {
+            Ok(b) => Some((Ok(b), self)),
             // Ends the body with an error: the client sees a broken download, never a
             // silently short file.
             Err(e) => {
@@ -183,6 +180,30 @@ impl Pages {
                 Some((Err(e), self))
             }
         }
+    }
+
+    /// A page's records, encoded, counted against the limit; its cursor kept while records
+    /// are left. An empty page ends the export (its cursor would only be asked again).
+    fn take(&mut self, page: Search) -> Result<Bytes> {
+        complete(&page)?;
+        self.left -= page.hits.len().min(self.left);
+        self.cursor = page
+            .cursor
+            .filter(|_| self.left > 0 && !page.hits.is_empty());
+        Ok(encode(self.format, &page.hits))
+    }
+}
+
+/// An error when some group did not answer: the file would be silently short.
+fn complete(page: &Search) -> Result<()> {
+    match &page.partial {
+        Some(p) => Err(Error::Unavailable {
+            attempts: vec![format!(
+                "the export stopped: group(s) {} did not answer, so the file would miss their records; try again when they are back",
+                p.missing_groups.join(", ")
+            )],
+        }),
+        None => Ok(()),
     }
 }
 
@@ -208,6 +229,7 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
         ..base.clone()
     };
     let first: Served<Search> = client.search(&first_page, None).await?;
+    complete(&first.value)?;
     let mut head = String::new();
     if p.format == Format::Csv {
         head.push_str(&CSV_COLUMNS.join(","));
@@ -216,7 +238,7 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
     let mut first_chunk = head.into_bytes();
     first_chunk.extend_from_slice(&encode(p.format, &first.value.hits));
     let sent = first.value.hits.len();
-    let cursor = if sent < p.limit {
+    let cursor = if sent < p.limit && sent > 0 {
         first.value.cursor.clone()
     } else {
         None
@@ -246,6 +268,51 @@ pub async fn export(client: &Client, p: ExportParams) -> Result<Export> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Pages of an export whose client is never asked (nothing listens on port 1).
+    async fn pages(left: usize) -> Pages {
+        Pages {
+            client: Client::new(vec!["http://127.0.0.1:1".into()])
+                .await
+                .unwrap(),
+            base: SearchParams::default(),
+            replica: 0,
+            cursor: None,
+            left,
+            format: Format::Ndjson,
+            first: None,
+        }
+    }
+
+    fn search_page(hits: usize, cursor: Option<&str>, partial: bool) -> Search {
+        let hit = r#"{"_id":"g~1","ts":"2026-11-27T10:00:00Z","message":"m"}"#;
+        Search {
+            total: 9,
+            hits: (0..hits)
+                .map(|_| serde_json::from_str(hit).unwrap())
+                .collect(),
+            took_ms: 0,
+            cursor: cursor.map(String::from),
+            partial: partial.then(|| sawmill_record::api::Partial {
+                missing_groups: vec!["g1".into()],
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_page_ends_the_export_and_a_partial_one_fails_it() {
+        let mut p = pages(10).await;
+        p.take(search_page(2, Some("c"), false)).unwrap();
+        assert_eq!((p.left, p.cursor.as_deref()), (8, Some("c")));
+        // A page with no records but a cursor would be asked again for ever.
+        p.take(search_page(0, Some("c"), false)).unwrap();
+        assert_eq!(p.cursor, None);
+        let e = pages(10)
+            .await
+            .take(search_page(2, Some("c"), true))
+            .unwrap_err();
+        assert!(e.to_string().contains("g1"), "{e}");
+    }
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {

@@ -8,6 +8,8 @@ pub mod record;
 pub mod request;
 pub mod tail;
 
+use sawmill_record::api::Partial;
+
 use crate::client::Client;
 use crate::row::{format_utc, Row};
 use crate::url::Tz;
@@ -22,7 +24,8 @@ pub struct Chrome {
     pub local_href: String,
     /// One line per replica that is down or degraded.
     pub banner: Vec<String>,
-    /// The search API URL that gives this page's data.
+    /// The search API request (path and query) that gives this page's data through
+    /// `sawmill query`: no indexer's URL, as every group answers it.
     pub api_url: Option<String>,
     /// Which navigation entry is current: `discover`, `tail` or empty.
     pub nav: &'static str,
@@ -63,6 +66,24 @@ impl Chrome {
     }
 }
 
+impl Chrome {
+    /// Notes the answer a page shows: its API request, and a banner line for each group
+    /// the answer says did not answer (one discovery may not list any more).
+    pub fn answered(&mut self, api: &str, partial: Option<&Partial>) {
+        self.api_url = Some(api.to_string());
+        for g in partial.map_or(&[][..], |p| &p.missing_groups[..]) {
+            let line = missing_line(g);
+            if !self.banner.contains(&line) {
+                self.banner.insert(0, line);
+            }
+        }
+    }
+}
+
+fn missing_line(group: &str) -> String {
+    format!("group {group} did not answer: results are incomplete")
+}
+
 /// Lines for the banner: groups none of whose replicas answers (their records are missing
 /// from every answer), then replicas that failed, and since when.
 pub fn banner(client: &Client) -> Vec<String> {
@@ -76,7 +97,7 @@ pub fn banner(client: &Client) -> Vec<String> {
     let mut lines: Vec<String> = groups
         .iter()
         .filter(|(_, up)| !**up)
-        .map(|(g, _)| format!("group {g} did not answer: results are incomplete"))
+        .map(|(g, _)| missing_line(g))
         .collect();
     lines.extend(st.iter().filter_map(|s| {
         let why = s.error.as_deref()?;
@@ -114,4 +135,28 @@ pub fn with_tz(uri: &axum::http::Uri, tz: Tz) -> String {
     let t = format!("tz={}", tz.as_str());
     parts.push(&t);
     format!("{}?{}", uri.path(), parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_the_groups_an_answer_says_are_missing() {
+        let mut c = Chrome {
+            tz: Tz::default(),
+            utc_href: String::new(),
+            local_href: String::new(),
+            banner: vec![missing_line("g0")],
+            api_url: None,
+            nav: "",
+            unreadable: 0,
+        };
+        let p = Partial {
+            missing_groups: vec!["g0".into(), "g1".into()],
+        };
+        c.answered("/api/v1/search?q=a", Some(&p));
+        assert_eq!(c.banner, [missing_line("g1"), missing_line("g0")]);
+        assert_eq!(c.api_url.as_deref(), Some("/api/v1/search?q=a"));
+    }
 }

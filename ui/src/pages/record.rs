@@ -45,6 +45,13 @@ pub async fn context_of(
                 Err(Error::Unavailable { attempts })
             }
         },
+        // A link made before ids were cluster-wide (`/context/123?r=1&ts=…&src=…&seq=…`):
+        // its numeric id is refused now, but the time and sender key it carries still
+        // find the record.
+        Err(refused @ Error::BadRequest(_)) => match locate(client, rref).await? {
+            Some((replica, other_id)) => client.context(Some(replica), &other_id, p).await,
+            None => Err(refused),
+        },
         other => other,
     }
 }
@@ -150,7 +157,7 @@ pub async fn page(
     };
     let ctx = context_of(client, id, &p.rref(), &only).await?;
     let row = Row::of(&ctx.value.anchor, ctx.replica, &Terms::default(), p.tz);
-    chrome.api_url = Some(ctx.url.clone());
+    chrome.answered(&ctx.url, ctx.value.partial.as_ref());
     chrome.count_unreadable(std::slice::from_ref(&row));
     chrome.banner = crate::pages::banner(client);
     let (message, fields, raw) = match &ctx.value.anchor {

@@ -40,7 +40,7 @@ pub async fn page(client: &Client, id: &str, tz: Tz, mut chrome: Chrome) -> Resu
     }
     let quoted = crate::url::quote(id);
     let q = format!("trace_id:{quoted} OR request_id:{quoted}");
-    chrome.api_url = Some(t.url.clone());
+    chrome.answered(&t.url, t.value.partial.as_ref());
     chrome.count_unreadable(&rows);
     chrome.banner = crate::pages::banner(client);
     Ok(RequestPage {

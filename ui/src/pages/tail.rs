@@ -78,7 +78,10 @@ pub async fn page(client: &Client, p: TailParams, mut chrome: Chrome) -> Result<
             // Oldest first, so new records arrive at the bottom, as with `tail -f`.
             page.rows = rows(s.value.hits.iter().rev(), s.replica, &terms, p.tz);
             // The stream the page opens next, on the replica that gave the backlog.
-            chrome.api_url = Some(client.tail_url(s.replica, &upstream_params(&p.q)));
+            chrome.answered(
+                &client.tail_url(s.replica, &upstream_params(&p.q)),
+                s.value.partial.as_ref(),
+            );
             chrome.count_unreadable(&page.rows);
         }
         Err(Error::Indexer { message, .. }) => page.error = Some(message),
