@@ -262,7 +262,9 @@ impl Cluster {
     }
 
     /// The groups known now, each with its replicas in the order to ask them: `prefer` (a
-    /// replica id) first, then those believed up, then the others (they may be back). A
+    /// replica id) first, then those believed up, those still catching up with their group
+    /// after them (a replica on a new disk answers, but without what it has not copied yet),
+    /// then the others (they may be back). A
     /// group discovery listed within `group_grace` but lists no more comes with no replica,
     /// so every fan-out reports it missing.
     pub(crate) fn groups(&self, prefer: &HashMap<String, String>) -> Vec<(String, Vec<Member>)> {
@@ -276,7 +278,12 @@ impl Cluster {
                 let mut ms: Vec<Member> = members.into_iter().cloned().collect();
                 ms.sort_by_key(|mb| {
                     let preferred = p.is_some() && mb.replica.as_ref() == p;
-                    (!preferred, !mb.up || failed.contains_key(&mb.url))
+                    let catching_up = mb.health.as_ref().is_some_and(|h| h.catching_up);
+                    (
+                        !preferred,
+                        !mb.up || failed.contains_key(&mb.url),
+                        catching_up,
+                    )
                 });
                 (g.to_string(), ms)
             })

@@ -27,13 +27,17 @@ struct Fake {
     fail: bool,
     /// Searches and tails never answer (a stopped process holding its port).
     hang: bool,
+    /// Its `/healthz` says it is still copying its group's records (a replica on a new disk).
+    catching_up: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
 
 async fn health(State(f): State<Shared>) -> Json<Value> {
     let f = f.lock().unwrap();
-    Json(json!({"status": "ok", "searchable_position": 0, "replica": f.replica, "group": f.group}))
+    Json(
+        json!({"status": "ok", "searchable_position": 0, "replica": f.replica, "group": f.group, "catching_up": f.catching_up}),
+    )
 }
 
 async fn search(
@@ -103,6 +107,7 @@ async fn fake(group: &str, records: &[(i64, u64)]) -> (Shared, String) {
         records: records.to_vec(),
         fail: false,
         hang: false,
+        catching_up: false,
     }));
     let app = Router::new()
         .route(api::HEALTHZ, get(health))
@@ -363,4 +368,19 @@ async fn ties_at_the_anchors_microsecond_do_not_take_the_request_contexts_places
         "the record a second earlier: {before:?}"
     );
     assert_eq!(after.len(), 3, "{after:?}");
+}
+
+#[tokio::test]
+async fn a_replica_still_catching_up_is_asked_after_its_caught_up_peers() {
+    // Listed first, up, but on a new disk: it would answer with none of the group's records.
+    let (new, new_url) = fake("g0", &[]).await;
+    new.lock().unwrap().catching_up = true;
+    let (_old, old_url) = fake("g0", &[(1_000, 1), (2_000, 2), (3_000, 3)]).await;
+    let c = cluster(&[&new_url, &old_url], Duration::from_secs(60)).await;
+    let r = c.search(&page(10, None)).await.unwrap();
+    assert_eq!(
+        (r.total, r.hits.len()),
+        (3, 3),
+        "the empty new replica answered"
+    );
 }
