@@ -45,19 +45,8 @@ struct QueryArgs {
     /// use 0.0.0.0:7281 to serve other hosts.
     #[arg(long, env = "SAWMILL_QUERY_LISTEN", default_value = "127.0.0.1:7281")]
     listen: SocketAddr,
-    /// Indexers: http://HOST:PORT (one replica), dns+http://NAME:PORT (every A/AAAA record of
-    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME (SRV records); repeat or separate with `,`.
-    /// Each replica's group comes from its /healthz.
-    #[arg(
-        long = "indexer",
-        env = "SAWMILL_INDEXER",
-        value_delimiter = ',',
-        required = true
-    )]
-    indexers: Vec<sawmill_cluster::Target>,
-    /// Resolve the names again and ask every replica's health this often.
-    #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
-    discovery_interval: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Fan-outs in flight at once (each holds at most `limit` hits per group); more wait up
     /// to 10 s, then get 429.
     #[arg(long, env = "SAWMILL_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
@@ -74,9 +63,19 @@ struct UiArgs {
     /// Address to listen on. Loopback by default; use 0.0.0.0:7279 to serve other hosts.
     #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
     listen: SocketAddr,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The indexers that `query` and the UI search: every group, one healthy replica of each.
+#[derive(Args)]
+struct ClusterArgs {
     /// Indexers: http://HOST:PORT (one replica), dns+http://NAME:PORT (every A/AAAA record of
-    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME; repeat or separate with `,`. Pages ask one
-    /// healthy replica of every group, failing over to the next of a group when one dies.
+    /// NAME) or dnssrv+http://_SERVICE._tcp.NAME (SRV records); repeat or separate with `,`.
+    /// Each replica's group comes from its /healthz; one healthy replica of every group is
+    /// asked, the next of a group when one fails.
     #[arg(
         long = "indexer",
         env = "SAWMILL_INDEXER",
@@ -87,8 +86,6 @@ struct UiArgs {
     /// Resolve the names again and ask every replica's health this often.
     #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
     discovery_interval: Duration,
-    #[command(flatten)]
-    http: HttpArgs,
 }
 
 /// How long a client may take over a request head, and how long a stop waits for clients.
@@ -437,12 +434,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
             };
-            serve::ui(a.listen, a.indexers, a.discovery_interval, config).await
+            serve::ui(
+                a.listen,
+                a.cluster.indexers,
+                a.cluster.discovery_interval,
+                config,
+            )
+            .await
         }
         Command::Query(a) => {
             let cluster = sawmill_query::ClusterConfig {
-                targets: a.indexers,
-                discovery_interval: a.discovery_interval,
+                targets: a.cluster.indexers,
+                discovery_interval: a.cluster.discovery_interval,
                 max_concurrent: a.max_concurrent_searches,
                 max_tails: a.max_tails,
                 ..sawmill_query::ClusterConfig::default()
