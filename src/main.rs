@@ -49,10 +49,14 @@ struct QueryArgs {
     cluster: ClusterArgs,
     /// Fan-outs in flight at once (each holds at most `limit` hits per group); more wait up
     /// to 10 s, then get 429.
-    #[arg(long, env = "SAWMILL_MAX_CONCURRENT_SEARCHES", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "SAWMILL_QUERY_MAX_CONCURRENT_SEARCHES",
+        default_value_t = 64
+    )]
     max_concurrent_searches: usize,
     /// Live tails open at once (each holds one indexer stream per group); more get 429.
-    #[arg(long, env = "SAWMILL_MAX_TAILS", default_value_t = 256)]
+    #[arg(long, env = "SAWMILL_QUERY_MAX_TAILS", default_value_t = 256)]
     max_tails: usize,
     #[command(flatten)]
     http: HttpArgs,

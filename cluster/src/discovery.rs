@@ -44,6 +44,9 @@ pub struct DiscoveryConfig {
     pub health_timeout: Duration,
 }
 
+/// The shortest interval between rounds, whatever is asked (tests use 1 s).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
@@ -149,6 +152,11 @@ impl Discovery {
         config: DiscoveryConfig,
         http: reqwest::Client,
     ) -> Discovery {
+        // A zero interval would resolve and ask every replica back to back, for ever.
+        let config = DiscoveryConfig {
+            interval: config.interval.max(MIN_INTERVAL),
+            ..config
+        };
         let mut state = State {
             targets,
             config,

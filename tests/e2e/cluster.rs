@@ -158,3 +158,51 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
     assert_eq!(total(&query), 4000);
     shipper.terminate();
 }
+
+/// Review: `https://` forms were taken by every part, though none of them can speak TLS
+/// yet, so each request failed afterwards instead of the command failing at start.
+#[test]
+fn an_https_indexer_url_is_refused_at_start_everywhere_one_is_taken() {
+    let dir = TempDir::new("https");
+    let state = dir.path().join("state");
+    let data = dir.path().join("data");
+    let state_arg = state.to_str().unwrap();
+    let data_arg = data.to_str().unwrap();
+    for args in [
+        vec![
+            "shipper",
+            "--indexer",
+            "https://127.0.0.1:1",
+            "--state",
+            state_arg,
+        ],
+        vec![
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--indexer",
+            "dns+https://tasks.x:443",
+        ],
+        vec![
+            "query",
+            "--listen",
+            "127.0.0.1:0",
+            "--indexer",
+            "https://127.0.0.1:1",
+        ],
+        vec![
+            "indexer",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data_arg,
+            "--peer",
+            "dnssrv+https://_x._tcp.y",
+        ],
+    ] {
+        let out = sawmill().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("plain HTTP"), "{args:?}: {err}");
+    }
+}
