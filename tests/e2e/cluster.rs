@@ -48,28 +48,13 @@ fn a_group_name_that_cannot_be_a_label_is_refused_at_start() {
     );
 }
 
-/// The `(_src, _seq)` of every record an indexer holds.
-fn keys(ix: &Indexer) -> std::collections::BTreeSet<(String, u64)> {
-    all_hits(ix, "*")
-        .iter()
-        .map(|h| {
-            (
-                h["_src"].as_str().unwrap().to_string(),
-                h["_seq"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Polls `f` until it holds, for at most `secs`.
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within {secs} s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+/// Whether two replicas hold the same `(_src, _seq)` set; how many each holds if not.
+fn same(a: &Indexer, b: &Indexer) -> Result<(), String> {
+    let (ka, kb) = (seq_keys(a, "*"), seq_keys(b, "*"));
+    if ka == kb {
+        Ok(())
+    } else {
+        Err(format!("{} and {} records", ka.len(), kb.len()))
     }
 }
 
@@ -81,7 +66,7 @@ fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 #[test]
 fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
     let dir = TempDir::new("whole-cluster");
-    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let port = free_port();
     let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
     let hosts = dir.path().join("hosts");
     let entries: Vec<(&str, &str)> = addrs.iter().map(|a| (*a, "sawmill-indexer")).collect();
@@ -123,14 +108,19 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
             .as_u64()
             .unwrap()
     };
+    let counts = |q: &crate::fanout::Proc, n: u64| match total(q) {
+        t if t == n => Ok(()),
+        t => Err(format!("query counts {t}")),
+    };
     for i in 0..3000 {
         shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
     }
-    eventually("query counts 3000", 90, || total(&query) == 3000);
+    eventually("query counts 3000", 90, || counts(&query, 3000));
     eventually("replicas of a group agree", 60, || {
-        keys(&ixs[0]) == keys(&ixs[1]) && keys(&ixs[2]) == keys(&ixs[3])
+        same(&ixs[0], &ixs[1])?;
+        same(&ixs[2], &ixs[3])
     });
-    let (g0, g1) = (keys(&ixs[0]), keys(&ixs[2]));
+    let (g0, g1) = (seq_keys(&ixs[0], "*"), seq_keys(&ixs[2], "*"));
     assert!(g0.is_disjoint(&g1), "a line is in both groups");
     assert!(
         !g0.is_empty() && !g1.is_empty(),
@@ -146,12 +136,12 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
     for i in 3000..4000 {
         shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
     }
-    eventually("query counts 4000", 90, || total(&query) == 4000);
+    eventually("query counts 4000", 90, || counts(&query, 4000));
     eventually("the new replica holds its group's history", 90, || {
-        keys(&ixs[1]) == keys(&ixs[0])
+        same(&ixs[1], &ixs[0])
     });
-    eventually("g1's replicas agree", 60, || keys(&ixs[2]) == keys(&ixs[3]));
-    let held = keys(&ixs[0]).len() + keys(&ixs[2]).len();
+    eventually("g1's replicas agree", 60, || same(&ixs[2], &ixs[3]));
+    let held = seq_keys(&ixs[0], "*").len() + seq_keys(&ixs[2], "*").len();
     assert_eq!(held, 4000, "every line in exactly one group");
     let health = get_ok(&ixs[1].api("/healthz"));
     assert_eq!(health["lag_records"], 0, "{health}");

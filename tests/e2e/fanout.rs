@@ -88,7 +88,7 @@ fn record(src: &str, seq: u64, group: usize) -> Value {
 impl TwoGroups {
     pub fn start(name: &str) -> TwoGroups {
         let dir = TempDir::new(name);
-        let port = free_addr().rsplit(':').next().unwrap().to_string();
+        let port = free_port();
         let addrs = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
         let hosts = dir.path().join("hosts");
         let entries: Vec<(&str, &str)> = addrs.iter().map(|a| (*a, "indexers.test")).collect();

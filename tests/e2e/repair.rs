@@ -10,14 +10,6 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-/// Every `(_src, _seq)` an indexer holds, read through the search API.
-fn seqs(ix: &Indexer) -> BTreeSet<(String, u64)> {
-    all_hits(ix, "*")
-        .iter()
-        .filter_map(|h| Some((h["_src"].as_str()?.to_string(), h["_seq"].as_u64()?)))
-        .collect()
-}
-
 /// Every `_key` (bulk `_id`) an indexer holds.
 fn keys(ix: &Indexer) -> BTreeSet<String> {
     all_hits(ix, "*")
@@ -49,7 +41,7 @@ fn wait_for(what: &str, secs: u64, ixs: &[&Indexer], mut f: impl FnMut() -> bool
 fn wait_identical(a: &Indexer, b: &Indexer, secs: u64) -> BTreeSet<(String, u64)> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let (sa, sb) = (seqs(a), seqs(b));
+        let (sa, sb) = (seq_keys(a, "*"), seq_keys(b, "*"));
         if sa == sb && !sa.is_empty() {
             return sa;
         }
@@ -230,7 +222,7 @@ fn a_replica_on_an_empty_disk_copies_the_history_while_answering_searches() {
 #[test]
 fn peers_are_found_by_dns_name_and_other_groups_are_left_alone() {
     let dir = TempDir::new("repair-dns");
-    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let port = free_port();
     let hosts = dir.path().join("hosts");
     hosts_file(
         &hosts,
@@ -275,14 +267,18 @@ fn peers_are_found_by_dns_name_and_other_groups_are_left_alone() {
         "A holds its own, B's and the shipper's",
         60,
         &[&a, &b],
-        || seqs(&a).len() == 600,
+        || seq_keys(&a, "*").len() == 600,
     );
     let held = wait_identical(&a, &b, 60);
     assert_eq!(held.len(), 600, "{held:?}");
     assert!(held.iter().all(|(s, _)| s != "only-other"));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(seqs(&other).len(), 100, "the other group copied nothing");
-    assert_eq!(seqs(&a).len(), 600);
+    assert_eq!(
+        seq_keys(&other, "*").len(),
+        100,
+        "the other group copied nothing"
+    );
+    assert_eq!(seq_keys(&a, "*").len(), 600);
     assert_eq!(
         other.metric("sawmill_indexer_repair_records_copied_total"),
         0.0
@@ -368,11 +364,11 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
     let a = replica(&addr_a, &data_a, &addr_b, &[]);
     std::thread::sleep(Duration::from_secs(4));
     assert!(
-        !seqs(&b).contains(&("w".to_string(), 1)),
+        !seq_keys(&b, "*").contains(&("w".to_string(), 1)),
         "B never saw record 1"
     );
     assert!(
-        !seqs(&a).contains(&("w".to_string(), 1)),
+        !seq_keys(&a, "*").contains(&("w".to_string(), 1)),
         "the new A has no record 1"
     );
     // Kept: the same kind of record, left for one repair interval of a B comparing every
@@ -385,12 +381,12 @@ fn a_record_on_one_replica_is_lost_with_its_disk_until_repair_copied_it() {
     let acked = Instant::now();
     post_ok(&a, records("w", 2, 1), 1);
     wait_for("B copies record 2", 30, &[&a, &b], || {
-        seqs(&b).contains(&("w".to_string(), 2))
+        seq_keys(&b, "*").contains(&("w".to_string(), 2))
     });
     let window = acked.elapsed();
     a.kill9();
     std::fs::remove_dir_all(&data_a).unwrap();
-    assert!(seqs(&b).contains(&("w".to_string(), 2)));
+    assert!(seq_keys(&b, "*").contains(&("w".to_string(), 2)));
     eprintln!("durability window (ack on A to present on B, --discovery-interval 1s, --commit-interval 100ms): {window:?}");
     // Generous: a loaded machine stretches rounds; the README states the measured figure.
     assert!(window < Duration::from_secs(20), "window {window:?}");

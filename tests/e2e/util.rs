@@ -369,6 +369,36 @@ pub fn raw_post_status(url: &str, path: &str, body: &[u8], chunked: bool) -> u16
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
 
+/// The port of a free loopback address: replicas listen on it at 127.0.0.2, .3, …
+pub fn free_port() -> String {
+    free_addr().rsplit_once(':').unwrap().1.to_string()
+}
+
+/// The (`_src`, `_seq`) of every record matching `q` that has them; fails if one is held
+/// twice.
+pub fn seq_keys(ix: &Indexer, q: &str) -> std::collections::BTreeSet<(String, u64)> {
+    let keyed: Vec<(String, u64)> = all_hits(ix, q)
+        .iter()
+        .filter_map(|h| Some((h["_src"].as_str()?.to_string(), h["_seq"].as_u64()?)))
+        .collect();
+    let n = keyed.len();
+    let keys: std::collections::BTreeSet<(String, u64)> = keyed.into_iter().collect();
+    assert_eq!(keys.len(), n, "a record is stored twice");
+    keys
+}
+
+/// Waits until `f` holds, or fails with what `f` last saw.
+pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= deadline => panic!("{what}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// A loopback address nothing listens on right now.
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
