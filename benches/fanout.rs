@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::Instant;
 
-use common::{env_or, generate, ingest, percentiles, start_server, Server, BATCH};
+use common::{env_or, generate, ingest, start_sawmill, start_server, time_it, Server, BATCH};
 use sawmill_cluster::{group_for, PlacementKey};
 
 /// A query's path and query string for run `i`.
@@ -23,24 +22,11 @@ type PathFor<'a> = Box<dyn Fn(usize) -> String + 'a>;
 struct Query(Server);
 
 fn start_query(indexers: &[&Server]) -> Query {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sawmill"));
-    cmd.args(["query", "--listen", "127.0.0.1:0"]);
+    let mut args = Vec::new();
     for ix in indexers {
-        cmd.args(["--indexer", &ix.url]);
+        args.extend(["--indexer", ix.url.as_str()]);
     }
-    let mut child = cmd
-        .env("SAWMILL_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("sawmill query listening on ")
-        .expect("query started")
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Query(Server { child, url })
+    Query(start_sawmill("query", &args))
 }
 
 /// The NDJSON batches split by the group each line's record is placed on.
@@ -64,19 +50,6 @@ fn split(batches: &[Vec<u8>], groups: &[String]) -> Vec<Vec<Vec<u8>>> {
         }
     }
     out
-}
-
-fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    for i in 0..3 {
-        f(i);
-    }
-    let mut ms = Vec::with_capacity(iters);
-    for i in 0..iters {
-        let t = Instant::now();
-        f(i);
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    percentiles(ms)
 }
 
 /// Waits until `url` reports `n` records in all.

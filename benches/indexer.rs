@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    baseline_index, env_or, generate, ingest, peak_rss_mib, percentiles, start_server, Data, Server,
+    baseline_index, env_or, generate, ingest, peak_rss_mib, start_server, time_it, Data, Server,
 };
 use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
@@ -100,19 +100,6 @@ fn through_http(d: &Data, server: &Server) -> Rate {
     Rate {
         secs: started.elapsed().as_secs_f64(),
     }
-}
-
-fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    for i in 0..3 {
-        f(i);
-    }
-    let mut ms = Vec::with_capacity(iters);
-    for i in 0..iters {
-        let t = Instant::now();
-        f(i);
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    percentiles(ms)
 }
 
 fn fetch(

@@ -219,10 +219,16 @@ impl Drop for Server {
 
 /// Starts `sawmill indexer` on `data` with `args`, and waits for its address.
 pub fn start_server(data: &Path, args: &[&str]) -> Server {
+    let mut full = vec!["--data", data.to_str().expect("a UTF-8 path")];
+    full.extend_from_slice(args);
+    start_sawmill("indexer", &full)
+}
+
+/// Starts `sawmill COMMAND --listen 127.0.0.1:0 ARGS` and waits for the address it prints.
+pub fn start_sawmill(command: &str, args: &[&str]) -> Server {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sawmill"))
-        .args(["indexer", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
+        .args([command, "--listen", "127.0.0.1:0"])
         .args(args)
         .env("SAWMILL_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -231,11 +237,25 @@ pub fn start_server(data: &Path, args: &[&str]) -> Server {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let url = first
-        .strip_prefix("sawmill indexer listening on ")
-        .expect("indexer started")
+        .strip_prefix(&format!("sawmill {command} listening on "))
+        .unwrap_or_else(|| panic!("sawmill {command} did not start: {first:?}"))
         .to_string();
     std::thread::spawn(move || for _ in lines {});
     Server { child, url }
+}
+
+/// Median and p95 in ms of `iters` calls of `f`, after three warm-up calls.
+pub fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
+    for i in 0..3 {
+        f(i);
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for i in 0..iters {
+        let t = std::time::Instant::now();
+        f(i);
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    percentiles(ms)
 }
 
 pub const WORDS: [&str; 40] = [

@@ -49,12 +49,7 @@ fn all_placed_on(k: &BTreeSet<(String, u64)>, groups: &[&str], group: &str) {
 /// Waits until the shipper's metrics name a replica of every group of `groups`.
 fn knows_groups(sh: &Shipper, groups: &[&str]) {
     eventually("the shipper knows every group", 30, || {
-        let text = client()
-            .get(&sh.metrics_url)
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = metrics_text(&sh.metrics_url);
         match groups
             .iter()
             .all(|g| text.contains(&format!("group=\"{g}\"")))
@@ -305,12 +300,7 @@ fn a_replica_that_appears_gets_records_at_once_and_one_that_leaves_is_given_up_a
         b.url
     );
     eventually("the shipper finds B", 30, || {
-        let text = client()
-            .get(&sh.metrics_url)
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = metrics_text(&sh.metrics_url);
         match text.contains(&b_info) {
             true => Ok(()),
             false => Err(text),

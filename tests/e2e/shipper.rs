@@ -233,12 +233,7 @@ fn when_everything_overflows_every_lost_record_is_counted_and_reported() {
     let deadline = Instant::now() + Duration::from_secs(30);
     // The shipper has backlogs for them once they said their group.
     loop {
-        let text = client()
-            .get(&sh.metrics_url)
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = metrics_text(&sh.metrics_url);
         if [&a_url, &b_url]
             .iter()
             .all(|r| text.contains(&format!("replica=\"{r}\"")))
@@ -568,12 +563,7 @@ fn datagrams_that_panicked_the_parser_are_stored_and_later_ones_too() {
 
 /// A metric, or 0 when the shipper does not export it (as before the fix).
 fn metric_or_zero(sh: &Shipper, name: &str) -> u64 {
-    let text = client()
-        .get(&sh.metrics_url)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = metrics_text(&sh.metrics_url);
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
         .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)

@@ -537,9 +537,14 @@ pub fn all_hits(ix: &Indexer, q: &str) -> Vec<Value> {
     }
 }
 
+/// The whole text of a Prometheus endpoint.
+pub fn metrics_text(url: &str) -> String {
+    client().get(url).send().unwrap().text().unwrap()
+}
+
 /// One value from a Prometheus text endpoint; `name` may carry labels.
 pub fn metric_at(url: &str, name: &str) -> f64 {
-    let text = client().get(url).send().unwrap().text().unwrap();
+    let text = metrics_text(url);
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
