@@ -230,6 +230,42 @@ struct IndexerArgs {
     body_timeout: Duration,
     #[command(flatten)]
     repair: RepairArgs,
+    #[command(flatten)]
+    archive: ArchiveArgs,
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    /// Seal partitions into this S3-compatible bucket (s3://BUCKET/PREFIX) and search the
+    /// history from there; endpoint, region and credentials come from the AWS environment
+    /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "SAWMILL_OBJECT_STORE", value_parser = store_url)]
+    object_store: Option<sawmill_indexer::StoreUrl>,
+    /// Seal a partition once its time range ended this long ago (with --object-store).
+    #[arg(long, env = "SAWMILL_SEAL_AFTER", default_value = "1h", value_parser = span)]
+    seal_after: Duration,
+    /// Remove sealed, uploaded partitions from local disk once their time range ended this
+    /// long ago; they are then searched from the object store.
+    #[arg(long, env = "SAWMILL_LOCAL_RETENTION", default_value = "24h", value_parser = span)]
+    local_retention: Duration,
+    /// Most disk the cache of partitions read from the object store takes (e.g. 10GiB).
+    #[arg(long, env = "SAWMILL_CACHE_BYTES", default_value = "10GiB", value_parser = bytes)]
+    cache_bytes: u64,
+}
+
+impl ArchiveArgs {
+    fn config(self) -> Option<sawmill_indexer::ArchiveConfig> {
+        Some(sawmill_indexer::ArchiveConfig {
+            url: self.object_store?,
+            seal_after: self.seal_after,
+            local_retention: self.local_retention,
+            cache_bytes: self.cache_bytes,
+        })
+    }
+}
+
+fn store_url(s: &str) -> Result<sawmill_indexer::StoreUrl, String> {
+    s.parse().map_err(|e: sawmill_indexer::Error| e.to_string())
 }
 
 #[derive(Args)]
@@ -428,7 +464,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_connections: a.http.max_connections,
                 ..a.store.api()
             };
-            serve::indexer(a.listen, a.store.config(), api, a.repair.config()).await
+            let mut store = a.store.config();
+            store.archive = a.archive.config();
+            serve::indexer(a.listen, store, api, a.repair.config()).await
         }
         Command::Shipper(a) => serve::shipper(a.config()).await,
         Command::Run(_) => unreachable!("handled before the runtime starts"),

@@ -122,7 +122,11 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
         .fallback(not_found)
         .with_state(AppState {
             searches: Searches::start(config.searches.clone(), store.metrics().clone()),
-            searcher: Searcher::new(store.partitions().clone(), store.fields().clone()),
+            searcher: Searcher::new(
+                store.partitions().clone(),
+                store.fields().clone(),
+                store.archive().cloned(),
+            ),
             store,
             config,
             shutdown,
@@ -709,6 +713,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
         group: s.store.group().to_string(),
         lag_records: s.store.repair_status().lag_records(),
         catching_up: s.store.repair_status().catching_up(),
+        store: s.store.archive().map(|a| a.health()),
     };
     (status, Json(health)).into_response()
 }

@@ -55,6 +55,28 @@ impl Dedup {
         }
     }
 
+    /// Records every sequence number of `[lo, hi]` for `src` at once: what a split in the
+    /// object store holds, listed by the manifest as ranges (millions of records each).
+    pub fn insert_range(&mut self, src: &str, lo: u64, hi: u64) {
+        if lo > hi {
+            return;
+        }
+        self.seqs
+            .entry(src.to_string())
+            .or_default()
+            .insert_range(lo, hi);
+    }
+
+    /// Forgets every sequence number of `[lo, hi]` for `src`: a split past retention.
+    pub fn remove_range(&mut self, src: &str, lo: u64, hi: u64) {
+        if let Some(set) = self.seqs.get_mut(src) {
+            set.remove_range(lo, hi);
+            if set.ranges.is_empty() {
+                self.seqs.remove(src);
+            }
+        }
+    }
+
     /// Forgets `key` again: a write that failed must not count as stored.
     pub fn remove(&mut self, key: &DedupKey) {
         match key {
@@ -142,6 +164,45 @@ impl RangeSet {
         true
     }
 
+    /// Adds `[lo, hi]`, merging with the ranges it overlaps or touches.
+    fn insert_range(&mut self, lo: u64, hi: u64) {
+        let (mut start, mut end) = (lo, hi);
+        // Ranges starting at or before `hi + 1` and ending at or after `lo - 1` merge.
+        let touching: Vec<(u64, u64)> = self
+            .ranges
+            .range(..=hi.saturating_add(1))
+            .rev()
+            .take_while(|(_, &e)| e.saturating_add(1) >= lo)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.ranges.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Removes `[lo, hi]`, cutting the ranges it overlaps.
+    fn remove_range(&mut self, lo: u64, hi: u64) {
+        let hit: Vec<(u64, u64)> = self
+            .ranges
+            .range(..=hi)
+            .rev()
+            .take_while(|(_, &e)| e >= lo)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in hit {
+            self.ranges.remove(&s);
+            if s < lo {
+                self.ranges.insert(s, lo - 1);
+            }
+            if e > hi {
+                self.ranges.insert(hi + 1, e);
+            }
+        }
+    }
+
     fn remove(&mut self, x: u64) {
         let Some((&s, &e)) = self.ranges.range(..=x).next_back() else {
             return;
@@ -184,6 +245,32 @@ mod tests {
         assert_eq!(d.len_ranges(), 1);
         assert!(d.insert(&DedupKey::Id("x".into())));
         assert!(!d.insert(&DedupKey::Id("x".into())));
+    }
+
+    #[test]
+    fn ranges_insert_and_remove_like_their_values_one_by_one() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let (mut d, mut one) = (Dedup::default(), Dedup::default());
+            for _ in 0..8 {
+                let lo = rng.u64(0..60);
+                let hi = lo + rng.u64(0..12);
+                let add = rng.bool();
+                if add {
+                    d.insert_range("a", lo, hi);
+                } else {
+                    d.remove_range("a", lo, hi);
+                }
+                for x in lo..=hi {
+                    if add {
+                        one.insert(&seq(x));
+                    } else {
+                        one.remove(&seq(x));
+                    }
+                }
+                assert_eq!(d.seq_ranges(None, 1000), one.seq_ranges(None, 1000));
+            }
+        }
     }
 
     /// Holdings are listed a page at a time by sender, so every sender is listed however

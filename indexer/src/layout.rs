@@ -9,6 +9,10 @@
 //!   partitions/
 //!     p-001764201600-86400/     one tantivy index per hour or day of `ts`
 //!     .trash-p-.../             a partition retention is removing
+//!     .adopt-p-.../             the group's copy of a partition, from the object store,
+//!                               being put in place of this replica's own
+//!   cache/                      partitions read from the object store (`objstore::Cache`)
+//!   upload/                     splits being uploaded to the object store
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -69,6 +73,27 @@ pub fn partition_is_complete(dir: &Path) -> bool {
 
 /// Prefix of a partition directory being removed.
 const TRASH: &str = ".trash-";
+/// Prefix of a partition directory being assembled from the object store.
+const ADOPT: &str = ".adopt-";
+
+/// Where partitions read from the object store are cached.
+pub fn cache_dir(data: &Path) -> PathBuf {
+    data.join("cache")
+}
+
+/// Where a split is written before it is uploaded.
+pub fn upload_dir(data: &Path) -> PathBuf {
+    data.join("upload")
+}
+
+/// Where the group's copy of partition `dir` is assembled before it takes its place.
+pub fn adopt_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{ADOPT}{name}"))
+}
 
 /// The name a partition's directory takes while it is removed: renamed first, so a crash
 /// halfway through never leaves half a partition that looks whole.
@@ -80,9 +105,10 @@ pub fn trash_dir(dir: &Path) -> PathBuf {
     dir.with_file_name(format!("{TRASH}{name}"))
 }
 
-/// Whether `name` is a partition directory retention was removing when the process died.
+/// Whether `name` is a partition directory retention was removing when the process died
+/// (or one being assembled from the object store: both are removed at start).
 pub fn is_trash(name: &str) -> bool {
-    name.starts_with(TRASH)
+    name.starts_with(TRASH) || name.starts_with(ADOPT)
 }
 
 #[cfg(test)]

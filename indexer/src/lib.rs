@@ -66,7 +66,8 @@ pub use sawmill_record::api::{Order, Scope};
 pub use schema::Fields;
 pub use search::{Hit, Searcher, TimeRange};
 pub use searches::SearchLimits;
-pub use store::{check_group, Outcome, Store, StoreConfig};
+pub use objstore::StoreUrl;
+pub use store::{check_group, ArchiveConfig, Outcome, Store, StoreConfig};
 pub use times::{parse_bytes, parse_span};
 
 /// Serves the API on `listener` until `shutdown` completes, then commits everything

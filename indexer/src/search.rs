@@ -3,7 +3,9 @@
 //! hits are found first and read from the doc store later, a chunk at a time, by a
 //! [`HitReader`], so an answer of any size is written out in bounded memory.
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use tantivy::collector::{Collector, Count};
@@ -21,6 +23,7 @@ use crate::partition::{Partition, Partitions};
 use crate::record::cut_str;
 use crate::schema::Fields;
 use crate::searches::Budget;
+use crate::store::Archive;
 
 /// An inclusive time range in epoch microseconds; `None` is unbounded.
 #[derive(Clone, Copy, Debug, Default)]
@@ -286,19 +289,39 @@ fn bounded<C: Collector>(
 pub struct Searcher {
     partitions: Partitions,
     fields: Fields,
+    /// With `--object-store`: partitions with no local copy are read from there.
+    archive: Option<Arc<Archive>>,
 }
 
 impl Searcher {
-    pub fn new(partitions: Partitions, fields: Fields) -> Searcher {
-        Searcher { partitions, fields }
+    pub fn new(partitions: Partitions, fields: Fields, archive: Option<Arc<Archive>>) -> Searcher {
+        Searcher {
+            partitions,
+            fields,
+            archive,
+        }
     }
 
     fn fields(&self) -> &Fields {
         &self.fields
     }
 
-    fn partitions_between(&self, lo: i64, hi: i64) -> Vec<std::sync::Arc<Partition>> {
-        self.partitions.between(lo, hi)
+    /// The partitions overlapping `[lo, hi]` (epoch µs), newest first: the local ones, and
+    /// those only the object store holds, from the cache or fetched into it (so this
+    /// blocks, on a search thread). A split that cannot be read fails the search with a
+    /// clear error rather than answering without it.
+    fn partitions_between(&self, lo: i64, hi: i64) -> Result<Vec<Arc<Partition>>> {
+        let local = self.partitions.between(lo, hi);
+        let Some(archive) = &self.archive else {
+            return Ok(local);
+        };
+        let starts: BTreeSet<i64> = self.partitions.read().keys().copied().collect();
+        let mut all = local;
+        for (start, span, splits) in archive.remote_between(lo, hi, &starts) {
+            all.push(archive.open_remote(start, span, &splits)?);
+        }
+        all.sort_by_key(|p| std::cmp::Reverse(p.start));
+        Ok(all)
     }
 
     /// Parses the Lucene-like query language (see `query.rs`); `*` and the empty query
@@ -336,7 +359,7 @@ impl Searcher {
         budget: &Budget,
     ) -> Result<(u64, Found)> {
         let (lo, hi) = range.bounds();
-        let mut parts = self.partitions_between(lo, hi);
+        let mut parts = self.partitions_between(lo, hi)?;
         if order == Order::Asc {
             parts.reverse();
         }
@@ -413,7 +436,7 @@ impl Searcher {
         let (lo, hi) = range.bounds();
         // One snapshot for the data's span and the counts, so they agree.
         let searchers: Vec<tantivy::Searcher> = self
-            .partitions_between(lo, hi)
+            .partitions_between(lo, hi)?
             .iter()
             .map(|p| p.reader.searcher())
             .collect();
@@ -495,7 +518,7 @@ impl Searcher {
         let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
-        for p in self.partitions_between(lo, hi) {
+        for p in self.partitions_between(lo, hi)? {
             let searcher = p.reader.searcher();
             if match_all && p.within(lo, hi) {
                 // Every record of the partition counts, and records are never deleted, so

@@ -520,6 +520,27 @@ pub struct Health {
     /// searches meanwhile, but they may miss records).
     #[serde(default)]
     pub catching_up: bool,
+    /// With `--object-store`: how far uploads to it are behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreHealth>,
+}
+
+/// The object store's side of an indexer's health.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// `s3://BUCKET/PREFIX/GROUP`: where the group's splits and manifest are.
+    pub url: String,
+    /// Splits the group's manifest lists, as last read.
+    pub splits: u64,
+    /// Local partitions holding records no split holds yet.
+    pub unsealed_partitions: u64,
+    /// Of those, the ones due for sealing (older than `--seal-after`) but not uploaded yet:
+    /// 0 when uploads keep up.
+    pub upload_lag_partitions: u64,
+    /// The last failure talking to the store or reading a split from it, until the next
+    /// success of the same kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -67,10 +67,19 @@ pub fn holdings(store: &Store, p: &RepairHoldingsParams) -> Result<Holdings> {
 
 /// The `_key` digest of every partition holding `_key` records. Keys are unique within a
 /// replica, so a partition's digest is the count and wrapping sum of its keys' hashes.
+/// Partitions the object store holds are left out: the group's splits hold their keys,
+/// whether or not a replica still has a local copy.
 pub fn key_digests(store: &Store) -> Result<Vec<KeyDigest>> {
     let cache = store.digest_cache();
     let field = store.fields().key;
-    let partitions: Vec<_> = store.partitions().read().values().cloned().collect();
+    let sealed = store.sealed_starts();
+    let partitions: Vec<_> = store
+        .partitions()
+        .read()
+        .values()
+        .filter(|p| !sealed.contains(&p.start))
+        .cloned()
+        .collect();
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for p in partitions {

@@ -21,7 +21,7 @@
 
 mod held;
 mod pull;
-mod ranges;
+pub(crate) mod ranges;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

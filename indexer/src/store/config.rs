@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::partition::Granularity;
+pub use crate::store::archive::ArchiveConfig;
 
 /// How the store keeps data. Every field is a flag of `sawmill indexer`.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct StoreConfig {
     pub writer_threads: usize,
     /// The replica group this indexer belongs to: replicas of a group hold the same records.
     pub group: String,
+    /// The object store sealed partitions go to, with `--object-store`.
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl StoreConfig {
@@ -39,6 +42,7 @@ impl StoreConfig {
                 .map(|n| n.get().min(4))
                 .unwrap_or(2),
             group: "default".into(),
+            archive: None,
         }
     }
 }

@@ -6,10 +6,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tantivy::index::SegmentMeta;
+use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy};
 use tantivy::{IndexWriter, TantivyDocument};
+use tokio::sync::oneshot;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
@@ -19,15 +23,68 @@ use crate::metrics::{
 };
 use crate::partition::Partition;
 use crate::record::Record;
+use crate::objstore::SplitEntry;
+use crate::store::archive::Archive;
 use crate::store::shared::Shared;
 use crate::store::{checkpoint, recovery, retention};
 use crate::wal;
+
+/// What the index thread is asked to do: it owns the partition writers, so every change
+/// to a partition's segments goes through it.
+pub enum ToIndex {
+    /// Records the log thread made durable.
+    Batch(IndexBatch),
+    /// From the seal loop: commit, merge the segments of partition `start` that no split
+    /// holds into one, and answer them (`None` when there are none). They are kept out of
+    /// merges from then on; the seal loop ends that with [`Archive::end_sealing`].
+    Seal {
+        start: i64,
+        reply: oneshot::Sender<Result<Option<Vec<SegmentMeta>>>>,
+    },
+    /// From the seal loop: the group's copy of partition `start` (its splits, assembled at
+    /// `dir`) takes the place of this replica's own, with every record of this replica's
+    /// own that the copy lacks added to it (they become another split).
+    Adopt {
+        start: i64,
+        dir: PathBuf,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// From the seal loop: removes the local copy of partition `start` if every segment it
+    /// holds is in a split (`sealed`); answers whether it did.
+    Evict {
+        start: i64,
+        sealed: HashSet<String>,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+}
 
 /// Records the log thread made durable, for the index thread.
 pub struct IndexBatch {
     pub records: Vec<(u64, Record)>,
     /// The log position just past the last record.
     pub end: u64,
+}
+
+/// The writers' merge policy with an object store: tantivy's usual one, over the
+/// segments no split holds, so a merge never makes a split's segment disappear from the
+/// local copy (which must stay the splits plus what is not sealed yet).
+#[derive(Debug)]
+struct KeepSealed {
+    inner: LogMergePolicy,
+    archive: Arc<Archive>,
+    start: i64,
+}
+
+impl MergePolicy for KeepSealed {
+    fn compute_merge_candidates(&self, segments: &[SegmentMeta]) -> Vec<MergeCandidate> {
+        let keep = self.archive.keep_out_of_merges(self.start);
+        let free: Vec<SegmentMeta> = segments
+            .iter()
+            .filter(|m| !keep.contains(&m.id().uuid_string()))
+            .cloned()
+            .collect();
+        self.inner.compute_merge_candidates(&free)
+    }
 }
 
 /// Partition writers open at once; each holds indexing memory.
@@ -95,7 +152,7 @@ impl Indexer {
         }
     }
 
-    pub fn run(mut self, rx: Receiver<IndexBatch>) {
+    pub fn run(mut self, rx: Receiver<ToIndex>) {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
@@ -104,7 +161,20 @@ impl Indexer {
                 .flatten()
                 .fold(next_tick, Instant::min);
             match rx.recv_timeout(until.saturating_duration_since(now)) {
-                Ok(batch) => self.add(batch),
+                Ok(ToIndex::Batch(batch)) => self.add(batch),
+                Ok(ToIndex::Seal { start, reply }) => {
+                    let _ = reply.send(self.seal(start));
+                }
+                Ok(ToIndex::Adopt { start, dir, reply }) => {
+                    let _ = reply.send(self.adopt(start, &dir));
+                }
+                Ok(ToIndex::Evict {
+                    start,
+                    sealed,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.evict(start, &sealed));
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.stop();
@@ -151,7 +221,28 @@ impl Indexer {
         }
         let secs = self.shared.config.granularity.seconds();
         let root = layout::partitions_dir(&self.shared.config.data);
-        let p = Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?);
+        let p = match self.remote_splits(start) {
+            // Records for a partition only the store holds: the local copy starts from the
+            // group's splits, so that it stays the whole partition (searches read a local
+            // copy instead of the store's). Waits for the store; if it cannot be reached,
+            // indexing fails and is retried, and the log keeps the records meanwhile.
+            Some((archive, splits)) => {
+                let dir = root.join(layout::partition_name(start, secs));
+                let adopt = layout::adopt_dir(&dir);
+                let _ = std::fs::remove_dir_all(&adopt);
+                archive.cache.materialize(
+                    &archive.rt,
+                    &archive.bucket,
+                    start,
+                    secs,
+                    &splits,
+                    &adopt,
+                )?;
+                std::fs::rename(&adopt, &dir).map_err(|e| Error::io(&dir, e))?;
+                Arc::new(Partition::open(dir, start, secs)?)
+            }
+            None => Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?),
+        };
         let mut map = self.shared.partitions.write();
         map.insert(start, p.clone());
         self.shared.metrics.set(M::Partitions, map.len() as u64);
@@ -167,6 +258,13 @@ impl Indexer {
                 cfg.writer_memory
                     .max(cfg.writer_threads.max(1) * (16 << 20)),
             )?;
+            if let Some(archive) = &self.shared.archive {
+                w.set_merge_policy(Box::new(KeepSealed {
+                    inner: LogMergePolicy::default(),
+                    archive: archive.clone(),
+                    start,
+                }));
+            }
             self.writers.insert(start, w);
         }
         Ok(self.writers.get_mut(&start).unwrap())
@@ -424,6 +522,128 @@ impl Indexer {
                 dedup.remove(k);
             }
         }
+    }
+
+    /// The object store and the splits of partition `start`, if it has any there.
+    fn remote_splits(&self, start: i64) -> Option<(Arc<Archive>, Vec<SplitEntry>)> {
+        let archive = self.shared.archive.as_ref()?;
+        let splits: Vec<SplitEntry> = archive
+            .manifest()
+            .of_partition(start)
+            .into_iter()
+            .cloned()
+            .collect();
+        (!splits.is_empty()).then(|| (archive.clone(), splits))
+    }
+
+    /// Commits, then merges the segments of partition `start` that no split holds into one
+    /// and returns them (see [`ToIndex::Seal`]).
+    fn seal(&mut self, start: i64) -> Result<Option<Vec<SegmentMeta>>> {
+        let archive = self.shared.archive.clone().ok_or(Error::ShuttingDown)?;
+        self.commit();
+        if self.failed {
+            return Err(Error::BadRequest(
+                "indexing is failing; sealing waits for it to recover".into(),
+            ));
+        }
+        let Some(p) = self.shared.partitions.read().get(&start).cloned() else {
+            return Ok(None);
+        };
+        let unsealed = |p: &Partition| -> Result<Vec<SegmentMeta>> {
+            let keep = archive.keep_out_of_merges(start);
+            Ok(p.index
+                .searchable_segment_metas()?
+                .into_iter()
+                .filter(|m| !keep.contains(&m.id().uuid_string()))
+                .collect())
+        };
+        let mut segments = unsealed(&p)?;
+        if segments.len() > 1 {
+            let ids: Vec<_> = segments.iter().map(|m| m.id()).collect();
+            self.writer(start)?.merge(&ids).wait()?;
+            p.reader.reload()?;
+            segments = unsealed(&p)?;
+            // A partition due for sealing rarely gets records: its writer's memory goes.
+            self.writers.remove(&start);
+        }
+        if segments.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<String> = segments.iter().map(|m| m.id().uuid_string()).collect();
+        archive.start_sealing(&ids);
+        Ok(Some(segments))
+    }
+
+    /// Puts the group's copy of partition `start`, assembled at `dir`, in place of this
+    /// replica's own, adding to it every record of its own the copy lacks; returns how many
+    /// it added (see [`ToIndex::Adopt`]).
+    fn adopt(&mut self, start: i64, dir: &Path) -> Result<u64> {
+        self.commit();
+        if self.failed {
+            return Err(Error::BadRequest(
+                "indexing is failing; adopting the group's split waits for it to recover".into(),
+            ));
+        }
+        let copy = Partition::open(dir.to_path_buf(), start, self.shared.config.granularity.seconds())?;
+        let own = self.shared.partitions.read().get(&start).cloned();
+        let lacking = match &own {
+            Some(own) => recovery::records_lacking(own, &copy, &self.shared.fields)?,
+            None => Vec::new(),
+        };
+        drop(copy);
+        self.writers.remove(&start);
+        self.dirty.remove(&start);
+        let place = match &own {
+            Some(own) => own.dir.clone(),
+            None => layout::partitions_dir(&self.shared.config.data)
+                .join(layout::partition_name(start, self.shared.config.granularity.seconds())),
+        };
+        if let Some(own) = &own {
+            let trash = layout::trash_dir(&own.dir);
+            std::fs::rename(&own.dir, &trash).map_err(|e| Error::io(&own.dir, e))?;
+            std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
+            let _ = std::fs::remove_dir_all(&trash);
+        } else {
+            std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
+        }
+        let p = Arc::new(Partition::open(place, start, self.shared.config.granularity.seconds())?);
+        self.shared.partitions.write().insert(start, p);
+        let added = lacking.len() as u64;
+        for (rid, rec) in lacking {
+            let doc = self.shared.fields.document(rid, &rec);
+            self.writer(start)?.add_document(doc)?;
+        }
+        // Committed even with nothing added: the commit records how far into the log this
+        // partition reaches, which replay at the next start reads.
+        self.writer(start)?;
+        self.dirty.insert(start);
+        self.commit();
+        Ok(added)
+    }
+
+    /// Removes the local copy of partition `start` if splits hold all of it (see
+    /// [`ToIndex::Evict`]).
+    fn evict(&mut self, start: i64, sealed: &HashSet<String>) -> Result<bool> {
+        self.commit();
+        if self.failed {
+            return Ok(false);
+        }
+        let Some(p) = self.shared.partitions.read().get(&start).cloned() else {
+            return Ok(false);
+        };
+        let whole = p
+            .index
+            .searchable_segment_metas()?
+            .iter()
+            .all(|m| sealed.contains(&m.id().uuid_string()));
+        if !whole {
+            return Ok(false);
+        }
+        self.writers.remove(&start);
+        self.shared.partitions.write().remove(&start);
+        retention::remove(&p);
+        tracing::info!(partition = %p.dir.display(), "Removed a sealed partition from local disk; the object store holds it.");
+        Ok(true)
     }
 
     pub fn update_gauges(&self) {

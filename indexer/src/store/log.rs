@@ -12,7 +12,7 @@ use crate::dedup::Dedup;
 use crate::error::Result;
 use crate::metrics::{Metrics, WalWriteFailed, WalWritten};
 use crate::record::Record;
-use crate::store::index::IndexBatch;
+use crate::store::index::{IndexBatch, ToIndex};
 use crate::wal::{encode_frame, Wal};
 
 /// What became of one record of an ingest request.
@@ -38,7 +38,7 @@ pub struct LogThread {
     pub wal: Wal,
     /// Shared with repair, which reads a snapshot of it; locked once per group of requests.
     pub dedup: Arc<Mutex<Dedup>>,
-    pub index_tx: SyncSender<IndexBatch>,
+    pub index_tx: SyncSender<ToIndex>,
 }
 
 /// A group of requests framed for one write.
@@ -132,7 +132,7 @@ impl LogThread {
                         records: g.batch,
                         end,
                     };
-                    if self.index_tx.send(batch).is_err() {
+                    if self.index_tx.send(ToIndex::Batch(batch)).is_err() {
                         tracing::error!(
                             "Index thread is gone; records stay in the write-ahead log for replay."
                         );

@@ -8,6 +8,10 @@
 //!   position it covers; `checkpoint` then records how far every partition reaches, and the
 //!   log is trimmed behind it.
 //! - `retention`: the index thread removes partitions past `--retention` or `--max-disk`.
+//! - `seal` (with `--object-store`): a thread that uploads partitions past `--seal-after`
+//!   as splits, adopts the group's splits sealed by other replicas, and removes local
+//!   copies past `--local-retention`; `archive` is what it shares with searches and the
+//!   index thread (the manifest, the cache, upload status).
 //! - `recovery`: at start, the partitions on disk and a replay of the log beyond the
 //!   checkpoint.
 //!
@@ -16,6 +20,7 @@
 //! everything the log holds past what each partition has committed, as a restart would.
 //! Where each file lives is `layout.rs`'s business.
 
+mod archive;
 mod checkpoint;
 mod config;
 mod identity;
@@ -23,9 +28,11 @@ mod index;
 mod log;
 mod recovery;
 mod retention;
+mod seal;
 mod shared;
 
-use std::sync::mpsc::sync_channel;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -40,12 +47,14 @@ use crate::record::Record;
 use crate::repair::{DigestCache, RepairStatus};
 use crate::schema::Fields;
 
-pub use config::StoreConfig;
+pub use archive::Archive;
+pub use config::{ArchiveConfig, StoreConfig};
 pub use identity::check_group;
 pub use log::Outcome;
 pub use retention::check_age;
 
-use index::Indexer;
+use index::{Indexer, ToIndex};
+use seal::SealLoop;
 use log::{LogThread, WalRequest};
 use shared::Shared;
 
@@ -61,6 +70,11 @@ struct Threads {
     /// Taken at a stop: the log thread ends once the last request is in.
     wal_tx: Mutex<Option<mpsc::Sender<WalRequest>>>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// The seal loop's way into the index thread, taken at a stop so the index thread
+    /// sees its last sender go.
+    index_tx: Arc<Mutex<Option<SyncSender<ToIndex>>>>,
+    /// Tells the seal loop to stop.
+    stop: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -77,10 +91,27 @@ impl Store {
         let metrics = Arc::new(Metrics::default());
         metrics.set(M::Partitions, partitions.len() as u64);
         let (searchable, _) = watch::channel(checkpoint);
+        let fields = Fields::new();
+        let archive = match &config.archive {
+            Some(cfg) => {
+                let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+                    Error::BadRequest("the object store needs a tokio runtime".into())
+                })?;
+                Some(Arc::new(Archive::open(
+                    cfg.clone(),
+                    &config.group,
+                    &data,
+                    fields.schema.clone(),
+                    metrics.clone(),
+                    rt,
+                )?))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             replica,
-            fields: Fields::new(),
+            fields,
             partitions: Partitions::new(partitions),
             searchable,
             metrics,
@@ -88,6 +119,7 @@ impl Store {
             dedup: Arc::default(),
             repair: RepairStatus::default(),
             digests: DigestCache::default(),
+            archive,
             _lock: lock,
         });
 
@@ -96,6 +128,17 @@ impl Store {
             recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
         // Before retention runs: it takes the keys of what it removes out of this set.
         *shared.dedup.lock().unwrap() = dedup;
+        if let Some(a) = &shared.archive {
+            // The group's history in the store: searchable at once, and its keys held, so
+            // that repair copies from peers only what is not sealed.
+            match a.rt.block_on(a.bucket.manifest()) {
+                Ok(m) => seal::learn(&shared, a, m),
+                Err(e) => {
+                    tracing::warn!(error = %e, store = %a.bucket.describe(), "Could not read the group's manifest; the history in the object store is searchable once it can be read.");
+                    a.failed(&e);
+                }
+            }
+        }
         let end = wal.next_position();
         indexer.last_pos = end;
         indexer.commit();
@@ -113,6 +156,7 @@ impl Store {
         indexer.update_gauges();
         let (wal_tx, wal_rx) = mpsc::channel(1024);
         let (index_tx, index_rx) = sync_channel(16);
+        let seal_tx = index_tx.clone();
         let log = LogThread {
             wal,
             dedup: shared.dedup.clone(),
@@ -127,9 +171,27 @@ impl Store {
             .name("sawmill-index".into())
             .spawn(move || indexer.run(index_rx))
             .map_err(|e| Error::io(&data, e))?;
+        let index_tx = Arc::new(Mutex::new(Some(seal_tx)));
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(archive) = shared.archive.clone() {
+            let seal = SealLoop {
+                shared: shared.clone(),
+                archive,
+                index: index_tx.clone(),
+                stop: stop.clone(),
+            };
+            // Not joined at a stop: an upload in flight may take a while, and what it was
+            // sealing is still in the log and the partitions for the next start.
+            std::thread::Builder::new()
+                .name("sawmill-seal".into())
+                .spawn(move || seal.run())
+                .map_err(|e| Error::io(&data, e))?;
+        }
         let threads = Arc::new(Threads {
             wal_tx: Mutex::new(Some(wal_tx)),
             handles: Mutex::new(vec![t1, t2]),
+            index_tx,
+            stop,
         });
         Ok(Store { shared, threads })
     }
@@ -188,6 +250,8 @@ impl Store {
 
     /// Stops taking records, commits everything acknowledged, and waits for the threads.
     pub fn shutdown(&self) {
+        self.threads.stop.store(true, Ordering::Relaxed);
+        self.threads.index_tx.lock().unwrap().take();
         self.threads.wal_tx.lock().unwrap().take();
         let threads: Vec<_> = self.threads.handles.lock().unwrap().drain(..).collect();
         for t in threads {
@@ -238,6 +302,19 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.shared.config
+    }
+
+    /// The object store, with `--object-store`.
+    pub fn archive(&self) -> Option<&Arc<Archive>> {
+        self.shared.archive.as_ref()
+    }
+
+    /// The starts of the partitions the object store holds: repair leaves their `_key`s
+    /// alone (their keys are held by the group's splits).
+    pub fn sealed_starts(&self) -> std::collections::BTreeSet<i64> {
+        self.archive()
+            .map(|a| a.manifest().starts())
+            .unwrap_or_default()
     }
 
     /// The partitions, for searches.

@@ -1,7 +1,7 @@
 //! Recovery at start: the partitions on disk (finishing what a crash left half done), the
 //! idempotency keys they hold, and a replay of the log beyond what each partition committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,9 +9,14 @@ use crate::dedup::{Dedup, DedupKey};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::partition::Partition;
+use crate::record::Record;
+use crate::schema::Fields;
 use crate::store::index::{decode_frame, Indexer};
 use crate::store::shared::Shared;
 use crate::wal::Wal;
+use tantivy::index::SegmentId;
+use tantivy::schema::Value;
+use tantivy::{DocAddress, SegmentReader, TantivyDocument};
 
 /// The partitions in `data`, by start; removes those a crash left half created or half
 /// removed.
@@ -70,13 +75,18 @@ fn load_partition_keys(p: &Partition, dedup: &mut Dedup) -> Result<()> {
 }
 
 /// Calls `seq` with every `(_src, _seq)` and `id` with every `_key` a partition holds.
-pub fn each_key(
-    p: &Partition,
+pub fn each_key(p: &Partition, seq: impl FnMut(&str, u64), id: impl FnMut(&str)) -> Result<()> {
+    let searcher = p.reader.searcher();
+    each_key_in(searcher.segment_readers(), seq, id)
+}
+
+/// [`each_key`] over some segments of a partition.
+pub fn each_key_in<'a>(
+    segments: impl IntoIterator<Item = &'a SegmentReader>,
     mut seq: impl FnMut(&str, u64),
     mut id: impl FnMut(&str),
 ) -> Result<()> {
-    let searcher = p.reader.searcher();
-    for seg in searcher.segment_readers() {
+    for seg in segments {
         let ff = seg.fast_fields();
         let seqs = ff.u64("_seq")?;
         if let Some(src) = ff.str("_src")? {
@@ -105,6 +115,59 @@ pub fn each_key(
         }
     }
     Ok(())
+}
+
+/// The records of `own`'s segments that `copy` does not have (a segment of the same id
+/// is the same records): those whose key `copy` lacks, and those with no key at all, with
+/// their record ids. Used when the group's copy of a partition takes the place of this
+/// replica's own, so that nothing only this replica held is lost.
+pub fn records_lacking(
+    own: &Partition,
+    copy: &Partition,
+    fields: &Fields,
+) -> Result<Vec<(u64, Record)>> {
+    let copy_searcher = copy.reader.searcher();
+    let copied: HashSet<SegmentId> = copy_searcher
+        .segment_readers()
+        .iter()
+        .map(|s| s.segment_id())
+        .collect();
+    let (mut seqs, mut ids) = (HashSet::new(), HashSet::new());
+    each_key(
+        copy,
+        |src, seq| {
+            seqs.insert((src.to_string(), seq));
+        },
+        |id| {
+            ids.insert(id.to_string());
+        },
+    )?;
+    let searcher = own.reader.searcher();
+    let mut out = Vec::new();
+    for (ord, seg) in searcher.segment_readers().iter().enumerate() {
+        if copied.contains(&seg.segment_id()) {
+            continue;
+        }
+        let rids = seg.fast_fields().u64("_rid")?;
+        for doc in 0..seg.max_doc() {
+            let stored: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc))?;
+            let source = stored
+                .get_first(fields.source)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let rec = Record::from_source(source)
+                .map_err(|e| Error::BadRequest(format!("a stored record does not read back: {e}")))?;
+            let held = match &rec.key {
+                Some(DedupKey::Seq { src, seq }) => seqs.contains(&(src.clone(), *seq)),
+                Some(DedupKey::Id(id)) => ids.contains(id),
+                None => false,
+            };
+            if !held {
+                out.push((rids.first(doc).unwrap_or(0), rec));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Opens the log and replays it from `checkpoint` straight into the partitions, so memory

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::partition::Partitions;
 use crate::repair::{DigestCache, RepairStatus};
 use crate::schema::Fields;
+use crate::store::archive::Archive;
 use crate::store::config::StoreConfig;
 
 pub struct Shared {
@@ -30,6 +31,8 @@ pub struct Shared {
     /// The `_key` digests of the segments seen: one cache for the holdings this replica
     /// serves and the comparisons it makes, so neither hashes what the other did.
     pub digests: DigestCache,
+    /// The object store, with `--object-store`.
+    pub archive: Option<Arc<Archive>>,
     /// Held for as long as anything uses the data directory.
     pub _lock: DirLock,
 }

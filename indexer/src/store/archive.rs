@@ -1,0 +1,217 @@
+//! The indexer's side of the object store (`--object-store`): the group's manifest as last
+//! read, the cache of partitions assembled from their splits, the segments being sealed
+//! right now, and how far uploads are behind. The seal loop (`seal.rs`) reads and changes
+//! it; searches and the index thread read it.
+//!
+//! A partition lives in one of three ways: only on local disk (not sealed yet, or holding
+//! records no split holds yet), on local disk *and* in the store (sealed, within
+//! `--local-retention`), or only in the store. A local partition, when there is one, is
+//! what searches read; the store is read only for partitions with no local copy.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sawmill_record::api::StoreHealth;
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::objstore::{Bucket, Cache, Manifest, SplitEntry, StoreUrl};
+use crate::partition::Partition;
+
+/// The flags of `sawmill indexer` that concern the object store.
+#[derive(Clone, Debug)]
+pub struct ArchiveConfig {
+    pub url: StoreUrl,
+    /// A partition whose time range ended longer ago than this is sealed.
+    pub seal_after: Duration,
+    /// Sealed, uploaded partitions whose time range ended longer ago than this leave the
+    /// local disk.
+    pub local_retention: Duration,
+    /// Most bytes the cache of partitions read from the store takes.
+    pub cache_bytes: u64,
+}
+
+/// The object store, as the store's threads and searches share it.
+pub struct Archive {
+    pub cfg: ArchiveConfig,
+    pub bucket: Bucket,
+    pub cache: Cache,
+    /// The runtime the store's client runs on: searches and the index thread are plain
+    /// threads and wait on it with `block_on`.
+    pub rt: Handle,
+    manifest: RwLock<Arc<Manifest>>,
+    /// Split ids whose `sources` are in the de-duplication set already.
+    known: Mutex<HashSet<String>>,
+    /// Segments (uuid strings) packed for an upload that has not reached the manifest yet:
+    /// kept out of merges, as sealed ones are.
+    sealing: Mutex<HashSet<String>>,
+    status: Mutex<Status>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("bucket", &self.bucket.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Status {
+    /// The seal loop's last failure (reading the manifest, uploading), until a round
+    /// succeeds.
+    seal_error: Option<String>,
+    /// The last failure reading a split for a search, until a read succeeds.
+    read_error: Option<String>,
+    unsealed: u64,
+    lag: u64,
+}
+
+impl Archive {
+    pub fn open(
+        cfg: ArchiveConfig,
+        group: &str,
+        data: &Path,
+        schema: tantivy::schema::Schema,
+        metrics: Arc<Metrics>,
+        rt: Handle,
+    ) -> Result<Archive> {
+        let bucket = Bucket::from_env(&cfg.url, group)?;
+        let cache = Cache::open(
+            &crate::layout::cache_dir(data),
+            cfg.cache_bytes,
+            schema,
+            metrics,
+        )?;
+        Ok(Archive {
+            cfg,
+            bucket,
+            cache,
+            rt,
+            manifest: RwLock::default(),
+            known: Mutex::default(),
+            sealing: Mutex::default(),
+            status: Mutex::default(),
+        })
+    }
+
+    /// The manifest as last read.
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.manifest.read().unwrap().clone()
+    }
+
+    /// Takes a manifest just read or written; returns the splits new to this replica, whose
+    /// keys the de-duplication set must learn.
+    pub fn set_manifest(&self, m: Manifest) -> Vec<SplitEntry> {
+        let mut known = self.known.lock().unwrap();
+        let new: Vec<SplitEntry> = m
+            .splits
+            .iter()
+            .filter(|s| !known.contains(&s.id))
+            .cloned()
+            .collect();
+        known.extend(new.iter().map(|s| s.id.clone()));
+        *self.manifest.write().unwrap() = Arc::new(m);
+        new
+    }
+
+    /// Segments of partition `start` a merge must leave alone: those a split holds, and
+    /// those being uploaded (a merge would make their files disappear under the upload).
+    pub fn keep_out_of_merges(&self, start: i64) -> HashSet<String> {
+        let mut keep = self.manifest().sealed_segments(start);
+        keep.extend(self.sealing.lock().unwrap().iter().cloned());
+        keep
+    }
+
+    pub fn start_sealing(&self, ids: &[String]) {
+        self.sealing.lock().unwrap().extend(ids.iter().cloned());
+    }
+
+    pub fn end_sealing(&self, ids: &[String]) {
+        let mut s = self.sealing.lock().unwrap();
+        for id in ids {
+            s.remove(id);
+        }
+    }
+
+    /// Partitions only the store holds (no start of `local`) that overlap `[lo, hi]` (epoch
+    /// µs, inclusive), with their splits.
+    pub fn remote_between(
+        &self,
+        lo: i64,
+        hi: i64,
+        local: &BTreeSet<i64>,
+    ) -> Vec<(i64, i64, Vec<SplitEntry>)> {
+        let m = self.manifest();
+        let mut by_start: HashMap<i64, (i64, Vec<SplitEntry>)> = HashMap::new();
+        for s in &m.splits {
+            if local.contains(&s.start) {
+                continue;
+            }
+            let (from, to) = (
+                s.start.saturating_mul(1_000_000),
+                s.start.saturating_add(s.span).saturating_mul(1_000_000),
+            );
+            if lo < to && hi >= from {
+                by_start
+                    .entry(s.start)
+                    .or_insert_with(|| (s.span, Vec::new()))
+                    .1
+                    .push(s.clone());
+            }
+        }
+        let mut out: Vec<_> = by_start
+            .into_iter()
+            .map(|(start, (span, splits))| (start, span, splits))
+            .collect();
+        out.sort_by_key(|p| p.0);
+        out
+    }
+
+    /// The partition at `start` assembled from `splits`, from the cache or fetched into it.
+    /// Blocking: call from a search thread.
+    pub fn open_remote(
+        &self,
+        start: i64,
+        span: i64,
+        splits: &[SplitEntry],
+    ) -> Result<Arc<Partition>> {
+        let res = self
+            .cache
+            .partition(&self.rt, &self.bucket, start, span, splits);
+        self.status.lock().unwrap().read_error = res.as_ref().err().map(Error::to_string);
+        res
+    }
+
+    /// Notes the seal loop's failure talking to the store, for `/healthz`.
+    pub fn failed(&self, e: &Error) {
+        self.status.lock().unwrap().seal_error = Some(e.to_string());
+    }
+
+    /// A round of the seal loop reached the store and did all it had to.
+    pub fn succeeded(&self) {
+        self.status.lock().unwrap().seal_error = None;
+    }
+
+    /// How many local partitions hold records no split holds, and how many of those are
+    /// due for sealing.
+    pub fn set_backlog(&self, unsealed: u64, lag: u64) {
+        let mut s = self.status.lock().unwrap();
+        s.unsealed = unsealed;
+        s.lag = lag;
+    }
+
+    pub fn health(&self) -> StoreHealth {
+        let s = self.status.lock().unwrap();
+        StoreHealth {
+            url: self.bucket.describe(),
+            splits: self.manifest().splits.len() as u64,
+            unsealed_partitions: s.unsealed,
+            upload_lag_partitions: s.lag,
+            last_error: s.seal_error.clone().or_else(|| s.read_error.clone()),
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! The seal loop (`--object-store`): a thread that, every few seconds, reads the group's
+//! manifest and, for every local partition whose time range ended more than
+//! `--seal-after` ago:
+//!
+//! - **adopts** the group's copy when another replica sealed records this one holds
+//!   otherwise (the splits take the place of the local copy; what only this replica held
+//!   is added back and becomes another split), so every replica searches the same splits;
+//! - **seals** what no split holds yet: the index thread merges those segments into one,
+//!   which is packed, uploaded, read back and checked, and only then added to the manifest
+//!   with a conditional write. A replica that finds another's split there first deletes
+//!   its own upload: one copy per group, never two versions;
+//! - **evicts** the local copy once `--local-retention` has passed and splits hold all of
+//!   it.
+//!
+//! It also removes splits past `--retention` from the store. While the store fails, the
+//! loop retries with a growing wait; ingest and search carry on from local disk.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sawmill_record::api::SourceRanges;
+use tantivy::index::SegmentMeta;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::metrics::M;
+use crate::objstore::{split, Manifest, SplitEntry};
+use crate::partition::Partition;
+use crate::repair::ranges;
+use crate::store::archive::Archive;
+use crate::store::index::ToIndex;
+use crate::store::recovery;
+use crate::store::shared::Shared;
+
+/// How often the loop runs while all is well.
+const TICK: Duration = Duration::from_secs(2);
+/// The longest wait between rounds while the store fails.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+pub struct SealLoop {
+    pub shared: Arc<Shared>,
+    pub archive: Arc<Archive>,
+    /// The way into the index thread; taken at a stop, so that the index thread sees its
+    /// last sender go.
+    pub index: Arc<Mutex<Option<SyncSender<ToIndex>>>>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Where one local partition stands.
+#[derive(Default)]
+struct Backlog {
+    unsealed: u64,
+    lag: u64,
+}
+
+impl SealLoop {
+    pub fn run(self) {
+        // Splits a stopped process was uploading: packed again when their turn comes.
+        let _ = std::fs::remove_dir_all(layout::upload_dir(&self.shared.config.data));
+        let mut wait = Duration::ZERO;
+        loop {
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.round() {
+                Ok(()) => {
+                    self.archive.succeeded();
+                    wait = TICK;
+                }
+                Err(Error::ShuttingDown) => return,
+                Err(e) => {
+                    self.shared.metrics.add(M::StoreUploadFailures, 1);
+                    tracing::warn!(error = %e, store = %self.archive.bucket.describe(), "Sealing to the object store failed; retrying later. Ingest and search go on from local disk.");
+                    self.archive.failed(&e);
+                    wait = (wait * 2).clamp(TICK, BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One pass over the manifest and the local partitions; the first error, after trying
+    /// every partition.
+    fn round(&self) -> Result<()> {
+        let m = self.block_on(self.archive.bucket.manifest())?;
+        learn(&self.shared, &self.archive, m);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.expire(now)?;
+        let parts: Vec<Arc<Partition>> = self.shared.partitions.read().values().cloned().collect();
+        let mut backlog = Backlog::default();
+        let mut first_err = None;
+        for p in parts {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(Error::ShuttingDown);
+            }
+            match self.partition_round(&p, now) {
+                Ok(b) => {
+                    backlog.unsealed += b.unsealed;
+                    backlog.lag += b.lag;
+                }
+                Err(e) => {
+                    backlog.unsealed += 1;
+                    backlog.lag += u64::from(self.due(&p, now));
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.archive.set_backlog(backlog.unsealed, backlog.lag);
+        self.shared
+            .metrics
+            .set(M::StoreUploadLagPartitions, backlog.lag);
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn due(&self, p: &Partition, now: i64) -> bool {
+        p.end.saturating_add(secs(self.archive.cfg.seal_after)) <= now
+    }
+
+    fn partition_round(&self, p: &Arc<Partition>, now: i64) -> Result<Backlog> {
+        let sealed = self.archive.manifest().sealed_segments(p.start);
+        let local = segment_ids(p)?;
+        let unsealed = !local.is_subset(&sealed);
+        if !self.due(p, now) {
+            return Ok(Backlog {
+                unsealed: u64::from(unsealed),
+                lag: 0,
+            });
+        }
+        if !sealed.is_subset(&local) {
+            // Another replica sealed records of this partition first.
+            self.adopt(p)?;
+            return Ok(Backlog {
+                unsealed: 1,
+                lag: 1,
+            });
+        }
+        if unsealed {
+            self.seal(p)?;
+        }
+        let past_local = p
+            .end
+            .saturating_add(secs(self.archive.cfg.local_retention))
+            <= now;
+        if past_local {
+            let sealed = self.archive.manifest().sealed_segments(p.start);
+            self.ask(|reply| ToIndex::Evict {
+                start: p.start,
+                sealed,
+                reply,
+            })?;
+        }
+        Ok(Backlog::default())
+    }
+
+    /// Uploads the segments of `p` no split holds as one new split.
+    fn seal(&self, p: &Arc<Partition>) -> Result<()> {
+        let Some(segments) = self.ask(|reply| ToIndex::Seal {
+            start: p.start,
+            reply,
+        })?
+        else {
+            return Ok(());
+        };
+        let ids: Vec<String> = segments.iter().map(|m| m.id().uuid_string()).collect();
+        let res = self.upload(p, &segments);
+        self.archive.end_sealing(&ids);
+        res
+    }
+
+    fn upload(&self, p: &Arc<Partition>, segments: &[SegmentMeta]) -> Result<()> {
+        let started = Instant::now();
+        let span = p.end - p.start;
+        let id = segments[0].id().uuid_string();
+        let dir = layout::upload_dir(&self.shared.config.data);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let file = dir.join(format!("{id}.split"));
+        let check = dir.join(format!("{id}.check"));
+        let res = (|| {
+            let (bytes, sha256) = split::pack(&p.dir, p.start, span, segments, &file)?;
+            let mut entry = describe(p, segments)?;
+            entry.id = id.clone();
+            entry.object = format!("splits/{}-{span}/{id}.split", p.start);
+            entry.bytes = bytes;
+            entry.sha256 = sha256;
+            entry.sealed_by = self.shared.replica.clone();
+            entry.sealed_at = OffsetDateTime::now_utc().unix_timestamp();
+            let bucket = &self.archive.bucket;
+            self.block_on(bucket.put_split(&file, &entry))?;
+            // Read back whole and checked against the size and checksum before the
+            // manifest, and so any later removal of the local copy, relies on it.
+            self.block_on(bucket.get_split(&entry, &check))?;
+            let local = segment_ids(p)?;
+            let mut lost = false;
+            let m = self.block_on(bucket.update_manifest(|m: &mut Manifest| {
+                // A split of this partition this replica does not hold: another replica
+                // sealed first, and this one adopts its copy instead.
+                lost = !m.sealed_segments(p.start).is_subset(&local);
+                if lost || m.splits.iter().any(|s| s.id == entry.id) {
+                    return Ok(false);
+                }
+                m.splits.push(entry.clone());
+                Ok(true)
+            }))?;
+            if lost {
+                self.block_on(bucket.delete(&entry.object))?;
+                tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
+            } else {
+                self.shared.metrics.add(M::StoreSplitsUploaded, 1);
+                self.shared.metrics.add(M::StoreBytesUploaded, bytes);
+                tracing::info!(
+                    partition = p.start,
+                    split = %entry.object,
+                    records = entry.records,
+                    bytes,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Sealed a partition into the object store."
+                );
+            }
+            learn(&self.shared, &self.archive, m);
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(&check);
+        res
+    }
+
+    /// Puts the group's copy of `p` in place of this replica's own.
+    fn adopt(&self, p: &Arc<Partition>) -> Result<()> {
+        let splits: Vec<SplitEntry> = self
+            .archive
+            .manifest()
+            .of_partition(p.start)
+            .into_iter()
+            .cloned()
+            .collect();
+        let dir = layout::adopt_dir(&p.dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = &self.archive;
+        a.cache
+            .materialize(&a.rt, &a.bucket, p.start, p.end - p.start, &splits, &dir)?;
+        let added = self.ask(|reply| ToIndex::Adopt {
+            start: p.start,
+            dir: dir.clone(),
+            reply,
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let added = added?;
+        tracing::info!(
+            partition = p.start,
+            splits = splits.len(),
+            own_records_added = added,
+            "Took the group's sealed copy of a partition in place of this replica's own."
+        );
+        Ok(())
+    }
+
+    /// Removes splits past `--retention` from the manifest, then from the bucket.
+    fn expire(&self, now: i64) -> Result<()> {
+        let Some(ret) = self.shared.config.retention else {
+            return Ok(());
+        };
+        let cutoff = now.saturating_sub(secs(ret));
+        let old = |s: &SplitEntry| s.start.saturating_add(s.span) <= cutoff;
+        if !self.archive.manifest().splits.iter().any(old) {
+            return Ok(());
+        }
+        let mut gone = Vec::new();
+        let m = self.block_on(self.archive.bucket.update_manifest(|m: &mut Manifest| {
+            gone = m.splits.iter().filter(|s| old(s)).cloned().collect();
+            m.splits.retain(|s| !old(s));
+            Ok(!gone.is_empty())
+        }))?;
+        learn(&self.shared, &self.archive, m);
+        for s in &gone {
+            self.block_on(self.archive.bucket.delete(&s.object))?;
+            let mut dedup = self.shared.dedup.lock().unwrap();
+            for r in &s.sources {
+                for [lo, hi] in &r.ranges {
+                    dedup.remove_range(&r.src, *lo, *hi);
+                }
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                splits = gone.len(),
+                "Removed splits past retention from the object store."
+            );
+        }
+        Ok(())
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.archive.rt.block_on(f)
+    }
+
+    /// Asks the index thread and waits for its answer.
+    fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> ToIndex) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let index = self.index.lock().unwrap().clone();
+        index
+            .ok_or(Error::ShuttingDown)?
+            .send(msg(tx))
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.blocking_recv().map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+/// Takes a manifest just read or written, and adds the keys of splits new to this replica
+/// to the de-duplication set: the group holds them, so a resend is a duplicate and repair
+/// does not copy them.
+pub fn learn(shared: &Shared, archive: &Archive, m: Manifest) {
+    for s in archive.set_manifest(m) {
+        let mut dedup = shared.dedup.lock().unwrap();
+        for r in &s.sources {
+            for [lo, hi] in &r.ranges {
+                dedup.insert_range(&r.src, *lo, *hi);
+            }
+        }
+    }
+}
+
+/// The uuid strings of a partition's searchable segments.
+fn segment_ids(p: &Partition) -> Result<HashSet<String>> {
+    Ok(p.index
+        .searchable_segment_metas()?
+        .iter()
+        .map(|m| m.id().uuid_string())
+        .collect())
+}
+
+/// A manifest entry for `segments` of `p`, but for where and what it is in the bucket:
+/// their records, time span and keys.
+fn describe(p: &Partition, segments: &[SegmentMeta]) -> Result<SplitEntry> {
+    let ids: HashSet<_> = segments.iter().map(|m| m.id()).collect();
+    p.reader.reload()?;
+    let searcher = p.reader.searcher();
+    let readers: Vec<_> = searcher
+        .segment_readers()
+        .iter()
+        .filter(|s| ids.contains(&s.segment_id()))
+        .collect();
+    let mut seqs: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
+    let mut keyed = 0u64;
+    recovery::each_key_in(
+        readers.iter().copied(),
+        |src, seq| seqs.entry(src.to_string()).or_default().push([seq, seq]),
+        |_| keyed += 1,
+    )?;
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let mut records = 0u64;
+    for seg in &readers {
+        records += seg.num_docs() as u64;
+        let ts = seg.fast_fields().date("ts")?;
+        if seg.num_docs() > 0 {
+            min_ts = min_ts.min(ts.min_value().into_timestamp_micros());
+            max_ts = max_ts.max(ts.max_value().into_timestamp_micros());
+        }
+    }
+    Ok(SplitEntry {
+        id: String::new(),
+        start: p.start,
+        span: p.end - p.start,
+        object: String::new(),
+        bytes: 0,
+        sha256: String::new(),
+        records,
+        segments: segments.iter().map(|m| m.id().uuid_string()).collect(),
+        min_ts,
+        max_ts,
+        sources: seqs
+            .into_iter()
+            .map(|(src, r)| SourceRanges {
+                src,
+                ranges: ranges::normalize(r),
+            })
+            .collect(),
+        keyed,
+        sealed_by: String::new(),
+        sealed_at: 0,
+    })
+}
+
+fn secs(d: Duration) -> i64 {
+    d.as_secs().min(i64::MAX as u64) as i64
+}
