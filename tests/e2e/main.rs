@@ -11,6 +11,7 @@ mod fanout;
 mod files;
 mod ingest;
 mod load;
+mod objstore;
 mod operations;
 mod placement;
 mod query;

@@ -641,3 +641,248 @@ pub fn socket_activated_shipper(dir: &Path, ix: &Indexer, sock: &Path) -> std::p
     }
     child
 }
+
+/// The bucket every [`Moto`] server holds from its start.
+pub const MOTO_BUCKET: &str = "sawmill-test";
+
+/// A real S3-compatible server, `moto_server` (PyPI's `moto[server]`, which `.ci/run`
+/// installs), on a loopback port, holding the bucket [`MOTO_BUCKET`]. Moto keeps objects in
+/// memory: [`Moto::restart`] brings back an empty bucket on the same endpoint.
+pub struct Moto {
+    pub endpoint: String,
+    port: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+// Moto checks no signatures (its auth is off unless configured), but a request without any
+// credentials is an anonymous one, which the bucket's default ACL refuses with 403: the
+// test's own requests carry a well-formed SigV4 header with a dummy signature.
+const MOTO_AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20261130/us-east-1/s3/aws4_request, \
+                         SignedHeaders=host, Signature=0000";
+
+impl Moto {
+    pub fn start() -> Moto {
+        let log = std::env::temp_dir().join(format!(
+            "sawmill-e2e-moto-{}-{}.log",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        // Another process may take the free port before moto binds it: try a few.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut moto = Moto {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                port,
+                child: None,
+                log: log.clone(),
+            };
+            if moto.launch() {
+                return moto;
+            }
+        }
+        panic!(
+            "moto_server did not start on three free ports; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Starts `moto_server` on `self.port` and creates the bucket; false when it exited
+    /// before answering (the port was taken).
+    fn launch(&mut self) -> bool {
+        use std::os::unix::process::CommandExt;
+        let spawned = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            // A group of its own, so that stopping it reaches any process it started.
+            .process_group(0)
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`moto_server` is not installed: `python3 -m pip install 'moto[server]'` \
+                 (.ci/run installs it); the object-store tests run against it"
+            ),
+            Err(e) => panic!("could not start moto_server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(_)) = self.child.as_mut().unwrap().try_wait() {
+                self.child = None;
+                return false;
+            }
+            if client().get(&self.endpoint).send().is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                panic!(
+                    "moto_server did not answer on {} within 60 s; its log:\n{}",
+                    self.endpoint,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let resp = self.request(reqwest::Method::PUT, &format!("/{MOTO_BUCKET}"));
+        let status = resp.send().expect("create the bucket").status();
+        assert!(
+            status.is_success(),
+            "creating bucket {MOTO_BUCKET}: {status}"
+        );
+        true
+    }
+
+    /// `s3://sawmill-test/PREFIX` (no slash for an empty prefix), for `--object-store`.
+    pub fn url(&self, prefix: &str) -> String {
+        if prefix.is_empty() {
+            format!("s3://{MOTO_BUCKET}")
+        } else {
+            format!("s3://{MOTO_BUCKET}/{prefix}")
+        }
+    }
+
+    /// The standard AWS environment that points an S3 client at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        client()
+            .request(method, format!("{}{path}", self.endpoint))
+            .header("authorization", MOTO_AUTH)
+    }
+
+    /// Every object whose key starts with `prefix`, with its size, in key order.
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/{MOTO_BUCKET}?list-type=2&prefix={}", urlencode(prefix));
+            if let Some(t) = &token {
+                path.push_str(&format!("&continuation-token={}", urlencode(t)));
+            }
+            let resp = self.request(reqwest::Method::GET, &path).send();
+            let resp = resp.unwrap_or_else(|e| panic!("listing {prefix:?} on moto: {e}"));
+            let status = resp.status();
+            let xml = resp.text().unwrap_or_default();
+            assert!(status.is_success(), "listing {prefix:?}: {status} {xml}");
+            for contents in xml.split("<Contents>").skip(1) {
+                let key = xml_unescape(xml_element(contents, "Key").expect("a <Key>"));
+                let size = xml_element(contents, "Size")
+                    .and_then(|s| s.parse().ok())
+                    .expect("a <Size>");
+                out.push((key, size));
+            }
+            match xml_element(&xml, "NextContinuationToken") {
+                Some(t) if xml_element(&xml, "IsTruncated") == Some("true") => {
+                    token = Some(xml_unescape(t))
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    /// An object's bytes, or `None` when there is no such object.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/{MOTO_BUCKET}/{key}"))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {key} from moto: {e}"));
+        match resp.status().as_u16() {
+            404 => None,
+            200 => Some(resp.bytes().unwrap().to_vec()),
+            s => panic!("GET {key} from moto answered {s}: {}", resp.text().unwrap()),
+        }
+    }
+
+    /// Writes (or overwrites) an object.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) {
+        let resp = self
+            .request(reqwest::Method::PUT, &format!("/{MOTO_BUCKET}/{key}"))
+            // Werkzeug would read a body sent as a form as form fields, and moto then
+            // stores an empty object.
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .unwrap_or_else(|e| panic!("PUT {key} to moto: {e}"));
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "PUT {key}: {status} {}",
+            resp.text().unwrap()
+        );
+    }
+
+    /// Deletes an object; a missing one is fine.
+    pub fn delete(&self, key: &str) {
+        let resp = self
+            .request(reqwest::Method::DELETE, &format!("/{MOTO_BUCKET}/{key}"))
+            .send()
+            .unwrap_or_else(|e| panic!("DELETE {key} on moto: {e}"));
+        let status = resp.status();
+        assert!(status.is_success(), "DELETE {key}: {status}");
+    }
+
+    /// Kills the server (as a crash would): its endpoint refuses connections until
+    /// [`Moto::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// A fresh server on the same endpoint, holding only the (empty) bucket again.
+    pub fn restart(&mut self) {
+        self.stop();
+        // The port is free again once the old process is gone, but allow for a slow kernel.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.launch() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server could not start again on {}; its log:\n{}",
+                self.endpoint,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The text of the first `<name>` element in `xml`.
+fn xml_element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(&xml[start..start + len])
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
