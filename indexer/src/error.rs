@@ -71,6 +71,14 @@ pub enum Error {
     /// Nobody waits for the answer any more; never sent.
     #[error("the search was cancelled: the client went away")]
     Cancelled,
+    /// The object store could not be reached or refused a request; local ingest and
+    /// search go on, and uploads are retried.
+    #[error("object store `{what}`: {message}")]
+    Store { what: String, message: String },
+    /// A split in the object store does not match its manifest entry (size, checksum or
+    /// format): searches that need it fail rather than answer wrongly.
+    #[error("split `{object}` in the object store is corrupt: {reason}")]
+    CorruptSplit { object: String, reason: String },
 }
 
 impl Error {
@@ -107,9 +115,11 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            Error::ShuttingDown | Error::QueueTimeout { .. } | Error::Cancelled => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::ShuttingDown
+            | Error::QueueTimeout { .. }
+            | Error::Cancelled
+            | Error::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CorruptSplit { .. } => StatusCode::BAD_GATEWAY,
             Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::SearchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Locked { .. }
@@ -142,11 +152,14 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         // 5xx details are for the operator's log, not for whoever sent the request; those
-        // below say what the client can do about them.
+        // below say what the client can do about them (a corrupt split names the object, so
+        // the answer says which part of the history is unreadable).
         let message = if status.is_server_error()
             && !matches!(
                 status,
-                StatusCode::INSUFFICIENT_STORAGE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::INSUFFICIENT_STORAGE
+                    | StatusCode::GATEWAY_TIMEOUT
+                    | StatusCode::BAD_GATEWAY
             ) {
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 self.to_string()

@@ -76,12 +76,21 @@ pub enum M {
     RepairRangesMissing,
     RepairLagRecords,
     RepairConvergeSeconds,
+    StoreBytesFetched,
+    StoreCacheBytes,
+    StoreCacheHits,
+    StoreCacheMisses,
+    StoreBytesUploaded,
+    StoreSplitsUploaded,
+    StoreUploadFailures,
+    StoreUploadLagPartitions,
+    StoreCorruptSplits,
 }
 
 const REJECTED_HELP: &str = "Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).";
 
 /// The metrics in [`M`]'s order, which is the order `/metrics` lists them in.
-const TABLE: [Def; 38] = [
+const TABLE: [Def; 47] = [
     def("records_accepted_total", Kind::Counter, "Records stored."),
     def(
         "records_duplicate_total",
@@ -257,6 +266,51 @@ const TABLE: [Def; 38] = [
         "repair_converge_seconds",
         Kind::SecondsGauge,
         "How long the last episode of catching up took, from finding a lag to finding none.",
+    ),
+    def(
+        "store_bytes_fetched_total",
+        Kind::Counter,
+        "Bytes of splits downloaded from the object store.",
+    ),
+    def(
+        "store_cache_bytes",
+        Kind::Gauge,
+        "Bytes the cache of assembled splits takes on disk (at most --cache-bytes, but for entries in use).",
+    ),
+    def(
+        "store_cache_hits_total",
+        Kind::Counter,
+        "Partitions from the object store found assembled in the cache.",
+    ),
+    def(
+        "store_cache_misses_total",
+        Kind::Counter,
+        "Partitions from the object store that had to be downloaded into the cache.",
+    ),
+    def(
+        "store_bytes_uploaded_total",
+        Kind::Counter,
+        "Bytes of splits uploaded to the object store.",
+    ),
+    def(
+        "store_splits_uploaded_total",
+        Kind::Counter,
+        "Splits uploaded to the object store and recorded in the manifest.",
+    ),
+    def(
+        "store_upload_failures_total",
+        Kind::Counter,
+        "Split uploads that failed (retried with backoff; the local copy is kept).",
+    ),
+    def(
+        "store_upload_lag_partitions",
+        Kind::Gauge,
+        "Partitions due to be sealed and uploaded that are not in the object store yet.",
+    ),
+    def(
+        "store_corrupt_splits_total",
+        Kind::Counter,
+        "Splits downloaded from the object store that did not match their manifest entry.",
     ),
 ];
 
@@ -545,6 +599,49 @@ impl AnswerFailed<'_> {
     }
 }
 
+/// A split was downloaded from the object store into the cache.
+pub struct SplitFetched {
+    pub bytes: u64,
+}
+
+impl SplitFetched {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::StoreBytesFetched, self.bytes);
+    }
+}
+
+/// A partition from the object store was asked of the cache: found assembled, or not.
+pub struct CacheLookup {
+    pub hit: bool,
+}
+
+impl CacheLookup {
+    pub fn emit(self, m: &Metrics) {
+        m.add(
+            if self.hit {
+                M::StoreCacheHits
+            } else {
+                M::StoreCacheMisses
+            },
+            1,
+        );
+    }
+}
+
+/// A split in the object store did not match its manifest entry: part of the history
+/// cannot be searched until an operator restores or removes it.
+pub struct CorruptSplitFound<'a> {
+    pub object: &'a str,
+    pub reason: &'a str,
+}
+
+impl CorruptSplitFound<'_> {
+    pub fn emit(self, m: &Metrics) {
+        m.add(M::StoreCorruptSplits, 1);
+        tracing::error!(object = %self.object, reason = %self.reason, "Corrupt split in the object store; searches that need it fail.");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +712,15 @@ mod tests {
             (M::RepairRangesMissing, "repair_ranges_missing"),
             (M::RepairLagRecords, "repair_lag_records"),
             (M::RepairConvergeSeconds, "repair_converge_seconds"),
+            (M::StoreBytesFetched, "store_bytes_fetched_total"),
+            (M::StoreCacheBytes, "store_cache_bytes"),
+            (M::StoreCacheHits, "store_cache_hits_total"),
+            (M::StoreCacheMisses, "store_cache_misses_total"),
+            (M::StoreBytesUploaded, "store_bytes_uploaded_total"),
+            (M::StoreSplitsUploaded, "store_splits_uploaded_total"),
+            (M::StoreUploadFailures, "store_upload_failures_total"),
+            (M::StoreUploadLagPartitions, "store_upload_lag_partitions"),
+            (M::StoreCorruptSplits, "store_corrupt_splits_total"),
         ];
         assert_eq!(golden.len(), TABLE.len());
         for (i, (m, name)) in golden.iter().enumerate() {

@@ -1,0 +1,128 @@
+//! A group's manifest: the list of splits in the bucket, with what each holds, so a
+//! replica knows the group's history (and what it already has) without downloading it.
+
+use std::collections::{BTreeSet, HashSet};
+
+use sawmill_record::api::SourceRanges;
+use serde::{Deserialize, Serialize};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// `manifest.json`; changed only by [`super::Bucket::update_manifest`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    pub splits: Vec<SplitEntry>,
+}
+
+/// One split: an immutable object holding some segments of one partition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SplitEntry {
+    /// Unique among the group's splits (32 hex digits).
+    pub id: String,
+    /// The partition's start and length, epoch seconds.
+    pub start: i64,
+    pub span: i64,
+    /// The object's name under the group's root: `splits/START-SPAN/ID.split`.
+    pub object: String,
+    /// The object's size and sha256 (hex), checked on every download.
+    pub bytes: u64,
+    pub sha256: String,
+    pub records: u64,
+    /// The tantivy segment ids (`SegmentId::uuid_string`) the split holds.
+    pub segments: Vec<String>,
+    /// The earliest and latest `ts` of its records, epoch µs.
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// The `(_src, _seq)` ranges of its records.
+    pub sources: Vec<SourceRanges>,
+    /// Records identified by `_key` rather than `_src`/`_seq`.
+    pub keyed: u64,
+    /// The replica that uploaded it, and when (epoch seconds).
+    pub sealed_by: String,
+    pub sealed_at: i64,
+}
+
+/// The object name of split `id` of the partition at `start` (relative to the group's root).
+pub fn split_object(start: i64, span: i64, id: &str) -> String {
+    format!("splits/{start}-{span}/{id}.split")
+}
+
+impl Manifest {
+    /// The splits of the partition starting at `start`.
+    pub fn of_partition(&self, start: i64) -> Vec<&SplitEntry> {
+        self.splits.iter().filter(|s| s.start == start).collect()
+    }
+
+    /// The ids of the segments of the partition at `start` already in the bucket.
+    pub fn sealed_segments(&self, start: i64) -> HashSet<String> {
+        self.of_partition(start)
+            .into_iter()
+            .flat_map(|s| s.segments.iter().cloned())
+            .collect()
+    }
+
+    /// The starts of every partition with a split.
+    pub fn starts(&self) -> BTreeSet<i64> {
+        self.splits.iter().map(|s| s.start).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn entry(id: &str, start: i64, segments: &[&str]) -> SplitEntry {
+    SplitEntry {
+        id: id.to_string(),
+        start,
+        span: 3600,
+        object: split_object(start, 3600, id),
+        bytes: 0,
+        sha256: String::new(),
+        records: 0,
+        segments: segments.iter().map(|s| s.to_string()).collect(),
+        min_ts: start * 1_000_000,
+        max_ts: start * 1_000_000,
+        sources: vec![],
+        keyed: 0,
+        sealed_by: "r1".into(),
+        sealed_at: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_reads_back_the_contract_json() {
+        let text = r#"{"version":1,"splits":[{"id":"a1","start":1764201600,"span":3600,
+            "object":"splits/1764201600-3600/a1.split","bytes":123,"sha256":"ff",
+            "records":42,"segments":["s1","s2"],"min_ts":1,"max_ts":2,
+            "sources":[{"src":"abc","ranges":[[1,100]]}],"keyed":3,
+            "sealed_by":"r1","sealed_at":5}]}"#;
+        let m: Manifest = serde_json::from_str(text).unwrap();
+        assert_eq!(m.splits[0].sources[0].ranges, vec![[1, 100]]);
+        assert_eq!(m.splits[0].object, split_object(1764201600, 3600, "a1"));
+        let back: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn partitions_are_found_by_start() {
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            splits: vec![
+                entry("a", 3600, &["s1", "s2"]),
+                entry("b", 7200, &["s3"]),
+                entry("c", 3600, &["s4"]),
+            ],
+        };
+        let ids: Vec<&str> = m.of_partition(3600).iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        let mut segs: Vec<String> = m.sealed_segments(3600).into_iter().collect();
+        segs.sort();
+        assert_eq!(segs, ["s1", "s2", "s4"]);
+        assert_eq!(m.starts().into_iter().collect::<Vec<_>>(), [3600, 7200]);
+        assert!(m.of_partition(0).is_empty());
+    }
+}
