@@ -60,6 +60,7 @@ use std::future::Future;
 pub use api::{router, ApiConfig};
 pub use dedup::DedupKey;
 pub use error::{Error, Result};
+pub use objstore::StoreUrl;
 pub use partition::{index_settings, Granularity};
 pub use record::Record;
 pub use repair::{start as start_repair, RepairConfig, DEFAULT_RATE as DEFAULT_REPAIR_RATE};
@@ -67,7 +68,6 @@ pub use sawmill_record::api::{Order, Scope};
 pub use schema::Fields;
 pub use search::{Hit, Searcher, TimeRange};
 pub use searches::SearchLimits;
-pub use objstore::StoreUrl;
 pub use store::{check_group, ArchiveConfig, Outcome, Store, StoreConfig};
 pub use times::{parse_bytes, parse_span};
 

@@ -207,6 +207,11 @@ impl Cache {
                     Ok(p) => {
                         entry.partition = Some(p.clone());
                         CacheLookup { hit: true }.emit(&inner.metrics);
+                        // Entries the searches held since the last download may be let go
+                        // by now: the budget is kept on hits too, not only on misses.
+                        let victims = inner.evict(&mut state, false);
+                        drop(state);
+                        inner.remove_dirs(victims);
                         return Ok(p);
                     }
                     // An entry kept from before a restart that no longer opens (damaged

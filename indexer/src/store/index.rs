@@ -5,25 +5,25 @@
 //! itself from the log, as a restart would.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tantivy::index::SegmentMeta;
 use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy};
 use tantivy::{IndexWriter, TantivyDocument};
-use tokio::sync::oneshot;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::metrics::{
     Committed, IndexFailed, IndexRecovered, Metrics, PartitionRemoved, UnreadableRecord, M,
 };
+use crate::objstore::SplitEntry;
 use crate::partition::Partition;
 use crate::record::Record;
-use crate::objstore::SplitEntry;
 use crate::store::archive::Archive;
 use crate::store::shared::Shared;
 use crate::store::{checkpoint, recovery, retention};
@@ -584,7 +584,11 @@ impl Indexer {
                 "indexing is failing; adopting the group's split waits for it to recover".into(),
             ));
         }
-        let copy = Partition::open(dir.to_path_buf(), start, self.shared.config.granularity.seconds())?;
+        let copy = Partition::open(
+            dir.to_path_buf(),
+            start,
+            self.shared.config.granularity.seconds(),
+        )?;
         let own = self.shared.partitions.read().get(&start).cloned();
         let lacking = match &own {
             Some(own) => recovery::records_lacking(own, &copy, &self.shared.fields)?,
@@ -595,8 +599,10 @@ impl Indexer {
         self.dirty.remove(&start);
         let place = match &own {
             Some(own) => own.dir.clone(),
-            None => layout::partitions_dir(&self.shared.config.data)
-                .join(layout::partition_name(start, self.shared.config.granularity.seconds())),
+            None => layout::partitions_dir(&self.shared.config.data).join(layout::partition_name(
+                start,
+                self.shared.config.granularity.seconds(),
+            )),
         };
         if let Some(own) = &own {
             let trash = layout::trash_dir(&own.dir);
@@ -606,7 +612,11 @@ impl Indexer {
         } else {
             std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
         }
-        let p = Arc::new(Partition::open(place, start, self.shared.config.granularity.seconds())?);
+        let p = Arc::new(Partition::open(
+            place,
+            start,
+            self.shared.config.granularity.seconds(),
+        )?);
         self.shared.partitions.write().insert(start, p);
         let added = lacking.len() as u64;
         for (rid, rec) in lacking {

@@ -54,8 +54,8 @@ pub use log::Outcome;
 pub use retention::check_age;
 
 use index::{Indexer, ToIndex};
-use seal::SealLoop;
 use log::{LogThread, WalRequest};
+use seal::SealLoop;
 use shared::Shared;
 
 /// The shared handle to the store; cheap to clone.

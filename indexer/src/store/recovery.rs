@@ -155,8 +155,9 @@ pub fn records_lacking(
                 .get_first(fields.source)
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            let rec = Record::from_source(source)
-                .map_err(|e| Error::BadRequest(format!("a stored record does not read back: {e}")))?;
+            let rec = Record::from_source(source).map_err(|e| {
+                Error::BadRequest(format!("a stored record does not read back: {e}"))
+            })?;
             let held = match &rec.key {
                 Some(DedupKey::Seq { src, seq }) => seqs.contains(&(src.clone(), *seq)),
                 Some(DedupKey::Id(id)) => ids.contains(id),

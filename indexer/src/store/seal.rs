@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::metrics::M;
-use crate::objstore::{split, Manifest, SplitEntry};
+use crate::objstore::{pack, split_object, Manifest, SplitEntry};
 use crate::partition::Partition;
 use crate::repair::ranges;
 use crate::store::archive::Archive;
@@ -93,11 +93,19 @@ impl SealLoop {
     /// One pass over the manifest and the local partitions; the first error, after trying
     /// every partition.
     fn round(&self) -> Result<()> {
-        let m = self.block_on(self.archive.bucket.manifest())?;
-        learn(&self.shared, &self.archive, m);
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        self.expire(now)?;
         let parts: Vec<Arc<Partition>> = self.shared.partitions.read().values().cloned().collect();
+        let m = match self.block_on(self.archive.bucket.manifest()) {
+            Ok(m) => m,
+            Err(e) => {
+                // The store is out of reach: the backlog still shows, against the manifest
+                // as last read.
+                self.count_backlog(&parts, now);
+                return Err(e);
+            }
+        };
+        learn(&self.shared, &self.archive, m);
+        self.expire(now)?;
         let mut backlog = Backlog::default();
         let mut first_err = None;
         for p in parts {
@@ -121,6 +129,25 @@ impl SealLoop {
             .metrics
             .set(M::StoreUploadLagPartitions, backlog.lag);
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Counts the local partitions holding records no split holds, and those of them due
+    /// for sealing, without changing anything.
+    fn count_backlog(&self, parts: &[Arc<Partition>], now: i64) {
+        let m = self.archive.manifest();
+        let mut backlog = Backlog::default();
+        for p in parts {
+            let sealed = m.sealed_segments(p.start);
+            let unsealed = segment_ids(p).map_or(true, |local| !local.is_subset(&sealed));
+            if unsealed {
+                backlog.unsealed += 1;
+                backlog.lag += u64::from(self.due(p, now));
+            }
+        }
+        self.archive.set_backlog(backlog.unsealed, backlog.lag);
+        self.shared
+            .metrics
+            .set(M::StoreUploadLagPartitions, backlog.lag);
     }
 
     fn due(&self, p: &Partition, now: i64) -> bool {
@@ -148,10 +175,7 @@ impl SealLoop {
         if unsealed {
             self.seal(p)?;
         }
-        let past_local = p
-            .end
-            .saturating_add(secs(self.archive.cfg.local_retention))
-            <= now;
+        let past_local = p.end.saturating_add(secs(self.archive.cfg.local_retention)) <= now;
         if past_local {
             let sealed = self.archive.manifest().sealed_segments(p.start);
             self.ask(|reply| ToIndex::Evict {
@@ -187,10 +211,10 @@ impl SealLoop {
         let file = dir.join(format!("{id}.split"));
         let check = dir.join(format!("{id}.check"));
         let res = (|| {
-            let (bytes, sha256) = split::pack(&p.dir, p.start, span, segments, &file)?;
+            let (bytes, sha256) = pack(&p.dir, p.start, span, segments, &file)?;
             let mut entry = describe(p, segments)?;
             entry.id = id.clone();
-            entry.object = format!("splits/{}-{span}/{id}.split", p.start);
+            entry.object = split_object(p.start, span, &id);
             entry.bytes = bytes;
             entry.sha256 = sha256;
             entry.sealed_by = self.shared.replica.clone();
