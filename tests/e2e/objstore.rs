@@ -934,3 +934,81 @@ fn ix_histogram(ix: &Indexer, start: i64) -> String {
         urlencode(&rfc3339(start + HOUR))
     ))
 }
+
+/// A new replica of the group on an empty disk, with a peer (issue 12, point 3): the sealed
+/// history is searchable from the store at once, and repair copies from the peer only the
+/// records no split holds (this hour's), never the sealed ones.
+#[test]
+fn a_new_replica_copies_from_its_peer_only_what_is_not_sealed() {
+    let moto = Moto::start();
+    let dir = TempDir::new("objstore-peer");
+    let url = moto.url("peer");
+    let root = format!("peer/{GROUP}");
+    let env = moto.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Sealed an hour after its time range ends: the past days at once, this hour not yet.
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--partition",
+            "hour",
+            "--commit-interval",
+            "100ms",
+            "--group",
+            GROUP,
+            "--object-store",
+            &url,
+            "--seal-after",
+            "1h",
+            "--local-retention",
+            "0s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let old = records("peer-a", 1, hour_days_ago(3), 4, 400);
+    let now = now_secs();
+    let mut recent = records("peer-a", 401, hour_days_ago(1), 1, 150);
+    for (i, r) in recent.iter_mut().enumerate() {
+        // The last two minutes, a few hundred milliseconds apart.
+        r["ts"] = json!((now - 120) * 1000 + i as i64 * 700);
+    }
+    let a_args = args(&[]);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let a = Indexer::start_env(&dir.path().join("a"), &a_args, &env);
+    ingest(&a, &old);
+    ingest(&a, &recent);
+    wait_uploaded(&moto, &root, &[&a], 400);
+    wait_total(&a, "*", 550);
+
+    let data = dir.path().join("new");
+    let c_args = args(&["--peer", &a.url, "--discovery-interval", "1s"]);
+    let c_args: Vec<&str> = c_args.iter().map(String::as_str).collect();
+    let c = Indexer::start_env(&data, &c_args, &env);
+    wait_total(&c, "*", 550);
+    let mut want = expected_keys(&old);
+    want.extend(expected_keys(&recent));
+    assert_eq!(keys(&c), want);
+    eventually("the new replica has caught up", 60, || {
+        let (_, h) = get(&c.api("/healthz"));
+        match (h["lag_records"].as_u64(), h["catching_up"].as_bool()) {
+            (Some(0), Some(false)) => Ok(()),
+            _ => Err(h.to_string()),
+        }
+    });
+    assert_eq!(
+        c.metric("sawmill_indexer_repair_records_copied_total"),
+        150.0,
+        "only the unsealed records are copied from the peer"
+    );
+    let hours: BTreeSet<i64> = local_partitions(&data)
+        .iter()
+        .map(|n| partition_start(n))
+        .collect();
+    assert!(
+        hours.iter().all(|&h| h > now - 2 * HOUR),
+        "only the recent hours are on the new replica's disk: {hours:?}"
+    );
+}
