@@ -105,6 +105,11 @@ pub fn trash_dir(dir: &Path) -> PathBuf {
     dir.with_file_name(format!("{TRASH}{name}"))
 }
 
+/// The partition a `.adopt-` directory was assembled for, if `name` is one.
+pub fn adopted_name(name: &str) -> Option<&str> {
+    name.strip_prefix(ADOPT)
+}
+
 /// Whether `name` is a partition directory retention was removing when the process died
 /// (or one being assembled from the object store: both are removed at start).
 pub fn is_trash(name: &str) -> bool {

@@ -43,7 +43,7 @@ mod ingest;
 mod layout;
 mod lock;
 mod metrics;
-pub mod objstore;
+mod objstore;
 mod partition;
 mod query;
 mod record;

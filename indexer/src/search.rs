@@ -310,14 +310,24 @@ impl Searcher {
     /// those only the object store holds, from the cache or fetched into it (so this
     /// blocks, on a search thread). A split that cannot be read fails the search with a
     /// clear error rather than answering without it.
-    fn partitions_between(&self, lo: i64, hi: i64) -> Result<Vec<Arc<Partition>>> {
-        let local = self.partitions.between(lo, hi);
+    fn partitions_between(&self, lo: i64, hi: i64, budget: &Budget) -> Result<Vec<Arc<Partition>>> {
         let Some(archive) = &self.archive else {
-            return Ok(local);
+            return Ok(self.partitions.between(lo, hi));
         };
-        let starts: BTreeSet<i64> = self.partitions.read().keys().copied().collect();
-        let mut all = local;
+        // One look at the local partitions for both lists: a partition evicted or fetched
+        // in between would otherwise be searched twice, or not at all.
+        let (mut all, starts) = {
+            let map = self.partitions.read();
+            let local: Vec<_> = map
+                .values()
+                .filter(|p| p.overlaps(lo, hi))
+                .cloned()
+                .collect();
+            (local, map.keys().copied().collect::<BTreeSet<i64>>())
+        };
         for (start, span, splits) in archive.remote_between(lo, hi, &starts) {
+            // Fetching is bounded by the search's time like the rest of it.
+            budget.check()?;
             all.push(archive.open_remote(start, span, &splits)?);
         }
         all.sort_by_key(|p| std::cmp::Reverse(p.start));
@@ -359,7 +369,7 @@ impl Searcher {
         budget: &Budget,
     ) -> Result<(u64, Found)> {
         let (lo, hi) = range.bounds();
-        let mut parts = self.partitions_between(lo, hi)?;
+        let mut parts = self.partitions_between(lo, hi, budget)?;
         if order == Order::Asc {
             parts.reverse();
         }
@@ -436,7 +446,7 @@ impl Searcher {
         let (lo, hi) = range.bounds();
         // One snapshot for the data's span and the counts, so they agree.
         let searchers: Vec<tantivy::Searcher> = self
-            .partitions_between(lo, hi)?
+            .partitions_between(lo, hi, budget)?
             .iter()
             .map(|p| p.reader.searcher())
             .collect();
@@ -518,7 +528,7 @@ impl Searcher {
         let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
-        for p in self.partitions_between(lo, hi)? {
+        for p in self.partitions_between(lo, hi, budget)? {
             let searcher = p.reader.searcher();
             if match_all && p.within(lo, hi) {
                 // Every record of the partition counts, and records are never deleted, so

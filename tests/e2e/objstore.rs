@@ -925,6 +925,17 @@ fn corrupt_and_truncated_splits_give_clear_errors_never_wrong_answers() {
     assert_eq!(s, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["total"], 100, "{body}");
+    // A good read elsewhere does not make `/healthz` forget the damaged splits.
+    let h = store_health(&reader);
+    let named = |o: &str| {
+        h["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(o.rsplit('/').next().unwrap()))
+    };
+    assert!(
+        named(&bad) || named(&cut),
+        "store.last_error still names a damaged split: {h}"
+    );
 }
 
 fn ix_histogram(ix: &Indexer, start: i64) -> String {

@@ -98,7 +98,9 @@ impl Bucket {
                 AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
                 "5s",
             )
-            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s")
+            // The whole request, body included: a day's split of several GiB must be able
+            // to travel; a stalled connection is cut by the retry's own limit sooner.
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "600s")
             // object_store's default retries for 3 minutes inside one call; callers
             // retry uploads with their own backoff, and a search should fail in seconds
             // rather than hang while the store is down.

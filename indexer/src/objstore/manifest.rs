@@ -49,6 +49,35 @@ pub fn split_object(start: i64, span: i64, id: &str) -> String {
     format!("splits/{start}-{span}/{id}.split")
 }
 
+impl SplitEntry {
+    /// Whether this entry can be trusted by an indexer whose partitions span `span`
+    /// seconds: the manifest comes from the bucket, where anything may have written.
+    pub fn check(&self, span: i64) -> Result<(), String> {
+        let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if self.span != span || self.start.checked_rem(span) != Some(0) {
+            return Err(format!(
+                "split {} covers {} s from {}, not a partition of {span} s (give every replica of the group the same --partition)",
+                self.id, self.span, self.start
+            ));
+        }
+        if !hex32(&self.id)
+            || self.segments.is_empty()
+            || !self.segments.iter().all(|s| hex32(s))
+            || self.object != split_object(self.start, self.span, &self.id)
+        {
+            return Err(format!("split {} is not a well-formed entry", self.id));
+        }
+        if self
+            .sources
+            .iter()
+            .any(|r| r.ranges.iter().any(|[a, b]| a > b))
+        {
+            return Err(format!("split {} lists reversed ranges", self.id));
+        }
+        Ok(())
+    }
+}
+
 impl Manifest {
     /// The splits of the partition starting at `start`.
     pub fn of_partition(&self, start: i64) -> Vec<&SplitEntry> {
@@ -124,5 +153,55 @@ mod tests {
         assert_eq!(segs, ["s1", "s2", "s4"]);
         assert_eq!(m.starts().into_iter().collect::<Vec<_>>(), [3600, 7200]);
         assert!(m.of_partition(0).is_empty());
+    }
+
+    /// Entries from the bucket are checked before they are searched or trusted: a
+    /// partition of another length, a name outside the group's `splits/`, a reversed range.
+    #[test]
+    fn entries_that_do_not_check_out_are_refused() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let good = SplitEntry {
+            id: id.into(),
+            start: 7200,
+            span: 3600,
+            object: split_object(7200, 3600, id),
+            bytes: 1,
+            sha256: String::new(),
+            records: 1,
+            segments: vec![id.into()],
+            min_ts: 0,
+            max_ts: 0,
+            sources: vec![SourceRanges {
+                src: "a".into(),
+                ranges: vec![[1, 2]],
+            }],
+            keyed: 0,
+            sealed_by: String::new(),
+            sealed_at: 0,
+        };
+        assert_eq!(good.check(3600), Ok(()));
+        let bad: Vec<(&str, Box<dyn Fn(&mut SplitEntry)>)> = vec![
+            ("another partition length", Box::new(|e| e.span = 86_400)),
+            ("misaligned start", Box::new(|e| e.start = 7201)),
+            ("zero span", Box::new(|e| e.span = 0)),
+            (
+                "an id that is not hex",
+                Box::new(|e| e.id = "../../x".into()),
+            ),
+            (
+                "an object elsewhere",
+                Box::new(|e| e.object = "../other/manifest.json".into()),
+            ),
+            ("no segment", Box::new(|e| e.segments.clear())),
+            (
+                "a reversed range",
+                Box::new(|e| e.sources[0].ranges = vec![[5, 1]]),
+            ),
+        ];
+        for (what, spoil) in bad {
+            let mut e = good.clone();
+            spoil(&mut e);
+            assert!(e.check(3600).is_err(), "{what} passed");
+        }
     }
 }

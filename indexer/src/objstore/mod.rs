@@ -11,7 +11,8 @@
 //! - `cache` assembles a partition from its splits on local disk, under a byte budget,
 //!   and opens it as a [`crate::partition::Partition`] searches read like any other.
 //!
-//! The bucket layout and the format are fixed in `spec/objstore.md`.
+//! In the bucket, group `G` owns `PREFIX/G/manifest.json` and
+//! `PREFIX/G/splits/START-SPAN/ID.split`; `manifest` and `split` define both formats.
 
 mod bucket;
 mod cache;
@@ -24,7 +25,7 @@ use std::str::FromStr;
 pub use bucket::Bucket;
 pub use cache::Cache;
 pub use manifest::{split_object, Manifest, SplitEntry};
-pub use split::{pack, unpack, write_meta};
+pub use split::pack;
 
 /// Where a group's history lives: `s3://BUCKET` or `s3://BUCKET/PREFIX` (`--object-store`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! `--local-retention`), or only in the store. A local partition, when there is one, is
 //! what searches read; the store is read only for partitions with no local copy.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -37,6 +37,8 @@ pub struct ArchiveConfig {
 /// The object store, as the store's threads and searches share it.
 pub struct Archive {
     pub cfg: ArchiveConfig,
+    /// The length of this indexer's partitions (`--partition`), which splits must match.
+    span: i64,
     pub bucket: Bucket,
     pub cache: Cache,
     /// The runtime the store's client runs on: searches and the index thread are plain
@@ -64,8 +66,12 @@ struct Status {
     /// The seal loop's last failure (reading the manifest, uploading), until a round
     /// succeeds.
     seal_error: Option<String>,
-    /// The last failure reading a split for a search, until a read succeeds.
-    read_error: Option<String>,
+    /// Manifest entries left out as unusable.
+    manifest_error: Option<String>,
+    /// Partitions whose splits could not be read for a search, until one read succeeds,
+    /// with when (a count of failures) and why.
+    read_errors: BTreeMap<i64, (u64, String)>,
+    failures: u64,
     unsealed: u64,
     lag: u64,
 }
@@ -73,6 +79,7 @@ struct Status {
 impl Archive {
     pub fn open(
         cfg: ArchiveConfig,
+        span: i64,
         group: &str,
         data: &Path,
         schema: tantivy::schema::Schema,
@@ -88,6 +95,7 @@ impl Archive {
         )?;
         Ok(Archive {
             cfg,
+            span,
             bucket,
             cache,
             rt,
@@ -104,8 +112,23 @@ impl Archive {
     }
 
     /// Takes a manifest just read or written; returns the splits new to this replica, whose
-    /// keys the de-duplication set must learn.
-    pub fn set_manifest(&self, m: Manifest) -> Vec<SplitEntry> {
+    /// keys the de-duplication set must learn. Entries that do not check out are left out
+    /// (and said in `/healthz`): searched or trusted, they could answer wrong.
+    pub fn set_manifest(&self, mut m: Manifest) -> Vec<SplitEntry> {
+        let mut bad = Vec::new();
+        m.splits.retain(|s| match s.check(self.span) {
+            Ok(()) => true,
+            Err(why) => {
+                bad.push(why);
+                false
+            }
+        });
+        if let Some(why) = bad.first() {
+            tracing::error!(store = %self.bucket.describe(), bad = bad.len(), first = %why, "The group's manifest lists splits this indexer cannot use; they are left out of searches.");
+        }
+        self.status.lock().unwrap().manifest_error = bad
+            .first()
+            .map(|why| format!("{} unusable manifest entries, e.g.: {why}", bad.len()));
         let mut known = self.known.lock().unwrap();
         let new: Vec<SplitEntry> = m
             .splits
@@ -116,6 +139,15 @@ impl Archive {
         known.extend(new.iter().map(|s| s.id.clone()));
         *self.manifest.write().unwrap() = Arc::new(m);
         new
+    }
+
+    /// The splits of partition `start`, as last read.
+    pub fn splits_of(&self, start: i64) -> Vec<SplitEntry> {
+        self.manifest()
+            .of_partition(start)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Segments of partition `start` a merge must leave alone: those a split holds, and
@@ -182,7 +214,17 @@ impl Archive {
         let res = self
             .cache
             .partition(&self.rt, &self.bucket, start, span, splits);
-        self.status.lock().unwrap().read_error = res.as_ref().err().map(Error::to_string);
+        let mut status = self.status.lock().unwrap();
+        match &res {
+            Ok(_) => {
+                status.read_errors.remove(&start);
+            }
+            Err(e) => {
+                status.failures += 1;
+                let n = status.failures;
+                status.read_errors.insert(start, (n, e.to_string()));
+            }
+        }
         res
     }
 
@@ -211,7 +253,11 @@ impl Archive {
             splits: self.manifest().splits.len() as u64,
             unsealed_partitions: s.unsealed,
             upload_lag_partitions: s.lag,
-            last_error: s.seal_error.clone().or_else(|| s.read_error.clone()),
+            last_error: s
+                .seal_error
+                .clone()
+                .or_else(|| s.manifest_error.clone())
+                .or_else(|| s.read_errors.values().max().map(|(_, why)| why.clone())),
         }
     }
 }

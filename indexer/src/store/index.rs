@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tantivy::index::SegmentMeta;
-use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy};
+use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy, NoMergePolicy};
 use tantivy::{IndexWriter, TantivyDocument};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -527,12 +527,7 @@ impl Indexer {
     /// The object store and the splits of partition `start`, if it has any there.
     fn remote_splits(&self, start: i64) -> Option<(Arc<Archive>, Vec<SplitEntry>)> {
         let archive = self.shared.archive.as_ref()?;
-        let splits: Vec<SplitEntry> = archive
-            .manifest()
-            .of_partition(start)
-            .into_iter()
-            .cloned()
-            .collect();
+        let splits = archive.splits_of(start);
         (!splits.is_empty()).then(|| (archive.clone(), splits))
     }
 
@@ -542,9 +537,10 @@ impl Indexer {
         let archive = self.shared.archive.clone().ok_or(Error::ShuttingDown)?;
         self.commit();
         if self.failed {
-            return Err(Error::BadRequest(
-                "indexing is failing; sealing waits for it to recover".into(),
-            ));
+            return Err(Error::Store {
+                what: "sealing".into(),
+                message: "indexing is failing; retried once it recovers".into(),
+            });
         }
         let Some(p) = self.shared.partitions.read().get(&start).cloned() else {
             return Ok(None);
@@ -580,55 +576,50 @@ impl Indexer {
     fn adopt(&mut self, start: i64, dir: &Path) -> Result<u64> {
         self.commit();
         if self.failed {
-            return Err(Error::BadRequest(
-                "indexing is failing; adopting the group's split waits for it to recover".into(),
-            ));
+            return Err(Error::Store {
+                what: "adopting the group's split".into(),
+                message: "indexing is failing; retried once it recovers".into(),
+            });
         }
-        let copy = Partition::open(
-            dir.to_path_buf(),
-            start,
-            self.shared.config.granularity.seconds(),
-        )?;
+        let secs = self.shared.config.granularity.seconds();
+        let copy = Partition::open(dir.to_path_buf(), start, secs)?;
         let own = self.shared.partitions.read().get(&start).cloned();
         let lacking = match &own {
             Some(own) => recovery::records_lacking(own, &copy, &self.shared.fields)?,
             None => Vec::new(),
         };
+        // What only this replica held goes into the copy and is committed there, with how
+        // far into the log the copy reaches, before the copy takes the partition's place:
+        // until the swap the partition stays whole, and after it nothing is uncommitted.
+        {
+            let mut w: IndexWriter<TantivyDocument> =
+                copy.index.writer_with_num_threads(1, 32 << 20)?;
+            // The copy's segments are the splits': merging them would unseal them.
+            w.set_merge_policy(Box::new(NoMergePolicy));
+            for (rid, rec) in &lacking {
+                w.add_document(self.shared.fields.document(*rid, rec))?;
+            }
+            let mut pc = w.prepare_commit()?;
+            pc.set_payload(&self.last_pos.to_string());
+            pc.commit()?;
+            w.wait_merging_threads()?;
+        }
         drop(copy);
         self.writers.remove(&start);
         self.dirty.remove(&start);
-        let place = match &own {
-            Some(own) => own.dir.clone(),
-            None => layout::partitions_dir(&self.shared.config.data).join(layout::partition_name(
-                start,
-                self.shared.config.granularity.seconds(),
-            )),
-        };
-        if let Some(own) = &own {
-            let trash = layout::trash_dir(&own.dir);
-            std::fs::rename(&own.dir, &trash).map_err(|e| Error::io(&own.dir, e))?;
-            std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
-            let _ = std::fs::remove_dir_all(&trash);
-        } else {
-            std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
+        let place = layout::partitions_dir(&self.shared.config.data)
+            .join(layout::partition_name(start, secs));
+        // A crash between the two renames is finished at the next start: recovery puts a
+        // committed `.adopt-` copy in the place of a partition gone missing.
+        let trash = layout::trash_dir(&place);
+        if own.is_some() {
+            std::fs::rename(&place, &trash).map_err(|e| Error::io(&place, e))?;
         }
-        let p = Arc::new(Partition::open(
-            place,
-            start,
-            self.shared.config.granularity.seconds(),
-        )?);
+        std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
+        let _ = std::fs::remove_dir_all(&trash);
+        let p = Arc::new(Partition::open(place, start, secs)?);
         self.shared.partitions.write().insert(start, p);
-        let added = lacking.len() as u64;
-        for (rid, rec) in lacking {
-            let doc = self.shared.fields.document(rid, &rec);
-            self.writer(start)?.add_document(doc)?;
-        }
-        // Committed even with nothing added: the commit records how far into the log this
-        // partition reaches, which replay at the next start reads.
-        self.writer(start)?;
-        self.dirty.insert(start);
-        self.commit();
-        Ok(added)
+        Ok(lacking.len() as u64)
     }
 
     /// Removes the local copy of partition `start` if splits hold all of it (see

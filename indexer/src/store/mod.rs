@@ -94,11 +94,13 @@ impl Store {
         let fields = Fields::new();
         let archive = match &config.archive {
             Some(cfg) => {
-                let rt = tokio::runtime::Handle::try_current().map_err(|_| {
-                    Error::BadRequest("the object store needs a tokio runtime".into())
+                let rt = tokio::runtime::Handle::try_current().map_err(|_| Error::Store {
+                    what: "the object store".into(),
+                    message: "its client needs a tokio runtime: open the store from one".into(),
                 })?;
                 Some(Arc::new(Archive::open(
                     cfg.clone(),
+                    config.granularity.seconds(),
                     &config.group,
                     &data,
                     fields.schema.clone(),
@@ -124,21 +126,23 @@ impl Store {
         });
 
         let mut indexer = Indexer::new(shared.clone(), checkpoint);
-        let (wal, replayed) =
-            recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
-        // Before retention runs: it takes the keys of what it removes out of this set.
-        *shared.dedup.lock().unwrap() = dedup;
         if let Some(a) = &shared.archive {
             // The group's history in the store: searchable at once, and its keys held, so
-            // that repair copies from peers only what is not sealed.
+            // that repair copies from peers only what is not sealed. Read before the log
+            // is replayed, so that a record for a partition only the store holds finds the
+            // partition's splits.
             match a.rt.block_on(a.bucket.manifest()) {
-                Ok(m) => seal::learn(&shared, a, m),
+                Ok(m) => seal::hold_keys(&mut dedup, &a.set_manifest(m)),
                 Err(e) => {
                     tracing::warn!(error = %e, store = %a.bucket.describe(), "Could not read the group's manifest; the history in the object store is searchable once it can be read.");
                     a.failed(&e);
                 }
             }
         }
+        let (wal, replayed) =
+            recovery::replay(&shared, &mut indexer, &mut dedup, checkpoint, &committed)?;
+        // Before retention runs: it takes the keys of what it removes out of this set.
+        *shared.dedup.lock().unwrap() = dedup;
         let end = wal.next_position();
         indexer.last_pos = end;
         indexer.commit();

@@ -24,6 +24,7 @@ pub fn open_partitions(data: &Path) -> Result<BTreeMap<i64, Arc<Partition>>> {
     let root = layout::partitions_dir(data);
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
     let mut partitions = BTreeMap::new();
+    finish_adoptions(&root)?;
     for entry in std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
         let entry = entry.map_err(|e| Error::io(&root, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
@@ -44,6 +45,30 @@ pub fn open_partitions(data: &Path) -> Result<BTreeMap<i64, Arc<Partition>>> {
         partitions.insert(start, Arc::new(p));
     }
     Ok(partitions)
+}
+
+/// Finishes what a crash left of an adoption (the group's copy of a partition from the
+/// object store put in place of this replica's own): a copy whose partition is gone was
+/// committed and halfway through the swap, so it takes the partition's place; one whose
+/// partition is still there is removed with the other leftovers.
+fn finish_adoptions(root: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(partition) = layout::adopted_name(&name) else {
+            continue;
+        };
+        let place = root.join(partition);
+        let committed = layout::partition_is_complete(&entry.path())
+            && tantivy::Index::open_in_dir(entry.path())
+                .and_then(|i| i.load_metas())
+                .is_ok_and(|m| m.payload.is_some());
+        if !place.exists() && committed {
+            tracing::warn!(partition = %place.display(), "Finishing the adoption of the group's copy of a partition that a stop interrupted.");
+            std::fs::rename(entry.path(), &place).map_err(|e| Error::io(&place, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Every idempotency key the partitions hold, and where each partition's last commit
@@ -197,4 +222,64 @@ pub fn replay(
         },
     )?;
     Ok((wal, replayed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+    use tantivy::TantivyDocument;
+
+    /// A partition of one record under `root`, committed with a log position, then moved
+    /// to `name`.
+    fn committed_partition(root: &Path, start: i64, name: &str) {
+        let fields = Fields::new();
+        let p = Partition::create(root, &fields, start, 3600).unwrap();
+        let mut w = p
+            .index
+            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
+            .unwrap();
+        let mut obj = Map::new();
+        obj.insert("message".into(), json!("only this replica held it"));
+        obj.insert("ts".into(), json!((start + 5) * 1000));
+        let now = time::OffsetDateTime::from_unix_timestamp(start + 10).unwrap();
+        let r = Record::from_object(obj, now).unwrap();
+        w.add_document(fields.document(7, &r)).unwrap();
+        let mut pc = w.prepare_commit().unwrap();
+        pc.set_payload("8");
+        pc.commit().unwrap();
+        w.wait_merging_threads().unwrap();
+        std::fs::rename(&p.dir, root.join(name)).unwrap();
+    }
+
+    /// A stop between the two renames of an adoption left the partition renamed away and
+    /// the group's committed copy not yet in its place: the copy takes it at the next start
+    /// (it was removed as a leftover, and with it records only this replica held).
+    #[test]
+    fn an_adoption_a_crash_interrupted_is_finished_at_start() {
+        let data =
+            std::env::temp_dir().join(format!("sawmill-recovery-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let root = layout::partitions_dir(&data);
+        std::fs::create_dir_all(&root).unwrap();
+        let (a, b) = (1_764_201_600, 1_764_205_200);
+        let name_a = layout::partition_name(a, 3600);
+        let name_b = layout::partition_name(b, 3600);
+        // `a`: the swap was halfway, its own copy already trashed.
+        committed_partition(&root, a, &format!(".adopt-{name_a}"));
+        committed_partition(&root, a + 1, &format!(".trash-{name_a}"));
+        // `b`: the adoption had not reached its swap; the partition is still in place.
+        committed_partition(&root, b, &name_b);
+        committed_partition(&root, b + 1, &format!(".adopt-{name_b}"));
+        let parts = open_partitions(&data).unwrap();
+        assert_eq!(parts.keys().copied().collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(parts[&a].committed_position().unwrap(), 8);
+        assert_eq!(parts[&a].reader.searcher().num_docs(), 1);
+        let left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(left.len(), 2, "leftovers removed: {left:?}");
+        let _ = std::fs::remove_dir_all(&data);
+    }
 }

@@ -26,6 +26,7 @@ use tantivy::index::SegmentMeta;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+use crate::dedup::Dedup;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::metrics::M;
@@ -225,8 +226,9 @@ impl SealLoop {
             // manifest, and so any later removal of the local copy, relies on it.
             self.block_on(bucket.get_split(&entry, &check))?;
             let local = segment_ids(p)?;
-            let mut lost = false;
+            let (mut lost, mut added) = (false, false);
             let m = self.block_on(bucket.update_manifest(|m: &mut Manifest| {
+                added = false;
                 // A split of this partition this replica does not hold: another replica
                 // sealed first, and this one adopts its copy instead.
                 lost = !m.sealed_segments(p.start).is_subset(&local);
@@ -234,12 +236,13 @@ impl SealLoop {
                     return Ok(false);
                 }
                 m.splits.push(entry.clone());
+                added = true;
                 Ok(true)
             }))?;
             if lost {
-                self.block_on(bucket.delete(&entry.object))?;
                 tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
-            } else {
+                self.block_on(bucket.delete(&entry.object))?;
+            } else if added {
                 self.shared.metrics.add(M::StoreSplitsUploaded, 1);
                 self.shared.metrics.add(M::StoreBytesUploaded, bytes);
                 tracing::info!(
@@ -261,13 +264,7 @@ impl SealLoop {
 
     /// Puts the group's copy of `p` in place of this replica's own.
     fn adopt(&self, p: &Arc<Partition>) -> Result<()> {
-        let splits: Vec<SplitEntry> = self
-            .archive
-            .manifest()
-            .of_partition(p.start)
-            .into_iter()
-            .cloned()
-            .collect();
+        let splits = self.archive.splits_of(p.start);
         let dir = layout::adopt_dir(&p.dir);
         let _ = std::fs::remove_dir_all(&dir);
         let a = &self.archive;
@@ -306,13 +303,21 @@ impl SealLoop {
             Ok(!gone.is_empty())
         }))?;
         learn(&self.shared, &self.archive, m);
+        let mut failed = None;
         for s in &gone {
-            self.block_on(self.archive.bucket.delete(&s.object))?;
-            let mut dedup = self.shared.dedup.lock().unwrap();
-            for r in &s.sources {
-                for [lo, hi] in &r.ranges {
-                    dedup.remove_range(&r.src, *lo, *hi);
+            {
+                let mut dedup = self.shared.dedup.lock().unwrap();
+                for r in &s.sources {
+                    for [lo, hi] in &r.ranges {
+                        dedup.remove_range(&r.src, *lo, *hi);
+                    }
                 }
+            }
+            // Every object is tried: one failed removal leaves that object behind (named in
+            // the log), not the rest.
+            if let Err(e) = self.block_on(self.archive.bucket.delete(&s.object)) {
+                tracing::warn!(object = %s.object, error = %e, "Could not remove a split past retention from the object store; it is no longer listed, so remove it by hand.");
+                failed.get_or_insert(e);
             }
         }
         if !gone.is_empty() {
@@ -321,7 +326,7 @@ impl SealLoop {
                 "Removed splits past retention from the object store."
             );
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -345,7 +350,13 @@ impl SealLoop {
 /// does not copy them.
 pub fn learn(shared: &Shared, archive: &Archive, m: Manifest) {
     for s in archive.set_manifest(m) {
-        let mut dedup = shared.dedup.lock().unwrap();
+        hold_keys(&mut shared.dedup.lock().unwrap(), std::slice::from_ref(&s));
+    }
+}
+
+/// Adds the `(_src, _seq)` ranges of `splits` to `dedup`.
+pub fn hold_keys(dedup: &mut Dedup, splits: &[SplitEntry]) {
+    for s in splits {
         for r in &s.sources {
             for [lo, hi] in &r.ranges {
                 dedup.insert_range(&r.src, *lo, *hi);
