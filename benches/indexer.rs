@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    baseline_index, env_or, generate, ingest, peak_rss_mib, start_server, time_it, Data, Server,
+    baseline_index, env_or, generate, http_get, http_queries, ingest, peak_rss_mib, start_server,
+    time_it, Data, Server,
 };
 use sawmill_indexer::{Fields, Record};
 use serde_json::{json, Value};
@@ -180,85 +181,55 @@ fn main() {
     let searcher = reader.searcher();
     let parser = QueryParser::for_index(&index, vec![fields.message]);
     let client = reqwest::blocking::Client::new();
-    let http = |path: String| {
-        let r = client.get(format!("{}{path}", server.url)).send().unwrap();
-        assert!(r.status().is_success());
-        r.bytes().unwrap().len()
-    };
     let ids = &d.request_ids;
     let by_ts = || TopDocs::with_limit(100).order_by_fast_field::<DateTime>("ts", Order::Desc);
     let span_ns = (d.last_ms - d.first_ms + 1) as u64 * 1_000_000;
-    let cases: Vec<(&str, Run<'_>, Run<'_>)> = vec![
-        (
-            "request_id lookup",
-            Box::new(|i| {
-                let q = TermQuery::new(
-                    Term::from_field_text(
-                        fields.exact_field("request_id").unwrap(),
-                        &ids[i % ids.len()],
-                    ),
-                    IndexRecordOption::Basic,
-                );
-                let (c, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
-                assert!(c > 0);
-                fetch(&searcher, &fields, &top);
-            }),
-            Box::new(|i| {
-                http(format!(
-                    "/api/v1/search?q=request_id:{}&limit=100",
-                    ids[i % ids.len()]
-                ));
-            }),
-        ),
-        (
-            "newest 100 hits of a common word",
-            Box::new(|_| {
-                let q: Box<dyn Query> = parser.parse_query("completed").unwrap();
-                let (_, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
-                fetch(&searcher, &fields, &top);
-            }),
-            Box::new(|_| {
-                http("/api/v1/search?q=completed&limit=100".into());
-            }),
-        ),
-        (
-            "60-bucket histogram of everything",
-            Box::new(|_| {
-                let h = HistogramCollector::new(
-                    "ts".to_string(),
-                    DateTime::from_timestamp_millis(d.first_ms),
-                    span_ns / 60 + 1,
-                    60,
-                );
-                let counts = searcher.search(&AllQuery, &h).unwrap();
-                assert_eq!(counts.iter().sum::<u64>(), n as u64);
-            }),
-            Box::new(|_| {
-                http("/api/v1/histogram?buckets=60".into());
-            }),
-        ),
-        (
-            "top-10 terms of service",
-            Box::new(|_| {
-                let aggs: Aggregations = serde_json::from_value(
-                    json!({"s": {"terms": {"field": "service", "size": 10}}}),
-                )
-                .unwrap();
-                let c = AggregationCollector::from_aggs(aggs, AggContextParams::default());
-                searcher.search(&AllQuery, &c).unwrap();
-            }),
-            Box::new(|_| {
-                http("/api/v1/terms?field=service&size=10".into());
-            }),
-        ),
+    // The direct runs, in the order of `http_queries`, which they mirror.
+    let directs: Vec<Run<'_>> = vec![
+        Box::new(|i| {
+            let q = TermQuery::new(
+                Term::from_field_text(
+                    fields.exact_field("request_id").unwrap(),
+                    &ids[i % ids.len()],
+                ),
+                IndexRecordOption::Basic,
+            );
+            let (c, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
+            assert!(c > 0);
+            fetch(&searcher, &fields, &top);
+        }),
+        Box::new(|_| {
+            let q: Box<dyn Query> = parser.parse_query("completed").unwrap();
+            let (_, top) = searcher.search(&q, &(Count, by_ts())).unwrap();
+            fetch(&searcher, &fields, &top);
+        }),
+        Box::new(|_| {
+            let h = HistogramCollector::new(
+                "ts".to_string(),
+                DateTime::from_timestamp_millis(d.first_ms),
+                span_ns / 60 + 1,
+                60,
+            );
+            let counts = searcher.search(&AllQuery, &h).unwrap();
+            assert_eq!(counts.iter().sum::<u64>(), n as u64);
+        }),
+        Box::new(|_| {
+            let aggs: Aggregations =
+                serde_json::from_value(json!({"s": {"terms": {"field": "service", "size": 10}}}))
+                    .unwrap();
+            let c = AggregationCollector::from_aggs(aggs, AggContextParams::default());
+            searcher.search(&AllQuery, &c).unwrap();
+        }),
     ];
     println!(
         "{:<36} {:>17} {:>17} {:>8}  target: http <= 1.5 x direct + 2 ms",
         "query", "direct tantivy", "HTTP API", "ratio"
     );
-    for (name, mut direct, mut over_http) in cases {
+    for ((name, path), mut direct) in http_queries(ids).into_iter().zip(directs) {
         let (dm, dp) = time_it(iters, &mut direct);
-        let (hm, hp) = time_it(iters, &mut over_http);
+        let (hm, hp) = time_it(iters, |i| {
+            http_get(&client, &server.url, &path(i));
+        });
         let met = hm <= 1.5 * dm + 2.0 && hp <= 1.5 * dp + 2.0;
         println!(
             "{name:<36} {dm:>7.2} / {dp:>7.2} {hm:>7.2} / {hp:>7.2} {:>8.2}  {}",

@@ -5,6 +5,8 @@
 // Each bench compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -47,6 +49,38 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 /// Resident memory of a process now, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     status_mib(pid, "VmRSS:")
+}
+
+/// CPU time a process has used (user and system), in seconds; 0 when it cannot be read.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime are the 12th and 13th fields after the parenthesised command name.
+    let ticks: f64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Waits (at most `max`) until a process uses under 5% of a core over a second: the
+/// background work that follows ingest (merges, sealing) stays out of what is timed next.
+pub fn wait_idle(pid: u32, max: Duration) {
+    let deadline = std::time::Instant::now() + max;
+    let mut before = cpu_secs(pid);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = cpu_secs(pid);
+        if now - before < 0.05 {
+            return;
+        }
+        before = now;
+    }
 }
 
 /// A `kB` line of `/proc/PID/status`, in MiB; 0 when it cannot be read.
@@ -113,12 +147,31 @@ pub fn generate_with(
     seed: u64,
     words: &[&str],
     keep_one_in: u32,
+    line: impl FnMut(&mut fastrand::Rng, Draw) -> Value,
+) -> Data {
+    let window = last_hours(20);
+    generate_over(n, seed, words, keep_one_in, window, line)
+}
+
+/// The last `hours` hours up to now, as `(first_ms, span_ms)` for [`generate_over`].
+pub fn last_hours(hours: i64) -> (i64, i64) {
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    (now_ms - hours * 3_600_000, hours * 3_600_000)
+}
+
+/// [`generate_with`] with the records spread evenly over `window` (`(first_ms, span_ms)`)
+/// rather than the last 20 hours: the same seed draws the same records, only their
+/// timestamps differ.
+pub fn generate_over(
+    n: usize,
+    seed: u64,
+    words: &[&str],
+    keep_one_in: u32,
+    (first_ms, span_ms): (i64, i64),
     mut line: impl FnMut(&mut fastrand::Rng, Draw) -> Value,
 ) -> Data {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let first_ms = now_ms - 20 * 3_600_000;
-    let step = (20.0 * 3_600_000.0) / n as f64;
+    let step = span_ms as f64 / n as f64;
     let mut batches = Vec::new();
     let mut buf = Vec::with_capacity(BATCH * 400);
     let mut raw_bytes = 0;
@@ -224,13 +277,26 @@ pub fn start_server(data: &Path, args: &[&str]) -> Server {
     start_sawmill("indexer", &full)
 }
 
+/// [`start_server`] with extra environment variables.
+pub fn start_server_env(data: &Path, args: &[&str], env: &[(String, String)]) -> Server {
+    let mut full = vec!["--data", data.to_str().expect("a UTF-8 path")];
+    full.extend_from_slice(args);
+    start_sawmill_env("indexer", &full, env)
+}
+
 /// Starts `sawmill COMMAND --listen 127.0.0.1:0 ARGS` and waits for the address it prints.
 pub fn start_sawmill(command: &str, args: &[&str]) -> Server {
+    start_sawmill_env(command, args, &[])
+}
+
+/// [`start_sawmill`] with extra environment variables.
+pub fn start_sawmill_env(command: &str, args: &[&str], env: &[(String, String)]) -> Server {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sawmill"))
         .args([command, "--listen", "127.0.0.1:0"])
         .args(args)
         .env("SAWMILL_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -242,6 +308,64 @@ pub fn start_sawmill(command: &str, args: &[&str]) -> Server {
         .to_string();
     std::thread::spawn(move || for _ in lines {});
     Server { child, url }
+}
+
+/// The path of run `i` of a query (runs vary what they look up).
+pub type QueryPath<'a> = Box<dyn Fn(usize) -> String + 'a>;
+
+/// The indexer benchmark's four queries as `GET` paths of the HTTP API, by name: the
+/// request id lookup takes the sampled `ids` in turn, the others are the same every run.
+pub fn http_queries(ids: &[String]) -> Vec<(&'static str, QueryPath<'_>)> {
+    vec![
+        (
+            "request_id lookup",
+            Box::new(move |i| {
+                format!(
+                    "/api/v1/search?q=request_id:{}&limit=100",
+                    ids[i % ids.len()]
+                )
+            }),
+        ),
+        (
+            "newest 100 hits of a common word",
+            Box::new(|_| "/api/v1/search?q=completed&limit=100".into()),
+        ),
+        (
+            "60-bucket histogram of everything",
+            Box::new(|_| "/api/v1/histogram?buckets=60".into()),
+        ),
+        (
+            "top-10 terms of service",
+            Box::new(|_| "/api/v1/terms?field=service&size=10".into()),
+        ),
+    ]
+}
+
+/// `GET {url}{path}`, which must succeed; the body's length.
+pub fn http_get(client: &reqwest::blocking::Client, url: &str, path: &str) -> usize {
+    let r = client.get(format!("{url}{path}")).send().unwrap();
+    let status = r.status();
+    let body = r.bytes().unwrap();
+    assert!(
+        status.is_success(),
+        "GET {path}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    body.len()
+}
+
+/// A counter or gauge from a Prometheus text page (`{url}/metrics`); 0 when absent, as a
+/// counter nothing has bumped yet may be.
+pub fn metric(client: &reqwest::blocking::Client, url: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// Median and p95 in ms of `iters` calls of `f`, after three warm-up calls.
@@ -256,6 +380,29 @@ pub fn time_it(iters: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     percentiles(ms)
+}
+
+/// [`time_it`] of two calls taken in turns, so that whatever else loads the machine weighs
+/// on both alike: (median, p95) in ms of each.
+pub fn time_both(
+    iters: usize,
+    mut a: impl FnMut(usize),
+    mut b: impl FnMut(usize),
+) -> ((f64, f64), (f64, f64)) {
+    for i in 0..3 {
+        a(i);
+        b(i);
+    }
+    let (mut ma, mut mb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..iters {
+        let t = std::time::Instant::now();
+        a(i);
+        ma.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = std::time::Instant::now();
+        b(i);
+        mb.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (percentiles(ma), percentiles(mb))
 }
 
 pub const WORDS: [&str; 40] = [
@@ -309,9 +456,15 @@ pub const PATHS: [&str; 6] = [
     "/api/search",
 ];
 
-/// Realistic log lines: requests crossing services under one request id, ~200-byte messages.
+/// Realistic log lines: requests crossing services under one request id, ~200-byte messages,
+/// over the last 20 hours.
 pub fn generate(n: usize) -> Data {
-    generate_with(n, 42, &WORDS, 1000, |rng, d| {
+    generate_in(n, last_hours(20))
+}
+
+/// The records of [`generate`], spread over `window` (`(first_ms, span_ms)`) instead.
+pub fn generate_in(n: usize, window: (i64, i64)) -> Data {
+    generate_over(n, 42, &WORDS, 1000, window, |rng, d| {
         let Draw { rid, service, .. } = d;
         let verb = if rng.bool() { "completed" } else { "handled" };
         let message = format!(
