@@ -555,6 +555,17 @@ impl Indexer {
         };
         let mut segments = unsealed(&p)?;
         if segments.len() > 1 {
+            // A merge the policy started may hold some of these segments (the explicit
+            // merge then failed, "segments that were merged could not be found", seen in the
+            // object-store benchmark): it is let finish first, and the segments read again.
+            // Everything is committed, so the writer holds nothing else.
+            if let Some(w) = self.writers.remove(&start) {
+                w.wait_merging_threads()?;
+                p.reader.reload()?;
+                segments = unsealed(&p)?;
+            }
+        }
+        if segments.len() > 1 {
             let ids: Vec<_> = segments.iter().map(|m| m.id()).collect();
             self.writer(start)?.merge(&ids).wait()?;
             p.reader.reload()?;
