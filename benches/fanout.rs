@@ -15,9 +15,6 @@ use std::time::Instant;
 use common::{env_or, generate, ingest, start_sawmill, start_server, time_it, Server, BATCH};
 use sawmill_cluster::{group_for, PlacementKey};
 
-/// A query's path and query string for run `i`.
-type PathFor<'a> = Box<dyn Fn(usize) -> String + 'a>;
-
 /// A running `sawmill query` over `indexers`, killed when dropped.
 struct Query(Server);
 
@@ -127,30 +124,7 @@ fn main() {
     targets.push(("query over 2 groups".into(), queries[1].0.url.clone()));
     targets.push(("query over 4 groups".into(), queries[2].0.url.clone()));
 
-    let ids = &d.request_ids;
-    let cases: [(&str, PathFor); 4] = [
-        (
-            "request_id lookup",
-            Box::new(|i| {
-                format!(
-                    "/api/v1/search?q=request_id:{}&limit=100",
-                    ids[i % ids.len()]
-                )
-            }),
-        ),
-        (
-            "newest 100 hits of a common word",
-            Box::new(|_| "/api/v1/search?q=completed&limit=100".into()),
-        ),
-        (
-            "60-bucket histogram of everything",
-            Box::new(|_| "/api/v1/histogram?buckets=60".into()),
-        ),
-        (
-            "top-10 terms of service",
-            Box::new(|_| "/api/v1/terms?field=service&size=10".into()),
-        ),
-    ];
+    let cases = common::http_queries(&d.request_ids);
     println!("\n== queries over {n} records ({iters} runs each, after 3 warm-up runs): median / p95 in ms");
     print!("{:<36}", "query");
     for (name, _) in &targets {

@@ -82,6 +82,11 @@ fn ingest(ix: &Indexer, recs: &[Value]) {
 
 /// The flags that make every partition of the past due for sealing at once, in hours.
 fn store_args(url: &str, extra: &[&str]) -> Vec<String> {
+    sealing_after(url, "0s", extra)
+}
+
+/// [`store_args`] with partitions sealed `seal_after` after their hour ends.
+fn sealing_after(url: &str, seal_after: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--partition",
         "hour",
@@ -92,7 +97,7 @@ fn store_args(url: &str, extra: &[&str]) -> Vec<String> {
         "--object-store",
         url,
         "--seal-after",
-        "0s",
+        seal_after,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -958,26 +963,10 @@ fn a_new_replica_copies_from_its_peer_only_what_is_not_sealed() {
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     // Sealed an hour after its time range ends: the past days at once, this hour not yet.
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--partition",
-            "hour",
-            "--commit-interval",
-            "100ms",
-            "--group",
-            GROUP,
-            "--object-store",
-            &url,
-            "--seal-after",
-            "1h",
-            "--local-retention",
-            "0s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+    let args = |extra: &[&str]| {
+        let mut extra = extra.to_vec();
+        extra.extend(["--local-retention", "0s"]);
+        sealing_after(&url, "1h", &extra)
     };
     let old = records("peer-a", 1, hour_days_ago(3), 4, 400);
     let now = now_secs();
@@ -1022,4 +1011,74 @@ fn a_new_replica_copies_from_its_peer_only_what_is_not_sealed() {
         hours.iter().all(|&h| h > now - 2 * HOUR),
         "only the recent hours are on the new replica's disk: {hours:?}"
     );
+}
+
+/// A record arriving for a partition only the store holds, while its split cannot be read
+/// (damaged here; the same for a store out of reach): indexing goes on for every other
+/// record, the late one is stored, and a search of its hour fails saying why rather than
+/// answering without the sealed records. (Indexing stopped for every record until the split
+/// could be read.)
+#[test]
+fn a_late_record_for_an_unreadable_sealed_partition_does_not_stop_indexing() {
+    let moto = Moto::start();
+    let dir = TempDir::new("objstore-late");
+    let url = moto.url("late");
+    let root = format!("late/{GROUP}");
+    let sealed = hour_days_ago(3);
+    let recs = records("late", 1, sealed, 1, 100);
+    let ix = store_indexer(
+        &moto,
+        &dir.path().join("ix"),
+        &url,
+        &["--local-retention", "0s"],
+    );
+    ingest(&ix, &recs);
+    wait_uploaded(&moto, &root, &[&ix], 100);
+    eventually(
+        "the sealed hour leaves local disk",
+        UPLOAD_SECS,
+        || match local_partitions(&dir.path().join("ix")).is_empty() {
+            true => Ok(()),
+            false => Err(format!("{:?}", local_partitions(&dir.path().join("ix")))),
+        },
+    );
+    let m = manifest(&moto, &root).unwrap();
+    let object = format!("{root}/{}", entries(&m)[0]["object"].as_str().unwrap());
+    let size = moto.get(&object).unwrap().len();
+    moto.put(&object, vec![7u8; size]);
+
+    let mut late = records("late", 101, sealed, 1, 1);
+    late[0]["message"] = json!("a late arrival");
+    let other = records("late", 102, hour_days_ago(2), 1, 1);
+    ingest(&ix, &late);
+    ingest(&ix, &other);
+    // The other hour's record becomes searchable: indexing did not stop.
+    let (s, body) = eventually_search_hour(&ix, hour_days_ago(2), 1);
+    assert_eq!(s, 200, "{body}");
+    let (_, h) = get(&ix.api("/healthz"));
+    assert_eq!(h["status"], "ok", "indexing is not failing: {h}");
+    // The late record's hour: an error that says why, never 200 with 1 of 101.
+    let (s, body) = search_hour(&ix, sealed);
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        body.contains("arrived after it was sealed"),
+        "the error says what is missing: {body}"
+    );
+    assert!(ix.child_alive(), "log:\n{}", ix.log_text());
+}
+
+/// Searches the hour from `start` until it answers `n` records; the last status and body.
+fn eventually_search_hour(ix: &Indexer, start: i64, n: u64) -> (u16, String) {
+    let mut last = (0, String::new());
+    eventually("the hour's records are searchable", 60, || {
+        last = search_hour(ix, start);
+        let total = serde_json::from_str::<Value>(&last.1)
+            .ok()
+            .and_then(|v| v["total"].as_u64());
+        match total == Some(n) {
+            true => Ok(()),
+            false => Err(format!("{} {}; log:\n{}", last.0, last.1, ix.log_text())),
+        }
+    });
+    last
 }

@@ -180,23 +180,17 @@ mod tests {
             sealed_at: 0,
         };
         assert_eq!(good.check(3600), Ok(()));
-        let bad: Vec<(&str, Box<dyn Fn(&mut SplitEntry)>)> = vec![
-            ("another partition length", Box::new(|e| e.span = 86_400)),
-            ("misaligned start", Box::new(|e| e.start = 7201)),
-            ("zero span", Box::new(|e| e.span = 0)),
-            (
-                "an id that is not hex",
-                Box::new(|e| e.id = "../../x".into()),
-            ),
-            (
-                "an object elsewhere",
-                Box::new(|e| e.object = "../other/manifest.json".into()),
-            ),
-            ("no segment", Box::new(|e| e.segments.clear())),
-            (
-                "a reversed range",
-                Box::new(|e| e.sources[0].ranges = vec![[5, 1]]),
-            ),
+        type Spoil = fn(&mut SplitEntry);
+        let bad: [(&str, Spoil); 7] = [
+            ("another partition length", |e| e.span = 86_400),
+            ("misaligned start", |e| e.start = 7201),
+            ("zero span", |e| e.span = 0),
+            ("an id that is not hex", |e| e.id = "../../x".into()),
+            ("an object elsewhere", |e| {
+                e.object = "../other/manifest.json".into()
+            }),
+            ("no segment", |e| e.segments.clear()),
+            ("a reversed range", |e| e.sources[0].ranges = vec![[5, 1]]),
         ];
         for (what, spoil) in bad {
             let mut e = good.clone();
