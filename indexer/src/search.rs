@@ -283,6 +283,9 @@ fn bounded<C: Collector>(
         .map_err(|e| budget.check().err().unwrap_or_else(|| e.into()))
 }
 
+/// Partitions of a search fetched from the object store at once.
+const FETCH_AT_ONCE: usize = 4;
+
 /// The read path over the store's partitions: what a search needs from the store (the
 /// partitions and the schema), and nothing it writes with. Cheap to clone.
 #[derive(Clone)]
@@ -325,10 +328,33 @@ impl Searcher {
                 .collect();
             (local, map.keys().copied().collect::<BTreeSet<i64>>())
         };
-        for (start, span, splits) in archive.remote_between(lo, hi, &starts) {
-            // Fetching is bounded by the search's time like the rest of it.
+        for p in &all {
+            archive.check_complete(p.start)?;
+        }
+        let remote = archive.remote_between(lo, hi, &starts);
+        // A few partitions fetched at once: a cold search waits on the store's latency and
+        // bandwidth, not on this indexer; each batch is bounded by the search's time.
+        for batch in remote.chunks(FETCH_AT_ONCE) {
             budget.check()?;
-            all.push(archive.open_remote(start, span, &splits)?);
+            let opened: Vec<Result<Arc<Partition>>> = std::thread::scope(|scope| {
+                let fetches: Vec<_> = batch
+                    .iter()
+                    .map(|(start, span, splits)| {
+                        scope.spawn(move || archive.open_remote(*start, *span, splits))
+                    })
+                    .collect();
+                fetches
+                    .into_iter()
+                    .map(|f| {
+                        f.join().unwrap_or_else(|_| {
+                            Err(Error::Panicked("fetching a split from the store".into()))
+                        })
+                    })
+                    .collect()
+            });
+            for p in opened {
+                all.push(p?);
+            }
         }
         all.sort_by_key(|p| std::cmp::Reverse(p.start));
         Ok(all)

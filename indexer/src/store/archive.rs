@@ -21,6 +21,13 @@ use crate::metrics::Metrics;
 use crate::objstore::{Bucket, Cache, Manifest, SplitEntry, StoreUrl};
 use crate::partition::Partition;
 
+/// An epoch second as RFC 3339, for messages.
+fn format_rfc3339_secs(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .map(sawmill_record::time::format_rfc3339)
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 /// The flags of `sawmill indexer` that concern the object store.
 #[derive(Clone, Debug)]
 pub struct ArchiveConfig {
@@ -47,6 +54,10 @@ pub struct Archive {
     manifest: RwLock<Arc<Manifest>>,
     /// Split ids whose `sources` are in the de-duplication set already.
     known: Mutex<HashSet<String>>,
+    /// Local partitions holding only the records that arrived after the partition left
+    /// local disk, its splits unreadable then (see `index.rs`), with why: searches of them
+    /// fail until the seal loop adopts the splits into them.
+    incomplete: Mutex<BTreeMap<i64, String>>,
     /// Segments (uuid strings) packed for an upload that has not reached the manifest yet:
     /// kept out of merges, as sealed ones are.
     sealing: Mutex<HashSet<String>>,
@@ -101,6 +112,7 @@ impl Archive {
             rt,
             manifest: RwLock::default(),
             known: Mutex::default(),
+            incomplete: Mutex::default(),
             sealing: Mutex::default(),
             status: Mutex::default(),
         })
@@ -226,6 +238,31 @@ impl Archive {
             }
         }
         res
+    }
+
+    pub fn mark_incomplete(&self, start: i64, why: &Error) {
+        self.incomplete
+            .lock()
+            .unwrap()
+            .insert(start, why.to_string());
+    }
+
+    pub fn mark_complete(&self, start: i64) {
+        self.incomplete.lock().unwrap().remove(&start);
+    }
+
+    /// Fails when partition `start`'s local copy lacks the group's splits of it: searched,
+    /// it would answer without them.
+    pub fn check_complete(&self, start: i64) -> Result<()> {
+        match self.incomplete.lock().unwrap().get(&start) {
+            None => Ok(()),
+            Some(why) => Err(Error::Store {
+                what: format!("partition {}", format_rfc3339_secs(start)),
+                message: format!(
+                    "this indexer holds only its records that arrived after it was sealed; the group's splits of it could not be read ({why}), and are fetched again every few seconds"
+                ),
+            }),
+        }
     }
 
     /// Notes the seal loop's failure talking to the store, for `/healthz`.

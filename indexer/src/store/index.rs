@@ -224,22 +224,37 @@ impl Indexer {
         let p = match self.remote_splits(start) {
             // Records for a partition only the store holds: the local copy starts from the
             // group's splits, so that it stays the whole partition (searches read a local
-            // copy instead of the store's). Waits for the store; if it cannot be reached,
-            // indexing fails and is retried, and the log keeps the records meanwhile.
+            // copy instead of the store's).
             Some((archive, splits)) => {
                 let dir = root.join(layout::partition_name(start, secs));
                 let adopt = layout::adopt_dir(&dir);
                 let _ = std::fs::remove_dir_all(&adopt);
-                archive.cache.materialize(
+                let fetched = archive.cache.materialize(
                     &archive.rt,
                     &archive.bucket,
                     start,
                     secs,
                     &splits,
                     &adopt,
-                )?;
-                std::fs::rename(&adopt, &dir).map_err(|e| Error::io(&dir, e))?;
-                Arc::new(Partition::open(dir, start, secs)?)
+                );
+                match fetched {
+                    Ok(()) => {
+                        std::fs::rename(&adopt, &dir).map_err(|e| Error::io(&dir, e))?;
+                        Arc::new(Partition::open(dir, start, secs)?)
+                    }
+                    // The store is out of reach or the split damaged: indexing must not
+                    // stop for one late record (every later record would wait with it).
+                    // The partition starts empty, searches of it fail saying why until
+                    // the seal loop adopts the group's splits into it, and a local error
+                    // (a full disk) still fails indexing as any other.
+                    Err(e @ (Error::Store { .. } | Error::CorruptSplit { .. })) => {
+                        let _ = std::fs::remove_dir_all(&adopt);
+                        tracing::warn!(partition = start, error = %e, "Records arrived for a partition only the object store holds, which cannot be read now; they are indexed on their own and the partition is completed once the store answers.");
+                        archive.mark_incomplete(start, &e);
+                        Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             None => Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?),
         };
@@ -630,6 +645,9 @@ impl Indexer {
         let _ = std::fs::remove_dir_all(&trash);
         let p = Arc::new(Partition::open(place, start, secs)?);
         self.shared.partitions.write().insert(start, p);
+        if let Some(a) = &self.shared.archive {
+            a.mark_complete(start);
+        }
         Ok(lacking.len() as u64)
     }
 
