@@ -331,7 +331,13 @@ impl Searcher {
         for p in &all {
             archive.check_complete(p.start)?;
         }
-        let remote = archive.remote_between(lo, hi, &starts);
+        let (cached, remote): (Vec<_>, Vec<_>) = archive
+            .remote_between(lo, hi, &starts)
+            .into_iter()
+            .partition(|(start, span, splits)| archive.cache.holds(*start, *span, splits));
+        for (start, span, splits) in cached {
+            all.push(archive.open_remote(start, span, &splits)?);
+        }
         // A few partitions fetched at once: a cold search waits on the store's latency and
         // bandwidth, not on this indexer; each batch is bounded by the search's time.
         for batch in remote.chunks(FETCH_AT_ONCE) {

@@ -311,6 +311,13 @@ impl Cache {
     }
 
     /// Bytes the entries take on disk.
+    /// Whether the partition assembled from `splits` is in the cache now, so that a search
+    /// opens it at once instead of waiting in line with the downloads.
+    pub fn holds(&self, start: i64, span: i64, splits: &[SplitEntry]) -> bool {
+        let name = entry_name(start, span, splits);
+        self.inner.lock().entries.contains_key(&name)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.inner.lock().bytes
     }
