@@ -8,6 +8,8 @@
 //!   wal/                        the write-ahead log's segments (see `wal.rs`)
 //!   partitions/
 //!     p-001764201600-86400/     one tantivy index per hour or day of `ts`
+//!       INCOMPLETE              present while it holds only records that arrived after
+//!                               it left local disk for the object store
 //!     .trash-p-.../             a partition retention is removing
 //!     .adopt-p-.../             the group's copy of a partition, from the object store,
 //!                               being put in place of this replica's own
@@ -70,6 +72,10 @@ pub fn parse_partition_name(name: &str) -> Option<(i64, i64)> {
 pub fn partition_is_complete(dir: &Path) -> bool {
     dir.join("meta.json").exists()
 }
+
+/// In a partition's directory: it holds only the records that arrived after it left local
+/// disk, until the group's splits of it are read into it (see `store/seal.rs`).
+pub const INCOMPLETE: &str = "INCOMPLETE";
 
 /// Prefix of a partition directory being removed.
 const TRASH: &str = ".trash-";

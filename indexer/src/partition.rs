@@ -53,6 +53,10 @@ pub struct Partition {
     pub dir: PathBuf,
     pub index: Index,
     pub reader: IndexReader,
+    /// With an object store: the partition left local disk, then records arrived for it,
+    /// so it holds only those until the seal loop reads the group's splits into it (a
+    /// marker file, [`layout::INCOMPLETE`], says so across restarts).
+    pub incomplete: bool,
 }
 
 /// The settings every partition is created with (the benchmark's baseline uses them too).
@@ -80,6 +84,22 @@ impl Partition {
         Partition::from_index(dir, index, start, secs)
     }
 
+    /// [`Partition::create`] for records arriving for a partition only the object store
+    /// holds: marked incomplete before its index exists, so no crash leaves it unmarked.
+    pub fn create_incomplete(
+        root: &Path,
+        fields: &Fields,
+        start: i64,
+        secs: i64,
+    ) -> Result<Partition> {
+        let dir = root.join(layout::partition_name(start, secs));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let marker = dir.join(layout::INCOMPLETE);
+        std::fs::write(&marker, "records that arrived after this partition was sealed; the group's splits are read into it by the seal loop\n")
+            .map_err(|e| Error::io(&marker, e))?;
+        Partition::create(root, fields, start, secs)
+    }
+
     pub fn open(dir: PathBuf, start: i64, secs: i64) -> Result<Partition> {
         let index = Index::open_in_dir(&dir)?;
         Partition::from_index(dir, index, start, secs)
@@ -93,6 +113,7 @@ impl Partition {
         Ok(Partition {
             start,
             end: start + secs,
+            incomplete: dir.join(layout::INCOMPLETE).exists(),
             dir,
             index,
             reader,

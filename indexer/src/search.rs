@@ -329,7 +329,7 @@ impl Searcher {
             (local, map.keys().copied().collect::<BTreeSet<i64>>())
         };
         for p in &all {
-            archive.check_complete(p.start)?;
+            archive.check_complete(p)?;
         }
         let (cached, remote): (Vec<_>, Vec<_>) = archive
             .remote_between(lo, hi, &starts)

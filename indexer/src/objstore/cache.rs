@@ -310,7 +310,6 @@ impl Cache {
         write_meta(dest, &self.inner.schema, &segments)
     }
 
-    /// Bytes the entries take on disk.
     /// Whether the partition assembled from `splits` is in the cache now, so that a search
     /// opens it at once instead of waiting in line with the downloads.
     pub fn holds(&self, start: i64, span: i64, splits: &[SplitEntry]) -> bool {
@@ -318,6 +317,7 @@ impl Cache {
         self.inner.lock().entries.contains_key(&name)
     }
 
+    /// Bytes the entries take on disk.
     pub fn bytes(&self) -> u64 {
         self.inner.lock().bytes
     }

@@ -54,10 +54,6 @@ pub struct Archive {
     manifest: RwLock<Arc<Manifest>>,
     /// Split ids whose `sources` are in the de-duplication set already.
     known: Mutex<HashSet<String>>,
-    /// Local partitions holding only the records that arrived after the partition left
-    /// local disk, its splits unreadable then (see `index.rs`), with why: searches of them
-    /// fail until the seal loop adopts the splits into them.
-    incomplete: Mutex<BTreeMap<i64, String>>,
     /// Segments (uuid strings) packed for an upload that has not reached the manifest yet:
     /// kept out of merges, as sealed ones are.
     sealing: Mutex<HashSet<String>>,
@@ -112,7 +108,6 @@ impl Archive {
             rt,
             manifest: RwLock::default(),
             known: Mutex::default(),
-            incomplete: Mutex::default(),
             sealing: Mutex::default(),
             status: Mutex::default(),
         })
@@ -240,29 +235,21 @@ impl Archive {
         res
     }
 
-    pub fn mark_incomplete(&self, start: i64, why: &Error) {
-        self.incomplete
-            .lock()
-            .unwrap()
-            .insert(start, why.to_string());
-    }
-
-    pub fn mark_complete(&self, start: i64) {
-        self.incomplete.lock().unwrap().remove(&start);
-    }
-
-    /// Fails when partition `start`'s local copy lacks the group's splits of it: searched,
-    /// it would answer without them.
-    pub fn check_complete(&self, start: i64) -> Result<()> {
-        match self.incomplete.lock().unwrap().get(&start) {
-            None => Ok(()),
-            Some(why) => Err(Error::Store {
-                what: format!("partition {}", format_rfc3339_secs(start)),
-                message: format!(
-                    "this indexer holds only its records that arrived after it was sealed; the group's splits of it could not be read ({why}), and are fetched again every few seconds"
-                ),
-            }),
+    /// Fails for a local partition that holds only records that arrived after it left
+    /// local disk (see [`Partition::incomplete`]): searched, it would answer without the
+    /// group's splits of it, which the seal loop is reading into it.
+    pub fn check_complete(&self, p: &Partition) -> Result<()> {
+        if !p.incomplete {
+            return Ok(());
         }
+        let last = self.status.lock().unwrap().seal_error.clone();
+        Err(Error::Store {
+            what: format!("partition {}", format_rfc3339_secs(p.start)),
+            message: format!(
+                "this indexer holds only its records that arrived after the partition was sealed; the seal loop is reading the group's splits of it into it ({})",
+                last.map_or("no failure so far".into(), |e| format!("last failure: {e}"))
+            ),
+        })
     }
 
     /// Notes the seal loop's failure talking to the store, for `/healthz`.

@@ -21,7 +21,6 @@ use crate::layout;
 use crate::metrics::{
     Committed, IndexFailed, IndexRecovered, Metrics, PartitionRemoved, UnreadableRecord, M,
 };
-use crate::objstore::SplitEntry;
 use crate::partition::Partition;
 use crate::record::Record;
 use crate::store::archive::Archive;
@@ -221,43 +220,20 @@ impl Indexer {
         }
         let secs = self.shared.config.granularity.seconds();
         let root = layout::partitions_dir(&self.shared.config.data);
-        let p = match self.remote_splits(start) {
-            // Records for a partition only the store holds: the local copy starts from the
-            // group's splits, so that it stays the whole partition (searches read a local
-            // copy instead of the store's).
-            Some((archive, splits)) => {
-                let dir = root.join(layout::partition_name(start, secs));
-                let adopt = layout::adopt_dir(&dir);
-                let _ = std::fs::remove_dir_all(&adopt);
-                let fetched = archive.cache.materialize(
-                    &archive.rt,
-                    &archive.bucket,
-                    start,
-                    secs,
-                    &splits,
-                    &adopt,
-                );
-                match fetched {
-                    Ok(()) => {
-                        std::fs::rename(&adopt, &dir).map_err(|e| Error::io(&dir, e))?;
-                        Arc::new(Partition::open(dir, start, secs)?)
-                    }
-                    // The store is out of reach or the split damaged: indexing must not
-                    // stop for one late record (every later record would wait with it).
-                    // The partition starts empty, searches of it fail saying why until
-                    // the seal loop adopts the group's splits into it, and a local error
-                    // (a full disk) still fails indexing as any other.
-                    Err(e @ (Error::Store { .. } | Error::CorruptSplit { .. })) => {
-                        let _ = std::fs::remove_dir_all(&adopt);
-                        tracing::warn!(partition = start, error = %e, "Records arrived for a partition only the object store holds, which cannot be read now; they are indexed on their own and the partition is completed once the store answers.");
-                        archive.mark_incomplete(start, &e);
-                        Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            None => Arc::new(Partition::create(&root, &self.shared.fields, start, secs)?),
+        let p = if self.sealed_in_store(start) {
+            // Records for a partition only the store holds. The index thread never waits on
+            // the store (every later record would wait with it): the partition starts with
+            // these records alone, marked incomplete so that searches of it fail rather than
+            // answer without the rest, and the seal loop adopts the group's splits into it.
+            tracing::info!(
+                partition = start,
+                "Records arrived for a partition only the object store holds; its splits are read into it next."
+            );
+            Partition::create_incomplete(&root, &self.shared.fields, start, secs)?
+        } else {
+            Partition::create(&root, &self.shared.fields, start, secs)?
         };
+        let p = Arc::new(p);
         let mut map = self.shared.partitions.write();
         map.insert(start, p.clone());
         self.shared.metrics.set(M::Partitions, map.len() as u64);
@@ -539,11 +515,12 @@ impl Indexer {
         }
     }
 
-    /// The object store and the splits of partition `start`, if it has any there.
-    fn remote_splits(&self, start: i64) -> Option<(Arc<Archive>, Vec<SplitEntry>)> {
-        let archive = self.shared.archive.as_ref()?;
-        let splits = archive.splits_of(start);
-        (!splits.is_empty()).then(|| (archive.clone(), splits))
+    /// Whether the object store holds splits of partition `start`.
+    fn sealed_in_store(&self, start: i64) -> bool {
+        self.shared
+            .archive
+            .as_ref()
+            .is_some_and(|a| !a.manifest().of_partition(start).is_empty())
     }
 
     /// Commits, then merges the segments of partition `start` that no split holds into one
@@ -641,13 +618,16 @@ impl Indexer {
         if own.is_some() {
             std::fs::rename(&place, &trash).map_err(|e| Error::io(&place, e))?;
         }
-        std::fs::rename(dir, &place).map_err(|e| Error::io(dir, e))?;
+        if let Err(e) = std::fs::rename(dir, &place) {
+            // The partition goes back where it was, with what only it held.
+            if own.is_some() {
+                let _ = std::fs::rename(&trash, &place);
+            }
+            return Err(Error::io(dir, e));
+        }
         let _ = std::fs::remove_dir_all(&trash);
         let p = Arc::new(Partition::open(place, start, secs)?);
         self.shared.partitions.write().insert(start, p);
-        if let Some(a) = &self.shared.archive {
-            a.mark_complete(start);
-        }
         Ok(lacking.len() as u64)
     }
 

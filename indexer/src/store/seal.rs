@@ -156,6 +156,14 @@ impl SealLoop {
     }
 
     fn partition_round(&self, p: &Arc<Partition>, now: i64) -> Result<Backlog> {
+        if p.incomplete {
+            // Records arrived after it left local disk: the group's splits come first.
+            self.adopt(p)?;
+            return Ok(Backlog {
+                unsealed: 1,
+                lag: 1,
+            });
+        }
         let sealed = self.archive.manifest().sealed_segments(p.start);
         let local = segment_ids(p)?;
         let unsealed = !local.is_subset(&sealed);
