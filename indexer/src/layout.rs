@@ -94,21 +94,22 @@ pub fn upload_dir(data: &Path) -> PathBuf {
 
 /// Where the group's copy of partition `dir` is assembled before it takes its place.
 pub fn adopt_dir(dir: &Path) -> PathBuf {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    dir.with_file_name(format!("{ADOPT}{name}"))
+    prefixed(dir, ADOPT)
 }
 
 /// The name a partition's directory takes while it is removed: renamed first, so a crash
 /// halfway through never leaves half a partition that looks whole.
 pub fn trash_dir(dir: &Path) -> PathBuf {
+    prefixed(dir, TRASH)
+}
+
+/// `dir` beside itself, its name behind `prefix`.
+fn prefixed(dir: &Path, prefix: &str) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    dir.with_file_name(format!("{TRASH}{name}"))
+    dir.with_file_name(format!("{prefix}{name}"))
 }
 
 /// The partition a `.adopt-` directory was assembled for, if `name` is one.

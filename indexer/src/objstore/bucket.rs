@@ -563,34 +563,22 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            let opts = PutOptions {
-                mode: PutMode::Update(stale.unwrap()),
-                ..PutOptions::default()
+            let manifest_path = bucket.manifest_path();
+            let put_manifest = |mode: PutMode| {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                bucket
+                    .store
+                    .put_opts(&manifest_path, PutPayload::from(b"{}".to_vec()), opts)
             };
-            let refused = bucket
-                .store
-                .put_opts(
-                    &bucket.manifest_path(),
-                    PutPayload::from(b"{}".to_vec()),
-                    opts,
-                )
-                .await;
+            let refused = put_manifest(PutMode::Update(stale.unwrap())).await;
             assert!(
                 matches!(refused, Err(object_store::Error::Precondition { .. })),
                 "{refused:?}"
             );
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            let refused = bucket
-                .store
-                .put_opts(
-                    &bucket.manifest_path(),
-                    PutPayload::from(b"{}".to_vec()),
-                    opts,
-                )
-                .await;
+            let refused = put_manifest(PutMode::Create).await;
             assert!(
                 refused.is_err(),
                 "creating over an existing manifest: {refused:?}"
