@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sawmill_record::api::ErrorBody;
 
+use crate::objstore::RangeReadError;
 use crate::times::span_text;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -133,8 +134,25 @@ impl Error {
 
 impl From<tantivy::TantivyError> for Error {
     fn from(e: tantivy::TantivyError) -> Self {
+        // A split read by ranges that failed under tantivy: say what happened to which
+        // split (502 corrupt, 503 unreachable), not "an I/O error" (500).
+        if let Some(r) = range_read_error(&e) {
+            return r.to_error();
+        }
         Error::Tantivy(Arc::new(e))
     }
+}
+
+/// The [`RangeReadError`] inside a tantivy error, if a ranged read caused it.
+fn range_read_error(e: &tantivy::TantivyError) -> Option<&RangeReadError> {
+    use tantivy::directory::error::OpenReadError;
+    use tantivy::TantivyError;
+    let io = match e {
+        TantivyError::IoError(io) => io.as_ref(),
+        TantivyError::OpenReadError(OpenReadError::IoError { io_error, .. }) => io_error.as_ref(),
+        _ => return None,
+    };
+    io.get_ref()?.downcast_ref::<RangeReadError>()
 }
 
 /// The one way a blocking task that did not finish becomes an error: a panic is a bug

@@ -85,12 +85,13 @@ pub enum M {
     StoreUploadFailures,
     StoreUploadLagPartitions,
     StoreCorruptSplits,
+    StoreDownloadsPending,
 }
 
 const REJECTED_HELP: &str = "Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).";
 
 /// The metrics in [`M`]'s order, which is the order `/metrics` lists them in.
-const TABLE: [Def; 47] = [
+const TABLE: [Def; 48] = [
     def("records_accepted_total", Kind::Counter, "Records stored."),
     def(
         "records_duplicate_total",
@@ -310,7 +311,12 @@ const TABLE: [Def; 47] = [
     def(
         "store_corrupt_splits_total",
         Kind::Counter,
-        "Splits downloaded from the object store that did not match their manifest entry.",
+        "Splits read from the object store that did not match their manifest entry.",
+    ),
+    def(
+        "store_downloads_pending",
+        Kind::Gauge,
+        "Partitions read by ranges from the object store waiting for their whole download into the cache.",
     ),
 ];
 
@@ -721,6 +727,7 @@ mod tests {
             (M::StoreUploadFailures, "store_upload_failures_total"),
             (M::StoreUploadLagPartitions, "store_upload_lag_partitions"),
             (M::StoreCorruptSplits, "store_corrupt_splits_total"),
+            (M::StoreDownloadsPending, "store_downloads_pending"),
         ];
         assert_eq!(golden.len(), TABLE.len());
         for (i, (m, name)) in golden.iter().enumerate() {

@@ -57,6 +57,9 @@ pub struct Partition {
     /// so it holds only those until the seal loop reads the group's splits into it (a
     /// marker file, [`layout::INCOMPLETE`], says so across restarts).
     pub incomplete: bool,
+    /// Read by ranges from the object store rather than from local disk: every read may
+    /// wait on the network, so searches fetch such partitions' parts in parallel first.
+    pub remote: bool,
 }
 
 /// The settings every partition is created with (the benchmark's baseline uses them too).
@@ -105,6 +108,20 @@ impl Partition {
         Partition::from_index(dir, index, start, secs)
     }
 
+    /// A partition read through `directory` (the object store's splits, read by ranges);
+    /// `dir` only names it.
+    pub fn open_remote(
+        dir: PathBuf,
+        directory: impl tantivy::Directory,
+        start: i64,
+        secs: i64,
+    ) -> Result<Partition> {
+        let index = Index::open(directory)?;
+        let mut p = Partition::from_index(dir, index, start, secs)?;
+        p.remote = true;
+        Ok(p)
+    }
+
     fn from_index(dir: PathBuf, index: Index, start: i64, secs: i64) -> Result<Partition> {
         let reader = index
             .reader_builder()
@@ -114,6 +131,7 @@ impl Partition {
             start,
             end: start + secs,
             incomplete: dir.join(layout::INCOMPLETE).exists(),
+            remote: false,
             dir,
             index,
             reader,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -283,8 +284,62 @@ fn bounded<C: Collector>(
         .map_err(|e| budget.check().err().unwrap_or_else(|| e.into()))
 }
 
-/// Partitions of a search fetched from the object store at once.
-const FETCH_AT_ONCE: usize = 4;
+/// Partitions of a search opened from the object store at once, and read by ranges at
+/// once before the search proper: every read of such a partition waits on the network,
+/// so they are made side by side rather than one partition after another.
+const STORE_READS_AT_ONCE: usize = 16;
+
+/// A part of a partition read by ranges fetched before the search proper.
+#[derive(Clone, Copy)]
+enum Prefetch {
+    Ts,
+    Rid,
+    Query,
+}
+
+/// `f` over `items` on up to `workers` threads, results in the items' order; stops
+/// taking new items at the first error or once the search's time is up.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    budget: &Budget,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, Result<R>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        let r = budget.check().and_then(|_| f(item));
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        out.push((i, r));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        usize::MAX,
+                        Err(Error::Panicked("reading from the object store".into())),
+                    )]
+                })
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
 
 /// The read path over the store's partitions: what a search needs from the store (the
 /// partitions and the schema), and nothing it writes with. Cheap to clone.
@@ -313,7 +368,13 @@ impl Searcher {
     /// those only the object store holds, from the cache or fetched into it (so this
     /// blocks, on a search thread). A split that cannot be read fails the search with a
     /// clear error rather than answering without it.
-    fn partitions_between(&self, lo: i64, hi: i64, budget: &Budget) -> Result<Vec<Arc<Partition>>> {
+    fn partitions_between(
+        &self,
+        lo: i64,
+        hi: i64,
+        query: &dyn Query,
+        budget: &Budget,
+    ) -> Result<Vec<Arc<Partition>>> {
         let Some(archive) = &self.archive else {
             return Ok(self.partitions.between(lo, hi));
         };
@@ -338,30 +399,34 @@ impl Searcher {
         for (start, span, splits) in cached {
             all.push(archive.open_remote(start, span, &splits)?);
         }
-        // A few partitions fetched at once: a cold search waits on the store's latency and
-        // bandwidth, not on this indexer; each batch is bounded by the search's time.
-        for batch in remote.chunks(FETCH_AT_ONCE) {
-            budget.check()?;
-            let opened: Vec<Result<Arc<Partition>>> = std::thread::scope(|scope| {
-                let fetches: Vec<_> = batch
-                    .iter()
-                    .map(|(start, span, splits)| {
-                        scope.spawn(move || archive.open_remote(*start, *span, splits))
-                    })
-                    .collect();
-                fetches
-                    .into_iter()
-                    .map(|f| {
-                        f.join().unwrap_or_else(|_| {
-                            Err(Error::Panicked("fetching a split from the store".into()))
-                        })
-                    })
-                    .collect()
-            });
-            for p in opened {
-                all.push(p?);
+        all.extend(in_parallel(
+            &remote,
+            STORE_READS_AT_ONCE,
+            budget,
+            |(start, span, splits)| archive.open_remote(*start, *span, splits),
+        )?);
+        // What the search will read of the partitions read by ranges, fetched side by
+        // side: the `ts` and `_rid` columns every ranking reads, and the query's terms,
+        // postings and columns (by counting its matches). The search proper, which visits
+        // partitions one after another, then finds them kept.
+        let reads: Vec<(&Arc<Partition>, Prefetch)> = all
+            .iter()
+            .filter(|p| p.remote)
+            .flat_map(|p| [Prefetch::Ts, Prefetch::Rid, Prefetch::Query].map(|r| (p, r)))
+            .collect();
+        in_parallel(&reads, STORE_READS_AT_ONCE, budget, |(p, read)| {
+            let searcher = p.reader.searcher();
+            let segments = searcher.segment_readers();
+            let columns = |open: &dyn Fn(&tantivy::SegmentReader) -> tantivy::Result<()>| {
+                segments.iter().try_for_each(open).map_err(Error::from)
+            };
+            match read {
+                Prefetch::Ts => columns(&|seg| seg.fast_fields().date("ts").map(drop)),
+                Prefetch::Rid => columns(&|seg| seg.fast_fields().u64("_rid").map(drop)),
+                Prefetch::Query => bounded(&searcher, query, Count, budget).map(drop),
             }
-        }
+            .inspect_err(|e| archive.read_failed(p.start, e))
+        })?;
         all.sort_by_key(|p| std::cmp::Reverse(p.start));
         Ok(all)
     }
@@ -401,7 +466,7 @@ impl Searcher {
         budget: &Budget,
     ) -> Result<(u64, Found)> {
         let (lo, hi) = range.bounds();
-        let mut parts = self.partitions_between(lo, hi, budget)?;
+        let mut parts = self.partitions_between(lo, hi, query, budget)?;
         if order == Order::Asc {
             parts.reverse();
         }
@@ -478,7 +543,7 @@ impl Searcher {
         let (lo, hi) = range.bounds();
         // One snapshot for the data's span and the counts, so they agree.
         let searchers: Vec<tantivy::Searcher> = self
-            .partitions_between(lo, hi, budget)?
+            .partitions_between(lo, hi, query.as_ref(), budget)?
             .iter()
             .map(|p| p.reader.searcher())
             .collect();
@@ -560,7 +625,7 @@ impl Searcher {
         let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
-        for p in self.partitions_between(lo, hi, budget)? {
+        for p in self.partitions_between(lo, hi, query.as_ref(), budget)? {
             let searcher = p.reader.searcher();
             if match_all && p.within(lo, hi) {
                 // Every record of the partition counts, and records are never deleted, so

@@ -1,6 +1,7 @@
 //! One group's part of the bucket: its manifest, changed only by conditional writes, and
 //! its splits, uploaded and downloaded with their sizes and checksums verified.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -383,6 +384,44 @@ impl Bucket {
         Ok(fetched)
     }
 
+    /// Bytes `range` of `object` (relative to the root), a split of `size` bytes: one
+    /// ranged GET. A missing object, or one of another size, is Error::CorruptSplit.
+    pub async fn get_range(&self, object: &str, size: u64, range: Range<u64>) -> Result<Vec<u8>> {
+        let path = self.path(object)?;
+        let corrupt = |reason: String| Error::CorruptSplit {
+            object: format!("{}/{object}", self.url),
+            reason,
+        };
+        let want = range.end - range.start;
+        match self.store.get_range(&path, range.clone()).await {
+            Ok(got) if got.len() as u64 == want => return Ok(got.to_vec()),
+            Ok(got) => {
+                return Err(corrupt(format!(
+                    "{} bytes arrived for bytes {}..{}",
+                    got.len(),
+                    range.start,
+                    range.end
+                )))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(corrupt("it is missing from the bucket".into()))
+            }
+            Err(e) => {
+                // A range past the end of a cut-short object fails as a bad range: say
+                // what is wrong with the object rather than with the request.
+                if let Ok(head) = self.store.head(&path).await {
+                    if head.size != size {
+                        return Err(corrupt(format!(
+                            "it has {} bytes, its manifest entry {size}",
+                            head.size
+                        )));
+                    }
+                }
+                Err(self.fail(object)(e))
+            }
+        }
+    }
+
     /// Removes `object` (relative to the root); absent is fine.
     pub async fn delete(&self, object: &str) -> Result<()> {
         let path = self.path(object)?;
@@ -487,6 +526,21 @@ mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// Every stored record of a partition, as JSON, sorted.
+    fn stored(p: &Partition) -> Vec<String> {
+        let searcher = p.reader.searcher();
+        let mut out = Vec::new();
+        for seg in searcher.segment_readers() {
+            let store = seg.get_store_reader(1).unwrap();
+            for doc in 0..seg.max_doc() {
+                let d: tantivy::TantivyDocument = store.get(doc).unwrap();
+                out.push(tantivy::Document::to_json(&d, &p.index.schema()));
+            }
+        }
+        out.sort();
+        out
     }
 
     fn corrupt_reason(r: Result<impl std::fmt::Debug>) -> String {
@@ -605,13 +659,13 @@ mod tests {
             .enumerate()
         {
             let file = root.join(format!("{i}.split"));
-            let (bytes, sha256) =
-                pack(&p.dir, START, 3600, std::slice::from_ref(meta), &file).unwrap();
+            let packed = pack(&p.dir, START, 3600, std::slice::from_ref(meta), &file).unwrap();
             let id = format!("{i:032x}");
             let e = SplitEntry {
                 object: split_object(START, 3600, &id),
-                bytes,
-                sha256,
+                bytes: packed.bytes,
+                sha256: packed.sha256,
+                tail: Some(packed.tail),
                 records: meta.max_doc() as u64,
                 segments: vec![meta.id().uuid_string()],
                 ..entry(&id, START, &[])
@@ -732,6 +786,86 @@ mod tests {
         both[0].reader.reload().unwrap();
         assert_eq!(both[0].reader.searcher().num_docs(), 500);
 
+        // Read by ranges: the same records as the download, for the tails and the chunks
+        // the reads touch rather than the whole splits, fetched once; a damaged chunk fails
+        // the read naming the split, never hands tantivy other bytes.
+        let ranged_metrics = Arc::new(Metrics::default());
+        let ranged = Cache::open(
+            &root.join("cache-ranged"),
+            1 << 30,
+            schema.clone(),
+            ranged_metrics.clone(),
+        )
+        .unwrap();
+        let r = ranged
+            .remote(&handle, &bucket, START, 3600, &splits)
+            .unwrap()
+            .expect("format 2 splits are read by ranges");
+        assert!(r.remote && ranged.bytes() == 0, "nothing downloaded whole");
+        let tails: u64 = splits.iter().map(|s| s.tail.as_ref().unwrap().bytes).sum();
+        assert_eq!(ranged_metrics.get(M::StoreBytesFetched), tails);
+        assert!(tails < total, "opening fetches the tails only");
+        assert_eq!(stored(&r), stored(&both[0]), "every stored record alike");
+        let fetched = ranged_metrics.get(M::StoreBytesFetched);
+        // Splits this small are one chunk each, so reading every record reads them all,
+        // but no byte twice.
+        assert!(fetched <= total, "{fetched} bytes fetched of {total}");
+        assert_eq!(stored(&r), stored(&both[0]));
+        assert_eq!(
+            ranged_metrics.get(M::StoreBytesFetched),
+            fetched,
+            "chunks read once are kept"
+        );
+        let again = ranged
+            .remote(&handle, &bucket, START, 3600, &splits)
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&r, &again), "one open copy per partition");
+        drop((r, again));
+        let (first, entry0) = &entries[0];
+        let mut body = std::fs::read(first).unwrap();
+        let data_end = (entry0.bytes - entry0.tail.as_ref().unwrap().bytes) as usize;
+        // The tail is intact, so the split opens; every chunk of data is damaged.
+        for b in &mut body[..data_end] {
+            *b ^= 0x5a;
+        }
+        let damaged_start = START + 3600 * 10;
+        let damaged = SplitEntry {
+            object: split_object(damaged_start, 3600, &entry0.id),
+            start: damaged_start,
+            ..entry0.clone()
+        };
+        let (store, root_path) = bucket.raw();
+        rt.block_on(
+            store.put(
+                &root_path
+                    .child("splits")
+                    .child(format!("{damaged_start}-3600"))
+                    .child(format!("{}.split", entry0.id)),
+                body.into(),
+            ),
+        )
+        .unwrap();
+        let d = ranged
+            .remote(&handle, &bucket, damaged_start, 3600, &[damaged])
+            .unwrap()
+            .unwrap();
+        let searcher = d.reader.searcher();
+        let read = searcher.segment_readers()[0]
+            .get_store_reader(1)
+            .map_err(tantivy::TantivyError::from)
+            .and_then(|store| store.get::<tantivy::TantivyDocument>(0));
+        match read.map_err(Error::from) {
+            Err(Error::CorruptSplit { object, reason }) => {
+                assert!(
+                    object.contains(&entry0.id) && reason.contains("checksum"),
+                    "{object}: {reason}"
+                );
+            }
+            other => panic!("a damaged chunk read as {other:?}"),
+        }
+        assert!(ranged_metrics.get(M::StoreCorruptSplits) >= 1);
+
         // In use is never removed; cleared once free.
         cache.clear();
         assert!(cache.bytes() > 0, "an entry in use was removed");
@@ -752,6 +886,7 @@ mod tests {
             let e = SplitEntry {
                 bytes: one.1.bytes,
                 sha256: one.1.sha256.clone(),
+                tail: one.1.tail.clone(),
                 segments: one.1.segments.clone(),
                 ..e
             };

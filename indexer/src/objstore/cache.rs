@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
@@ -19,7 +20,8 @@ use tantivy::schema::Schema;
 
 use super::bucket::Bucket;
 use super::manifest::SplitEntry;
-use super::split::{unpack, write_meta};
+use super::remote::{check_segments, Fetcher, RemoteDirectory, RemoteSplit};
+use super::split::{meta_json, unpack, write_meta};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::metrics::{CacheLookup, CorruptSplitFound, Metrics, SplitFetched, M};
@@ -40,7 +42,19 @@ struct Inner {
     schema: Schema,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// Partitions read by ranges (`remote.rs`) until their download lands, by entry name,
+    /// with when each was last used; at most [`REMOTE_ENTRIES`].
+    remote: Mutex<HashMap<String, (u64, Arc<Partition>)>>,
+    /// Bytes of checked chunks the partitions read by ranges keep in memory, shared.
+    kept: Arc<AtomicU64>,
 }
+
+/// Partitions read by ranges kept open at once (each holds its splits' hot bytes, at most
+/// 2 MiB a split, and shares the chunk budget).
+const REMOTE_ENTRIES: usize = 64;
+/// The chunk budget of the partitions read by ranges: an eighth of `--cache-bytes`, at
+/// most this (it is memory, not disk).
+const MAX_KEPT: u64 = 256 << 20;
 
 #[derive(Default)]
 struct State {
@@ -167,6 +181,8 @@ impl Cache {
                 schema,
                 metrics,
                 state: Mutex::new(state),
+                remote: Mutex::default(),
+                kept: Arc::default(),
             }),
         };
         let victims = cache.inner.evict(&mut cache.inner.lock(), false);
@@ -254,6 +270,83 @@ impl Cache {
         }
     }
 
+    /// The partition for `splits` read by ranges from the store (`remote.rs`), without
+    /// downloading it: opened with one GET of each split's tail, then kept open (with the
+    /// chunks its searches fetched) until the partition's download lands. `None` when a
+    /// split is of format 1, which can only be read whole. Blocking, like
+    /// [`Cache::partition`].
+    pub fn remote(
+        &self,
+        rt: &tokio::runtime::Handle,
+        bucket: &Bucket,
+        start: i64,
+        span: i64,
+        splits: &[SplitEntry],
+    ) -> Result<Option<Arc<Partition>>> {
+        if splits.iter().any(|s| s.tail.is_none()) {
+            return Ok(None);
+        }
+        let inner = &*self.inner;
+        let name = entry_name(start, span, splits);
+        let tick = {
+            let mut state = inner.lock();
+            state.tick += 1;
+            state.tick
+        };
+        if let Some((used, p)) = inner.remote_lock().get_mut(&name) {
+            *used = tick;
+            CacheLookup { hit: true }.emit(&inner.metrics);
+            return Ok(Some(p.clone()));
+        }
+        CacheLookup { hit: false }.emit(&inner.metrics);
+        let fetcher = Fetcher {
+            rt: rt.clone(),
+            bucket: bucket.clone(),
+            metrics: inner.metrics.clone(),
+            kept: inner.kept.clone(),
+            max_kept: (inner.max_bytes / 8).min(MAX_KEPT),
+        };
+        let mut opened = Vec::with_capacity(splits.len());
+        let mut segments = Vec::new();
+        let mut seen = HashSet::new();
+        for split in splits {
+            let Some(remote) = RemoteSplit::open(&fetcher, split)? else {
+                return Ok(None);
+            };
+            for (id, max_doc) in remote.segments() {
+                if !seen.insert(*id) {
+                    return Err(Error::CorruptSplit {
+                        object: format!("{}/{}", bucket.describe(), split.object),
+                        reason: format!(
+                            "segment {} is also in another split of the partition",
+                            id.uuid_string()
+                        ),
+                    });
+                }
+                segments.push((*id, *max_doc));
+            }
+            opened.push(Arc::new(remote));
+        }
+        let directory = RemoteDirectory::new(&opened, meta_json(&inner.schema, &segments));
+        let partition = Arc::new(Partition::open_remote(
+            inner.dir.join(&name),
+            directory,
+            start,
+            span,
+        )?);
+        let mut remote = inner.remote_lock();
+        remote.insert(name, (tick, partition.clone()));
+        while remote.len() > REMOTE_ENTRIES {
+            let oldest = remote
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(n, _)| n.clone())
+                .expect("not empty");
+            remote.remove(&oldest);
+        }
+        Ok(Some(partition))
+    }
+
     /// Writes a writable copy of the assembled partition for `splits` into `dest`: hard
     /// links of the cached files where the file system allows (tantivy never changes a
     /// segment file, it only adds and removes whole files, so sharing them is safe),
@@ -317,13 +410,23 @@ impl Cache {
         self.inner.lock().entries.contains_key(&name)
     }
 
+    /// Whether a search is reading the partition at `start` by ranges right now.
+    pub fn reading_by_ranges(&self, start: i64) -> bool {
+        self.inner
+            .remote_lock()
+            .values()
+            .any(|(_, p)| p.start == start && Arc::strong_count(p) > 1)
+    }
+
     /// Bytes the entries take on disk.
     pub fn bytes(&self) -> u64 {
         self.inner.lock().bytes
     }
 
-    /// Drops every entry not in use (for tests and benchmarks: a cold cache).
+    /// Drops every entry not in use, and every partition read by ranges (for tests and
+    /// benchmarks: a cold cache).
     pub fn clear(&self) {
+        self.inner.remote_lock().clear();
         let victims = self.inner.evict(&mut self.inner.lock(), true);
         self.inner.remove_dirs(victims);
     }
@@ -334,6 +437,10 @@ impl Inner {
         // A panic elsewhere while holding the lock leaves the map consistent (every
         // change is one insert or remove), so carry on with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remote_lock(&self) -> MutexGuard<'_, HashMap<String, (u64, Arc<Partition>)>> {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Downloads, verifies and assembles entry `name`, then adds it.
@@ -368,6 +475,9 @@ impl Inner {
             }
         };
         let bytes = crate::wal::dir_bytes(&dir);
+        // Read from local disk from now on: the copy read by ranges, with its chunks, goes
+        // once the searches holding it end.
+        self.remote_lock().retain(|_, (_, p)| p.start != start);
         let victims = {
             let mut state = self.lock();
             state.tick += 1;
@@ -432,15 +542,7 @@ impl Inner {
                 e => e,
             })?;
             fs::remove_file(&bundle).map_err(|e| Error::io(&bundle, e))?;
-            let mut ids: Vec<String> = got.iter().map(|(id, _)| id.uuid_string()).collect();
-            let mut listed = split.segments.clone();
-            ids.sort();
-            listed.sort();
-            if ids != listed {
-                return Err(corrupt(format!(
-                    "it holds segments {ids:?}, its manifest entry lists {listed:?}"
-                )));
-            }
+            check_segments(split, &got).map_err(corrupt)?;
             for (id, max_doc) in got {
                 if !seen.insert(id) {
                     return Err(corrupt(format!(

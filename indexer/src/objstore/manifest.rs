@@ -29,6 +29,11 @@ pub struct SplitEntry {
     /// The object's size and sha256 (hex), checked on every download.
     pub bytes: u64,
     pub sha256: String,
+    /// Format 2 splits: the size and sha256 of the tail (hot bytes, footer, trailer), which
+    /// a search reads first to fetch only the parts of the split it needs. Absent for
+    /// format 1 splits, which are read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Tail>,
     pub records: u64,
     /// The tantivy segment ids (`SegmentId::uuid_string`) the split holds.
     pub segments: Vec<String>,
@@ -42,6 +47,13 @@ pub struct SplitEntry {
     /// The replica that uploaded it, and when (epoch seconds).
     pub sealed_by: String,
     pub sealed_at: i64,
+}
+
+/// The last `bytes` of a split, and their sha256 (hex).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Tail {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// The object name of split `id` of the partition at `start` (relative to the group's root).
@@ -107,6 +119,7 @@ pub(crate) fn entry(id: &str, start: i64, segments: &[&str]) -> SplitEntry {
         object: split_object(start, 3600, id),
         bytes: 0,
         sha256: String::new(),
+        tail: None,
         records: 0,
         segments: segments.iter().map(|s| s.to_string()).collect(),
         min_ts: start * 1_000_000,
@@ -167,6 +180,7 @@ mod tests {
             object: split_object(7200, 3600, id),
             bytes: 1,
             sha256: String::new(),
+            tail: None,
             records: 1,
             segments: vec![id.into()],
             min_ts: 0,

@@ -8,8 +8,11 @@
 //! - `bucket` talks S3 (object_store's `AmazonS3`, configured from the standard AWS
 //!   environment): the manifest, uploads verified by size, downloads verified by size and
 //!   sha256.
+//! - `remote` reads a partition's splits by ranges without downloading them: a tail GET
+//!   to open each, then only the checked chunks a search touches.
 //! - `cache` assembles a partition from its splits on local disk, under a byte budget,
-//!   and opens it as a [`crate::partition::Partition`] searches read like any other.
+//!   and opens it as a [`crate::partition::Partition`] searches read like any other; until
+//!   a partition is downloaded, it hands out the copy read by ranges.
 //!
 //! In the bucket, group `G` owns `PREFIX/G/manifest.json` and
 //! `PREFIX/G/splits/START-SPAN/ID.split`; `manifest` and `split` define both formats.
@@ -17,6 +20,7 @@
 mod bucket;
 mod cache;
 mod manifest;
+mod remote;
 mod split;
 
 use std::fmt;
@@ -25,6 +29,7 @@ use std::str::FromStr;
 pub use bucket::Bucket;
 pub use cache::Cache;
 pub use manifest::{split_object, Manifest, SplitEntry};
+pub use remote::RangeReadError;
 pub use split::pack;
 
 /// Where a group's history lives: `s3://BUCKET` or `s3://BUCKET/PREFIX` (`--object-store`).

@@ -1,24 +1,40 @@
 //! The split format: some tantivy segments of one partition in one immutable object.
 //!
 //! ```text
-//! [segment files, raw, back to back][footer JSON][footer length: u64 LE]["SAWSPLT1"]
+//! [segment files, raw, back to back][hot bytes][footer JSON][footer length: u64 LE]["SAWSPLT1"]
+//! \________________ data ________/ \______________________ tail _________________________/
 //! ```
-//! The footer lists the segments (id, max_doc) and each file's name, offset and length.
-//! A split is written once and read whole into the cache, so the layout is simple rather
-//! than seekable; the footer at the end lets the writer stream files without knowing
-//! their sizes first. Everything read back is checked against bounds before it is used:
-//! a split comes from a bucket other programs can write to.
+//! The footer lists the segments (id, max_doc), each file's name, offset and length, a
+//! checksum of every [`CHUNK_BYTES`] of the data, and the *hot* ranges: the few small
+//! pieces of the files tantivy reads just to open the segments and their term
+//! dictionaries, copied once more into the tail. So a search opens a split it has never
+//! seen with one ranged GET of the tail (checked against the manifest entry's `tail`
+//! checksum) and then fetches only the chunks its query touches, each checked against its
+//! checksum (`remote.rs`); a background download brings the whole split into the cache
+//! (checked against the entry's size and sha256). The footer at the end lets the writer
+//! stream files without knowing their sizes first. Everything read back is checked
+//! against bounds before it is used: a split comes from a bucket other programs can write
+//! to. Format 1 (no chunks, no hot bytes) is still read, whole.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    Directory, DirectoryLock, FileHandle, Lock, MmapDirectory, OwnedBytes, WatchCallback,
+    WatchHandle, WritePtr,
+};
 use tantivy::index::{IndexMeta, SegmentId, SegmentMeta};
 use tantivy::schema::Schema;
+use tantivy::{HasLen, Index, ReloadPolicy};
 
+use super::manifest::Tail;
 use crate::error::{Error, Result};
 use crate::partition::index_settings;
 
@@ -29,17 +45,38 @@ const TRAILER: u64 = 16;
 /// Far above any real footer (a few hundred bytes per segment), low enough that a
 /// corrupt length cannot make a reader allocate much.
 pub const MAX_FOOTER: u64 = 16 << 20;
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The unit in which ranged reads fetch and check the data: small enough that a term
+/// lookup or one doc-store block costs little more than its own bytes, large enough that
+/// the footer's checksum list stays a few KiB per hundred MiB.
+pub const CHUNK_BYTES: u64 = 64 << 10;
+/// Reads made while opening a split that are larger than this (whole term dictionaries of
+/// busy fields, columns) are left to be fetched on demand rather than copied hot.
+const HOT_READ_MAX: u64 = 64 << 10;
+/// The most hot bytes a split carries: every cold search fetches them per split.
+const HOT_MAX: u64 = 2 << 20;
 /// The copy buffer: large reads keep the disk streaming without holding a file in memory.
 const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Footer {
+pub(super) struct Footer {
     version: u32,
     start: i64,
     span: i64,
     segments: Vec<FooterSegment>,
-    files: Vec<FooterFile>,
+    pub files: Vec<FooterFile>,
+    /// Format 2: the chunk size, and the first 16 hex digits of the sha256 of each chunk
+    /// of the data (`[0, hot_offset)`, the last chunk possibly shorter).
+    #[serde(default)]
+    pub chunk: u64,
+    #[serde(default)]
+    pub chunks: Vec<String>,
+    /// Format 2: where the data ends and the hot bytes begin, and what they are (back to
+    /// back, in this order).
+    #[serde(default)]
+    pub hot_offset: u64,
+    #[serde(default)]
+    pub hot: Vec<HotRange>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,17 +86,57 @@ struct FooterSegment {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct FooterFile {
-    name: String,
-    offset: u64,
-    len: u64,
+pub(super) struct FooterFile {
+    pub name: String,
+    pub offset: u64,
+    pub len: u64,
 }
 
-/// Passes writes through while counting and hashing them.
+/// Bytes `[start, start + len)` of file number `file` of the footer's list, kept hot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct HotRange {
+    pub file: usize,
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The short checksum of one chunk as the footer lists it.
+pub(super) fn chunk_sum(bytes: &[u8]) -> String {
+    let mut hex = format!("{:x}", Sha256::digest(bytes));
+    hex.truncate(16);
+    hex
+}
+
+/// What [`pack`] wrote: the split's size and sha256, and its tail's (for the manifest).
+#[derive(Debug)]
+pub struct Packed {
+    pub bytes: u64,
+    pub sha256: String,
+    pub tail: Tail,
+}
+
+/// Passes writes through while counting and hashing them: whole, per chunk while
+/// `chunks` is on (the data), and from `tail` on (the tail).
 struct Hashing<W> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
+    chunking: bool,
+    chunk: Vec<u8>,
+    chunks: Vec<String>,
+    tail: Option<Sha256>,
+}
+
+impl<W: Write> Hashing<W> {
+    /// Ends the data: the last, shorter chunk gets its checksum and the tail begins.
+    fn end_data(&mut self) {
+        if !self.chunk.is_empty() {
+            self.chunks.push(chunk_sum(&self.chunk));
+            self.chunk.clear();
+        }
+        self.chunking = false;
+        self.tail = Some(Sha256::new());
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -67,6 +144,21 @@ impl<W: Write> Write for Hashing<W> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if self.chunking {
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let take = rest.len().min(CHUNK_BYTES as usize - self.chunk.len());
+                self.chunk.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.chunk.len() == CHUNK_BYTES as usize {
+                    self.chunks.push(chunk_sum(&self.chunk));
+                    self.chunk.clear();
+                }
+            }
+        }
+        if let Some(tail) = &mut self.tail {
+            tail.update(&buf[..n]);
+        }
         Ok(n)
     }
 
@@ -92,20 +184,24 @@ fn optional_file(name: &str) -> bool {
     name.ends_with(".del") || name.ends_with(".store.temp")
 }
 
-/// Writes the bundle of `segments` (their files, read from `partition_dir`) to `out`;
-/// returns (bytes, sha256 hex).
+/// Writes the split of `segments` (their files, read from `partition_dir`, and their hot
+/// ranges) to `out`.
 pub fn pack(
     partition_dir: &Path,
     start: i64,
     span: i64,
     segments: &[SegmentMeta],
     out: &Path,
-) -> Result<(u64, String)> {
+) -> Result<Packed> {
     let file = File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = Hashing {
         inner: BufWriter::with_capacity(CHUNK, file),
         hasher: Sha256::new(),
         bytes: 0,
+        chunking: true,
+        chunk: Vec::with_capacity(CHUNK_BYTES as usize),
+        chunks: Vec::new(),
+        tail: None,
     };
     let mut footer = Footer {
         version: FORMAT_VERSION,
@@ -113,6 +209,10 @@ pub fn pack(
         span,
         segments: Vec::with_capacity(segments.len()),
         files: Vec::new(),
+        chunk: CHUNK_BYTES,
+        chunks: Vec::new(),
+        hot_offset: 0,
+        hot: Vec::new(),
     };
     let mut buf = vec![0u8; CHUNK];
     for segment in segments {
@@ -154,21 +254,215 @@ pub fn pack(
             });
         }
     }
+    w.end_data();
+    footer.hot_offset = w.bytes;
+    footer.chunks = std::mem::take(&mut w.chunks);
+    for (name, range) in hot_reads(partition_dir, segments)? {
+        let Some(file) = footer.files.iter().position(|f| f.name == name) else {
+            continue;
+        };
+        let path = partition_dir.join(&name);
+        let mut f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut bytes = vec![0u8; (range.end - range.start) as usize];
+        f.seek(SeekFrom::Start(range.start))
+            .and_then(|_| f.read_exact(&mut bytes))
+            .map_err(|e| Error::io(&path, e))?;
+        w.write_all(&bytes).map_err(|e| Error::io(out, e))?;
+        footer.hot.push(HotRange {
+            file,
+            start: range.start,
+            len: range.end - range.start,
+        });
+    }
     let json = serde_json::to_vec(&footer).expect("a footer always serialises");
     w.write_all(&json).map_err(|e| Error::io(out, e))?;
     w.write_all(&(json.len() as u64).to_le_bytes())
         .map_err(|e| Error::io(out, e))?;
     w.write_all(MAGIC).map_err(|e| Error::io(out, e))?;
+    let tail_bytes = w.bytes - footer.hot_offset;
     let Hashing {
         inner,
         hasher,
         bytes,
+        tail,
+        ..
     } = w;
     let file = inner
         .into_inner()
         .map_err(|e| Error::io(out, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(out, e))?;
-    Ok((bytes, format!("{:x}", hasher.finalize())))
+    Ok(Packed {
+        bytes,
+        sha256: format!("{:x}", hasher.finalize()),
+        tail: Tail {
+            bytes: tail_bytes,
+            sha256: format!("{:x}", tail.expect("the data has ended").finalize()),
+        },
+    })
+}
+
+/// The byte ranges (file name, range) tantivy reads to open `segments` of the partition
+/// in `partition_dir` and the term dictionary of every indexed field, merged, without the
+/// large reads ([`HOT_READ_MAX`]) and within [`HOT_MAX`] in all: what a search of a cold
+/// split would otherwise fetch one small GET after another.
+fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(String, Range<u64>)>> {
+    let meta_path = partition_dir.join("meta.json");
+    let text = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| Error::io(&meta_path, io::Error::other(e)))?;
+    // Only this split's segments: the partition may hold others, sealed before or not yet.
+    let ours: HashSet<String> = segments.iter().map(|s| s.id().uuid_string()).collect();
+    if let Some(list) = meta.get_mut("segments").and_then(|v| v.as_array_mut()) {
+        list.retain(|s| {
+            s.get("segment_id")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| ours.contains(&id.replace('-', "")))
+        });
+    }
+    let mmap = MmapDirectory::open(partition_dir)
+        .map_err(|e| Error::io(partition_dir, io::Error::other(e)))?;
+    let recording = Recording {
+        inner: mmap,
+        meta: Arc::new(serde_json::to_vec(&meta).expect("a meta always serialises")),
+        reads: Arc::default(),
+    };
+    let reads = recording.reads.clone();
+    let index = Index::open(recording)?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    let searcher = reader.searcher();
+    let schema = index.schema();
+    for seg in searcher.segment_readers() {
+        for (field, entry) in schema.fields() {
+            if entry.is_indexed() {
+                seg.inverted_index(field)?;
+            }
+        }
+        // The columns every ranking reads: where in the columnar file they are.
+        seg.fast_fields().date("ts")?;
+        seg.fast_fields().u64("_rid")?;
+    }
+    drop(searcher);
+    drop(reader);
+    let mut by_file: Vec<(String, Range<u64>)> = reads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, r)| r.end - r.start <= HOT_READ_MAX && r.end > r.start)
+        .cloned()
+        .collect();
+    by_file.sort_by(|a, b| (&a.0, a.1.start).cmp(&(&b.0, b.1.start)));
+    let mut merged: Vec<(String, Range<u64>)> = Vec::new();
+    for (name, r) in by_file {
+        match merged.last_mut() {
+            Some((last, lr)) if *last == name && r.start <= lr.end => lr.end = lr.end.max(r.end),
+            _ => merged.push((name, r)),
+        }
+    }
+    let mut total = 0;
+    merged.retain(|(_, r)| {
+        total += r.end - r.start;
+        total <= HOT_MAX
+    });
+    Ok(merged)
+}
+
+/// A read-only view of a partition directory that shows `meta` as its `meta.json` and
+/// notes every range read through it.
+#[derive(Clone, Debug)]
+struct Recording {
+    inner: MmapDirectory,
+    meta: Arc<Vec<u8>>,
+    reads: Arc<Mutex<Vec<(String, Range<u64>)>>>,
+}
+
+#[derive(Debug)]
+struct RecordingFile {
+    name: String,
+    inner: Arc<dyn FileHandle>,
+    reads: Arc<Mutex<Vec<(String, Range<u64>)>>>,
+}
+
+impl HasLen for RecordingFile {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl FileHandle for RecordingFile {
+    fn read_bytes(&self, range: Range<usize>) -> io::Result<OwnedBytes> {
+        self.reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.name.clone(), range.start as u64..range.end as u64));
+        self.inner.read_bytes(range)
+    }
+}
+
+impl Directory for Recording {
+    fn get_file_handle(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<Arc<dyn FileHandle>, OpenReadError> {
+        Ok(Arc::new(RecordingFile {
+            name: path.to_string_lossy().into_owned(),
+            inner: self.inner.get_file_handle(path)?,
+            reads: self.reads.clone(),
+        }))
+    }
+
+    fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
+        Err(DeleteError::IoError {
+            io_error: Arc::new(read_only()),
+            filepath: path.to_path_buf(),
+        })
+    }
+
+    fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
+        self.inner.exists(path)
+    }
+
+    fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
+        Err(OpenWriteError::wrap_io_error(
+            read_only(),
+            path.to_path_buf(),
+        ))
+    }
+
+    fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
+        if path == Path::new("meta.json") {
+            return Ok(self.meta.to_vec());
+        }
+        // `.managed.json` and the like: a reader needs none of them.
+        Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
+    }
+
+    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_directory(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn acquire_lock(&self, _lock: &Lock) -> std::result::Result<DirectoryLock, LockError> {
+        // Readers lock `meta.json` against writers; nothing ever writes here.
+        Ok(DirectoryLock::from(Box::new(())))
+    }
+
+    fn watch(&self, _: WatchCallback) -> tantivy::Result<WatchHandle> {
+        Ok(WatchHandle::empty())
+    }
+}
+
+/// The error of a write to a directory only ever read through.
+pub(super) fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "a read-only view of a split",
+    )
 }
 
 /// Whether `name` may be written into an index directory: a plain file name of one of
@@ -220,43 +514,7 @@ pub fn unpack(bundle: &Path, dir: &Path) -> Result<Vec<(SegmentId, u32)>> {
         .map_err(|e| Error::io(bundle, e))?;
     let footer: Footer =
         serde_json::from_slice(&json).map_err(|e| corrupt(format!("bad footer: {e}")))?;
-    if footer.version != FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "format version {} (this build reads {FORMAT_VERSION})",
-            footer.version
-        )));
-    }
-    let mut ids = HashSet::new();
-    let mut segments = Vec::with_capacity(footer.segments.len());
-    for s in &footer.segments {
-        let id = (s.id.len() == 32 && s.id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| SegmentId::from_uuid_string(&s.id).ok())
-            .flatten()
-            .ok_or_else(|| corrupt(format!("bad segment id `{}`", s.id)))?;
-        if !ids.insert(s.id.clone()) {
-            return Err(corrupt(format!("segment `{}` is listed twice", s.id)));
-        }
-        segments.push((id, s.max_doc));
-    }
-    let mut names = HashSet::new();
-    for file in &footer.files {
-        if !allowed_name(&file.name, &ids) {
-            return Err(corrupt(format!("bad file name `{}`", file.name)));
-        }
-        if !names.insert(file.name.as_str()) {
-            return Err(corrupt(format!("file `{}` is listed twice", file.name)));
-        }
-        if file
-            .offset
-            .checked_add(file.len)
-            .is_none_or(|end| end > data_end)
-        {
-            return Err(corrupt(format!(
-                "file `{}` ({} bytes at {}) lies outside the data ({data_end} bytes)",
-                file.name, file.len, file.offset
-            )));
-        }
-    }
+    let segments = check_footer(&footer, data_end).map_err(corrupt)?;
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut buf = vec![0u8; CHUNK];
     for file in &footer.files {
@@ -278,9 +536,145 @@ pub fn unpack(bundle: &Path, dir: &Path) -> Result<Vec<(SegmentId, u32)>> {
     Ok(segments)
 }
 
-/// Writes `meta.json` in `dir` listing `segments` with sawmill's schema and settings
-/// (and no payload), so `Index::open_in_dir(dir)` works.
-pub fn write_meta(dir: &Path, schema: &Schema, segments: &[(SegmentId, u32)]) -> Result<()> {
+/// Checks a footer that begins at `footer_start`: its version, segment ids, file names,
+/// that the files lie in the data and (format 2) that the chunk checksums cover the data
+/// and the hot ranges lie in their files and fill the space up to the footer exactly.
+/// Returns (segment id, max_doc) of its segments.
+pub(super) fn check_footer(
+    footer: &Footer,
+    footer_start: u64,
+) -> std::result::Result<Vec<(SegmentId, u32)>, String> {
+    let data_end = match footer.version {
+        1 => footer_start,
+        2 => footer.hot_offset,
+        v => {
+            return Err(format!(
+                "format version {v} (this build reads 1 and {FORMAT_VERSION})"
+            ))
+        }
+    };
+    if data_end > footer_start {
+        return Err(format!(
+            "its data ends at {data_end}, after its footer begins at {footer_start}"
+        ));
+    }
+    let mut ids = HashSet::new();
+    let mut segments = Vec::with_capacity(footer.segments.len());
+    for s in &footer.segments {
+        let id = (s.id.len() == 32 && s.id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| SegmentId::from_uuid_string(&s.id).ok())
+            .flatten()
+            .ok_or_else(|| format!("bad segment id `{}`", s.id))?;
+        if !ids.insert(s.id.clone()) {
+            return Err(format!("segment `{}` is listed twice", s.id));
+        }
+        segments.push((id, s.max_doc));
+    }
+    let mut names = HashSet::new();
+    for file in &footer.files {
+        if !allowed_name(&file.name, &ids) {
+            return Err(format!("bad file name `{}`", file.name));
+        }
+        if !names.insert(file.name.as_str()) {
+            return Err(format!("file `{}` is listed twice", file.name));
+        }
+        if file
+            .offset
+            .checked_add(file.len)
+            .is_none_or(|end| end > data_end)
+        {
+            return Err(format!(
+                "file `{}` ({} bytes at {}) lies outside the data ({data_end} bytes)",
+                file.name, file.len, file.offset
+            ));
+        }
+    }
+    if footer.version == 1 {
+        return Ok(segments);
+    }
+    if !(4096..=16 << 20).contains(&footer.chunk) {
+        return Err(format!("chunk size {} is out of bounds", footer.chunk));
+    }
+    if footer.chunks.len() as u64 != data_end.div_ceil(footer.chunk)
+        || footer
+            .chunks
+            .iter()
+            .any(|c| c.len() != 16 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!(
+            "{} chunk checksums for {data_end} bytes of data in chunks of {}",
+            footer.chunks.len(),
+            footer.chunk
+        ));
+    }
+    let mut hot_end = data_end;
+    for h in &footer.hot {
+        let inside = footer.files.get(h.file).is_some_and(|f| {
+            h.len > 0 && h.start.checked_add(h.len).is_some_and(|end| end <= f.len)
+        });
+        if !inside {
+            return Err(format!(
+                "hot range of {} bytes at {} of file {} lies outside it",
+                h.len, h.start, h.file
+            ));
+        }
+        hot_end = hot_end.saturating_add(h.len);
+    }
+    if hot_end != footer_start {
+        return Err(format!(
+            "its hot ranges end at {hot_end}, its footer begins at {footer_start}"
+        ));
+    }
+    Ok(segments)
+}
+
+/// Reads a split's tail (format 2: everything from its hot bytes on; `split_bytes` is the
+/// whole split's size): (footer, segments, the hot bytes). The caller has checked the
+/// tail against the manifest's checksum; this checks its structure.
+pub(super) fn parse_tail(
+    tail: &[u8],
+    split_bytes: u64,
+) -> std::result::Result<(Footer, Vec<(SegmentId, u32)>, Vec<u8>), String> {
+    let len = tail.len() as u64;
+    if len < TRAILER || len > split_bytes {
+        return Err(format!(
+            "a tail of {len} bytes cannot end a split of {split_bytes}"
+        ));
+    }
+    let trailer = &tail[(len - TRAILER) as usize..];
+    if &trailer[8..] != MAGIC {
+        return Err("it does not end with the split magic".into());
+    }
+    let footer_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    if footer_len > MAX_FOOTER || footer_len > len - TRAILER {
+        return Err(format!(
+            "footer length {footer_len} exceeds the tail ({len} bytes) or the limit of {MAX_FOOTER}"
+        ));
+    }
+    let json_at = (len - TRAILER - footer_len) as usize;
+    let footer: Footer = serde_json::from_slice(&tail[json_at..(len - TRAILER) as usize])
+        .map_err(|e| format!("bad footer: {e}"))?;
+    if footer.version != 2 {
+        return Err(format!(
+            "format version {} has no tail to read by ranges",
+            footer.version
+        ));
+    }
+    let tail_start = split_bytes - len;
+    if footer.hot_offset != tail_start {
+        return Err(format!(
+            "its data ends at {}, its tail begins at {tail_start}",
+            footer.hot_offset
+        ));
+    }
+    let segments = check_footer(&footer, tail_start + json_at as u64)?;
+    let hot = tail[..json_at].to_vec();
+    Ok((footer, segments, hot))
+}
+
+/// The `meta.json` of an index of `segments` with sawmill's schema and settings (and no
+/// payload).
+pub(super) fn meta_json(schema: &Schema, segments: &[(SegmentId, u32)]) -> Vec<u8> {
     // tantivy builds segment metas only from an open index; the JSON is the same shape
     // its own `IndexMeta` writes, with every part serialised by tantivy's own types.
     let segments: Vec<serde_json::Value> = segments
@@ -293,7 +687,13 @@ pub fn write_meta(dir: &Path, schema: &Schema, segments: &[(SegmentId, u32)]) ->
         "schema": schema,
         "opstamp": 0,
     });
-    let text = serde_json::to_vec_pretty(&meta).expect("a meta always serialises");
+    serde_json::to_vec_pretty(&meta).expect("a meta always serialises")
+}
+
+/// Writes `meta.json` in `dir` listing `segments` with sawmill's schema and settings
+/// (and no payload), so `Index::open_in_dir(dir)` works.
+pub fn write_meta(dir: &Path, schema: &Schema, segments: &[(SegmentId, u32)]) -> Result<()> {
+    let text = meta_json(schema, segments);
     let tmp = dir.join("meta.json.tmp");
     let path = dir.join("meta.json");
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -401,10 +801,32 @@ pub(crate) mod tests {
         let mut assembled = Vec::new();
         for (i, meta) in metas.iter().enumerate() {
             let out = root.join(format!("{i}.split"));
-            let (bytes, sha) = pack(&p.dir, START, 3600, std::slice::from_ref(meta), &out).unwrap();
-            assert_eq!(bytes, fs::metadata(&out).unwrap().len());
-            let want = format!("{:x}", Sha256::digest(fs::read(&out).unwrap()));
-            assert_eq!(sha, want);
+            let packed = pack(&p.dir, START, 3600, std::slice::from_ref(meta), &out).unwrap();
+            let body = fs::read(&out).unwrap();
+            assert_eq!(packed.bytes, body.len() as u64);
+            assert_eq!(packed.sha256, format!("{:x}", Sha256::digest(&body)));
+            let tail = &body[body.len() - packed.tail.bytes as usize..];
+            assert_eq!(packed.tail.sha256, format!("{:x}", Sha256::digest(tail)));
+            let (footer, segs, hot) = parse_tail(tail, packed.bytes).unwrap();
+            assert_eq!(segs, vec![(meta.id(), meta.max_doc())]);
+            assert!(!footer.hot.is_empty(), "opening a segment reads something");
+            // Every chunk checksum and every hot range is what the data holds.
+            for (i, sum) in footer.chunks.iter().enumerate() {
+                let at = i * CHUNK_BYTES as usize;
+                let end = (at + CHUNK_BYTES as usize).min(footer.hot_offset as usize);
+                assert_eq!(*sum, chunk_sum(&body[at..end]));
+            }
+            let mut at = 0;
+            for h in &footer.hot {
+                let f = &footer.files[h.file];
+                let from = (f.offset + h.start) as usize;
+                assert_eq!(
+                    hot[at..at + h.len as usize],
+                    body[from..from + h.len as usize]
+                );
+                at += h.len as usize;
+            }
+            assert_eq!(at, hot.len());
 
             // Each split alone is a complete index of its segment.
             let alone = root.join(format!("alone-{i}"));

@@ -8,16 +8,16 @@
 //! `--local-retention`), or only in the store. A local partition, when there is one, is
 //! what searches read; the store is read only for partitions with no local copy.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use sawmill_record::api::StoreHealth;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, M};
 use crate::objstore::{Bucket, Cache, Manifest, SplitEntry, StoreUrl};
 use crate::partition::Partition;
 
@@ -27,6 +27,9 @@ fn format_rfc3339_secs(secs: i64) -> String {
         .map(sawmill_record::time::format_rfc3339)
         .unwrap_or_else(|_| secs.to_string())
 }
+
+/// How long a download waits for the searches reading its partition by ranges to end.
+const DOWNLOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// The flags of `sawmill indexer` that concern the object store.
 #[derive(Clone, Debug)]
@@ -58,7 +61,23 @@ pub struct Archive {
     /// kept out of merges, as sealed ones are.
     sealing: Mutex<HashSet<String>>,
     status: Mutex<Status>,
+    /// Partitions read by ranges, to be downloaded whole into the cache by the download
+    /// thread ([`Archive::start_downloads`]).
+    downloads: Mutex<Downloads>,
+    downloads_cv: Condvar,
+    metrics: Arc<Metrics>,
 }
+
+/// The download queue: partitions in the order asked, each once.
+#[derive(Default)]
+struct Downloads {
+    queue: VecDeque<(i64, i64)>,
+    queued: HashSet<i64>,
+}
+
+/// Partitions waiting for their download at most: the queue holds manifest entries, and
+/// a partition left out is asked for again by its next search.
+const DOWNLOADS_QUEUED: usize = 1024;
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,7 +117,7 @@ impl Archive {
             &crate::layout::cache_dir(data),
             cfg.cache_bytes,
             schema,
-            metrics,
+            metrics.clone(),
         )?;
         Ok(Archive {
             cfg,
@@ -110,7 +129,64 @@ impl Archive {
             known: Mutex::default(),
             sealing: Mutex::default(),
             status: Mutex::default(),
+            downloads: Mutex::default(),
+            downloads_cv: Condvar::new(),
+            metrics,
         })
+    }
+
+    /// Starts the thread that downloads partitions searches read by ranges into the cache,
+    /// one at a time, each once no search reads it by ranges any more (so a download never
+    /// competes with the search that asked for it). It ends with the archive.
+    pub fn start_downloads(self: &Arc<Self>) -> std::io::Result<()> {
+        let archive = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("sawmill-download".into())
+            .spawn(move || loop {
+                let Some(a) = archive.upgrade() else { return };
+                let job = {
+                    let mut d = a.downloads.lock().unwrap();
+                    if d.queue.is_empty() {
+                        // Woken for new work, or now and then to see whether the archive
+                        // is gone.
+                        d = a
+                            .downloads_cv
+                            .wait_timeout(d, Duration::from_secs(1))
+                            .unwrap()
+                            .0;
+                    }
+                    d.queue.pop_front()
+                };
+                let Some((start, span)) = job else { continue };
+                let mut waited = Duration::ZERO;
+                while a.cache.reading_by_ranges(start) && waited < DOWNLOAD_WAIT {
+                    std::thread::sleep(Duration::from_millis(50));
+                    waited += Duration::from_millis(50);
+                }
+                // The manifest may have changed meanwhile: download what it lists now.
+                let now = a.splits_of(start);
+                if !now.is_empty() {
+                    let res = a.cache.partition(&a.rt, &a.bucket, start, span, &now);
+                    a.note_read(start, &res);
+                }
+                let mut d = a.downloads.lock().unwrap();
+                d.queued.remove(&start);
+                a.metrics
+                    .set(M::StoreDownloadsPending, d.queue.len() as u64);
+            })
+            .map(|_| ())
+    }
+
+    /// Asks for the partition at `start` to be downloaded into the cache.
+    fn download_later(&self, start: i64, span: i64) {
+        let mut d = self.downloads.lock().unwrap();
+        if d.queued.len() >= DOWNLOADS_QUEUED || !d.queued.insert(start) {
+            return;
+        }
+        d.queue.push_back((start, span));
+        self.metrics
+            .set(M::StoreDownloadsPending, d.queue.len() as u64);
+        self.downloads_cv.notify_one();
     }
 
     /// The manifest as last read.
@@ -218,11 +294,28 @@ impl Archive {
         span: i64,
         splits: &[SplitEntry],
     ) -> Result<Arc<Partition>> {
-        let res = self
-            .cache
-            .partition(&self.rt, &self.bucket, start, span, splits);
+        let (rt, bucket) = (&self.rt, &self.bucket);
+        let res = if self.cache.holds(start, span, splits) {
+            self.cache.partition(rt, bucket, start, span, splits)
+        } else {
+            // Not downloaded yet: read by ranges now, downloaded whole in the background.
+            match self.cache.remote(rt, bucket, start, span, splits) {
+                Ok(Some(p)) => {
+                    self.download_later(start, span);
+                    Ok(p)
+                }
+                Ok(None) => self.cache.partition(rt, bucket, start, span, splits),
+                Err(e) => Err(e),
+            }
+        };
+        self.note_read(start, &res);
+        res
+    }
+
+    /// Notes for `/healthz` how reading the partition at `start` went.
+    fn note_read<T>(&self, start: i64, res: &Result<T>) {
         let mut status = self.status.lock().unwrap();
-        match &res {
+        match res {
             Ok(_) => {
                 status.read_errors.remove(&start);
             }
@@ -232,7 +325,13 @@ impl Archive {
                 status.read_errors.insert(start, (n, e.to_string()));
             }
         }
-        res
+    }
+
+    /// Notes a failure reading the partition at `start` by ranges during a search.
+    pub fn read_failed(&self, start: i64, e: &Error) {
+        if matches!(e, Error::CorruptSplit { .. } | Error::Store { .. }) {
+            self.note_read::<()>(start, &Err(e.clone()));
+        }
     }
 
     /// Fails for a local partition that holds only records that arrived after it left

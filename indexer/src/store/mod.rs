@@ -178,6 +178,7 @@ impl Store {
         let index_tx = Arc::new(Mutex::new(Some(seal_tx)));
         let stop = Arc::new(AtomicBool::new(false));
         if let Some(archive) = shared.archive.clone() {
+            archive.start_downloads().map_err(|e| Error::io(&data, e))?;
             let seal = SealLoop {
                 shared: shared.clone(),
                 archive,

@@ -220,12 +220,13 @@ impl SealLoop {
         let file = dir.join(format!("{id}.split"));
         let check = dir.join(format!("{id}.check"));
         let res = (|| {
-            let (bytes, sha256) = pack(&p.dir, p.start, span, segments, &file)?;
+            let packed = pack(&p.dir, p.start, span, segments, &file)?;
             let mut entry = describe(p, segments)?;
             entry.id = id.clone();
             entry.object = split_object(p.start, span, &id);
-            entry.bytes = bytes;
-            entry.sha256 = sha256;
+            entry.bytes = packed.bytes;
+            entry.sha256 = packed.sha256;
+            entry.tail = Some(packed.tail);
             entry.sealed_by = self.shared.replica.clone();
             entry.sealed_at = OffsetDateTime::now_utc().unix_timestamp();
             let bucket = &self.archive.bucket;
@@ -252,12 +253,12 @@ impl SealLoop {
                 self.block_on(bucket.delete(&entry.object))?;
             } else if added {
                 self.shared.metrics.add(M::StoreSplitsUploaded, 1);
-                self.shared.metrics.add(M::StoreBytesUploaded, bytes);
+                self.shared.metrics.add(M::StoreBytesUploaded, packed.bytes);
                 tracing::info!(
                     partition = p.start,
                     split = %entry.object,
                     records = entry.records,
-                    bytes,
+                    bytes = packed.bytes,
                     took_ms = started.elapsed().as_millis() as u64,
                     "Sealed a partition into the object store."
                 );
@@ -417,6 +418,7 @@ fn describe(p: &Partition, segments: &[SegmentMeta]) -> Result<SplitEntry> {
         object: String::new(),
         bytes: 0,
         sha256: String::new(),
+        tail: None,
         records,
         segments: segments.iter().map(|m| m.id().uuid_string()).collect(),
         min_ts,
