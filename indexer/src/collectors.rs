@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use sawmill_record::api::Order;
 use tantivy::collector::{Collector, SegmentCollector};
@@ -348,10 +349,11 @@ impl Collector for TermsCollector {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<TermCounts>) -> tantivy::Result<TermCounts> {
+    fn merge_fruits(&self, fruits: Vec<SegmentTerms>) -> tantivy::Result<TermCounts> {
         let mut out: HashMap<String, u64> = HashMap::new();
         let mut missing = 0;
-        for (m, miss) in fruits {
+        for fruit in fruits {
+            let (m, miss) = fruit.map_err(tantivy::TantivyError::IoError)?;
             missing += miss;
             for (k, v) in m {
                 *out.entry(k).or_default() += v;
@@ -361,8 +363,11 @@ impl Collector for TermsCollector {
     }
 }
 
+/// One segment's counts, or why its values could not be read (a split read by ranges).
+pub type SegmentTerms = std::result::Result<TermCounts, Arc<std::io::Error>>;
+
 impl SegmentCollector for TermsSegment {
-    type Fruit = TermCounts;
+    type Fruit = SegmentTerms;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         let Some(col) = &self.column else {
@@ -390,19 +395,21 @@ impl SegmentCollector for TermsSegment {
         }
     }
 
-    fn harvest(self) -> TermCounts {
+    fn harvest(self) -> SegmentTerms {
         let mut out = HashMap::new();
         if let Some(col) = &self.column {
             let mut s = String::new();
             for (ord, &c) in self.counts.iter().enumerate() {
                 if c > 0 {
                     s.clear();
-                    if col.ord_to_str(ord as u64, &mut s).unwrap_or(false) {
+                    // The dictionary is read as needed: a failed read fails the count
+                    // rather than leaving the value out.
+                    if col.ord_to_str(ord as u64, &mut s).map_err(Arc::new)? {
                         out.insert(s.clone(), c);
                     }
                 }
             }
         }
-        (out, self.missing)
+        Ok((out, self.missing))
     }
 }

@@ -425,7 +425,6 @@ impl Searcher {
                 Prefetch::Rid => columns(&|seg| seg.fast_fields().u64("_rid").map(drop)),
                 Prefetch::Query => bounded(&searcher, query, Count, budget).map(drop),
             }
-            .inspect_err(|e| archive.read_failed(p.start, e))
         })?;
         all.sort_by_key(|p| std::cmp::Reverse(p.start));
         Ok(all)
@@ -554,7 +553,7 @@ impl Searcher {
         let (lo, hi) = match (range.lo, range.hi) {
             (Some(lo), Some(hi)) => (lo, hi),
             _ => {
-                let Some((dmin, dmax)) = data_span(&searchers) else {
+                let Some((dmin, dmax)) = data_span(&searchers)? else {
                     return Ok(empty);
                 };
                 (range.lo.unwrap_or(dmin), range.hi.unwrap_or(dmax))
@@ -844,16 +843,16 @@ impl Searcher {
 }
 
 /// The earliest and latest `ts` (µs) the searchers hold.
-fn data_span(searchers: &[tantivy::Searcher]) -> Option<(i64, i64)> {
+fn data_span(searchers: &[tantivy::Searcher]) -> Result<Option<(i64, i64)>> {
     let mut span: Option<(i64, i64)> = None;
     for searcher in searchers {
         for seg in searcher.segment_readers() {
             if seg.num_docs() == 0 {
                 continue;
             }
-            let Ok(col) = seg.fast_fields().date("ts") else {
-                continue;
-            };
+            // Every record has a `ts`: failing to read the column (a split read by
+            // ranges) fails the histogram rather than narrowing its span.
+            let col = seg.fast_fields().date("ts")?;
             let (a, b) = (
                 col.min_value().into_timestamp_micros(),
                 col.max_value().into_timestamp_micros(),
@@ -861,5 +860,5 @@ fn data_span(searchers: &[tantivy::Searcher]) -> Option<(i64, i64)> {
             span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
         }
     }
-    span
+    Ok(span)
 }

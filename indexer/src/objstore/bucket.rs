@@ -14,9 +14,9 @@ use object_store::{
     UpdateVersion, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::manifest::{Manifest, SplitEntry, MANIFEST_VERSION};
+use super::manifest::{tail_object, Manifest, SplitEntry, MANIFEST_VERSION};
 use super::StoreUrl;
 use crate::error::{Error, Result};
 
@@ -312,7 +312,45 @@ impl Bucket {
                 message: format!("stored {} bytes after uploading {}", head.size, entry.bytes),
             });
         }
+        if let Some(tail) = &entry.tail {
+            // The tail again, as an object of its own: searches open the split with one
+            // plain GET of it (and fall back to a ranged GET of the split without it).
+            let mut body = vec![0u8; tail.bytes.min(len) as usize];
+            file.seek(std::io::SeekFrom::Start(len - body.len() as u64))
+                .await
+                .map_err(|e| Error::io(path, e))?;
+            file.read_exact(&mut body)
+                .await
+                .map_err(|e| Error::io(path, e))?;
+            let name = tail_object(&entry.object);
+            self.store
+                .put(&self.path(&name)?, PutPayload::from(body))
+                .await
+                .map_err(self.fail(&name))?;
+        }
         Ok(())
+    }
+
+    /// The whole of `object` if it exists and has at most `max` bytes; `None` if it does
+    /// not exist or is larger (a tail object, which the split itself can stand in for).
+    pub async fn get_small(&self, object: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let path = self.path(object)?;
+        let got = match self.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fail(object)(e)),
+        };
+        if got.meta.size > max {
+            return Ok(None);
+        }
+        let bytes = got.bytes().await.map_err(self.fail(object))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Removes a split's object and its tail's; absent is fine.
+    pub async fn delete_split(&self, entry: &SplitEntry) -> Result<()> {
+        self.delete(&entry.object).await?;
+        self.delete(&tail_object(&entry.object)).await
     }
 
     /// Downloads `entry.object` whole into `dest`, checking size and sha256 against the
@@ -394,17 +432,15 @@ impl Bucket {
         };
         let want = range.end - range.start;
         match self.store.get_range(&path, range.clone()).await {
-            Ok(got) if got.len() as u64 == want => return Ok(got.to_vec()),
-            Ok(got) => {
-                return Err(corrupt(format!(
-                    "{} bytes arrived for bytes {}..{}",
-                    got.len(),
-                    range.start,
-                    range.end
-                )))
-            }
+            Ok(got) if got.len() as u64 == want => Ok(got.to_vec()),
+            Ok(got) => Err(corrupt(format!(
+                "{} bytes arrived for bytes {}..{}",
+                got.len(),
+                range.start,
+                range.end
+            ))),
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(corrupt("it is missing from the bucket".into()))
+                Err(corrupt("it is missing from the bucket".into()))
             }
             Err(e) => {
                 // A range past the end of a cut-short object fails as a bad range: say
@@ -693,11 +729,28 @@ mod tests {
             let mut listed = bucket.list_objects().await.unwrap();
             listed.sort();
             let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+            let tails = splits.iter().map(|s| tail_object(&s.object));
+            let tails: Vec<String> = tails.collect();
             assert_eq!(
                 names,
-                ["manifest.json", &splits[0].object, &splits[1].object]
+                [
+                    "manifest.json",
+                    &splits[0].object,
+                    &tails[0],
+                    &splits[1].object,
+                    &tails[1]
+                ]
             );
             assert_eq!(listed[1].1, splits[0].bytes);
+            // Each tail object is the split's last bytes, as the manifest entry says.
+            let tail = splits[0].tail.as_ref().unwrap();
+            assert_eq!(listed[2].1, tail.bytes);
+            let body = std::fs::read(file).unwrap();
+            let own = bucket.get_small(&tails[0], tail.bytes).await.unwrap();
+            assert_eq!(
+                own.as_deref(),
+                Some(&body[body.len() - tail.bytes as usize..])
+            );
         });
 
         // Above 16 MiB the upload goes in parts; it still arrives whole.
@@ -798,7 +851,14 @@ mod tests {
         )
         .unwrap();
         let r = ranged
-            .remote(&handle, &bucket, START, 3600, &splits)
+            .remote(
+                &handle,
+                &bucket,
+                START,
+                3600,
+                &splits,
+                Arc::new(|_: &Error| {}),
+            )
             .unwrap()
             .expect("format 2 splits are read by ranges");
         assert!(r.remote && ranged.bytes() == 0, "nothing downloaded whole");
@@ -817,7 +877,14 @@ mod tests {
             "chunks read once are kept"
         );
         let again = ranged
-            .remote(&handle, &bucket, START, 3600, &splits)
+            .remote(
+                &handle,
+                &bucket,
+                START,
+                3600,
+                &splits,
+                Arc::new(|_: &Error| {}),
+            )
             .unwrap()
             .unwrap();
         assert!(Arc::ptr_eq(&r, &again), "one open copy per partition");
@@ -846,8 +913,11 @@ mod tests {
             ),
         )
         .unwrap();
+        let reported = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = reported.clone();
+        let report = Arc::new(move |e: &Error| sink.lock().unwrap().push(e.to_string()));
         let d = ranged
-            .remote(&handle, &bucket, damaged_start, 3600, &[damaged])
+            .remote(&handle, &bucket, damaged_start, 3600, &[damaged], report)
             .unwrap()
             .unwrap();
         let searcher = d.reader.searcher();
@@ -865,6 +935,11 @@ mod tests {
             other => panic!("a damaged chunk read as {other:?}"),
         }
         assert!(ranged_metrics.get(M::StoreCorruptSplits) >= 1);
+        let reported = reported.lock().unwrap();
+        assert!(
+            reported.len() == 1 && reported[0].contains(&entry0.id),
+            "the failed read is reported: {reported:?}"
+        );
 
         // In use is never removed; cleared once free.
         cache.clear();

@@ -50,8 +50,8 @@ struct Inner {
 }
 
 /// Partitions read by ranges kept open at once (each holds its splits' hot bytes, at most
-/// 2 MiB a split, and shares the chunk budget).
-const REMOTE_ENTRIES: usize = 64;
+/// 8 MiB a split, and shares the chunk budget).
+const REMOTE_ENTRIES: usize = 32;
 /// The chunk budget of the partitions read by ranges: an eighth of `--cache-bytes`, at
 /// most this (it is memory, not disk).
 const MAX_KEPT: u64 = 256 << 20;
@@ -274,7 +274,7 @@ impl Cache {
     /// downloading it: opened with one GET of each split's tail, then kept open (with the
     /// chunks its searches fetched) until the partition's download lands. `None` when a
     /// split is of format 1, which can only be read whole. Blocking, like
-    /// [`Cache::partition`].
+    /// [`Cache::partition`]. `report` hears of every read that fails later.
     pub fn remote(
         &self,
         rt: &tokio::runtime::Handle,
@@ -282,7 +282,13 @@ impl Cache {
         start: i64,
         span: i64,
         splits: &[SplitEntry],
+        report: Arc<dyn Fn(&Error) + Send + Sync>,
     ) -> Result<Option<Arc<Partition>>> {
+        if splits.is_empty() || splits.iter().any(|s| s.start != start || s.span != span) {
+            return Err(Error::BadRequest(format!(
+                "the cache was asked for partition {start} with splits of another partition, or none"
+            )));
+        }
         if splits.iter().any(|s| s.tail.is_none()) {
             return Ok(None);
         }
@@ -305,6 +311,7 @@ impl Cache {
             metrics: inner.metrics.clone(),
             kept: inner.kept.clone(),
             max_kept: (inner.max_bytes / 8).min(MAX_KEPT),
+            report,
         };
         let mut opened = Vec::with_capacity(splits.len());
         let mut segments = Vec::new();
@@ -335,7 +342,11 @@ impl Cache {
             span,
         )?);
         let mut remote = inner.remote_lock();
-        remote.insert(name, (tick, partition.clone()));
+        // Downloaded meanwhile: later searches read the download, so keeping this copy
+        // would only hold memory.
+        if !inner.lock().entries.contains_key(&name) {
+            remote.insert(name, (tick, partition.clone()));
+        }
         while remote.len() > REMOTE_ENTRIES {
             let oldest = remote
                 .iter()
@@ -418,6 +429,11 @@ impl Cache {
             .any(|(_, p)| p.start == start && Arc::strong_count(p) > 1)
     }
 
+    /// Whether a partition of `bytes` fits in the cache at all.
+    pub fn fits(&self, bytes: u64) -> bool {
+        bytes <= self.inner.max_bytes
+    }
+
     /// Bytes the entries take on disk.
     pub fn bytes(&self) -> u64 {
         self.inner.lock().bytes
@@ -475,9 +491,6 @@ impl Inner {
             }
         };
         let bytes = crate::wal::dir_bytes(&dir);
-        // Read from local disk from now on: the copy read by ranges, with its chunks, goes
-        // once the searches holding it end.
-        self.remote_lock().retain(|_, (_, p)| p.start != start);
         let victims = {
             let mut state = self.lock();
             state.tick += 1;
@@ -511,6 +524,10 @@ impl Inner {
             victims
         };
         self.remove_dirs(victims);
+        // Read from local disk from now on: the copy read by ranges, with its chunks, goes
+        // once the searches holding it end. (After the entry is in: `remote` checks for it
+        // before keeping a copy, so none is left behind.)
+        self.remote_lock().retain(|_, (_, p)| p.start != start);
         Ok(partition)
     }
 

@@ -49,6 +49,13 @@ pub struct SplitEntry {
     pub sealed_at: i64,
 }
 
+/// The tail's object of the split at `object` (`splits/START-SPAN/ID.tail` beside
+/// `ID.split`): the split's last bytes again, so one plain GET opens the split.
+pub fn tail_object(object: &str) -> String {
+    let stem = object.strip_suffix(".split").unwrap_or(object);
+    format!("{stem}.tail")
+}
+
 /// The last `bytes` of a split, and their sha256 (hex).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Tail {

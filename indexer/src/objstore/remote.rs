@@ -29,14 +29,14 @@ use tantivy::index::SegmentId;
 use tantivy::HasLen;
 
 use super::bucket::Bucket;
-use super::manifest::SplitEntry;
-use super::split::{chunk_sum, parse_tail, read_only, Footer, MAX_FOOTER};
+use super::manifest::{tail_object, SplitEntry};
+use super::split::{chunk_sum, parse_tail, read_only, Footer, OpenedTail, HOT_MAX, MAX_FOOTER};
 use crate::error::{Error, Result};
 use crate::metrics::{CorruptSplitFound, Metrics, SplitFetched};
 
-/// A tail is at most the footer, the hot bytes ([`super::split`] keeps them to 2 MiB)
-/// and the trailer; anything longer is not a tail this build wrote.
-const MAX_TAIL: u64 = MAX_FOOTER + (2 << 20) + 16;
+/// A tail is at most the footer, the hot bytes and the trailer; anything longer is not a
+/// tail this build wrote.
+const MAX_TAIL: u64 = MAX_FOOTER + HOT_MAX + 16;
 /// The longest a ranged read may take: a few MiB at most, where a whole split's download
 /// is allowed minutes.
 const RANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,24 +87,33 @@ pub struct Fetcher {
     /// Bytes of chunks kept by all splits read by ranges, and the most they may keep.
     pub kept: Arc<AtomicU64>,
     pub max_kept: u64,
+    /// Told of every read that fails once the split is open (for `/healthz`).
+    pub report: Arc<dyn Fn(&Error) + Send + Sync>,
 }
 
 impl Fetcher {
+    /// [`Bucket::get_small`], waiting at most [`RANGE_TIMEOUT`].
+    fn get_small(&self, object: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let read = self.bucket.get_small(object, max);
+        self.rt
+            .block_on(async { tokio::time::timeout(RANGE_TIMEOUT, read).await })
+            .unwrap_or_else(|_| Err(self.timed_out(object)))
+    }
+
+    fn timed_out(&self, object: &str) -> Error {
+        Error::Store {
+            what: format!("{}/{object}", self.bucket.describe()),
+            message: format!("a read got no answer within {} s", RANGE_TIMEOUT.as_secs()),
+        }
+    }
+
     /// Bytes `range` of `object` (of `size` bytes), waiting at most [`RANGE_TIMEOUT`]: a
     /// search waits on this, and its own time limit is only checked between reads.
     fn get(&self, object: &str, size: u64, range: Range<u64>) -> Result<Vec<u8>> {
         let read = self.bucket.get_range(object, size, range);
         self.rt
             .block_on(async { tokio::time::timeout(RANGE_TIMEOUT, read).await })
-            .unwrap_or_else(|_| {
-                Err(Error::Store {
-                    what: format!("{}/{object}", self.bucket.describe()),
-                    message: format!(
-                        "a ranged read got no answer within {} s",
-                        RANGE_TIMEOUT.as_secs()
-                    ),
-                })
-            })
+            .unwrap_or_else(|_| Err(self.timed_out(object)))
     }
 }
 
@@ -164,14 +173,34 @@ impl RemoteSplit {
                 tail.bytes, entry.bytes
             )));
         }
-        let range = entry.bytes - tail.bytes..entry.bytes;
-        let got = fetcher
-            .get(&entry.object, entry.bytes, range)
-            .map_err(|e| report(fetcher, e))?;
-        SplitFetched {
-            bytes: got.len() as u64,
+        let matches = |bytes: &[u8]| {
+            bytes.len() as u64 == tail.bytes
+                && format!("{:x}", Sha256::digest(bytes)).eq_ignore_ascii_case(&tail.sha256)
+        };
+        // The tail's own object first: a server that reads a whole object to answer a
+        // range (moto does) pays for the split's size only on the chunks a search needs.
+        // Missing or damaged, the split's own last bytes stand in for it.
+        let own = fetcher.get_small(&tail_object(&entry.object), tail.bytes)?;
+        if let Some(got) = &own {
+            SplitFetched {
+                bytes: got.len() as u64,
+            }
+            .emit(&fetcher.metrics);
         }
-        .emit(&fetcher.metrics);
+        let got = match own {
+            Some(got) if matches(&got) => got,
+            _ => {
+                let range = entry.bytes - tail.bytes..entry.bytes;
+                let got = fetcher
+                    .get(&entry.object, entry.bytes, range)
+                    .map_err(|e| report(fetcher, e))?;
+                SplitFetched {
+                    bytes: got.len() as u64,
+                }
+                .emit(&fetcher.metrics);
+                got
+            }
+        };
         let sha = format!("{:x}", Sha256::digest(&got));
         if !sha.eq_ignore_ascii_case(&tail.sha256) {
             return Err(report(
@@ -182,8 +211,11 @@ impl RemoteSplit {
                 )),
             ));
         }
-        let (footer, segments, hot) =
-            parse_tail(&got, entry.bytes).map_err(|r| report(fetcher, corrupt(r)))?;
+        let OpenedTail {
+            footer,
+            segments,
+            hot,
+        } = parse_tail(&got, entry.bytes).map_err(|r| report(fetcher, corrupt(r)))?;
         check_segments(entry, &segments).map_err(|r| report(fetcher, corrupt(r)))?;
         let mut hot_at = Vec::with_capacity(footer.hot.len());
         let mut at = 0usize;
@@ -225,11 +257,13 @@ impl RemoteSplit {
     }
 
     fn error(&self, reason: String, corrupt: bool) -> io::Error {
-        io::Error::other(RangeReadError {
+        let e = RangeReadError {
             object: self.object.clone(),
             reason,
             corrupt,
-        })
+        };
+        (self.fetcher.report)(&e.to_error());
+        io::Error::other(e)
     }
 
     /// Bytes `abs` of the split's data, from kept chunks or fetched.
@@ -314,8 +348,10 @@ impl RemoteSplit {
             f.kept.fetch_sub(n, Ordering::Relaxed);
             return;
         }
+        // A copy of its own: a slice would keep the whole buffer of its GET alive.
+        let own = OwnedBytes::new(chunk.as_slice().to_vec());
         let mut kept = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.insert(index, chunk.clone()).is_some() {
+        if kept.insert(index, own).is_some() {
             // Another read fetched it at the same time: counted once.
             f.kept.fetch_sub(n, Ordering::Relaxed);
         }

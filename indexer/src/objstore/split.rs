@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,9 @@ use crate::partition::index_settings;
 pub const MAGIC: &[u8; 8] = b"SAWSPLT1";
 /// The footer length and the magic.
 const TRAILER: u64 = 16;
-/// Far above any real footer (a few hundred bytes per segment), low enough that a
-/// corrupt length cannot make a reader allocate much.
+/// Far above any real footer (a few hundred bytes per segment and file, 19 bytes per 64 KiB
+/// of data: a 16 MiB footer lists some 55 GB), low enough that a corrupt length cannot make
+/// a reader allocate much.
 pub const MAX_FOOTER: u64 = 16 << 20;
 const FORMAT_VERSION: u32 = 2;
 /// The unit in which ranged reads fetch and check the data: small enough that a term
@@ -54,7 +56,9 @@ pub const CHUNK_BYTES: u64 = 64 << 10;
 /// busy fields, columns) are left to be fetched on demand rather than copied hot.
 const HOT_READ_MAX: u64 = 64 << 10;
 /// The most hot bytes a split carries: every cold search fetches them per split.
-const HOT_MAX: u64 = 2 << 20;
+pub(super) const HOT_MAX: u64 = 8 << 20;
+/// The fields whose whole term dictionaries a split keeps hot, room allowing.
+const HOT_DICTIONARIES: [&str; 2] = ["request_id", "trace_id"];
 /// The copy buffer: large reads keep the disk streaming without holding a file in memory.
 const CHUNK: usize = 1 << 20;
 
@@ -275,6 +279,16 @@ pub fn pack(
         });
     }
     let json = serde_json::to_vec(&footer).expect("a footer always serialises");
+    if json.len() as u64 > MAX_FOOTER {
+        // Readers refuse it as corrupt: say so now rather than upload what no one reads.
+        return Err(Error::io(
+            out,
+            io::Error::other(format!(
+                "the split's footer would take {} bytes, more than the {MAX_FOOTER} a reader accepts (a partition of about 50 GB or more: use --partition hour)",
+                json.len()
+            )),
+        ));
+    }
     w.write_all(&json).map_err(|e| Error::io(out, e))?;
     w.write_all(&(json.len() as u64).to_le_bytes())
         .map_err(|e| Error::io(out, e))?;
@@ -301,10 +315,14 @@ pub fn pack(
     })
 }
 
-/// The byte ranges (file name, range) tantivy reads to open `segments` of the partition
-/// in `partition_dir` and the term dictionary of every indexed field, merged, without the
-/// large reads ([`HOT_READ_MAX`]) and within [`HOT_MAX`] in all: what a search of a cold
-/// split would otherwise fetch one small GET after another.
+/// The byte ranges (file name, range) to keep hot in the tail of the split of `segments`
+/// of the partition in `partition_dir`, merged, at most [`HOT_MAX`] in all:
+/// - what tantivy reads to open the segments and the term dictionary of every indexed
+///   field, but for large reads ([`HOT_READ_MAX`]): a cold search would otherwise fetch
+///   these one small GET after another;
+/// - whole, as room allows: the `ts` and `_rid` columns, which every ranking, count by
+///   time and time filter reads, then the term dictionaries of [`HOT_DICTIONARIES`], the
+///   fields a correlation lookup (`request_id:…`, `/trace/…`) asks of every partition.
 fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(String, Range<u64>)>> {
     let meta_path = partition_dir.join("meta.json");
     let text = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
@@ -325,8 +343,9 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
         inner: mmap,
         meta: Arc::new(serde_json::to_vec(&meta).expect("a meta always serialises")),
         reads: Arc::default(),
+        whole: Arc::default(),
     };
-    let reads = recording.reads.clone();
+    let (reads, whole) = (recording.reads.clone(), recording.whole.clone());
     let index = Index::open(recording)?;
     let reader = index
         .reader_builder()
@@ -334,40 +353,57 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
         .try_into()?;
     let searcher = reader.searcher();
     let schema = index.schema();
+    // tantivy opens each column and dictionary once per segment reader: the ones kept
+    // whole are opened first, while their reads are marked so.
+    whole.store(true, Ordering::Relaxed);
+    for seg in searcher.segment_readers() {
+        seg.fast_fields().date("ts")?;
+        seg.fast_fields().u64("_rid")?;
+        for name in HOT_DICTIONARIES {
+            if let Ok(field) = schema.get_field(name) {
+                seg.inverted_index(field)?;
+            }
+        }
+    }
+    whole.store(false, Ordering::Relaxed);
     for seg in searcher.segment_readers() {
         for (field, entry) in schema.fields() {
             if entry.is_indexed() {
                 seg.inverted_index(field)?;
             }
         }
-        // The columns every ranking reads: where in the columnar file they are.
-        seg.fast_fields().date("ts")?;
-        seg.fast_fields().u64("_rid")?;
     }
     drop(searcher);
     drop(reader);
-    let mut by_file: Vec<(String, Range<u64>)> = reads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|(_, r)| r.end - r.start <= HOT_READ_MAX && r.end > r.start)
-        .cloned()
-        .collect();
-    by_file.sort_by(|a, b| (&a.0, a.1.start).cmp(&(&b.0, b.1.start)));
+    let reads = std::mem::take(&mut *reads.lock().unwrap_or_else(|e| e.into_inner()));
+    let (whole, small): (Vec<_>, Vec<_>) = reads
+        .into_iter()
+        .filter(|(_, r, _)| r.end > r.start)
+        .partition(|(_, _, whole)| *whole);
+    let mut total = 0;
+    let mut chosen: Vec<(String, Range<u64>)> = Vec::new();
+    let small = small
+        .into_iter()
+        .filter(|(_, r, _)| r.end - r.start <= HOT_READ_MAX);
+    for (name, r, _) in small.chain(whole) {
+        if total + (r.end - r.start) <= HOT_MAX {
+            total += r.end - r.start;
+            chosen.push((name, r));
+        }
+    }
+    chosen.sort_by(|a, b| (&a.0, a.1.start).cmp(&(&b.0, b.1.start)));
     let mut merged: Vec<(String, Range<u64>)> = Vec::new();
-    for (name, r) in by_file {
+    for (name, r) in chosen {
         match merged.last_mut() {
             Some((last, lr)) if *last == name && r.start <= lr.end => lr.end = lr.end.max(r.end),
             _ => merged.push((name, r)),
         }
     }
-    let mut total = 0;
-    merged.retain(|(_, r)| {
-        total += r.end - r.start;
-        total <= HOT_MAX
-    });
     Ok(merged)
 }
+
+/// A read noted by [`Recording`]: file, range, and whether `whole` was on.
+type NotedRead = (String, Range<u64>, bool);
 
 /// A read-only view of a partition directory that shows `meta` as its `meta.json` and
 /// notes every range read through it.
@@ -375,14 +411,17 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
 struct Recording {
     inner: MmapDirectory,
     meta: Arc<Vec<u8>>,
-    reads: Arc<Mutex<Vec<(String, Range<u64>)>>>,
+    /// Every read: file, range, and whether it was made while `whole` was on.
+    reads: Arc<Mutex<Vec<NotedRead>>>,
+    whole: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
 struct RecordingFile {
     name: String,
     inner: Arc<dyn FileHandle>,
-    reads: Arc<Mutex<Vec<(String, Range<u64>)>>>,
+    reads: Arc<Mutex<Vec<NotedRead>>>,
+    whole: Arc<AtomicBool>,
 }
 
 impl HasLen for RecordingFile {
@@ -393,10 +432,11 @@ impl HasLen for RecordingFile {
 
 impl FileHandle for RecordingFile {
     fn read_bytes(&self, range: Range<usize>) -> io::Result<OwnedBytes> {
-        self.reads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((self.name.clone(), range.start as u64..range.end as u64));
+        self.reads.lock().unwrap_or_else(|e| e.into_inner()).push((
+            self.name.clone(),
+            range.start as u64..range.end as u64,
+            self.whole.load(Ordering::Relaxed),
+        ));
         self.inner.read_bytes(range)
     }
 }
@@ -410,6 +450,7 @@ impl Directory for Recording {
             name: path.to_string_lossy().into_owned(),
             inner: self.inner.get_file_handle(path)?,
             reads: self.reads.clone(),
+            whole: self.whole.clone(),
         }))
     }
 
@@ -628,13 +669,17 @@ pub(super) fn check_footer(
     Ok(segments)
 }
 
+/// A split's tail, read: its footer, its segments (id, max_doc) and its hot bytes.
+pub(super) struct OpenedTail {
+    pub footer: Footer,
+    pub segments: Vec<(SegmentId, u32)>,
+    pub hot: Vec<u8>,
+}
+
 /// Reads a split's tail (format 2: everything from its hot bytes on; `split_bytes` is the
 /// whole split's size): (footer, segments, the hot bytes). The caller has checked the
 /// tail against the manifest's checksum; this checks its structure.
-pub(super) fn parse_tail(
-    tail: &[u8],
-    split_bytes: u64,
-) -> std::result::Result<(Footer, Vec<(SegmentId, u32)>, Vec<u8>), String> {
+pub(super) fn parse_tail(tail: &[u8], split_bytes: u64) -> std::result::Result<OpenedTail, String> {
     let len = tail.len() as u64;
     if len < TRAILER || len > split_bytes {
         return Err(format!(
@@ -668,8 +713,11 @@ pub(super) fn parse_tail(
         ));
     }
     let segments = check_footer(&footer, tail_start + json_at as u64)?;
-    let hot = tail[..json_at].to_vec();
-    Ok((footer, segments, hot))
+    Ok(OpenedTail {
+        footer,
+        segments,
+        hot: tail[..json_at].to_vec(),
+    })
 }
 
 /// The `meta.json` of an index of `segments` with sawmill's schema and settings (and no
@@ -807,7 +855,11 @@ pub(crate) mod tests {
             assert_eq!(packed.sha256, format!("{:x}", Sha256::digest(&body)));
             let tail = &body[body.len() - packed.tail.bytes as usize..];
             assert_eq!(packed.tail.sha256, format!("{:x}", Sha256::digest(tail)));
-            let (footer, segs, hot) = parse_tail(tail, packed.bytes).unwrap();
+            let OpenedTail {
+                footer,
+                segments: segs,
+                hot,
+            } = parse_tail(tail, packed.bytes).unwrap();
             assert_eq!(segs, vec![(meta.id(), meta.max_doc())]);
             assert!(!footer.hot.is_empty(), "opening a segment reads something");
             // Every chunk checksum and every hot range is what the data holds.

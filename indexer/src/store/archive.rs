@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sawmill_record::api::StoreHealth;
 use tokio::runtime::Handle;
@@ -28,8 +28,26 @@ fn format_rfc3339_secs(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
+/// Notes for `/healthz` how reading the partition at `start` went: a failure until a
+/// read of it succeeds.
+fn note(status: &Mutex<Status>, start: i64, res: std::result::Result<(), &Error>) {
+    let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+    match res {
+        Ok(()) => {
+            status.read_errors.remove(&start);
+        }
+        Err(e) => {
+            status.failures += 1;
+            let n = status.failures;
+            status.read_errors.insert(start, (n, e.to_string()));
+        }
+    }
+}
+
 /// How long a download waits for the searches reading its partition by ranges to end.
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(30);
+/// How long after a failed download a search's asking for it again is ignored.
+const DOWNLOAD_RETRY: Duration = Duration::from_secs(60);
 
 /// The flags of `sawmill indexer` that concern the object store.
 #[derive(Clone, Debug)]
@@ -60,7 +78,7 @@ pub struct Archive {
     /// Segments (uuid strings) packed for an upload that has not reached the manifest yet:
     /// kept out of merges, as sealed ones are.
     sealing: Mutex<HashSet<String>>,
-    status: Mutex<Status>,
+    status: Arc<Mutex<Status>>,
     /// Partitions read by ranges, to be downloaded whole into the cache by the download
     /// thread ([`Archive::start_downloads`]).
     downloads: Mutex<Downloads>,
@@ -73,6 +91,8 @@ pub struct Archive {
 struct Downloads {
     queue: VecDeque<(i64, i64)>,
     queued: HashSet<i64>,
+    /// When the download of a partition last failed.
+    failed: HashMap<i64, Instant>,
 }
 
 /// Partitions waiting for their download at most: the queue holds manifest entries, and
@@ -128,7 +148,7 @@ impl Archive {
             manifest: RwLock::default(),
             known: Mutex::default(),
             sealing: Mutex::default(),
-            status: Mutex::default(),
+            status: Arc::default(),
             downloads: Mutex::default(),
             downloads_cv: Condvar::new(),
             metrics,
@@ -136,8 +156,9 @@ impl Archive {
     }
 
     /// Starts the thread that downloads partitions searches read by ranges into the cache,
-    /// one at a time, each once no search reads it by ranges any more (so a download never
-    /// competes with the search that asked for it). It ends with the archive.
+    /// one at a time, each once no search holds it open by ranges (or after
+    /// [`DOWNLOAD_WAIT`]), so a download does not compete with the search that asked for
+    /// it. It ends with the archive.
     pub fn start_downloads(self: &Arc<Self>) -> std::io::Result<()> {
         let archive = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -145,44 +166,74 @@ impl Archive {
             .spawn(move || loop {
                 let Some(a) = archive.upgrade() else { return };
                 let job = {
-                    let mut d = a.downloads.lock().unwrap();
+                    let mut d = a.downloads.lock().unwrap_or_else(|e| e.into_inner());
                     if d.queue.is_empty() {
                         // Woken for new work, or now and then to see whether the archive
                         // is gone.
                         d = a
                             .downloads_cv
                             .wait_timeout(d, Duration::from_secs(1))
-                            .unwrap()
+                            .unwrap_or_else(|e| e.into_inner())
                             .0;
                     }
                     d.queue.pop_front()
                 };
                 let Some((start, span)) = job else { continue };
-                let mut waited = Duration::ZERO;
-                while a.cache.reading_by_ranges(start) && waited < DOWNLOAD_WAIT {
-                    std::thread::sleep(Duration::from_millis(50));
-                    waited += Duration::from_millis(50);
-                }
-                // The manifest may have changed meanwhile: download what it lists now.
-                let now = a.splits_of(start);
-                if !now.is_empty() {
-                    let res = a.cache.partition(&a.rt, &a.bucket, start, span, &now);
-                    a.note_read(start, &res);
-                }
-                let mut d = a.downloads.lock().unwrap();
+                // A panic here is a bug, but it must not stop every later download.
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    a.download(start, span)
+                }))
+                .unwrap_or(false);
+                let mut d = a.downloads.lock().unwrap_or_else(|e| e.into_inner());
                 d.queued.remove(&start);
+                if !ok {
+                    d.failed.insert(start, Instant::now());
+                }
                 a.metrics
                     .set(M::StoreDownloadsPending, d.queue.len() as u64);
             })
             .map(|_| ())
     }
 
+    /// Downloads the partition at `start` whole into the cache; whether that went well.
+    fn download(&self, start: i64, span: i64) -> bool {
+        let mut waited = Duration::ZERO;
+        while self.cache.reading_by_ranges(start) && waited < DOWNLOAD_WAIT {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
+        }
+        // The manifest may have changed meanwhile: download what it lists now.
+        let splits = self.splits_of(start);
+        if splits.is_empty() {
+            return true;
+        }
+        let res = self
+            .cache
+            .partition(&self.rt, &self.bucket, start, span, &splits);
+        note(&self.status, start, res.as_ref().map(|_| ()));
+        res.is_ok()
+    }
+
     /// Asks for the partition at `start` to be downloaded into the cache.
-    fn download_later(&self, start: i64, span: i64) {
-        let mut d = self.downloads.lock().unwrap();
+    fn download_later(&self, start: i64, span: i64, splits: &[SplitEntry]) {
+        // A partition larger than the whole cache would only push the rest out and be
+        // pushed out in turn: it stays read by ranges.
+        if !self.cache.fits(splits.iter().map(|s| s.bytes).sum()) {
+            return;
+        }
+        let mut d = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        // After a failed download (a damaged split, the store failing), not again for a
+        // while: every search of the partition would ask.
+        if d.failed
+            .get(&start)
+            .is_some_and(|t| t.elapsed() < DOWNLOAD_RETRY)
+        {
+            return;
+        }
         if d.queued.len() >= DOWNLOADS_QUEUED || !d.queued.insert(start) {
             return;
         }
+        d.failed.remove(&start);
         d.queue.push_back((start, span));
         self.metrics
             .set(M::StoreDownloadsPending, d.queue.len() as u64);
@@ -295,43 +346,26 @@ impl Archive {
         splits: &[SplitEntry],
     ) -> Result<Arc<Partition>> {
         let (rt, bucket) = (&self.rt, &self.bucket);
-        let res = if self.cache.holds(start, span, splits) {
-            self.cache.partition(rt, bucket, start, span, splits)
-        } else {
+        if !self.cache.holds(start, span, splits) {
             // Not downloaded yet: read by ranges now, downloaded whole in the background.
-            match self.cache.remote(rt, bucket, start, span, splits) {
+            // A failed read is noted until a download of the partition succeeds.
+            let status = self.status.clone();
+            let report = Arc::new(move |e: &Error| note(&status, start, Err(e)));
+            match self.cache.remote(rt, bucket, start, span, splits, report) {
                 Ok(Some(p)) => {
-                    self.download_later(start, span);
-                    Ok(p)
+                    self.download_later(start, span, splits);
+                    return Ok(p);
                 }
-                Ok(None) => self.cache.partition(rt, bucket, start, span, splits),
-                Err(e) => Err(e),
+                Ok(None) => {}
+                Err(e) => {
+                    note(&self.status, start, Err(&e));
+                    return Err(e);
+                }
             }
-        };
-        self.note_read(start, &res);
+        }
+        let res = self.cache.partition(rt, bucket, start, span, splits);
+        note(&self.status, start, res.as_ref().map(|_| ()));
         res
-    }
-
-    /// Notes for `/healthz` how reading the partition at `start` went.
-    fn note_read<T>(&self, start: i64, res: &Result<T>) {
-        let mut status = self.status.lock().unwrap();
-        match res {
-            Ok(_) => {
-                status.read_errors.remove(&start);
-            }
-            Err(e) => {
-                status.failures += 1;
-                let n = status.failures;
-                status.read_errors.insert(start, (n, e.to_string()));
-            }
-        }
-    }
-
-    /// Notes a failure reading the partition at `start` by ranges during a search.
-    pub fn read_failed(&self, start: i64, e: &Error) {
-        if matches!(e, Error::CorruptSplit { .. } | Error::Store { .. }) {
-            self.note_read::<()>(start, &Err(e.clone()));
-        }
     }
 
     /// Fails for a local partition that holds only records that arrived after it left

@@ -250,7 +250,7 @@ impl SealLoop {
             }))?;
             if lost {
                 tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
-                self.block_on(bucket.delete(&entry.object))?;
+                self.block_on(bucket.delete_split(&entry))?;
             } else if added {
                 self.shared.metrics.add(M::StoreSplitsUploaded, 1);
                 self.shared.metrics.add(M::StoreBytesUploaded, packed.bytes);
@@ -324,7 +324,7 @@ impl SealLoop {
             }
             // Every object is tried: one failed removal leaves that object behind (named in
             // the log), not the rest.
-            if let Err(e) = self.block_on(self.archive.bucket.delete(&s.object)) {
+            if let Err(e) = self.block_on(self.archive.bucket.delete_split(s)) {
                 tracing::warn!(object = %s.object, error = %e, "Could not remove a split past retention from the object store; it is no longer listed, so remove it by hand.");
                 failed.get_or_insert(e);
             }
