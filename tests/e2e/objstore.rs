@@ -199,10 +199,13 @@ fn partition_start(name: &str) -> i64 {
         .unwrap_or_else(|| panic!("partition directory {name}"))
 }
 
+/// Split objects by partition (`START-SPAN`), each (key, size).
+type SplitsByPartition = BTreeMap<String, Vec<(String, u64)>>;
+
 /// Splits under `root`, by partition (`START-SPAN` as in the key), each with its size;
 /// checks that every split has its tail object (`ID.tail`) and no tail outlives its split
 /// (call it where no upload or removal is under way).
-fn split_objects(moto: &Moto, root: &str) -> BTreeMap<String, Vec<(String, u64)>> {
+fn split_objects(moto: &Moto, root: &str) -> SplitsByPartition {
     let (splits, tails) = split_and_tail_objects(moto, root);
     let want: BTreeSet<String> = splits
         .values()
@@ -214,10 +217,7 @@ fn split_objects(moto: &Moto, root: &str) -> BTreeMap<String, Vec<(String, u64)>
 }
 
 /// Splits under `root` as [`split_objects`] gives them, and the keys of the tail objects.
-fn split_and_tail_objects(
-    moto: &Moto,
-    root: &str,
-) -> (BTreeMap<String, Vec<(String, u64)>>, BTreeSet<String>) {
+fn split_and_tail_objects(moto: &Moto, root: &str) -> (SplitsByPartition, BTreeSet<String>) {
     let mut out: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     let mut tails = BTreeSet::new();
     let prefix = format!("{root}/splits/");

@@ -507,6 +507,7 @@ fn retry_pause(attempt: u32) -> Duration {
 mod tests {
     use std::collections::HashSet;
     use std::process::{Child, Command, Stdio};
+    use std::sync::Mutex;
 
     use super::*;
     use crate::metrics::{Metrics, M};

@@ -8,14 +8,15 @@
 //! - `bucket` talks S3 (object_store's `AmazonS3`, configured from the standard AWS
 //!   environment): the manifest, uploads verified by size, downloads verified by size and
 //!   sha256.
-//! - `remote` reads a partition's splits by ranges without downloading them: a tail GET
-//!   to open each, then only the checked chunks a search touches.
+//! - `remote` reads a partition's splits by ranges without downloading them: a GET of
+//!   each split's tail to open it, then only the checked chunks a search touches.
 //! - `cache` assembles a partition from its splits on local disk, under a byte budget,
 //!   and opens it as a [`crate::partition::Partition`] searches read like any other; until
 //!   a partition is downloaded, it hands out the copy read by ranges.
 //!
-//! In the bucket, group `G` owns `PREFIX/G/manifest.json` and
-//! `PREFIX/G/splits/START-SPAN/ID.split`; `manifest` and `split` define both formats.
+//! In the bucket, group `G` owns `PREFIX/G/manifest.json`,
+//! `PREFIX/G/splits/START-SPAN/ID.split` and its tail `PREFIX/G/splits/START-SPAN/ID.tail`;
+//! `manifest` and `split` define the formats.
 
 mod bucket;
 mod cache;

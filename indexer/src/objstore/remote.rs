@@ -2,7 +2,8 @@
 //! with a partition the cache does not hold yet (the cache then downloads it whole in the
 //! background, so the next searches read it from local disk).
 //!
-//! Opening a split is one ranged GET of its tail (hot bytes, footer, trailer), checked
+//! Opening a split is one GET of its tail (hot bytes, footer, trailer): the tail's own
+//! object, or a ranged GET of the split's end when that is missing or damaged, checked
 //! against the manifest entry's `tail` sha256. tantivy then reads through
 //! [`RemoteDirectory`]: a read inside a hot range is answered from memory; any other read
 //! fetches the chunks it covers ([`super::split::CHUNK_BYTES`] each, one GET per run of

@@ -5,13 +5,15 @@
 //! \________________ data ________/ \______________________ tail _________________________/
 //! ```
 //! The footer lists the segments (id, max_doc), each file's name, offset and length, a
-//! checksum of every [`CHUNK_BYTES`] of the data, and the *hot* ranges: the few small
-//! pieces of the files tantivy reads just to open the segments and their term
-//! dictionaries, copied once more into the tail. So a search opens a split it has never
-//! seen with one ranged GET of the tail (checked against the manifest entry's `tail`
-//! checksum) and then fetches only the chunks its query touches, each checked against its
-//! checksum (`remote.rs`); a background download brings the whole split into the cache
-//! (checked against the entry's size and sha256). The footer at the end lets the writer
+//! checksum of every [`CHUNK_BYTES`] of the data, and the *hot* ranges, copied once more
+//! into the tail: the small pieces of the files tantivy reads just to open the segments
+//! and their term dictionaries, and whole the `ts` and `_rid` columns and the correlation
+//! fields' term dictionaries (see `hot_reads`). The tail is also uploaded as an object of
+//! its own (`ID.tail`). So a search opens a split it has never seen with one GET of the
+//! tail (checked against the manifest entry's `tail` checksum) and then fetches only the
+//! chunks its query touches, each checked against its checksum (`remote.rs`); a
+//! background download brings the whole split into the cache (checked against the
+//! entry's size and sha256). The footer at the end lets the writer
 //! stream files without knowing their sizes first. Everything read back is checked
 //! against bounds before it is used: a split comes from a bucket other programs can write
 //! to. Format 1 (no chunks, no hot bytes) is still read, whole.
