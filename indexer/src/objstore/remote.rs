@@ -290,12 +290,7 @@ impl RemoteSplit {
             let to = ((first + j as u64) * c).min(self.footer.hot_offset);
             let got = self
                 .fetcher
-                .rt
-                .block_on(
-                    self.fetcher
-                        .bucket
-                        .get_range(&self.key, self.bytes, from..to),
-                )
+                .get(&self.key, self.bytes, from..to)
                 .map_err(|e| {
                     let corrupt = matches!(e, Error::CorruptSplit { .. });
                     self.error(e.to_string(), corrupt)
