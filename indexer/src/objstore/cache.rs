@@ -110,6 +110,16 @@ impl Drop for Landing<'_> {
     }
 }
 
+/// Refuses a request for partition `start` with no splits or splits of another partition.
+fn check_splits(start: i64, span: i64, splits: &[SplitEntry]) -> Result<()> {
+    if splits.is_empty() || splits.iter().any(|s| s.start != start || s.span != span) {
+        return Err(Error::BadRequest(format!(
+            "the cache was asked for partition {start} with splits of another partition, or none"
+        )));
+    }
+    Ok(())
+}
+
 /// The entry name of a partition version: its start and span, then a hash of its split
 /// ids, so a new split (a new version) gets a new entry.
 fn entry_name(start: i64, span: i64, splits: &[SplitEntry]) -> String {
@@ -202,11 +212,7 @@ impl Cache {
         span: i64,
         splits: &[SplitEntry],
     ) -> Result<Arc<Partition>> {
-        if splits.is_empty() || splits.iter().any(|s| s.start != start || s.span != span) {
-            return Err(Error::BadRequest(format!(
-                "the cache was asked for partition {start} with splits of another partition, or none"
-            )));
-        }
+        check_splits(start, span, splits)?;
         let inner = &*self.inner;
         let name = entry_name(start, span, splits);
         loop {
@@ -284,11 +290,7 @@ impl Cache {
         splits: &[SplitEntry],
         report: Arc<dyn Fn(&Error) + Send + Sync>,
     ) -> Result<Option<Arc<Partition>>> {
-        if splits.is_empty() || splits.iter().any(|s| s.start != start || s.span != span) {
-            return Err(Error::BadRequest(format!(
-                "the cache was asked for partition {start} with splits of another partition, or none"
-            )));
-        }
+        check_splits(start, span, splits)?;
         if splits.iter().any(|s| s.tail.is_none()) {
             return Ok(None);
         }

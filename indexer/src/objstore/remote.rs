@@ -31,7 +31,9 @@ use tantivy::HasLen;
 
 use super::bucket::Bucket;
 use super::manifest::{tail_object, SplitEntry};
-use super::split::{chunk_sum, parse_tail, read_only, Footer, OpenedTail, HOT_MAX, MAX_FOOTER};
+use super::split::{
+    chunk_sum, parse_tail, read_only, read_only_directory, Footer, OpenedTail, HOT_MAX, MAX_FOOTER,
+};
 use crate::error::{Error, Result};
 use crate::metrics::{CorruptSplitFound, Metrics, SplitFetched};
 
@@ -460,22 +462,8 @@ impl Directory for RemoteDirectory {
         }
     }
 
-    fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
-        Err(DeleteError::IoError {
-            io_error: Arc::new(read_only()),
-            filepath: path.to_path_buf(),
-        })
-    }
-
     fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
         Ok(path == Path::new("meta.json") || self.files.contains_key(path))
-    }
-
-    fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
-        Err(OpenWriteError::wrap_io_error(
-            read_only(),
-            path.to_path_buf(),
-        ))
     }
 
     fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
@@ -485,20 +473,5 @@ impl Directory for RemoteDirectory {
         Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
     }
 
-    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_directory(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn acquire_lock(&self, _lock: &Lock) -> std::result::Result<DirectoryLock, LockError> {
-        // Readers lock `meta.json` against writers; nothing ever writes here.
-        Ok(DirectoryLock::from(Box::new(())))
-    }
-
-    fn watch(&self, _: WatchCallback) -> tantivy::Result<WatchHandle> {
-        Ok(WatchHandle::empty())
-    }
+    read_only_directory!();
 }

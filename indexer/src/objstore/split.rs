@@ -404,6 +404,43 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
     Ok(merged)
 }
 
+/// The [`Directory`] methods of a directory only ever read through: every write fails,
+/// and the reader's lock is a no-op (nothing writes here to lock against).
+macro_rules! read_only_directory {
+    () => {
+        fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
+            Err(DeleteError::IoError {
+                io_error: Arc::new(read_only()),
+                filepath: path.to_path_buf(),
+            })
+        }
+
+        fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
+            Err(OpenWriteError::wrap_io_error(
+                read_only(),
+                path.to_path_buf(),
+            ))
+        }
+
+        fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
+            Err(read_only())
+        }
+
+        fn sync_directory(&self) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn acquire_lock(&self, _lock: &Lock) -> std::result::Result<DirectoryLock, LockError> {
+            Ok(DirectoryLock::from(Box::new(())))
+        }
+
+        fn watch(&self, _: WatchCallback) -> tantivy::Result<WatchHandle> {
+            Ok(WatchHandle::empty())
+        }
+    };
+}
+pub(super) use read_only_directory;
+
 /// A read noted by [`Recording`]: file, range, and whether `whole` was on.
 type NotedRead = (String, Range<u64>, bool);
 
@@ -456,22 +493,8 @@ impl Directory for Recording {
         }))
     }
 
-    fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
-        Err(DeleteError::IoError {
-            io_error: Arc::new(read_only()),
-            filepath: path.to_path_buf(),
-        })
-    }
-
     fn exists(&self, path: &Path) -> std::result::Result<bool, OpenReadError> {
         self.inner.exists(path)
-    }
-
-    fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
-        Err(OpenWriteError::wrap_io_error(
-            read_only(),
-            path.to_path_buf(),
-        ))
     }
 
     fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
@@ -482,22 +505,7 @@ impl Directory for Recording {
         Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
     }
 
-    fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_directory(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn acquire_lock(&self, _lock: &Lock) -> std::result::Result<DirectoryLock, LockError> {
-        // Readers lock `meta.json` against writers; nothing ever writes here.
-        Ok(DirectoryLock::from(Box::new(())))
-    }
-
-    fn watch(&self, _: WatchCallback) -> tantivy::Result<WatchHandle> {
-        Ok(WatchHandle::empty())
-    }
+    read_only_directory!();
 }
 
 /// The error of a write to a directory only ever read through.
