@@ -2,7 +2,8 @@
 //! and (with `--docker`) container output. Images are built locally from Debian's static
 //! busybox; no registry is needed.
 
-use std::io::Write;
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -122,6 +123,19 @@ fn wait_count(ix: &Indexer, q: &str, at_least: u64) {
     }
 }
 
+/// As `wait_count`, printing the shipper's log when the records do not come.
+fn wait_count_or(ix: &Indexer, q: &str, at_least: u64, sh: &Shipper) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(ix, q) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {at_least} records for {q}; the shipper's log:\n{}",
+            sh.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_container_with_the_socket_directory_mounted_keeps_logging_across_a_shipper_restart() {
     if !docker() {
@@ -166,9 +180,9 @@ fn a_containers_output_is_collected_with_its_name_and_image() {
         &["--label", "sawmill.service=boxsvc"],
         "echo hello from stdout; echo 'level=warning from stderr' >&2; sleep 600",
     );
-    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
     let q = format!("container:{}", c.0);
-    wait_count(&ix, &q, 2);
+    wait_count_or(&ix, &q, 2, &sh);
     let hits = all_hits(&ix, &q);
     let out = hits
         .iter()
@@ -207,8 +221,8 @@ fn a_shipper_restarted_while_a_container_prints_loses_and_repeats_nothing() {
     let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
     wait_count(&ix, &q, 50);
     sh.terminate();
-    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
-    wait_count(&ix, &q, 400);
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    wait_count_or(&ix, &q, 400, &sh);
     std::thread::sleep(Duration::from_millis(500));
     let want: Vec<u64> = (1..=400).collect();
     assert_eq!(
@@ -230,6 +244,13 @@ struct EngineProxy {
 
 impl EngineProxy {
     fn start(path: &Path) -> EngineProxy {
+        EngineProxy::start_with(path, false)
+    }
+
+    /// With `hiccup`, the first request to inspect each container is cut off unanswered,
+    /// as a busy engine's timeout does.
+    fn start_with(path: &Path, hiccup: bool) -> EngineProxy {
+        let inspected: Arc<Mutex<HashSet<String>>> = Default::default();
         let listener = UnixListener::bind(path).unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -243,7 +264,22 @@ impl EngineProxy {
                         continue;
                     };
                     client.set_nonblocking(false).unwrap();
-                    let engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+                    let mut engine = UnixStream::connect("/var/run/docker.sock").unwrap();
+                    if hiccup {
+                        let head = request_head(&client);
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let id = path
+                            .strip_prefix("/containers/")
+                            .and_then(|p| p.strip_suffix("/json"))
+                            .filter(|id| !id.is_empty() && !id.contains('/'));
+                        if let Some(id) = id {
+                            if inspected.lock().unwrap().insert(id.to_string()) {
+                                let _ = client.shutdown(Shutdown::Both);
+                                continue;
+                            }
+                        }
+                        engine.write_all(head.as_bytes()).unwrap();
+                    }
                     let mut list = conns.lock().unwrap();
                     list.push(client.try_clone().unwrap());
                     list.push(engine.try_clone().unwrap());
@@ -277,6 +313,52 @@ impl EngineProxy {
     }
 }
 
+/// A GET's request line and headers, read from the client byte by byte so nothing past
+/// them is consumed.
+fn request_head(mut client: &UnixStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Regression: a container whose follower failed once (a request to the engine cut off)
+/// was never followed again while it ran: only a new start event or an engine reconnect
+/// listed it again, so its output was lost until then.
+#[test]
+fn a_container_whose_first_inspect_fails_is_followed_on_the_next_scan() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerhiccup");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let engine = dir.path().join("engine.sock");
+    let proxy = EngineProxy::start_with(&engine, true);
+    let c = Container::run(
+        &[],
+        "i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo n=$i; done; sleep 600",
+    );
+    let host = format!("unix://{}", engine.display());
+    let sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &["--docker", "--docker-host", &host],
+    );
+    let q = format!("container:{}", c.0);
+    wait_count_or(&ix, &q, 50, &sh);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(line_numbers(&ix, &q), (1..=50).collect::<Vec<u64>>());
+    assert!(
+        sh.log_text()
+            .contains("Could not follow a container; retrying."),
+        "the failure is logged:\n{}",
+        sh.log_text()
+    );
+    proxy.stop();
+}
+
 #[test]
 fn the_docker_source_reconnects_when_the_engine_comes_back_and_misses_nothing() {
     if !docker() {
@@ -307,8 +389,8 @@ fn the_docker_source_reconnects_when_the_engine_comes_back_and_misses_nothing() 
     );
     let qb = format!("container:{}", b.0);
     let _proxy = EngineProxy::start(&engine);
-    wait_count(&ix, &qa, 300);
-    wait_count(&ix, &qb, 100);
+    wait_count_or(&ix, &qa, 300, &sh);
+    wait_count_or(&ix, &qb, 100, &sh);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         line_numbers(&ix, &qa),

@@ -198,43 +198,106 @@ fn container_of_mountinfo(mountinfo: &str) -> Option<String> {
     })
 }
 
+/// How often running containers are listed again: a follower that failed (the engine was
+/// busy, a request timed out) or a start event missed between a listing and the events
+/// stream is picked up within this, not never.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// The containers being followed, shared by the events loop and the rescans.
+struct Followers {
+    cfg: DockerConfig,
+    cx: Context,
+    socket: PathBuf,
+    /// This process's own container, never followed.
+    me: Option<String>,
+    following: Mutex<HashSet<String>>,
+    /// Containers whose follower failed, so a failure that repeats is logged once.
+    warned: Mutex<HashSet<String>>,
+}
+
+impl Followers {
+    /// Starts a follower for `id` unless one is running.
+    fn follow(self: &Arc<Self>, id: &str) {
+        if self.me.as_deref() == Some(id) || !self.following.lock().unwrap().insert(id.into()) {
+            return;
+        }
+        let (me, id) = (self.clone(), id.to_string());
+        let spawned = thread("sawmill-docker-follow", move || {
+            match follow_container(&me.cfg, &me.socket, &id, &me.cx) {
+                Ok(()) => tracing::debug!(container = %id, "A container's output ended."),
+                // Retried by the next rescan while the container runs.
+                Err(e) if me.warned.lock().unwrap().insert(id.clone()) => {
+                    tracing::warn!(container = %id, error = %e, "Could not follow a container; retrying.")
+                }
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "Could not follow a container.")
+                }
+            }
+            me.following.lock().unwrap().remove(&id);
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "Could not start a container follower.");
+        }
+    }
+
+    /// Follows every running container not yet followed.
+    fn rescan(self: &Arc<Self>) -> std::io::Result<()> {
+        let list = get_json(&self.socket, "/containers/json")?;
+        let ids: Vec<&str> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["Id"].as_str())
+            .collect();
+        // Forget failures of containers that are gone, so the set stays bounded.
+        self.warned
+            .lock()
+            .unwrap()
+            .retain(|w| ids.contains(&w.as_str()));
+        for id in ids {
+            self.follow(id);
+        }
+        Ok(())
+    }
+}
+
 /// Follows containers until `stop`; reconnects when the engine goes away.
 fn run(cfg: &DockerConfig, cx: &Context) {
-    let stop = &cx.stop;
+    let stop = cx.stop.clone();
     let socket = cfg.socket();
     let _ = std::fs::create_dir_all(&cfg.checkpoints);
-    let following: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let me = own_container();
+    let followers = Arc::new(Followers {
+        cfg: cfg.clone(),
+        cx: cx.clone(),
+        socket: socket.clone(),
+        me: own_container(),
+        following: Mutex::default(),
+        warned: Mutex::default(),
+    });
+    {
+        let (followers, stop) = (followers.clone(), stop.clone());
+        let rescans = thread("sawmill-docker-scan", move || {
+            while !stop.load(Relaxed) {
+                // An engine that is away is reported by the events loop.
+                let _ = followers.rescan();
+                let until = std::time::Instant::now() + RESCAN;
+                while !stop.load(Relaxed) && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        if let Err(e) = rescans {
+            tracing::warn!(error = %e, "Could not start the container rescans.");
+        }
+    }
     let mut backoff = Duration::from_millis(200);
     while !stop.load(Relaxed) {
-        let follow = |id: &str| {
-            if me.as_deref() == Some(id) || !following.lock().unwrap().insert(id.to_string()) {
-                return;
-            }
-            let (cfg, cx, following, socket, id) = (
-                cfg.clone(),
-                cx.clone(),
-                following.clone(),
-                socket.clone(),
-                id.to_string(),
-            );
-            std::thread::spawn(move || {
-                if let Err(e) = follow_container(&cfg, &socket, &id, &cx) {
-                    tracing::debug!(container = %id, error = %e, "Stopped following a container.");
-                }
-                following.lock().unwrap().remove(&id);
-            });
-        };
         let res = (|| -> std::io::Result<()> {
-            let list = get_json(&socket, "/containers/json")?;
-            for c in list.as_array().into_iter().flatten() {
-                if let Some(id) = c["Id"].as_str() {
-                    follow(id);
-                }
-            }
             let filters =
                 "%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%5D%7D";
+            // Subscribed before listing, so a container that starts in between is seen.
             let mut ev = get(&socket, &format!("/events?filters={filters}"), None)?;
+            followers.rescan()?;
             let mut line = String::new();
             while !stop.load(Relaxed) {
                 line.clear();
@@ -243,7 +306,7 @@ fn run(cfg: &DockerConfig, cx: &Context) {
                     Ok(_) => {
                         if let Ok(v) = serde_json::from_str::<Value>(&line) {
                             if let Some(id) = v["id"].as_str().or(v["Actor"]["ID"].as_str()) {
-                                follow(id);
+                                followers.follow(id);
                             }
                         }
                     }
