@@ -115,6 +115,34 @@ impl Manifest {
     pub fn starts(&self) -> BTreeSet<i64> {
         self.splits.iter().map(|s| s.start).collect()
     }
+
+    /// Lists `entry`, a split of a partition whose local segments are `local`, unless it
+    /// is listed already or another replica sealed that partition first.
+    pub fn place(&mut self, entry: &SplitEntry, local: &HashSet<String>) -> Placement {
+        // Listed already: an earlier attempt's write went through though its answer was
+        // lost. Checked first, since the object is then the group's copy and must stay.
+        if self.splits.iter().any(|s| s.id == entry.id) {
+            return Placement::Listed;
+        }
+        // A split of this partition this replica does not hold: another replica sealed
+        // first, and this one adopts its copy instead.
+        if !self.sealed_segments(entry.start).is_subset(local) {
+            return Placement::Lost;
+        }
+        self.splits.push(entry.clone());
+        Placement::Added
+    }
+}
+
+/// What [`Manifest::place`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Listed now.
+    Added,
+    /// Was listed already.
+    Listed,
+    /// Another replica's copy of the partition is listed; this split is not the group's.
+    Lost,
 }
 
 #[cfg(test)]
@@ -154,6 +182,34 @@ mod tests {
         assert_eq!(m.splits[0].object, split_object(1764201600, 3600, "a1"));
         let back: Manifest = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// Regression: a split whose listing went through but whose answer was lost was
+    /// judged "lost to another replica" on the retry when another replica had sealed a
+    /// different split of the partition, and its object, which the manifest lists, was
+    /// deleted.
+    #[test]
+    fn a_split_listed_by_an_earlier_attempt_is_never_judged_lost() {
+        let mine = entry("mine", 3600, &["s1"]);
+        let local: HashSet<String> = ["s1".to_string()].into();
+        let mut m = Manifest {
+            version: MANIFEST_VERSION,
+            splits: vec![entry("theirs", 3600, &["s9"]), mine.clone()],
+        };
+        assert_eq!(m.place(&mine, &local), Placement::Listed);
+        assert_eq!(m.splits.len(), 2);
+        // Not listed: the other replica's split makes it lost; alone, it is added.
+        let mut m = Manifest {
+            version: MANIFEST_VERSION,
+            splits: vec![entry("theirs", 3600, &["s9"])],
+        };
+        assert_eq!(m.place(&mine, &local), Placement::Lost);
+        let mut m = Manifest {
+            version: MANIFEST_VERSION,
+            splits: vec![entry("other-hour", 7200, &["s9"])],
+        };
+        assert_eq!(m.place(&mine, &local), Placement::Added);
+        assert_eq!(m.place(&mine, &local), Placement::Listed);
     }
 
     #[test]

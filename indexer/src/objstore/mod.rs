@@ -29,7 +29,7 @@ use std::str::FromStr;
 
 pub use bucket::Bucket;
 pub use cache::Cache;
-pub use manifest::{split_object, Manifest, SplitEntry};
+pub use manifest::{split_object, Manifest, Placement, SplitEntry};
 pub use remote::RangeReadError;
 pub use split::pack;
 

@@ -30,7 +30,7 @@ use crate::dedup::Dedup;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::metrics::M;
-use crate::objstore::{pack, split_object, Manifest, SplitEntry};
+use crate::objstore::{pack, split_object, Manifest, Placement, SplitEntry};
 use crate::partition::Partition;
 use crate::repair::ranges;
 use crate::store::archive::Archive;
@@ -235,19 +235,12 @@ impl SealLoop {
             // manifest, and so any later removal of the local copy, relies on it.
             self.block_on(bucket.get_split(&entry, &check))?;
             let local = segment_ids(p)?;
-            let (mut lost, mut added) = (false, false);
+            let mut placed = Placement::Listed;
             let m = self.block_on(bucket.update_manifest(|m: &mut Manifest| {
-                added = false;
-                // A split of this partition this replica does not hold: another replica
-                // sealed first, and this one adopts its copy instead.
-                lost = !m.sealed_segments(p.start).is_subset(&local);
-                if lost || m.splits.iter().any(|s| s.id == entry.id) {
-                    return Ok(false);
-                }
-                m.splits.push(entry.clone());
-                added = true;
-                Ok(true)
+                placed = m.place(&entry, &local);
+                Ok(placed == Placement::Added)
             }))?;
+            let (lost, added) = (placed == Placement::Lost, placed == Placement::Added);
             if lost {
                 tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
                 self.block_on(bucket.delete_split(&entry))?;
