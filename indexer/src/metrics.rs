@@ -86,12 +86,13 @@ pub enum M {
     StoreUploadLagPartitions,
     StoreCorruptSplits,
     StoreDownloadsPending,
+    StoreOrphansRemoved,
 }
 
 const REJECTED_HELP: &str = "Searches refused without running: the queue was full (429) or the wait for a slot timed out (503).";
 
 /// The metrics in [`M`]'s order, which is the order `/metrics` lists them in.
-const TABLE: [Def; 48] = [
+const TABLE: [Def; 49] = [
     def("records_accepted_total", Kind::Counter, "Records stored."),
     def(
         "records_duplicate_total",
@@ -317,6 +318,11 @@ const TABLE: [Def; 48] = [
         "store_downloads_pending",
         Kind::Gauge,
         "Partitions read by ranges from the object store waiting for their whole download into the cache.",
+    ),
+    def(
+        "store_orphans_removed_total",
+        Kind::Counter,
+        "Objects no manifest entry listed (lost races, unfinished or failed removals) removed by the hourly sweep.",
     ),
 ];
 
@@ -728,6 +734,7 @@ mod tests {
             (M::StoreUploadLagPartitions, "store_upload_lag_partitions"),
             (M::StoreCorruptSplits, "store_corrupt_splits_total"),
             (M::StoreDownloadsPending, "store_downloads_pending"),
+            (M::StoreOrphansRemoved, "store_orphans_removed_total"),
         ];
         assert_eq!(golden.len(), TABLE.len());
         for (i, (m, name)) in golden.iter().enumerate() {

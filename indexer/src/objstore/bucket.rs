@@ -1,6 +1,7 @@
 //! One group's part of the bucket: its manifest, changed only by conditional writes, and
 //! its splits, uploaded and downloaded with their sizes and checksums verified.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -347,10 +348,54 @@ impl Bucket {
         Ok(Some(bytes.to_vec()))
     }
 
-    /// Removes a split's object and its tail's; absent is fine.
+    /// Removes a split's object and its tail's; absent is fine. Both are tried; the first
+    /// failure is returned (what is left behind, the sweep removes later).
     pub async fn delete_split(&self, entry: &SplitEntry) -> Result<()> {
-        self.delete(&entry.object).await?;
-        self.delete(&tail_object(&entry.object)).await
+        let split = self.delete(&entry.object).await;
+        let tail = self.delete(&tail_object(&entry.object)).await;
+        split.and(tail)
+    }
+
+    /// Removes split and tail objects that `manifest` does not list and that were last
+    /// written more than `grace` ago: uploads a replica lost a race with or stopped before
+    /// listing, and removals that failed. The grace keeps an upload in flight, written but
+    /// not yet listed, out of reach. Returns how many objects went.
+    pub async fn sweep(&self, manifest: &Manifest, grace: Duration) -> Result<u64> {
+        let listed: HashSet<&str> = manifest.splits.iter().map(|s| s.object.as_str()).collect();
+        let prefix = self.root.child("splits");
+        let mut stream = self.store.list(Some(&prefix));
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - grace.as_secs() as i64;
+        let mut orphans = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(self.fail("splits/"))?;
+            let Some(parts) = meta.location.prefix_match(&self.root) else {
+                continue;
+            };
+            let name = parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            let split = match name.strip_suffix(".tail") {
+                Some(stem) => format!("{stem}.split"),
+                None if name.ends_with(".split") => name.clone(),
+                // Not a name this code writes: left alone.
+                None => continue,
+            };
+            if !listed.contains(split.as_str()) && meta.last_modified.timestamp() < cutoff {
+                orphans.push(name);
+            }
+        }
+        let mut first_err = None;
+        let mut removed = 0;
+        for name in orphans {
+            match self.delete(&name).await {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(removed), Err)
     }
 
     /// Downloads `entry.object` whole into `dest`, checking size and sha256 against the
@@ -752,6 +797,43 @@ mod tests {
                 own.as_deref(),
                 Some(&body[body.len() - tail.bytes as usize..])
             );
+
+            // The sweep removes split and tail objects the manifest does not list once
+            // they are older than the grace, and nothing else.
+            let (store, root) = bucket.raw();
+            let orphan = split_object(START, 3600, &format!("{:032x}", 99));
+            let other = "splits/notes.txt";
+            for name in [orphan.clone(), tail_object(&orphan), other.into()] {
+                let path = ObjectPath::parse(format!("{root}/{name}")).unwrap();
+                store
+                    .put(&path, PutPayload::from(vec![1u8; 10]))
+                    .await
+                    .unwrap();
+            }
+            let m = bucket.manifest().await.unwrap();
+            let hour = Duration::from_secs(3600);
+            assert_eq!(bucket.sweep(&m, hour).await.unwrap(), 0, "too fresh");
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert_eq!(bucket.sweep(&m, Duration::ZERO).await.unwrap(), 2);
+            let mut after: Vec<String> = bucket
+                .list_objects()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            after.sort();
+            let mut want: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+            want.push(other.into());
+            want.sort();
+            assert_eq!(
+                after, want,
+                "listed splits, their tails and foreign names stay"
+            );
+            store
+                .delete(&ObjectPath::parse(format!("{root}/{other}")).unwrap())
+                .await
+                .unwrap();
         });
 
         // Above 16 MiB the upload goes in parts; it still arrives whole.

@@ -42,6 +42,11 @@ use crate::store::shared::Shared;
 const TICK: Duration = Duration::from_secs(2);
 /// The longest wait between rounds while the store fails.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often the bucket is swept for objects no manifest entry lists.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How old an unlisted object must be before the sweep removes it: far longer than an
+/// upload takes from its write to its listing, which follow each other within a round.
+const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
 pub struct SealLoop {
     pub shared: Arc<Shared>,
@@ -64,6 +69,7 @@ impl SealLoop {
         // Splits a stopped process was uploading: packed again when their turn comes.
         let _ = std::fs::remove_dir_all(layout::upload_dir(&self.shared.config.data));
         let mut wait = Duration::ZERO;
+        let mut swept: Option<Instant> = None;
         loop {
             let until = Instant::now() + wait;
             while Instant::now() < until {
@@ -79,6 +85,10 @@ impl SealLoop {
                 Ok(()) => {
                     self.archive.succeeded();
                     wait = TICK;
+                    if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                        swept = Some(Instant::now());
+                        self.sweep();
+                    }
                 }
                 Err(Error::ShuttingDown) => return,
                 Err(e) => {
@@ -318,7 +328,7 @@ impl SealLoop {
             // Every object is tried: one failed removal leaves that object behind (named in
             // the log), not the rest.
             if let Err(e) = self.block_on(self.archive.bucket.delete_split(s)) {
-                tracing::warn!(object = %s.object, error = %e, "Could not remove a split past retention from the object store; it is no longer listed, so remove it by hand.");
+                tracing::warn!(object = %s.object, error = %e, "Could not remove a split past retention from the object store; it is no longer listed, and the hourly sweep removes it.");
                 failed.get_or_insert(e);
             }
         }
@@ -329,6 +339,29 @@ impl SealLoop {
             );
         }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Removes objects of this group's prefix that no manifest entry lists (see
+    /// `Bucket::sweep`); a failure is logged and tried again at the next sweep.
+    fn sweep(&self) {
+        let bucket = &self.archive.bucket;
+        // Read afresh: a split listed since the last round must not look unlisted.
+        let res = self
+            .block_on(bucket.manifest())
+            .and_then(|m| self.block_on(bucket.sweep(&m, SWEEP_GRACE)));
+        match res {
+            Ok(0) => {}
+            Ok(n) => {
+                self.shared.metrics.add(M::StoreOrphansRemoved, n);
+                tracing::info!(
+                    objects = n,
+                    "Removed objects no manifest entry lists from the object store."
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not sweep the object store for unlisted objects; trying again in an hour.")
+            }
+        }
     }
 
     fn block_on<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
