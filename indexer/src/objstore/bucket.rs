@@ -973,6 +973,60 @@ mod tests {
         assert!(Arc::ptr_eq(&r, &again), "one open copy per partition");
         drop((r, again));
         let (first, entry0) = &entries[0];
+
+        // A tail object the store refuses to read (archived to Glacier by a lifecycle
+        // rule: 403 InvalidObjectState) is stood in for by the split's own last bytes.
+        let frozen_start = START + 3600 * 20;
+        let frozen = SplitEntry {
+            object: split_object(frozen_start, 3600, &entry0.id),
+            start: frozen_start,
+            ..entry0.clone()
+        };
+        let (store, root_path) = bucket.raw();
+        let at = |name: &str| ObjectPath::parse(format!("{root_path}/{name}")).unwrap();
+        let body = std::fs::read(first).unwrap();
+        let tail_len = entry0.tail.as_ref().unwrap().bytes as usize;
+        let glacier = PutOptions {
+            attributes: object_store::Attributes::from_iter([(
+                object_store::Attribute::StorageClass,
+                object_store::AttributeValue::from("GLACIER"),
+            )]),
+            ..PutOptions::default()
+        };
+        rt.block_on(async {
+            let tail = body[body.len() - tail_len..].to_vec();
+            store
+                .put(&at(&frozen.object), body.clone().into())
+                .await
+                .unwrap();
+            let tail_at = at(&tail_object(&frozen.object));
+            store
+                .put_opts(&tail_at, tail.into(), glacier)
+                .await
+                .unwrap();
+            assert!(
+                bucket
+                    .get_small(&tail_object(&frozen.object), 1 << 20)
+                    .await
+                    .is_err(),
+                "the store refuses to read an archived object"
+            );
+        });
+        let f = ranged
+            .remote(
+                &handle,
+                &bucket,
+                frozen_start,
+                3600,
+                std::slice::from_ref(&frozen),
+                Arc::new(|e: &Error| panic!("reported {e}")),
+            )
+            .expect("opened through the split's own last bytes")
+            .unwrap();
+        assert_eq!(f.reader.searcher().num_docs(), entry0.records);
+        assert_eq!(stored(&f).len() as u64, entry0.records);
+        drop(f);
+
         let mut body = std::fs::read(first).unwrap();
         let data_end = (entry0.bytes - entry0.tail.as_ref().unwrap().bytes) as usize;
         // The tail is intact, so the split opens; every chunk of data is damaged.
@@ -985,7 +1039,6 @@ mod tests {
             start: damaged_start,
             ..entry0.clone()
         };
-        let (store, root_path) = bucket.raw();
         rt.block_on(
             store.put(
                 &root_path

@@ -182,8 +182,14 @@ impl RemoteSplit {
         };
         // The tail's own object first: a server that reads a whole object to answer a
         // range (moto does) pays for the split's size only on the chunks a search needs.
-        // Missing or damaged, the split's own last bytes stand in for it.
-        let own = fetcher.get_small(&tail_object(&entry.object), tail.bytes)?;
+        // Missing, damaged or unreadable (refused, archived, timed out), the split's own
+        // last bytes stand in for it.
+        let own = fetcher
+            .get_small(&tail_object(&entry.object), tail.bytes)
+            .unwrap_or_else(|e| {
+                tracing::info!(error = %e, split = %entry.object, "Could not read a split's tail object; reading the split's own last bytes instead.");
+                None
+            });
         if let Some(got) = &own {
             SplitFetched {
                 bytes: got.len() as u64,
