@@ -28,19 +28,12 @@ fn format_rfc3339_secs(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
-/// Notes for `/healthz` how reading the partition at `start` went: a failure until a
-/// read of it succeeds.
+/// Notes for `/healthz` how reading the partition at `start` went.
 fn note(status: &Mutex<Status>, start: i64, res: std::result::Result<(), &Error>) {
     let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
     match res {
-        Ok(()) => {
-            status.read_errors.remove(&start);
-        }
-        Err(e) => {
-            status.failures += 1;
-            let n = status.failures;
-            status.read_errors.insert(start, (n, e.to_string()));
-        }
+        Ok(()) => status.read_ok(start),
+        Err(e) => status.read_failed(start, e.to_string(), Instant::now()),
     }
 }
 
@@ -48,6 +41,10 @@ fn note(status: &Mutex<Status>, start: i64, res: std::result::Result<(), &Error>
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(30);
 /// How long after a failed download a search's asking for it again is ignored.
 const DOWNLOAD_RETRY: Duration = Duration::from_secs(60);
+/// How long `/healthz` shows a failed read of a partition that is not read well since:
+/// a partition read only by ranges (too large for the cache) is never downloaded, so a
+/// success cannot always clear it, and one failure must not show for ever.
+const READ_ERROR_SHOWN: Duration = Duration::from_secs(600);
 
 /// The flags of `sawmill indexer` that concern the object store.
 #[derive(Clone, Debug)]
@@ -114,12 +111,35 @@ struct Status {
     seal_error: Option<String>,
     /// Manifest entries left out as unusable.
     manifest_error: Option<String>,
-    /// Partitions whose splits could not be read for a search, until one read succeeds,
-    /// with when (a count of failures) and why.
-    read_errors: BTreeMap<i64, (u64, String)>,
-    failures: u64,
+    /// Partitions whose splits could not be read for a search, with when and why: until
+    /// a download of the partition succeeds, the partition leaves the manifest, or
+    /// [`READ_ERROR_SHOWN`] passes without another failure.
+    read_errors: BTreeMap<i64, (Instant, String)>,
     unsealed: u64,
     lag: u64,
+}
+
+impl Status {
+    fn read_ok(&mut self, start: i64) {
+        self.read_errors.remove(&start);
+    }
+
+    fn read_failed(&mut self, start: i64, why: String, now: Instant) {
+        self.read_errors.insert(start, (now, why));
+    }
+
+    /// Forgets partitions the manifest no longer lists (removed by retention).
+    fn keep_read_errors(&mut self, starts: &BTreeSet<i64>) {
+        self.read_errors.retain(|start, _| starts.contains(start));
+    }
+
+    /// The newest read failure still shown at `now`; older ones are forgotten.
+    fn last_read_error(&mut self, now: Instant) -> Option<String> {
+        self.read_errors
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < READ_ERROR_SHOWN);
+        let newest = self.read_errors.values().max_by_key(|(at, _)| *at);
+        newest.map(|(_, why)| why.clone())
+    }
 }
 
 impl Archive {
@@ -186,6 +206,8 @@ impl Archive {
                 .unwrap_or(false);
                 let mut d = a.downloads.lock().unwrap_or_else(|e| e.into_inner());
                 d.queued.remove(&start);
+                // Bounded: entries past their pause are of no use any more.
+                d.failed.retain(|_, t| t.elapsed() < DOWNLOAD_RETRY);
                 if !ok {
                     d.failed.insert(start, Instant::now());
                 }
@@ -260,9 +282,13 @@ impl Archive {
         if let Some(why) = bad.first() {
             tracing::error!(store = %self.bucket.describe(), bad = bad.len(), first = %why, "The group's manifest lists splits this indexer cannot use; they are left out of searches.");
         }
-        self.status.lock().unwrap().manifest_error = bad
-            .first()
-            .map(|why| format!("{} unusable manifest entries, e.g.: {why}", bad.len()));
+        {
+            let mut status = self.status.lock().unwrap();
+            status.manifest_error = bad
+                .first()
+                .map(|why| format!("{} unusable manifest entries, e.g.: {why}", bad.len()));
+            status.keep_read_errors(&m.starts());
+        }
         let mut known = self.known.lock().unwrap();
         let new: Vec<SplitEntry> = m
             .splits
@@ -404,7 +430,8 @@ impl Archive {
     }
 
     pub fn health(&self) -> StoreHealth {
-        let s = self.status.lock().unwrap();
+        let mut s = self.status.lock().unwrap();
+        let read_error = s.last_read_error(Instant::now());
         StoreHealth {
             url: self.bucket.describe(),
             splits: self.manifest().splits.len() as u64,
@@ -414,7 +441,31 @@ impl Archive {
                 .seal_error
                 .clone()
                 .or_else(|| s.manifest_error.clone())
-                .or_else(|| s.read_errors.values().max().map(|(_, why)| why.clone())),
+                .or(read_error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a failed read of a partition stayed in `/healthz` until a download of
+    /// it succeeded, which never comes for a partition too large for the cache or one
+    /// that retention removed.
+    #[test]
+    fn read_failures_show_for_a_while_and_not_for_partitions_gone() {
+        let t0 = Instant::now();
+        let mut s = Status::default();
+        s.read_failed(3600, "first".into(), t0);
+        s.read_failed(7200, "second".into(), t0 + Duration::from_secs(1));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(s.last_read_error(later).as_deref(), Some("second"));
+        s.keep_read_errors(&BTreeSet::from([3600]));
+        assert_eq!(s.last_read_error(later).as_deref(), Some("first"));
+        assert_eq!(s.last_read_error(t0 + READ_ERROR_SHOWN), None);
+        s.read_failed(3600, "again".into(), t0);
+        s.read_ok(3600);
+        assert_eq!(s.last_read_error(t0), None);
     }
 }
