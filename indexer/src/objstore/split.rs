@@ -199,6 +199,15 @@ pub fn pack(
     segments: &[SegmentMeta],
     out: &Path,
 ) -> Result<Packed> {
+    // Refused before a byte is written: packing tens of gigabytes only to find the footer
+    // too large would be repeated at every seal round.
+    let mut data = 0u64;
+    for segment in segments {
+        for name in segment_files(segment) {
+            data += std::fs::metadata(partition_dir.join(name)).map_or(0, |m| m.len());
+        }
+    }
+    footer_fits(data).map_err(|why| Error::io(out, io::Error::other(why)))?;
     let file = File::create(out).map_err(|e| Error::io(out, e))?;
     let mut w = Hashing {
         inner: BufWriter::with_capacity(CHUNK, file),
@@ -315,6 +324,18 @@ pub fn pack(
             sha256: format!("{:x}", tail.expect("the data has ended").finalize()),
         },
     })
+}
+
+/// Fails when a split of `data` bytes would need a footer larger than readers accept: its
+/// chunk checksums alone take 19 bytes of JSON each (16 hex digits, quotes and a comma).
+fn footer_fits(data: u64) -> std::result::Result<(), String> {
+    let at_least = data.div_ceil(CHUNK_BYTES) * 19;
+    if at_least > MAX_FOOTER {
+        return Err(format!(
+            "the split's footer would take at least {at_least} bytes for {data} bytes of data, more than the {MAX_FOOTER} a reader accepts (a partition of about 50 GB or more: use --partition hour)"
+        ));
+    }
+    Ok(())
 }
 
 /// The byte ranges (file name, range) to keep hot in the tail of the split of `segments`
@@ -845,6 +866,18 @@ pub(crate) mod tests {
         pack(&p.dir, START, 3600, &metas, &out).unwrap();
         let bytes = fs::read(&out).unwrap();
         (root, bytes)
+    }
+
+    /// A split whose footer readers would refuse is refused up front, from the files'
+    /// sizes, not after its data has been written.
+    #[test]
+    fn a_split_too_large_for_its_footer_is_refused_before_packing() {
+        assert!(footer_fits(10 << 30).is_ok());
+        let why = footer_fits(60 << 30).unwrap_err();
+        assert!(why.contains("--partition hour"), "{why}");
+        // Checksums alone past the limit: refused (the written footer is checked again).
+        let chunks = MAX_FOOTER / 19 + 1;
+        assert!(footer_fits(chunks * CHUNK_BYTES).is_err());
     }
 
     #[test]
