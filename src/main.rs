@@ -251,6 +251,10 @@ struct ArchiveArgs {
     /// Most disk the cache of partitions read from the object store takes (e.g. 10GiB).
     #[arg(long, env = "SAWMILL_CACHE_BYTES", default_value = "10GiB", value_parser = bytes)]
     cache_bytes: u64,
+    /// Most memory the partitions read by ranges from the object store hold open at once
+    /// for their splits' tails (e.g. 1GiB); a search that needs more is refused with 429.
+    #[arg(long, env = "SAWMILL_CACHE_MEMORY", default_value = "1GiB", value_parser = bytes)]
+    cache_memory: u64,
 }
 
 impl ArchiveArgs {
@@ -260,6 +264,7 @@ impl ArchiveArgs {
             seal_after: self.seal_after,
             local_retention: self.local_retention,
             cache_bytes: self.cache_bytes,
+            cache_memory: self.cache_memory,
         })
     }
 }

@@ -80,6 +80,11 @@ pub enum Error {
     /// format): searches that need it fail rather than answer wrongly.
     #[error("split `{object}` in the object store is corrupt: {reason}")]
     CorruptSplit { object: String, reason: String },
+    /// Opening one more partition read by ranges would hold more memory than
+    /// `--cache-memory` allows (every cold partition a search reaches stays open until it
+    /// ends).
+    #[error("the search reaches more of the object store's history than --cache-memory ({limit} bytes) holds open at once: its split tails need {needed} more bytes while searches hold {held}; narrow the time range, or retry when other searches end")]
+    ColdMemory { needed: u64, held: u64, limit: u64 },
 }
 
 impl Error {
@@ -121,7 +126,7 @@ impl Error {
             | Error::Cancelled
             | Error::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::CorruptSplit { .. } => StatusCode::BAD_GATEWAY,
-            Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Busy { .. } | Error::ColdMemory { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::SearchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Locked { .. }
             | Error::Io { .. }

@@ -655,6 +655,43 @@ fn results_are_identical_from_local_partitions_cold_and_warm_splits() {
         metric("cache_bytes"),
         metric("downloads_pending")
     );
+
+    // Memory for open tails is bounded too: with room for two partitions' tails, a search
+    // over all six is refused with 429 saying why, and one-hour searches still answer,
+    // closing partitions no search holds to make room.
+    let m = manifest(&moto, &root).unwrap();
+    let biggest = entries(&m)
+        .iter()
+        .map(|e| e["tail"]["bytes"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let tight = store_indexer(
+        &moto,
+        &dir.path().join("tight"),
+        &url,
+        &[
+            "--cache-bytes",
+            "1KiB",
+            "--cache-memory",
+            &(2 * biggest).to_string(),
+        ],
+    );
+    wait_manifest_known(&tight, splits);
+    let (status, body) = get(&tight.api(&format!(
+        "/api/v1/search?q=*&limit=10&start={}&end={}",
+        urlencode(&rfc3339(start)),
+        urlencode(&rfc3339(start + hours * HOUR))
+    )));
+    assert_eq!(status, 429, "{body}");
+    assert!(body.to_string().contains("--cache-memory"), "{body}");
+    for h in 0..hours {
+        let (status, body) = search_hour(&tight, start + h * HOUR);
+        assert_eq!(status, 200, "hour {h}: {body}");
+        let total = |body: &str| serde_json::from_str::<Value>(body).unwrap()["total"].clone();
+        let (_, want) = search_hour(&local, start + h * HOUR);
+        assert!(total(&want).as_u64() > Some(0), "hour {h}: {want}");
+        assert_eq!(total(&body), total(&want), "hour {h}");
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ use tantivy::schema::Schema;
 
 use super::bucket::Bucket;
 use super::manifest::SplitEntry;
-use super::remote::{check_segments, Fetcher, RemoteDirectory, RemoteSplit};
+use super::remote::{check_segments, Fetcher, Memory, RemoteDirectory, RemoteSplit, Reservation};
 use super::split::{meta_json, unpack, write_meta};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -47,7 +47,12 @@ struct Inner {
     remote: Mutex<HashMap<String, (u64, Arc<Partition>)>>,
     /// Bytes of checked chunks the partitions read by ranges keep in memory, shared.
     kept: Arc<AtomicU64>,
+    /// The memory the open partitions read by ranges take for their splits' tails.
+    memory: Arc<Memory>,
 }
+
+/// `--cache-memory`'s default.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
 
 /// Partitions read by ranges kept open at once (each holds its splits' hot bytes, at most
 /// 8 MiB a split, and shares the chunk budget).
@@ -193,6 +198,7 @@ impl Cache {
                 state: Mutex::new(state),
                 remote: Mutex::default(),
                 kept: Arc::default(),
+                memory: Memory::new(DEFAULT_MEMORY),
             }),
         };
         let victims = cache.inner.evict(&mut cache.inner.lock(), false);
@@ -307,6 +313,7 @@ impl Cache {
             return Ok(Some(p.clone()));
         }
         CacheLookup { hit: false }.emit(&inner.metrics);
+        let memory = inner.reserve(splits)?;
         let fetcher = Fetcher {
             rt: rt.clone(),
             bucket: bucket.clone(),
@@ -336,7 +343,7 @@ impl Cache {
             }
             opened.push(Arc::new(remote));
         }
-        let directory = RemoteDirectory::new(&opened, meta_json(&inner.schema, &segments));
+        let directory = RemoteDirectory::new(&opened, meta_json(&inner.schema, &segments), memory);
         let partition = Arc::new(Partition::open_remote(
             inner.dir.join(&name),
             directory,
@@ -431,6 +438,12 @@ impl Cache {
             .any(|(_, p)| p.start == start && Arc::strong_count(p) > 1)
     }
 
+    /// Sets how much memory the tails of partitions read by ranges may take together
+    /// (`--cache-memory`; [`DEFAULT_MEMORY`] until set).
+    pub fn set_memory(&self, bytes: u64) {
+        self.inner.memory.set_limit(bytes);
+    }
+
     /// Whether a partition of `bytes` fits in the cache at all.
     pub fn fits(&self, bytes: u64) -> bool {
         bytes <= self.inner.max_bytes
@@ -459,6 +472,38 @@ impl Inner {
 
     fn remote_lock(&self) -> MutexGuard<'_, HashMap<String, (u64, Arc<Partition>)>> {
         self.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The memory for the tails of `splits`, making room by closing the partitions read
+    /// by ranges that no search holds, least recently used first; refused when searches
+    /// hold too much.
+    fn reserve(&self, splits: &[SplitEntry]) -> Result<Reservation> {
+        let needed: u64 = splits
+            .iter()
+            .map(|s| s.tail.as_ref().map_or(0, |t| t.bytes))
+            .sum();
+        loop {
+            if let Some(r) = self.memory.reserve(needed) {
+                return Ok(r);
+            }
+            let victim = {
+                let mut remote = self.remote_lock();
+                let oldest = remote
+                    .iter()
+                    .filter(|(_, (_, p))| Arc::strong_count(p) == 1)
+                    .min_by_key(|(_, (used, _))| *used)
+                    .map(|(n, _)| n.clone());
+                oldest.and_then(|n| remote.remove(&n))
+            };
+            // Dropped outside the lock: closing it gives its memory back.
+            if victim.is_none() {
+                return Err(Error::ColdMemory {
+                    needed,
+                    held: self.memory.used(),
+                    limit: self.memory.limit(),
+                });
+            }
+        }
     }
 
     /// Downloads, verifies and assembles entry `name`, then adds it.

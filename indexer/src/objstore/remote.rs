@@ -432,6 +432,65 @@ impl FileHandle for RemoteFile {
 pub struct RemoteDirectory {
     files: Arc<HashMap<PathBuf, Arc<RemoteFile>>>,
     meta: Arc<Vec<u8>>,
+    /// The memory its splits' tails take, given back when the last clone goes.
+    _memory: Arc<Reservation>,
+}
+
+/// The memory the tails of partitions read by ranges may take together
+/// (`--cache-memory`).
+#[derive(Debug)]
+pub struct Memory {
+    limit: AtomicU64,
+    used: Mutex<u64>,
+}
+
+impl Memory {
+    pub fn new(limit: u64) -> Arc<Memory> {
+        Arc::new(Memory {
+            limit: AtomicU64::new(limit),
+            used: Mutex::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        *self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `bytes` more, if they fit under the limit.
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.saturating_add(bytes) > self.limit() {
+            return None;
+        }
+        *used += bytes;
+        Some(Reservation {
+            memory: self.clone(),
+            bytes,
+        })
+    }
+}
+
+/// Bytes of [`Memory`] held until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    memory: Arc<Memory>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut used = self.memory.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(self.bytes);
+    }
 }
 
 impl fmt::Debug for RemoteDirectory {
@@ -444,7 +503,7 @@ impl fmt::Debug for RemoteDirectory {
 
 impl RemoteDirectory {
     /// The directory over `splits`; `meta` is the `meta.json` listing their segments.
-    pub fn new(splits: &[Arc<RemoteSplit>], meta: Vec<u8>) -> RemoteDirectory {
+    pub fn new(splits: &[Arc<RemoteSplit>], meta: Vec<u8>, memory: Reservation) -> RemoteDirectory {
         let files = splits
             .iter()
             .flat_map(|s| s.files())
@@ -453,6 +512,7 @@ impl RemoteDirectory {
         RemoteDirectory {
             files: Arc::new(files),
             meta: Arc::new(meta),
+            _memory: Arc::new(memory),
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ArchiveConfig {
     pub local_retention: Duration,
     /// Most bytes the cache of partitions read from the store takes.
     pub cache_bytes: u64,
+    /// Most memory the tails of partitions read by ranges take together.
+    pub cache_memory: u64,
 }
 
 /// The object store, as the store's threads and searches share it.
@@ -159,6 +161,7 @@ impl Archive {
             schema,
             metrics.clone(),
         )?;
+        cache.set_memory(cfg.cache_memory);
         Ok(Archive {
             cfg,
             span,
