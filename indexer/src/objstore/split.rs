@@ -18,12 +18,12 @@
 //! against bounds before it is used: a split comes from a bucket other programs can write
 //! to. Format 1 (no chunks, no hot bytes) is still read, whole.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -343,9 +343,11 @@ fn footer_fits(data: u64) -> std::result::Result<(), String> {
 /// - what tantivy reads to open the segments and the term dictionary of every indexed
 ///   field, but for large reads ([`HOT_READ_MAX`]): a cold search would otherwise fetch
 ///   these one small GET after another;
-/// - whole, as room allows: the `ts` and `_rid` columns, which every ranking, count by
-///   time and time filter reads, then the term dictionaries of [`HOT_DICTIONARIES`], the
-///   fields a correlation lookup (`request_id:…`, `/trace/…`) asks of every partition.
+/// - whole, as room allows, each column or dictionary all or nothing (part of one would
+///   save no GET): the `ts` and `_rid` columns of every segment first, which every
+///   ranking, count by time and time filter reads, then the term dictionaries of
+///   [`HOT_DICTIONARIES`], the fields a correlation lookup (`request_id:…`, `/trace/…`)
+///   asks of every partition.
 fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(String, Range<u64>)>> {
     let meta_path = partition_dir.join("meta.json");
     let text = fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
@@ -366,9 +368,9 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
         inner: mmap,
         meta: Arc::new(serde_json::to_vec(&meta).expect("a meta always serialises")),
         reads: Arc::default(),
-        whole: Arc::default(),
+        unit: Arc::default(),
     };
-    let (reads, whole) = (recording.reads.clone(), recording.whole.clone());
+    let (reads, unit) = (recording.reads.clone(), recording.unit.clone());
     let index = Index::open(recording)?;
     let reader = index
         .reader_builder()
@@ -377,18 +379,28 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
     let searcher = reader.searcher();
     let schema = index.schema();
     // tantivy opens each column and dictionary once per segment reader: the ones kept
-    // whole are opened first, while their reads are marked so.
-    whole.store(true, Ordering::Relaxed);
+    // whole are opened first, each while its own unit number marks its reads, in the
+    // order they are kept in: every segment's ranking columns, then the dictionaries.
+    let mut next = 0;
+    let mut mark = || {
+        next += 1;
+        unit.store(next, Ordering::Relaxed);
+    };
     for seg in searcher.segment_readers() {
+        mark();
         seg.fast_fields().date("ts")?;
+        mark();
         seg.fast_fields().u64("_rid")?;
+    }
+    for seg in searcher.segment_readers() {
         for name in HOT_DICTIONARIES {
             if let Ok(field) = schema.get_field(name) {
+                mark();
                 seg.inverted_index(field)?;
             }
         }
     }
-    whole.store(false, Ordering::Relaxed);
+    unit.store(0, Ordering::Relaxed);
     for seg in searcher.segment_readers() {
         for (field, entry) in schema.fields() {
             if entry.is_indexed() {
@@ -399,21 +411,7 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
     drop(searcher);
     drop(reader);
     let reads = std::mem::take(&mut *reads.lock().unwrap_or_else(|e| e.into_inner()));
-    let (whole, small): (Vec<_>, Vec<_>) = reads
-        .into_iter()
-        .filter(|(_, r, _)| r.end > r.start)
-        .partition(|(_, _, whole)| *whole);
-    let mut total = 0;
-    let mut chosen: Vec<(String, Range<u64>)> = Vec::new();
-    let small = small
-        .into_iter()
-        .filter(|(_, r, _)| r.end - r.start <= HOT_READ_MAX);
-    for (name, r, _) in small.chain(whole) {
-        if total + (r.end - r.start) <= HOT_MAX {
-            total += r.end - r.start;
-            chosen.push((name, r));
-        }
-    }
+    let mut chosen = choose_hot(reads, HOT_MAX);
     chosen.sort_by(|a, b| (&a.0, a.1.start).cmp(&(&b.0, b.1.start)));
     let mut merged: Vec<(String, Range<u64>)> = Vec::new();
     for (name, r) in chosen {
@@ -423,6 +421,43 @@ fn hot_reads(partition_dir: &Path, segments: &[SegmentMeta]) -> Result<Vec<(Stri
         }
     }
     Ok(merged)
+}
+
+/// Which of `reads` to keep hot within `budget` bytes: the small reads of unit 0 (at most
+/// [`HOT_READ_MAX`] each) first, then each numbered unit in order, whole or not at all.
+fn choose_hot(reads: Vec<NotedRead>, budget: u64) -> Vec<(String, Range<u64>)> {
+    let mut units: BTreeMap<u32, Vec<(String, Range<u64>)>> = BTreeMap::new();
+    let mut chosen = Vec::new();
+    let mut total = 0;
+    for (name, r, unit) in reads.into_iter().filter(|(_, r, _)| r.end > r.start) {
+        let len = r.end - r.start;
+        if unit != 0 {
+            units.entry(unit).or_default().push((name, r));
+        } else if len <= HOT_READ_MAX && total + len <= budget {
+            total += len;
+            chosen.push((name, r));
+        }
+    }
+    let mut left_out = Vec::new();
+    for reads in units.into_values() {
+        let len: u64 = reads.iter().map(|(_, r)| r.end - r.start).sum();
+        if total + len <= budget {
+            total += len;
+            chosen.extend(reads);
+        } else {
+            left_out.extend(reads);
+        }
+    }
+    // The small reads of a unit left out (a column's header, read to open it) still save
+    // a GET each, as unit 0's do.
+    for (name, r) in left_out {
+        let len = r.end - r.start;
+        if len <= HOT_READ_MAX && total + len <= budget {
+            total += len;
+            chosen.push((name, r));
+        }
+    }
+    chosen
 }
 
 /// The [`Directory`] methods of a directory only ever read through: every write fails,
@@ -462,8 +497,9 @@ macro_rules! read_only_directory {
 }
 pub(super) use read_only_directory;
 
-/// A read noted by [`Recording`]: file, range, and whether `whole` was on.
-type NotedRead = (String, Range<u64>, bool);
+/// A read noted by [`Recording`]: file, range, and the unit it was read for (0: none,
+/// the reads that open a split).
+type NotedRead = (String, Range<u64>, u32);
 
 /// A read-only view of a partition directory that shows `meta` as its `meta.json` and
 /// notes every range read through it.
@@ -471,9 +507,9 @@ type NotedRead = (String, Range<u64>, bool);
 struct Recording {
     inner: MmapDirectory,
     meta: Arc<Vec<u8>>,
-    /// Every read: file, range, and whether it was made while `whole` was on.
+    /// Every read: file, range, and the unit being read then.
     reads: Arc<Mutex<Vec<NotedRead>>>,
-    whole: Arc<AtomicBool>,
+    unit: Arc<AtomicU32>,
 }
 
 #[derive(Debug)]
@@ -481,7 +517,7 @@ struct RecordingFile {
     name: String,
     inner: Arc<dyn FileHandle>,
     reads: Arc<Mutex<Vec<NotedRead>>>,
-    whole: Arc<AtomicBool>,
+    unit: Arc<AtomicU32>,
 }
 
 impl HasLen for RecordingFile {
@@ -495,7 +531,7 @@ impl FileHandle for RecordingFile {
         self.reads.lock().unwrap_or_else(|e| e.into_inner()).push((
             self.name.clone(),
             range.start as u64..range.end as u64,
-            self.whole.load(Ordering::Relaxed),
+            self.unit.load(Ordering::Relaxed),
         ));
         self.inner.read_bytes(range)
     }
@@ -510,7 +546,7 @@ impl Directory for Recording {
             name: path.to_string_lossy().into_owned(),
             inner: self.inner.get_file_handle(path)?,
             reads: self.reads.clone(),
-            whole: self.whole.clone(),
+            unit: self.unit.clone(),
         }))
     }
 
@@ -870,6 +906,55 @@ pub(crate) mod tests {
 
     /// A split whose footer readers would refuse is refused up front, from the files'
     /// sizes, not after its data has been written.
+    /// Regression: hot ranges were admitted read by read in the order tantivy made them,
+    /// one segment after another, so a segment's dictionaries could take the room of the
+    /// next segment's ranking columns, and a dictionary could be kept in part (saving no
+    /// GET). Now every segment's columns come first, and each unit is kept whole or not.
+    #[test]
+    fn hot_ranges_keep_every_segments_columns_first_and_units_whole() {
+        const MB: u64 = 1 << 20;
+        let read =
+            |name: &str, at: u64, len: u64, unit: u32| (name.to_string(), at..at + len, unit);
+        const KB: u64 = 1 << 10;
+        let reads = vec![
+            read("meta", 0, 100, 0),
+            read("a.fast", 0, 3 * MB, 1),
+            read("a.fast", 3 * MB, MB, 2),
+            read("b.fast", 0, 2 * MB, 3),
+            read("b.fast", 2 * MB, MB, 4),
+            // request_id's dictionary in two reads, too large for the room left: not kept
+            // in part; trace_id's, after it, fits.
+            read("a.term", 0, 600 * KB, 5),
+            read("a.term", 600 * KB, 600 * KB, 5),
+            read("t.term", 0, 900 * KB, 6),
+            read("big", 0, HOT_READ_MAX + 1, 0),
+        ];
+        let chosen = choose_hot(reads, 8 * MB);
+        let names: Vec<(&str, u64)> = chosen.iter().map(|(n, r)| (n.as_str(), r.start)).collect();
+        assert_eq!(
+            names,
+            [
+                ("meta", 0),
+                ("a.fast", 0),
+                ("a.fast", 3 * MB),
+                ("b.fast", 0),
+                ("b.fast", 2 * MB),
+                ("t.term", 0),
+            ]
+        );
+        // A small read of a unit left out still fits alone.
+        let chosen = choose_hot(
+            vec![
+                read("x.fast", 0, 2 * MB, 1),
+                read("x.fast", 2 * MB, 1000, 1),
+            ],
+            MB,
+        );
+        assert_eq!(chosen, [("x.fast".to_string(), 2 * MB..2 * MB + 1000)]);
+        let total: u64 = chosen.iter().map(|(_, r)| r.end - r.start).sum();
+        assert!(total <= 8 * MB);
+    }
+
     #[test]
     fn a_split_too_large_for_its_footer_is_refused_before_packing() {
         assert!(footer_fits(10 << 30).is_ok());
