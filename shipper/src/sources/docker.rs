@@ -52,10 +52,15 @@ struct Response {
     body: Box<dyn BufRead + Send>,
 }
 
-/// One HTTP/1.1 GET over the engine's unix socket.
-fn get(socket: &Path, path: &str, timeout: Option<Duration>) -> std::io::Result<Response> {
+/// How long the engine has to answer a request with its status and headers: a busy
+/// engine that never answers must not hold a follower (and its container) for good.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTP/1.1 GET over the engine's unix socket; `body_timeout` bounds each read of the
+/// body after the head (none for streams that may stay quiet).
+fn get(socket: &Path, path: &str, body_timeout: Option<Duration>) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(timeout)?;
+    s.set_read_timeout(Some(HEAD_TIMEOUT))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
@@ -84,6 +89,7 @@ fn get(socket: &Path, path: &str, timeout: Option<Duration>) -> std::io::Result<
             }
         }
     }
+    r.get_ref().set_read_timeout(body_timeout)?;
     let body: Box<dyn BufRead + Send> = if chunked {
         Box::new(BufReader::new(Chunked {
             inner: r,
@@ -138,10 +144,15 @@ fn get_json(socket: &Path, path: &str) -> std::io::Result<Value> {
     let mut text = String::new();
     r.body.read_to_string(&mut text)?;
     if r.status != 200 {
-        return Err(std::io::Error::other(format!(
-            "{path}: {} {text}",
-            r.status
-        )));
+        // 404: a container gone meanwhile (`docker run --rm`), not a failure to report.
+        let kind = match r.status {
+            404 => std::io::ErrorKind::NotFound,
+            _ => std::io::ErrorKind::Other,
+        };
+        return Err(std::io::Error::new(
+            kind,
+            format!("{path}: {} {text}", r.status),
+        ));
     }
     serde_json::from_str(&text).map_err(std::io::Error::other)
 }
@@ -221,10 +232,13 @@ impl Followers {
         if self.me.as_deref() == Some(id) || !self.following.lock().unwrap().insert(id.into()) {
             return;
         }
-        let (me, id) = (self.clone(), id.to_string());
+        let (me, id, gone) = (self.clone(), id.to_string(), id.to_string());
         let spawned = thread("sawmill-docker-follow", move || {
             match follow_container(&me.cfg, &me.socket, &id, &me.cx) {
                 Ok(()) => tracing::debug!(container = %id, "A container's output ended."),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::debug!(container = %id, error = %e, "A container went away before it was followed.")
+                }
                 // Retried by the next rescan while the container runs.
                 Err(e) if me.warned.lock().unwrap().insert(id.clone()) => {
                     tracing::warn!(container = %id, error = %e, "Could not follow a container; retrying.")
@@ -236,6 +250,8 @@ impl Followers {
             me.following.lock().unwrap().remove(&id);
         });
         if let Err(e) = spawned {
+            // Not followed: the next rescan tries again.
+            self.following.lock().unwrap().remove(&gone);
             tracing::warn!(error = %e, "Could not start a container follower.");
         }
     }
@@ -277,13 +293,18 @@ fn run(cfg: &DockerConfig, cx: &Context) {
     {
         let (followers, stop) = (followers.clone(), stop.clone());
         let rescans = thread("sawmill-docker-scan", move || {
-            while !stop.load(Relaxed) {
-                // An engine that is away is reported by the events loop.
-                let _ = followers.rescan();
+            // The events loop lists the containers once it is subscribed; this lists them
+            // again every RESCAN after that.
+            loop {
                 let until = std::time::Instant::now() + RESCAN;
                 while !stop.load(Relaxed) && std::time::Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                if stop.load(Relaxed) {
+                    break;
+                }
+                // An engine that is away is reported by the events loop.
+                let _ = followers.rescan();
             }
         });
         if let Err(e) = rescans {
