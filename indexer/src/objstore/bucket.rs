@@ -356,10 +356,11 @@ impl Bucket {
         split.and(tail)
     }
 
-    /// Removes split and tail objects that `manifest` does not list and that were last
-    /// written more than `grace` ago: uploads a replica lost a race with or stopped before
-    /// listing, and removals that failed. The grace keeps an upload in flight, written but
-    /// not yet listed, out of reach. Returns how many objects went.
+    /// Removes split and tail objects that `manifest` does not list, nor the manifest read
+    /// again once they are found, and that were last written more than `grace` ago:
+    /// uploads a replica lost a race with or stopped before listing, and removals that
+    /// failed. The grace keeps an upload in flight, written but not yet listed, out of
+    /// reach. Returns how many objects went.
     pub async fn sweep(&self, manifest: &Manifest, grace: Duration) -> Result<u64> {
         let listed: HashSet<&str> = manifest.splits.iter().map(|s| s.object.as_str()).collect();
         let prefix = self.root.child("splits");
@@ -368,13 +369,9 @@ impl Bucket {
         let mut orphans = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(self.fail("splits/"))?;
-            let Some(parts) = meta.location.prefix_match(&self.root) else {
+            let Some(name) = self.relative(&meta.location) else {
                 continue;
             };
-            let name = parts
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/");
             let split = match name.strip_suffix(".tail") {
                 Some(stem) => format!("{stem}.split"),
                 None if name.ends_with(".split") => name.clone(),
@@ -385,6 +382,20 @@ impl Bucket {
                 orphans.push(name);
             }
         }
+        if orphans.is_empty() {
+            return Ok(0);
+        }
+        // Listed since the manifest was read (by a replica slower than the grace): kept.
+        let now_listed = self.manifest().await?;
+        let listed: HashSet<&str> = now_listed
+            .splits
+            .iter()
+            .map(|s| s.object.as_str())
+            .collect();
+        orphans.retain(|name| {
+            let stem = name.strip_suffix(".tail").or(name.strip_suffix(".split"));
+            !stem.is_some_and(|stem| listed.contains(format!("{stem}.split").as_str()))
+        });
         let mut first_err = None;
         let mut removed = 0;
         for name in orphans {
@@ -512,6 +523,17 @@ impl Bucket {
         }
     }
 
+    /// `location`'s name relative to the root, if it is under it.
+    fn relative(&self, location: &ObjectPath) -> Option<String> {
+        let parts = location.prefix_match(&self.root)?;
+        Some(
+            parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
     /// Every object under the root: (name relative to the root, bytes).
     pub async fn list_objects(&self) -> Result<Vec<(String, u64)>> {
         let fail = self.fail("");
@@ -519,12 +541,8 @@ impl Bucket {
         let mut out = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(&fail)?;
-            let name: Option<Vec<String>> = meta
-                .location
-                .prefix_match(&self.root)
-                .map(|parts| parts.map(|p| p.as_ref().to_string()).collect());
-            if let Some(name) = name {
-                out.push((name.join("/"), meta.size));
+            if let Some(name) = self.relative(&meta.location) {
+                out.push((name, meta.size));
             }
         }
         Ok(out)

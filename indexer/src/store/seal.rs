@@ -45,8 +45,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often the bucket is swept for objects no manifest entry lists.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// How old an unlisted object must be before the sweep removes it: far longer than an
-/// upload takes from its write to its listing, which follow each other within a round.
-const SWEEP_GRACE: Duration = Duration::from_secs(3600);
+/// upload takes from its write to its listing (a split of tens of GB is uploaded, then
+/// read back whole, before it is listed; S3 dates a multipart object from the start of
+/// its upload), with room for the skew between the store's clock and this one.
+const SWEEP_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub struct SealLoop {
     pub shared: Arc<Shared>,
@@ -85,10 +87,6 @@ impl SealLoop {
                 Ok(()) => {
                     self.archive.succeeded();
                     wait = TICK;
-                    if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-                        swept = Some(Instant::now());
-                        self.sweep();
-                    }
                 }
                 Err(Error::ShuttingDown) => return,
                 Err(e) => {
@@ -97,6 +95,11 @@ impl SealLoop {
                     self.archive.failed(&e);
                     wait = (wait * 2).clamp(TICK, BACKOFF_MAX);
                 }
+            }
+            // Whatever the round did: one partition that keeps failing must not stop it.
+            if swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                swept = Some(Instant::now());
+                self.sweep();
             }
         }
     }
@@ -254,6 +257,8 @@ impl SealLoop {
             if lost {
                 tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
                 self.block_on(bucket.delete_split(&entry))?;
+            } else if placed == Placement::Listed {
+                tracing::info!(partition = p.start, split = %entry.object, "This split was listed already: an earlier attempt's manifest write went through though its answer was lost.");
             } else if added {
                 self.shared.metrics.add(M::StoreSplitsUploaded, 1);
                 self.shared.metrics.add(M::StoreBytesUploaded, packed.bytes);
