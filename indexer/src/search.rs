@@ -392,12 +392,12 @@ impl Searcher {
         for p in &all {
             archive.check_complete(p)?;
         }
-        let (cached, remote): (Vec<_>, Vec<_>) = archive
-            .remote_between(lo, hi, &starts)
-            .into_iter()
-            .partition(|(start, span, splits)| archive.cache.holds(*start, *span, splits));
-        for (start, span, splits) in cached {
-            all.push(archive.open_remote(start, span, &splits)?);
+        let mut remote = Vec::new();
+        for (start, span, splits) in archive.remote_between(lo, hi, &starts) {
+            match archive.cached(start, span, &splits) {
+                Some(p) => all.push(p),
+                None => remote.push((start, span, splits)),
+            }
         }
         all.extend(in_parallel(
             &remote,

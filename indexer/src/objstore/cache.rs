@@ -10,6 +10,7 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -135,8 +136,13 @@ fn entry_name(start: i64, span: i64, splits: &[SplitEntry]) -> String {
         h.update(id.as_bytes());
         h.update(b"\n");
     }
-    let hash = format!("{:x}", h.finalize());
-    format!("{}-{}", layout::partition_name(start, span), &hash[..16])
+    let hash = h.finalize();
+    let mut name = layout::partition_name(start, span);
+    name.push('-');
+    for b in &hash[..8] {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
 }
 
 /// (start, span) of an entry name, `p-START-SPAN-HASH`.
@@ -222,36 +228,13 @@ impl Cache {
         let inner = &*self.inner;
         let name = entry_name(start, span, splits);
         loop {
-            let mut state = inner.lock();
-            state.tick += 1;
-            let tick = state.tick;
-            if let Some(entry) = state.entries.get_mut(&name) {
-                entry.last_used = tick;
-                let opened = match &entry.partition {
-                    Some(p) => Ok(p.clone()),
-                    None => Partition::open(inner.dir.join(&name), start, span).map(Arc::new),
-                };
-                match opened {
-                    Ok(p) => {
-                        entry.partition = Some(p.clone());
-                        CacheLookup { hit: true }.emit(&inner.metrics);
-                        // Entries the searches held since the last download may be let go
-                        // by now: the budget is kept on hits too, not only on misses.
-                        let victims = inner.evict(&mut state, false);
-                        drop(state);
-                        inner.remove_dirs(victims);
-                        return Ok(p);
-                    }
-                    // An entry kept from before a restart that no longer opens (damaged
-                    // on local disk): drop it and download the partition again.
-                    Err(e) => {
-                        tracing::warn!(entry = %name, error = %e, "Cached partition does not open; fetching it again.");
-                        let victim = inner.take(&mut state, &name);
-                        drop(state);
-                        inner.remove_dirs(victim.into_iter().collect());
-                        continue;
-                    }
-                }
+            if let Some(p) = inner.cached(&name, start, span) {
+                return Ok(p);
+            }
+            let state = inner.lock();
+            // Landed between the two looks.
+            if state.entries.contains_key(&name) {
+                continue;
             }
             if let Some(flight) = state.loading.get(&name).cloned() {
                 drop(state);
@@ -265,6 +248,7 @@ impl Cache {
                 // Downloaded: the next turn finds the entry (or, evicted meanwhile, loads it).
                 continue;
             }
+            let mut state = state;
             let flight = Arc::new(Flight::default());
             state.loading.insert(name.clone(), flight.clone());
             drop(state);
@@ -284,9 +268,11 @@ impl Cache {
 
     /// The partition for `splits` read by ranges from the store (`remote.rs`), without
     /// downloading it: opened with one GET of each split's tail, then kept open (with the
-    /// chunks its searches fetched) until the partition's download lands. `None` when a
-    /// split is of format 1, which can only be read whole. Blocking, like
-    /// [`Cache::partition`]. `report` hears of every read that fails later.
+    /// chunks its searches fetched) until the partition's download lands, or until its
+    /// tails' memory is needed for another and no search holds it (`--cache-memory`).
+    /// `None` when a split is of format 1, or the tails need more than the whole memory
+    /// limit: those can only be read whole. Blocking, like [`Cache::partition`]. `report`
+    /// hears of every read that fails later.
     pub fn remote(
         &self,
         rt: &tokio::runtime::Handle,
@@ -313,7 +299,9 @@ impl Cache {
             return Ok(Some(p.clone()));
         }
         CacheLookup { hit: false }.emit(&inner.metrics);
-        let memory = inner.reserve(splits)?;
+        let Some(memory) = inner.reserve(splits)? else {
+            return Ok(None);
+        };
         let fetcher = Fetcher {
             rt: rt.clone(),
             bucket: bucket.clone(),
@@ -423,8 +411,15 @@ impl Cache {
         write_meta(dest, &self.inner.schema, &segments)
     }
 
-    /// Whether the partition assembled from `splits` is in the cache now, so that a search
-    /// opens it at once instead of waiting in line with the downloads.
+    /// The partition assembled from `splits` if it is in the cache now, opened: a search
+    /// takes it at once instead of waiting in line with the downloads.
+    pub fn cached(&self, start: i64, span: i64, splits: &[SplitEntry]) -> Option<Arc<Partition>> {
+        check_splits(start, span, splits).ok()?;
+        self.inner
+            .cached(&entry_name(start, span, splits), start, span)
+    }
+
+    /// Whether the partition assembled from `splits` is in the cache now.
     pub fn holds(&self, start: i64, span: i64, splits: &[SplitEntry]) -> bool {
         let name = entry_name(start, span, splits);
         self.inner.lock().entries.contains_key(&name)
@@ -470,21 +465,58 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Entry `name`, opened and marked used; `None` when absent, or when it no longer opens
+    /// (damaged on local disk: dropped, to be downloaded again).
+    fn cached(&self, name: &str, start: i64, span: i64) -> Option<Arc<Partition>> {
+        let mut state = self.lock();
+        state.tick += 1;
+        let tick = state.tick;
+        let entry = state.entries.get_mut(name)?;
+        entry.last_used = tick;
+        let opened = match &entry.partition {
+            Some(p) => Ok(p.clone()),
+            None => Partition::open(self.dir.join(name), start, span).map(Arc::new),
+        };
+        match opened {
+            Ok(p) => {
+                entry.partition = Some(p.clone());
+                CacheLookup { hit: true }.emit(&self.metrics);
+                // Entries the searches held since the last download may be let go by now:
+                // the budget is kept on hits too, not only on misses.
+                let victims = self.evict(&mut state, false);
+                drop(state);
+                self.remove_dirs(victims);
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(entry = %name, error = %e, "Cached partition does not open; fetching it again.");
+                let victim = self.take(&mut state, name);
+                drop(state);
+                self.remove_dirs(victim.into_iter().collect());
+                None
+            }
+        }
+    }
+
     fn remote_lock(&self) -> MutexGuard<'_, HashMap<String, (u64, Arc<Partition>)>> {
         self.remote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The memory for the tails of `splits`, making room by closing the partitions read
     /// by ranges that no search holds, least recently used first; refused when searches
-    /// hold too much.
-    fn reserve(&self, splits: &[SplitEntry]) -> Result<Reservation> {
+    /// hold too much; `None` when they need more than the whole limit (the partition is
+    /// then downloaded whole instead).
+    fn reserve(&self, splits: &[SplitEntry]) -> Result<Option<Reservation>> {
         let needed: u64 = splits
             .iter()
             .map(|s| s.tail.as_ref().map_or(0, |t| t.bytes))
             .sum();
+        if needed > self.memory.limit() {
+            return Ok(None);
+        }
         loop {
             if let Some(r) = self.memory.reserve(needed) {
-                return Ok(r);
+                return Ok(Some(r));
             }
             let victim = {
                 let mut remote = self.remote_lock();

@@ -366,6 +366,13 @@ impl Archive {
         out
     }
 
+    /// The partition at `start` assembled from `splits` if the cache holds it now.
+    pub fn cached(&self, start: i64, span: i64, splits: &[SplitEntry]) -> Option<Arc<Partition>> {
+        let p = self.cache.cached(start, span, splits)?;
+        note(&self.status, start, Ok(()));
+        Some(p)
+    }
+
     /// The partition at `start` assembled from `splits`, from the cache or fetched into it.
     /// Blocking: call from a search thread.
     pub fn open_remote(
@@ -377,7 +384,8 @@ impl Archive {
         let (rt, bucket) = (&self.rt, &self.bucket);
         if !self.cache.holds(start, span, splits) {
             // Not downloaded yet: read by ranges now, downloaded whole in the background.
-            // A failed read is noted until a download of the partition succeeds.
+            // A failed read is noted (see `Status`); a refusal for want of memory is the
+            // search's, not the store's.
             let status = self.status.clone();
             let report = Arc::new(move |e: &Error| note(&status, start, Err(e)));
             match self.cache.remote(rt, bucket, start, span, splits, report) {
@@ -386,6 +394,7 @@ impl Archive {
                     return Ok(p);
                 }
                 Ok(None) => {}
+                Err(e @ Error::ColdMemory { .. }) => return Err(e),
                 Err(e) => {
                     note(&self.status, start, Err(&e));
                     return Err(e);
