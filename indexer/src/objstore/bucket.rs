@@ -356,17 +356,16 @@ impl Bucket {
         split.and(tail)
     }
 
-    /// Removes split and tail objects that `manifest` does not list, nor the manifest read
-    /// again once they are found, and that were last written more than `grace` ago:
-    /// uploads a replica lost a race with or stopped before listing, and removals that
-    /// failed. The grace keeps an upload in flight, written but not yet listed, out of
-    /// reach. Returns how many objects went.
-    pub async fn sweep(&self, manifest: &Manifest, grace: Duration) -> Result<u64> {
-        let listed: HashSet<&str> = manifest.splits.iter().map(|s| s.object.as_str()).collect();
-        let prefix = self.root.child("splits");
-        let mut stream = self.store.list(Some(&prefix));
+    /// Removes split and tail objects that the manifest does not list and that were last
+    /// written more than `grace` ago: uploads a replica lost a race with or stopped before
+    /// listing, and removals that failed. The manifest is read after the listing, so a
+    /// split listed meanwhile is kept; the grace keeps an upload in flight, written but not
+    /// yet listed, out of reach. Returns how many objects went.
+    pub async fn sweep(&self, grace: Duration) -> Result<u64> {
+        let mut stream = self.store.list(Some(&self.root.child("splits")));
         let cutoff = time::OffsetDateTime::now_utc().unix_timestamp() - grace.as_secs() as i64;
-        let mut orphans = Vec::new();
+        // (object, the split it belongs to)
+        let mut old = Vec::new();
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(self.fail("splits/"))?;
             let Some(name) = self.relative(&meta.location) else {
@@ -378,28 +377,22 @@ impl Bucket {
                 // Not a name this code writes: left alone.
                 None => continue,
             };
-            if !listed.contains(split.as_str()) && meta.last_modified.timestamp() < cutoff {
-                orphans.push(name);
+            if meta.last_modified.timestamp() < cutoff {
+                old.push((name, split));
             }
         }
-        if orphans.is_empty() {
+        if old.is_empty() {
             return Ok(0);
         }
-        // Listed since the manifest was read (by a replica slower than the grace): kept.
-        let now_listed = self.manifest().await?;
-        let listed: HashSet<&str> = now_listed
-            .splits
-            .iter()
-            .map(|s| s.object.as_str())
-            .collect();
-        orphans.retain(|name| {
-            let stem = name.strip_suffix(".tail").or(name.strip_suffix(".split"));
-            !stem.is_some_and(|stem| listed.contains(format!("{stem}.split").as_str()))
-        });
+        let manifest = self.manifest().await?;
+        let listed: HashSet<&str> = manifest.splits.iter().map(|s| s.object.as_str()).collect();
         let mut first_err = None;
         let mut removed = 0;
-        for name in orphans {
-            match self.delete(&name).await {
+        for (name, _) in old
+            .iter()
+            .filter(|(_, split)| !listed.contains(split.as_str()))
+        {
+            match self.delete(name).await {
                 Ok(()) => removed += 1,
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -828,11 +821,10 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let m = bucket.manifest().await.unwrap();
             let hour = Duration::from_secs(3600);
-            assert_eq!(bucket.sweep(&m, hour).await.unwrap(), 0, "too fresh");
+            assert_eq!(bucket.sweep(hour).await.unwrap(), 0, "too fresh");
             tokio::time::sleep(Duration::from_millis(1100)).await;
-            assert_eq!(bucket.sweep(&m, Duration::ZERO).await.unwrap(), 2);
+            assert_eq!(bucket.sweep(Duration::ZERO).await.unwrap(), 2);
             let mut after: Vec<String> = bucket
                 .list_objects()
                 .await

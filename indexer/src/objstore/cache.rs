@@ -145,6 +145,20 @@ fn entry_name(start: i64, span: i64, splits: &[SplitEntry]) -> String {
     name
 }
 
+/// Takes the least recently used of the partitions read by ranges that `may` allows out
+/// of `remote` (dropped by the caller, outside the lock).
+fn close_oldest(
+    remote: &mut HashMap<String, (u64, Arc<Partition>)>,
+    may: impl Fn(&Arc<Partition>) -> bool,
+) -> Option<(u64, Arc<Partition>)> {
+    let oldest = remote
+        .iter()
+        .filter(|(_, (_, p))| may(p))
+        .min_by_key(|(_, (used, _))| *used)
+        .map(|(n, _)| n.clone())?;
+    remote.remove(&oldest)
+}
+
 /// (start, span) of an entry name, `p-START-SPAN-HASH`.
 fn parse_entry_name(name: &str) -> Option<(i64, i64)> {
     let (partition, hash) = name.rsplit_once('-')?;
@@ -345,12 +359,7 @@ impl Cache {
             remote.insert(name, (tick, partition.clone()));
         }
         while remote.len() > REMOTE_ENTRIES {
-            let oldest = remote
-                .iter()
-                .min_by_key(|(_, (used, _))| *used)
-                .map(|(n, _)| n.clone())
-                .expect("not empty");
-            remote.remove(&oldest);
+            close_oldest(&mut remote, |_| true);
         }
         Ok(Some(partition))
     }
@@ -417,12 +426,6 @@ impl Cache {
         check_splits(start, span, splits).ok()?;
         self.inner
             .cached(&entry_name(start, span, splits), start, span)
-    }
-
-    /// Whether the partition assembled from `splits` is in the cache now.
-    pub fn holds(&self, start: i64, span: i64, splits: &[SplitEntry]) -> bool {
-        let name = entry_name(start, span, splits);
-        self.inner.lock().entries.contains_key(&name)
     }
 
     /// Whether a search is reading the partition at `start` by ranges right now.
@@ -518,15 +521,7 @@ impl Inner {
             if let Some(r) = self.memory.reserve(needed) {
                 return Ok(Some(r));
             }
-            let victim = {
-                let mut remote = self.remote_lock();
-                let oldest = remote
-                    .iter()
-                    .filter(|(_, (_, p))| Arc::strong_count(p) == 1)
-                    .min_by_key(|(_, (used, _))| *used)
-                    .map(|(n, _)| n.clone());
-                oldest.and_then(|n| remote.remove(&n))
-            };
+            let victim = close_oldest(&mut self.remote_lock(), |p| Arc::strong_count(p) == 1);
             // Dropped outside the lock: closing it gives its memory back.
             if victim.is_none() {
                 return Err(Error::ColdMemory {

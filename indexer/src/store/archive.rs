@@ -382,23 +382,25 @@ impl Archive {
         splits: &[SplitEntry],
     ) -> Result<Arc<Partition>> {
         let (rt, bucket) = (&self.rt, &self.bucket);
-        if !self.cache.holds(start, span, splits) {
-            // Not downloaded yet: read by ranges now, downloaded whole in the background.
-            // A failed read is noted (see `Status`); a refusal for want of memory is the
-            // search's, not the store's.
-            let status = self.status.clone();
-            let report = Arc::new(move |e: &Error| note(&status, start, Err(e)));
-            match self.cache.remote(rt, bucket, start, span, splits, report) {
-                Ok(Some(p)) => {
-                    self.download_later(start, span, splits);
-                    return Ok(p);
-                }
-                Ok(None) => {}
-                Err(e @ Error::ColdMemory { .. }) => return Err(e),
-                Err(e) => {
-                    note(&self.status, start, Err(&e));
-                    return Err(e);
-                }
+        // Downloaded since the search looked: taken from the cache.
+        if let Some(p) = self.cached(start, span, splits) {
+            return Ok(p);
+        }
+        // Not downloaded yet: read by ranges now, downloaded whole in the background.
+        // A failed read is noted (see `Status`); a refusal for want of memory is the
+        // search's, not the store's.
+        let status = self.status.clone();
+        let report = Arc::new(move |e: &Error| note(&status, start, Err(e)));
+        match self.cache.remote(rt, bucket, start, span, splits, report) {
+            Ok(Some(p)) => {
+                self.download_later(start, span, splits);
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(e @ Error::ColdMemory { .. }) => return Err(e),
+            Err(e) => {
+                note(&self.status, start, Err(&e));
+                return Err(e);
             }
         }
         let res = self.cache.partition(rt, bucket, start, span, splits);

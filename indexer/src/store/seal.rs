@@ -253,23 +253,26 @@ impl SealLoop {
                 placed = m.place(&entry, &local);
                 Ok(placed == Placement::Added)
             }))?;
-            let (lost, added) = (placed == Placement::Lost, placed == Placement::Added);
-            if lost {
-                tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
-                self.block_on(bucket.delete_split(&entry))?;
-            } else if placed == Placement::Listed {
-                tracing::info!(partition = p.start, split = %entry.object, "This split was listed already: an earlier attempt's manifest write went through though its answer was lost.");
-            } else if added {
-                self.shared.metrics.add(M::StoreSplitsUploaded, 1);
-                self.shared.metrics.add(M::StoreBytesUploaded, packed.bytes);
-                tracing::info!(
-                    partition = p.start,
-                    split = %entry.object,
-                    records = entry.records,
-                    bytes = packed.bytes,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "Sealed a partition into the object store."
-                );
+            match placed {
+                Placement::Lost => {
+                    tracing::info!(partition = p.start, "Another replica of the group sealed this partition first; its split is adopted instead of this one's.");
+                    self.block_on(bucket.delete_split(&entry))?;
+                }
+                Placement::Listed => {
+                    tracing::info!(partition = p.start, split = %entry.object, "This split was listed already: an earlier attempt's manifest write went through though its answer was lost.");
+                }
+                Placement::Added => {
+                    self.shared.metrics.add(M::StoreSplitsUploaded, 1);
+                    self.shared.metrics.add(M::StoreBytesUploaded, packed.bytes);
+                    tracing::info!(
+                        partition = p.start,
+                        split = %entry.object,
+                        records = entry.records,
+                        bytes = packed.bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "Sealed a partition into the object store."
+                    );
+                }
             }
             learn(&self.shared, &self.archive, m);
             Ok(())
@@ -349,12 +352,7 @@ impl SealLoop {
     /// Removes objects of this group's prefix that no manifest entry lists (see
     /// `Bucket::sweep`); a failure is logged and tried again at the next sweep.
     fn sweep(&self) {
-        let bucket = &self.archive.bucket;
-        // Read afresh: a split listed since the last round must not look unlisted.
-        let res = self
-            .block_on(bucket.manifest())
-            .and_then(|m| self.block_on(bucket.sweep(&m, SWEEP_GRACE)));
-        match res {
+        match self.block_on(self.archive.bucket.sweep(SWEEP_GRACE)) {
             Ok(0) => {}
             Ok(n) => {
                 self.shared.metrics.add(M::StoreOrphansRemoved, n);
