@@ -45,6 +45,8 @@ const DOWNLOAD_RETRY: Duration = Duration::from_secs(60);
 /// a partition read only by ranges (too large for the cache) is never downloaded, so a
 /// success cannot always clear it, and one failure must not show for ever.
 const READ_ERROR_SHOWN: Duration = Duration::from_secs(600);
+/// How many partitions' read failures `/healthz` spells out.
+const READ_ERRORS_NAMED: usize = 3;
 
 /// The flags of `sawmill indexer` that concern the object store.
 #[derive(Clone, Debug)]
@@ -135,12 +137,25 @@ impl Status {
         self.read_errors.retain(|start, _| starts.contains(start));
     }
 
-    /// The newest read failure still shown at `now`; older ones are forgotten.
+    /// The read failures still shown at `now`, newest first, at most [`READ_ERRORS_NAMED`]
+    /// of them: each damaged partition is named, not only the last one read. Older
+    /// failures are forgotten.
     fn last_read_error(&mut self, now: Instant) -> Option<String> {
         self.read_errors
             .retain(|_, (at, _)| now.saturating_duration_since(*at) < READ_ERROR_SHOWN);
-        let newest = self.read_errors.values().max_by_key(|(at, _)| *at);
-        newest.map(|(_, why)| why.clone())
+        let mut shown: Vec<&(Instant, String)> = self.read_errors.values().collect();
+        shown.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let more = shown.len().saturating_sub(READ_ERRORS_NAMED);
+        let mut text = shown
+            .iter()
+            .take(READ_ERRORS_NAMED)
+            .map(|(_, why)| why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if more > 0 {
+            text.push_str(&format!("; and {more} more partitions fail to read"));
+        }
+        (!shown.is_empty()).then_some(text)
     }
 }
 
@@ -474,7 +489,7 @@ mod tests {
         s.read_failed(3600, "first".into(), t0);
         s.read_failed(7200, "second".into(), t0 + Duration::from_secs(1));
         let later = t0 + Duration::from_secs(60);
-        assert_eq!(s.last_read_error(later).as_deref(), Some("second"));
+        assert_eq!(s.last_read_error(later).as_deref(), Some("second; first"));
         s.keep_read_errors(&BTreeSet::from([3600]));
         assert_eq!(s.last_read_error(later).as_deref(), Some("first"));
         assert_eq!(s.last_read_error(t0 + READ_ERROR_SHOWN), None);
