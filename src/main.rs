@@ -7,6 +7,7 @@ mod up;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run everything on this machine: an indexer, a shipper and the web UI on loopback (and, with --demo, sample traffic).
     Up(UpArgs),
@@ -60,6 +63,12 @@ struct QueryArgs {
     max_tails: usize,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Searches and /metrics need a token from this file (one per line, read again on
+    /// SIGHUP); /healthz stays open.
+    #[arg(long, env = "SAWMILL_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -71,6 +80,111 @@ struct UiArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS on a listener, and whether it may serve the network without.
+#[derive(Args)]
+struct TlsArgs {
+    /// Serve HTTPS only, with this certificate chain (PEM, leaf first). Read again on
+    /// SIGHUP and when the file changes; connections open keep the old one.
+    #[arg(long, env = "SAWMILL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SAWMILL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by a CA in this PEM file (mTLS).
+    #[arg(long, env = "SAWMILL_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS anyway (a private network, or TLS ended
+    /// by a proxy in front). Without it, such a listener is refused.
+    #[arg(long, env = "SAWMILL_INSECURE")]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    /// The listener's TLS, once `listen` is allowed with or without it.
+    fn load(&self, listens: &[SocketAddr]) -> anyhow::Result<Option<Arc<sawmill_http::ServerTls>>> {
+        for l in listens {
+            sawmill_http::check_listen(*l, self.tls_cert.is_some(), self.insecure)?;
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(sawmill_http::ServerTls::load(
+            sawmill_http::ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+            },
+        )?))
+    }
+}
+
+/// How a client reaches indexers over https, and the token it sends them.
+#[derive(Args)]
+struct ConnectArgs {
+    /// Verify https indexers against the CAs in this PEM file instead of the system's roots.
+    #[arg(long, env = "SAWMILL_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Present this certificate (PEM) to indexers that require one (--client-ca).
+    #[arg(long, env = "SAWMILL_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, env = "SAWMILL_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Send the first token in this file to indexers (`Authorization: Bearer`); read again
+    /// on SIGHUP. The shipper needs an ingest token, the UI, query and peers a read token.
+    #[arg(long, env = "SAWMILL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// The client settings, checked now: a CA or certificate that cannot be read is an
+    /// error at start, not a replica that never answers.
+    fn connect(&self) -> anyhow::Result<sawmill_http::Connect> {
+        let tls = sawmill_http::ClientTls {
+            ca_file: self.ca_file.clone(),
+            cert: self.client_cert.clone(),
+            key: self.client_key.clone(),
+        };
+        tls.config()?;
+        let token = match &self.token_file {
+            Some(f) => sawmill_http::ClientToken::load(f)?,
+            None => sawmill_http::ClientToken::none(),
+        };
+        Ok(sawmill_http::Connect { tls, token })
+    }
+}
+
+/// The tokens an indexer's routes need.
+#[derive(Args)]
+struct TokenArgs {
+    /// Ingest routes (/api/v1/ingest, /_bulk) need a token from this file (one per line,
+    /// read again on SIGHUP). Without it, ingest is open.
+    #[arg(long, env = "SAWMILL_INGEST_TOKEN_FILE")]
+    ingest_token_file: Option<PathBuf>,
+    /// Searches, repair reads and /metrics need a token from this file; /healthz stays
+    /// open. Without it, reading is open.
+    #[arg(long, env = "SAWMILL_READ_TOKEN_FILE")]
+    read_token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn access(&self) -> anyhow::Result<sawmill_http::Access> {
+        Ok(sawmill_http::Access::new(
+            tokens(&self.ingest_token_file)?,
+            tokens(&self.read_token_file)?,
+        ))
+    }
+}
+
+fn tokens(file: &Option<PathBuf>) -> anyhow::Result<Option<Arc<sawmill_http::Tokens>>> {
+    Ok(match file {
+        Some(f) => Some(sawmill_http::Tokens::load(f)?),
+        None => None,
+    })
 }
 
 /// The indexers that `query` and the UI search: every group, one healthy replica of each.
@@ -90,6 +204,8 @@ struct ClusterArgs {
     /// Resolve the names again and ask every replica's health this often.
     #[arg(long, env = "SAWMILL_DISCOVERY_INTERVAL", default_value = "10s", value_parser = span)]
     discovery_interval: Duration,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 /// How long a client may take over a request head, and how long a stop waits for clients.
@@ -198,6 +314,8 @@ struct ShipperArgs {
     /// (a group with fewer replicas holds it back; sockets and Docker are unaffected).
     #[arg(long, env = "SAWMILL_ACK_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     ack_replicas: u32,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 #[derive(Args)]
@@ -214,6 +332,12 @@ struct UpArgs {
     /// Address the web UI listens on.
     #[arg(long, env = "SAWMILL_UI_LISTEN", default_value = "127.0.0.1:7279")]
     ui_listen: SocketAddr,
+    /// The indexer and the UI serve HTTPS with it; the shipper and the UI inside `up` trust
+    /// it (make it valid for 127.0.0.1, and not a CA: see the README).
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    tokens: TokenArgs,
 }
 
 #[derive(Args)]
@@ -232,6 +356,10 @@ struct IndexerArgs {
     repair: RepairArgs,
     #[command(flatten)]
     archive: ArchiveArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    tokens: TokenArgs,
 }
 
 #[derive(Args)]
@@ -286,15 +414,19 @@ struct RepairArgs {
     /// Most records per second repair copies in from peers, all together.
     #[arg(long, env = "SAWMILL_REPAIR_RATE", default_value_t = sawmill_indexer::DEFAULT_REPAIR_RATE)]
     repair_rate: u64,
+    /// How peers are reached (their read token, for https their CA).
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 impl RepairArgs {
-    fn config(self) -> RepairConfig {
-        RepairConfig {
+    fn config(self) -> anyhow::Result<RepairConfig> {
+        Ok(RepairConfig {
+            connect: self.connect.connect()?,
             peers: self.peers,
             interval: self.discovery_interval.max(Duration::from_millis(100)),
             rate: self.repair_rate.max(1),
-        }
+        })
     }
 }
 
@@ -460,6 +592,7 @@ fn parse_cli() -> Cli {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut reload = signal::Reload::default();
     match cli.command {
         Command::Indexer(a) => {
             let api = ApiConfig {
@@ -467,24 +600,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 body_timeout: a.body_timeout,
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
+                tls: a.tls.load(&[a.listen])?,
+                access: a.tokens.access()?,
                 ..a.store.api()
             };
+            let repair = a.repair.config()?;
+            reload.server_tls(&api.tls);
+            reload.access(&api.access);
+            reload.connect(&repair.connect);
+            reload.start();
             let mut store = a.store.config();
             store.archive = a.archive.config();
-            serve::indexer(a.listen, store, api, a.repair.config()).await
+            serve::indexer(a.listen, store, api, repair).await
         }
-        Command::Shipper(a) => serve::shipper(a.config()).await,
+        Command::Shipper(a) => {
+            let cfg = a.config()?;
+            reload.connect(&cfg.connect);
+            reload.start();
+            serve::shipper(cfg).await
+        }
         Command::Run(_) => unreachable!("handled before the runtime starts"),
         Command::Ui(a) => {
             let config = sawmill_ui::ServeConfig {
                 header_timeout: a.http.header_timeout,
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
+                tls: a.tls.load(&[a.listen])?,
             };
+            let connect = a.cluster.connect.connect()?;
+            reload.server_tls(&config.tls);
+            reload.connect(&connect);
+            reload.start();
             serve::ui(
                 a.listen,
                 a.cluster.indexers,
                 a.cluster.discovery_interval,
+                connect,
                 config,
             )
             .await
@@ -495,22 +646,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 discovery_interval: a.cluster.discovery_interval,
                 max_concurrent: a.max_concurrent_searches,
                 max_tails: a.max_tails,
+                connect: a.cluster.connect.connect()?,
                 ..sawmill_query::ClusterConfig::default()
             };
             let http = sawmill_query::ServeConfig {
                 header_timeout: a.http.header_timeout,
                 stop_timeout: a.http.stop_timeout,
                 max_connections: a.http.max_connections,
+                tls: a.tls.load(&[a.listen])?,
             };
-            serve::query(a.listen, cluster, http).await
+            let access = sawmill_http::Access::new(None, tokens(&a.read_token_file)?);
+            reload.server_tls(&http.tls);
+            reload.access(&access);
+            reload.connect(&cluster.connect);
+            reload.start();
+            serve::query(a.listen, cluster, http, access).await
         }
-        Command::Up(a) => up::up(a.config()).await,
+        Command::Up(a) => {
+            let cfg = a.config()?;
+            reload.server_tls(&cfg.api.tls);
+            reload.access(&cfg.api.access);
+            reload.start();
+            up::up(cfg).await
+        }
     }
 }
 
 impl ShipperArgs {
-    fn config(self) -> sawmill_shipper::ShipperConfig {
+    fn config(self) -> anyhow::Result<sawmill_shipper::ShipperConfig> {
         let mut cfg = sawmill_shipper::ShipperConfig::new(self.indexers, self.state);
+        cfg.connect = self.connect.connect()?;
         cfg.syslog_socket = self.syslog_socket;
         cfg.syslog_udp = self.syslog_udp;
         cfg.syslog_tcp = self.syslog_tcp;
@@ -528,13 +693,13 @@ impl ShipperArgs {
             max_message_bytes: self.max_message_bytes as usize,
             zone: self.timezone,
         };
-        cfg
+        Ok(cfg)
     }
 }
 
 impl UpArgs {
-    /// `up` takes the indexer's defaults for everything but where things go.
-    fn config(self) -> up::UpConfig {
+    /// `up` takes the indexer's defaults for everything but where things go, TLS and tokens.
+    fn config(self) -> anyhow::Result<up::UpConfig> {
         let store = StoreArgs {
             data: self.data,
             group: "default".into(),
@@ -552,12 +717,34 @@ impl UpArgs {
                 search_timeout: Duration::from_secs(30),
             },
         };
-        up::UpConfig {
+        let tls = self.tls.load(&[self.listen, self.ui_listen])?;
+        // The shipper and the UI inside `up` trust the certificate itself, and send the
+        // first token of each file.
+        let connect = |token: &Option<PathBuf>| -> anyhow::Result<sawmill_http::Connect> {
+            Ok(sawmill_http::Connect {
+                tls: sawmill_http::ClientTls {
+                    ca_file: self.tls.tls_cert.clone(),
+                    ..Default::default()
+                },
+                token: match token {
+                    Some(f) => sawmill_http::ClientToken::load(f)?,
+                    None => sawmill_http::ClientToken::none(),
+                },
+            })
+        };
+        Ok(up::UpConfig {
             listen: self.listen,
             store: store.config(),
-            api: store.api(),
+            api: ApiConfig {
+                tls: tls.clone(),
+                access: self.tokens.access()?,
+                ..store.api()
+            },
             ui_listen: self.ui_listen,
+            ui_tls: tls,
+            shipper: connect(&self.tokens.ingest_token_file)?,
+            ui: connect(&self.tokens.read_token_file)?,
             demo: self.demo,
-        }
+        })
     }
 }

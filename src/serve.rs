@@ -51,7 +51,11 @@ impl RunningIndexer {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let url = format!(
+            "{}://{}",
+            sawmill_http::scheme(&api.tls),
+            listener.local_addr()?
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Started once the address is bound, so peers that find this replica can ask it.
         let repair = sawmill_indexer::start_repair(store.clone(), repair);
@@ -79,11 +83,14 @@ impl RunningIndexer {
 }
 
 /// Binds the UI's address, returning the listener and its URL.
-pub async fn ui_listener(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, String)> {
+pub async fn ui_listener(
+    listen: SocketAddr,
+    tls: &Option<std::sync::Arc<sawmill_http::ServerTls>>,
+) -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen} for the UI (is another sawmill running? pick another with --ui-listen / --listen)")
     })?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!("{}://{}", sawmill_http::scheme(tls), listener.local_addr()?);
     Ok((listener, url))
 }
 
@@ -92,6 +99,7 @@ pub async fn ui(
     listen: SocketAddr,
     indexers: Vec<sawmill_cluster::Target>,
     discovery_interval: std::time::Duration,
+    connect: sawmill_http::Connect,
     config: sawmill_ui::ServeConfig,
 ) -> anyhow::Result<()> {
     let stopping = format!(
@@ -99,8 +107,8 @@ pub async fn ui(
         config.stop_timeout.as_secs()
     );
     let stop = shutdown_signal(stopping);
-    let client = sawmill_ui::Client::start(indexers, discovery_interval).await?;
-    let (listener, url) = ui_listener(listen).await?;
+    let client = sawmill_ui::Client::start(indexers, discovery_interval, connect).await?;
+    let (listener, url) = ui_listener(listen, &config.tls).await?;
     println!("sawmill ui listening on {url}");
     sawmill_ui::serve(listener, client, config, stop).await?;
     Ok(())
@@ -111,6 +119,7 @@ pub async fn query(
     listen: SocketAddr,
     cluster: sawmill_query::ClusterConfig,
     config: sawmill_query::ServeConfig,
+    access: sawmill_http::Access,
 ) -> anyhow::Result<()> {
     let stop = shutdown_signal(format!(
         "Stopping: finishing the requests in flight (up to {} s).",
@@ -120,9 +129,13 @@ pub async fn query(
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen} for the query API (is another sawmill query running? pick another with --listen)")
     })?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let url = format!(
+        "{}://{}",
+        sawmill_http::scheme(&config.tls),
+        listener.local_addr()?
+    );
     println!("sawmill query listening on {url}");
-    sawmill_query::serve(listener, cluster, config, stop).await;
+    sawmill_query::serve(listener, cluster, config, access, stop).await;
     Ok(())
 }
 

@@ -15,3 +15,97 @@ pub fn shutdown_signal(stopping: String) -> impl std::future::Future<Output = ()
         tracing::info!("{stopping}");
     }
 }
+
+/// What SIGHUP reads again: listeners' certificates, token files, clients' tokens. The
+/// certificate files are also watched (every few seconds), so a renewal by cert-manager,
+/// certbot or a mounted Secret takes effect without a signal.
+#[derive(Default)]
+pub struct Reload {
+    items: Vec<Item>,
+    watched: Vec<std::path::PathBuf>,
+}
+
+type Item = (
+    &'static str,
+    Box<dyn Fn() -> Result<(), sawmill_http::Error> + Send + Sync>,
+);
+
+impl Reload {
+    pub fn server_tls(&mut self, tls: &Option<std::sync::Arc<sawmill_http::ServerTls>>) {
+        if let Some(t) = tls {
+            let f = t.files();
+            self.watched.push(f.cert.clone());
+            self.watched.push(f.key.clone());
+            self.watched.extend(f.client_ca.clone());
+            let t = t.clone();
+            self.items
+                .push(("certificate", Box::new(move || t.reload())));
+        }
+    }
+
+    pub fn access(&mut self, access: &sawmill_http::Access) {
+        if access.any() {
+            let a = access.clone();
+            self.items
+                .push(("token files", Box::new(move || a.reload())));
+        }
+    }
+
+    pub fn connect(&mut self, connect: &sawmill_http::Connect) {
+        if connect.token.is_set() {
+            let c = connect.clone();
+            self.items
+                .push(("--token-file", Box::new(move || c.reload())));
+        }
+    }
+
+    /// Reloads on every SIGHUP, and when a watched file changes, until the process ends. A
+    /// file that cannot be read leaves what is in use, with an error in the log.
+    pub fn start(self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        if self.items.is_empty() {
+            return;
+        }
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot catch SIGHUP; certificates and tokens are not reloaded.");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+                files
+                    .iter()
+                    .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                    .collect()
+            };
+            let mut seen = stamp(&self.watched);
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                let why = tokio::select! {
+                    _ = hup.recv() => "SIGHUP",
+                    _ = tick.tick() => {
+                        let now = stamp(&self.watched);
+                        if now == seen {
+                            continue;
+                        }
+                        seen = now;
+                        "a certificate file changed"
+                    }
+                };
+                for (what, reload) in &self.items {
+                    match reload() {
+                        Ok(()) => tracing::info!(reason = why, "Reloaded the {what}."),
+                        Err(e) => {
+                            tracing::error!(reason = why, error = %e, "Could not reload the {what}; the one in use stays.")
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How often watched certificate files are checked for a change.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -20,6 +20,12 @@ pub struct UpConfig {
     pub api: ApiConfig,
     /// Where the web UI listens.
     pub ui_listen: SocketAddr,
+    /// The UI's TLS (the indexer's is in `api`).
+    pub ui_tls: Option<std::sync::Arc<sawmill_http::ServerTls>>,
+    /// How the shipper reaches the indexer (its CA, its ingest token).
+    pub shipper: sawmill_http::Connect,
+    /// How the UI reaches the indexer (its CA, its read token).
+    pub ui: sawmill_http::Connect,
     /// Feed sample traffic.
     pub demo: bool,
 }
@@ -39,11 +45,11 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         sawmill_indexer::RepairConfig::default(),
     )
     .await?;
-    let ui = RunningUi::start(cfg.ui_listen, &indexer.url).await?;
+    let ui = RunningUi::start(cfg.ui_listen, cfg.ui_tls, &indexer.url, cfg.ui).await?;
     // The store made the directory; a full path keeps the printed commands valid anywhere.
     let data = std::fs::canonicalize(&data).unwrap_or(data);
     let socket = data.join("dev-log");
-    let shipper = start_shipper(&indexer.url, &data, &socket).await?;
+    let shipper = start_shipper(&indexer.url, cfg.shipper, &data, &socket).await?;
     print_guide(&indexer.url, &ui.url, &data, &socket);
     let demo = cfg.demo.then(|| Demo::start(&socket, &ui.url));
     stop.await;
@@ -75,12 +81,20 @@ struct RunningUi {
 impl RunningUi {
     /// Binds `listen` and prints `sawmill ui listening on URL`: tests read this second line
     /// to find the UI's port.
-    async fn start(listen: SocketAddr, indexer_url: &str) -> anyhow::Result<RunningUi> {
-        let (listener, url) = ui_listener(listen).await?;
+    async fn start(
+        listen: SocketAddr,
+        tls: Option<std::sync::Arc<sawmill_http::ServerTls>>,
+        indexer_url: &str,
+        connect: sawmill_http::Connect,
+    ) -> anyhow::Result<RunningUi> {
+        let (listener, url) = ui_listener(listen, &tls).await?;
         println!("sawmill ui listening on {url}");
-        let client = sawmill_ui::Client::new(vec![indexer_url.to_string()]).await?;
+        let client = sawmill_ui::Client::new(vec![indexer_url.to_string()], connect).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = sawmill_ui::ServeConfig::default();
+        let config = sawmill_ui::ServeConfig {
+            tls,
+            ..Default::default()
+        };
         let server = tokio::spawn(sawmill_ui::serve(listener, client, config, async {
             let _ = stopped.await;
         }));
@@ -97,12 +111,14 @@ impl RunningUi {
 /// A shipper serving the syslog socket `socket`, keeping its state under `data`.
 async fn start_shipper(
     indexer_url: &str,
+    connect: sawmill_http::Connect,
     data: &Path,
     socket: &Path,
 ) -> anyhow::Result<sawmill_shipper::Shipper> {
     let mut cfg =
         sawmill_shipper::ShipperConfig::new(vec![indexer_url.to_string()], data.join("shipper"));
     cfg.syslog_socket = Some(socket.to_path_buf());
+    cfg.connect = connect;
     sawmill_shipper::Shipper::start(cfg)
         .await
         .context("cannot start the shipper")

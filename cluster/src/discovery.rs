@@ -205,6 +205,8 @@ impl Discovery {
 struct Known {
     group: Option<String>,
     replica: Option<String>,
+    /// Why its health check fails, while it does: logged once per episode.
+    down: Option<String>,
 }
 
 struct State {
@@ -254,9 +256,20 @@ impl State {
                     if !h.replica.is_empty() {
                         known.replica = Some(h.replica.clone());
                     }
+                    if known.down.take().is_some() {
+                        tracing::info!(replica = %url, "The replica answers its health check again.");
+                    }
                     (true, None, Some(h))
                 }
-                Err(e) => (false, Some(e), None),
+                Err(e) => {
+                    if known.down.is_none() {
+                        // A certificate that does not verify lands here too, named with
+                        // its reason: the replica counts as down, never as plain HTTP.
+                        tracing::warn!(replica = %url, error = %e, "The replica does not answer its health check; it counts as down until it does.");
+                    }
+                    known.down = Some(e.clone());
+                    (false, Some(e), None)
+                }
             };
             members.push(Member {
                 url,
@@ -310,6 +323,11 @@ impl State {
             Target::Fixed(u) => Ok(vec![u.clone()]),
             Target::Dns { scheme, name, port } => {
                 let addrs = lookup(name, *port).await?;
+                if *scheme == "https" {
+                    for a in &addrs {
+                        sawmill_http::tls::remember_name(a.ip(), name);
+                    }
+                }
                 Ok(addrs.iter().map(|a| base_url(scheme, *a)).collect())
             }
             Target::Srv { scheme, name } => {
@@ -344,6 +362,9 @@ impl State {
                         }
                     };
                     for a in addrs {
+                        if *scheme == "https" {
+                            sawmill_http::tls::remember_name(a.ip(), host);
+                        }
                         let u = base_url(scheme, a);
                         if !out.contains(&u) {
                             out.push(u);
@@ -396,7 +417,7 @@ async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", describe(&e)))?;
     // A degraded replica answers 503 with the same body: it is still in its group.
     let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
     let h: Health = serde_json::from_slice(&body).map_err(|e| {
@@ -407,6 +428,27 @@ async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<
         )
     })?;
     Ok(h)
+}
+
+/// A transport error in a few words, with its root cause ("cannot connect (invalid peer
+/// certificate: UnknownIssuer)"): reqwest's own message says only "error sending request".
+pub fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(inner) = src {
+        if inner.source().is_none() {
+            s.push_str(&format!(" ({inner})"));
+        }
+        src = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]

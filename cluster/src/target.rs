@@ -6,7 +6,7 @@ use std::str::FromStr;
 /// One `--indexer` (or `--peer`) value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// `http://host:port`: one replica, as given (a host name in it is resolved by the HTTP
+    /// `http(s)://host:port`: one replica, as given (a host name in it is resolved by the HTTP
     /// client on each connection, not by discovery).
     Fixed(String),
     /// `dns+http://NAME:PORT`: every A/AAAA record of NAME is a replica on PORT (Swarm's
@@ -22,7 +22,7 @@ pub enum Target {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{value}` is not an indexer URL: {why} (use http://HOST:PORT, dns+http://NAME:PORT or dnssrv+http://_SERVICE._tcp.NAME)")]
+#[error("`{value}` is not an indexer URL: {why} (use http(s)://HOST:PORT, dns+http(s)://NAME:PORT or dnssrv+http(s)://_SERVICE._tcp.NAME)")]
 pub struct TargetError {
     pub value: String,
     pub why: String,
@@ -41,31 +41,22 @@ impl FromStr for Target {
         if rest.contains('/') || rest.contains('?') || rest.contains('#') {
             return Err(err("a base URL has no path, query or fragment"));
         }
-        // Sawmill's clients are built without TLS for now: an https URL would be taken, then
-        // fail on every request. Refused here, once, for every part that takes a URL.
-        let no_tls = || {
-            err("Sawmill speaks plain HTTP to indexers for now: use http:// (with TLS in front of the UI or query, and the indexers on a private network)")
-        };
-        let plain = |s: &str| match s {
+        let web = |s: &str| match s {
             "http" => Ok("http"),
-            "https" => Err(no_tls()),
-            _ => Err(err("the scheme must be http")),
+            "https" => Ok("https"),
+            _ => Err(err("the scheme must be http or https")),
         };
         let host_ok =
             |h: &str| !h.is_empty() && !h.contains('@') && !h.contains(char::is_whitespace);
         match scheme.to_ascii_lowercase().as_str() {
-            "https" => Err(no_tls()),
-            "http" => {
+            s2 @ ("http" | "https") => {
                 if !host_ok(rest) {
                     return Err(err("no host"));
                 }
-                Ok(Target::Fixed(format!(
-                    "{}://{rest}",
-                    scheme.to_ascii_lowercase()
-                )))
+                Ok(Target::Fixed(format!("{s2}://{rest}")))
             }
             s2 if s2.starts_with("dns+") => {
-                let scheme = plain(&s2[4..])?;
+                let scheme = web(&s2[4..])?;
                 let (name, port) = rest
                     .rsplit_once(':')
                     .ok_or_else(|| err("dns+ needs a port: dns+http://NAME:PORT"))?;
@@ -80,7 +71,7 @@ impl FromStr for Target {
                 })
             }
             s2 if s2.starts_with("dnssrv+") => {
-                let scheme = plain(&s2[7..])?;
+                let scheme = web(&s2[7..])?;
                 if !host_ok(rest) || rest.contains(':') {
                     return Err(err(
                         "dnssrv+ takes a name only (the SRV records give the ports)",
@@ -91,7 +82,9 @@ impl FromStr for Target {
                     name: rest.to_string(),
                 })
             }
-            _ => Err(err("the scheme must be http, dns+http or dnssrv+http")),
+            _ => Err(err(
+                "the scheme must be http(s), dns+http(s) or dnssrv+http(s)",
+            )),
         }
     }
 }
@@ -121,6 +114,9 @@ mod tests {
             "http://127.0.0.1:7280",
             "dns+http://tasks.indexer-g0:7280",
             "dnssrv+http://_indexer._tcp.sawmill.marathon.mesos",
+            "https://idx.example:443",
+            "dns+https://tasks.x:443",
+            "dnssrv+https://_x._tcp.y",
         ] {
             let t: Target = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
@@ -141,9 +137,7 @@ mod tests {
             ("dnssrv+http://_x._tcp.y:7280", "name only"),
             ("http://h:1/api", "no path"),
             ("dns+gopher://h:1", "must be http"),
-            ("https://idx.example:443", "plain HTTP"),
-            ("dns+https://tasks.x:443", "plain HTTP"),
-            ("dnssrv+https://_x._tcp.y", "plain HTTP"),
+            ("dns+ftp://tasks.x:443", "http or https"),
             ("http://", "no host"),
         ] {
             let e = s.parse::<Target>().unwrap_err();

@@ -46,8 +46,8 @@ use crate::searches::{Budget, SearchLimits, Searches};
 use crate::store::Store;
 use crate::times::parse_instant;
 
-/// Limits of the HTTP layer.
-#[derive(Clone, Debug)]
+/// Limits of the HTTP layer, and who may use it.
+#[derive(Clone)]
 pub struct ApiConfig {
     /// Largest accepted request body, compressed and decompressed alike.
     pub max_body_bytes: u64,
@@ -63,6 +63,10 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     /// How many searches run at once, wait, and for how long.
     pub searches: SearchLimits,
+    /// HTTPS only, with this certificate.
+    pub tls: Option<Arc<sawmill_http::ServerTls>>,
+    /// The ingest and read tokens, when routes need them.
+    pub access: sawmill_http::Access,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +79,8 @@ impl Default for ApiConfig {
             max_connections: 4096,
             max_message_bytes: 256 << 10,
             searches: SearchLimits::default(),
+            tls: None,
+            access: sawmill_http::Access::default(),
         }
     }
 }
@@ -102,7 +108,8 @@ const REPAIR_READS: usize = 2;
 /// The indexer's routes. `shutdown` turning true ends live tails, so a graceful stop
 /// does not wait on them.
 pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) -> Router {
-    Router::new()
+    let access = config.access.clone();
+    let routes = Router::new()
         .route(paths::INGEST, post(ingest))
         .route(paths::BULK, post(bulk))
         .route(paths::BULK_INDEX, post(bulk_index))
@@ -133,7 +140,8 @@ pub fn router(store: Store, config: ApiConfig, shutdown: watch::Receiver<bool>) 
             repair: RepairReads {
                 permits: Arc::new(tokio::sync::Semaphore::new(REPAIR_READS)),
             },
-        })
+        });
+    access.guard(routes)
 }
 
 /// Query-string parameters whose rejection is the API's own 400.
@@ -719,10 +727,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.store.metrics().render(),
-    )
+    let mut text = s.store.metrics().render();
+    s.config.access.render_metrics("sawmill_indexer", &mut text);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Elasticsearch clients (Vector, Filebeat) ask for the server's version before shipping.

@@ -81,23 +81,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let (header_timeout, stop_timeout, max_connections) = (
-        config.header_timeout,
-        config.stop_timeout,
-        config.max_connections,
-    );
+    let options = sawmill_http::ServeOptions {
+        header_timeout: config.header_timeout,
+        stop_timeout: config.stop_timeout,
+        max_connections: config.max_connections,
+        tls: config.tls.clone(),
+    };
     let app = router(store.clone(), config, rx);
-    sawmill_http::serve(
-        listener,
-        app,
-        header_timeout,
-        stop_timeout,
-        max_connections,
-        async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        },
-    )
+    sawmill_http::serve(listener, app, options, async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    })
     .await;
     let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
     Ok(())

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// Kubernetes a dead replica drops out of DNS, so a group whose every replica died
     /// simply vanishes: without this, answers would be silently short.
     pub group_grace: Duration,
+    /// How indexers are reached: the CA and client certificate for `https://`, the read
+    /// token.
+    pub connect: sawmill_http::Connect,
 }
 
 impl Default for ClusterConfig {
@@ -61,6 +64,7 @@ impl Default for ClusterConfig {
             max_answer_bytes: 64 << 20,
             // As the shipper's --replica-grace.
             group_grace: Duration::from_secs(15 * 60),
+            connect: sawmill_http::Connect::default(),
         }
     }
 }
@@ -153,13 +157,16 @@ impl Cluster {
         if config.targets.is_empty() {
             return Err(Error::Config("give at least one --indexer URL".into()));
         }
-        let http = reqwest::Client::builder()
-            // A dead replica on the same network refuses at once; a hung one must not hold
-            // a request for long before the next replica is asked.
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(Error::HttpClient)?;
+        let http = config
+            .connect
+            .client(
+                reqwest::Client::builder()
+                    // A dead replica on the same network refuses at once; a hung one must
+                    // not hold a request for long before the next replica is asked.
+                    .connect_timeout(Duration::from_secs(2))
+                    .pool_idle_timeout(Duration::from_secs(30)),
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
         let discovery = Discovery::start(
             config.targets.clone(),
             DiscoveryConfig {
@@ -531,7 +538,11 @@ impl Cluster {
         timeout: Option<Duration>,
     ) -> std::result::Result<reqwest::Response, Attempt> {
         let fail = |e: String| Attempt::Failover(format!("`{url}`: {e}"));
-        let mut req = self.inner.http.get(url);
+        let mut req = self
+            .inner
+            .config
+            .connect
+            .authorize(self.inner.http.get(url));
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
@@ -605,22 +616,4 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A transport error in a few words: reqwest's own chain says "error sending request".
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = if e.is_connect() {
-        "cannot connect".to_string()
-    } else if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut src = e.source();
-    while let Some(inner) = src {
-        if inner.source().is_none() {
-            s.push_str(&format!(" ({inner})"));
-        }
-        src = inner.source();
-    }
-    s
-}
+pub(crate) use sawmill_cluster::discovery::describe;

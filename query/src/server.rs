@@ -26,13 +26,8 @@ use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::tail::TailEvent;
 
-/// Bounds of the query server's HTTP layer, as the UI's.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    pub header_timeout: Duration,
-    pub stop_timeout: Duration,
-    pub max_connections: usize,
-}
+/// Bounds of the query server's HTTP layer and its TLS, as the UI's.
+pub use sawmill_http::ServeOptions as ServeConfig;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -81,8 +76,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 type Res<T> = std::result::Result<T, Error>;
 
 /// The search API over `cluster`'s groups.
-pub fn router(cluster: Cluster) -> Router {
-    Router::new()
+pub fn router(cluster: Cluster, access: sawmill_http::Access) -> Router {
+    let routes = Router::new()
         .route(api::SEARCH, get(search))
         .route(api::HISTOGRAM, get(histogram))
         .route(api::TERMS, get(terms))
@@ -94,7 +89,9 @@ pub fn router(cluster: Cluster) -> Router {
         .fallback(|uri: axum::http::Uri| async move {
             Error::NotFound(format!("route `{}`", uri.path()))
         })
-        .with_state(cluster)
+        .layer(axum::Extension(access.clone()))
+        .with_state(cluster);
+    access.guard(routes)
 }
 
 async fn search(State(c): State<Cluster>, Params(p): Params<SearchParams>) -> Res<Response> {
@@ -200,16 +197,18 @@ async fn healthz(State(c): State<Cluster>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(c): State<Cluster>) -> impl IntoResponse {
+async fn metrics(
+    State(c): State<Cluster>,
+    axum::Extension(access): axum::Extension<sawmill_http::Access>,
+) -> impl IntoResponse {
     let reps: Vec<(String, bool)> = c
         .replicas()
         .into_iter()
         .filter_map(|r| Some((r.group?, r.up)))
         .collect();
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        c.metrics().render(&reps),
-    )
+    let mut text = c.metrics().render(&reps);
+    access.render_metrics("sawmill_query", &mut text);
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }
 
 /// Serves `router(cluster)` on `listener` until `shutdown`; live tails end at once then.
@@ -217,19 +216,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     cluster: Cluster,
     config: ServeConfig,
+    access: sawmill_http::Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let closing = cluster.clone();
-    sawmill_http::serve(
-        listener,
-        router(cluster),
-        config.header_timeout,
-        config.stop_timeout,
-        config.max_connections,
-        async move {
-            shutdown.await;
-            closing.close();
-        },
-    )
+    sawmill_http::serve(listener, router(cluster, access), config, async move {
+        shutdown.await;
+        closing.close();
+    })
     .await;
 }

@@ -33,6 +33,40 @@ pub const HEALTHZ: &str = "/healthz";
 /// `GET`: Prometheus text.
 pub const METRICS: &str = "/metrics";
 
+/// Which token a request to `path` needs, when the server has token files: the ingest
+/// routes an ingest token, `/healthz` none (orchestrators' probes carry no credentials),
+/// `/` either (Elasticsearch clients such as Vector and Filebeat ask it for the version,
+/// with their ingest credentials, before shipping), everything else — searches, metrics,
+/// repair reads, and paths that match no route — a read token.
+pub fn token_for(path: &str) -> Token {
+    if path == HEALTHZ {
+        Token::None
+    } else if path == "/" {
+        Token::Either
+    } else if path == INGEST || path == BULK || is_bulk_index(path) {
+        Token::Ingest
+    } else {
+        Token::Read
+    }
+}
+
+/// `/{index}/_bulk`: one non-empty segment, then `_bulk`.
+fn is_bulk_index(path: &str) -> bool {
+    path.strip_suffix("/_bulk")
+        .and_then(|p| p.strip_prefix('/'))
+        .is_some_and(|index| !index.is_empty() && !index.contains('/'))
+}
+
+/// What [`token_for`] says a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    None,
+    Ingest,
+    Read,
+    /// An ingest or a read token.
+    Either,
+}
+
 /// `path` (one of the routes above) with `{id}` or `{index}` filled in, escaped.
 pub fn path_with(path: &str, value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
@@ -697,6 +731,26 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_needs_its_token() {
+        for (path, token) in [
+            (INGEST, Token::Ingest),
+            (BULK, Token::Ingest),
+            ("/logs-2026/_bulk", Token::Ingest),
+            ("//_bulk", Token::Read),
+            ("/a/b/_bulk", Token::Read),
+            (SEARCH, Token::Read),
+            (METRICS, Token::Read),
+            (REPAIR_BY_KEY, Token::Read),
+            ("/api/v1/context/abc", Token::Read),
+            ("/no/such/route", Token::Read),
+            (HEALTHZ, Token::None),
+            ("/", Token::Either),
+        ] {
+            assert_eq!(token_for(path), token, "{path}");
+        }
+    }
 
     #[test]
     fn ids_are_escaped_into_paths() {

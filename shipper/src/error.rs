@@ -51,25 +51,33 @@ pub enum DeliveryError {
     /// body again cannot help, so the batch is given up for that replica.
     #[error("refused with {status}: {message}")]
     Refused { status: u16, message: String },
-    /// Not this time (no connection, a timeout, 408, 429, 5xx): sent again after a backoff.
+    /// Not this time (no connection, a certificate that does not verify, a timeout, 401,
+    /// 403, 408, 429, 5xx): sent again after a backoff.
     #[error("{0}")]
     Retryable(String),
 }
 
 impl From<reqwest::Error> for DeliveryError {
     fn from(e: reqwest::Error) -> DeliveryError {
-        DeliveryError::Retryable(e.to_string())
+        DeliveryError::Retryable(sawmill_cluster::discovery::describe(&e))
     }
 }
 
 impl DeliveryError {
     /// What an answer with a status other than success means for the batch.
+    /// 401 and 403 are retried: a token that is missing or not yet listed is the
+    /// operator's to fix (and a reload's to pick up), not a reason to give records up.
     pub fn from_status(status: reqwest::StatusCode, body: String) -> DeliveryError {
-        if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) {
             DeliveryError::Refused {
                 status: status.as_u16(),
                 message: body,
             }
+        } else if matches!(status.as_u16(), 401 | 403) {
+            DeliveryError::Retryable(format!(
+                "{status}: {} (check --token-file against the indexer's --ingest-token-file)",
+                body.trim()
+            ))
         } else {
             DeliveryError::Retryable(status.to_string())
         }

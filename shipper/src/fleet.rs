@@ -22,6 +22,8 @@ pub const DEFAULT_GROUP: &str = "default";
 /// How the fleet starts and retires senders.
 pub struct FleetConfig {
     pub client: reqwest::Client,
+    /// The token the senders present.
+    pub token: Arc<sawmill_http::ClientToken>,
     pub runtime: tokio::runtime::Handle,
     pub stop: Arc<AtomicBool>,
     pub backlog_bytes: u64,
@@ -277,6 +279,7 @@ impl Fleet {
         let replica = Arc::new(Replica::new(url.to_string(), m, self.cfg.backlog_bytes));
         let task = self.cfg.runtime.spawn(replica.clone().run(
             self.cfg.client.clone(),
+            self.cfg.token.clone(),
             self.metrics.clone(),
             self.cfg.stop.clone(),
             self.cfg.grace,
@@ -407,6 +410,7 @@ mod tests {
             .unwrap();
         let cfg = FleetConfig {
             client: reqwest::Client::new(),
+            token: sawmill_http::ClientToken::none(),
             runtime: rt.handle().clone(),
             stop: Arc::new(AtomicBool::new(false)),
             backlog_bytes: 1 << 20,

@@ -373,6 +373,7 @@ impl Replica {
     pub async fn run(
         self: Arc<Self>,
         client: reqwest::Client,
+        token: Arc<sawmill_http::ClientToken>,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
         grace: Duration,
@@ -399,7 +400,7 @@ impl Replica {
             self.m.batch_sent();
             // A replica given up mid-request: the request is dropped with it.
             let outcome = tokio::select! {
-                r = deliver(&client, &url, &batch) => r,
+                r = deliver(&client, &token, &url, &batch) => r,
                 _ = self.retire.notified() => continue,
             };
             match outcome {
@@ -417,6 +418,11 @@ impl Replica {
                 }
                 Err(why @ DeliveryError::Retryable(_)) => {
                     self.m.batch_retried(&why);
+                    // Once per failing spell, so a replica that refuses our certificate
+                    // checks or our token is seen without debug logs.
+                    if backoff == Duration::from_millis(100) {
+                        tracing::warn!(replica = %url, error = %why, "A batch was not delivered; retrying with backoff.");
+                    }
                     // Exponential backoff with jitter, so replicas coming back are not stampeded.
                     let jitter = 0.5 + fastrand::f64();
                     tokio::select! {
@@ -450,9 +456,14 @@ impl Replica {
 }
 
 /// One attempt to deliver `batch` to the ingest endpoint at `url`.
-async fn deliver(client: &reqwest::Client, url: &str, batch: &Batch) -> Result<(), DeliveryError> {
-    let r = client
-        .post(url)
+async fn deliver(
+    client: &reqwest::Client,
+    token: &sawmill_http::ClientToken,
+    url: &str,
+    batch: &Batch,
+) -> Result<(), DeliveryError> {
+    let r = token
+        .apply(client.post(url))
         .header("content-encoding", "zstd")
         .header("content-type", "application/x-ndjson")
         .body(batch.body.clone())

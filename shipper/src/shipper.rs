@@ -32,6 +32,8 @@ pub struct ShipperConfig {
     /// `dnssrv+http://_SVC._tcp.NAME`). Each record goes to one group, and to every
     /// replica of it.
     pub indexers: Vec<String>,
+    /// How replicas are reached: the CA and client certificate for `https://`, the token.
+    pub connect: sawmill_http::Connect,
     /// How often DNS names are resolved again and every replica's group asked.
     pub discovery_interval: Duration,
     /// How long a replica no longer listed keeps its backlog before it is given up.
@@ -75,6 +77,7 @@ impl ShipperConfig {
     pub fn new(indexers: Vec<String>, state: PathBuf) -> ShipperConfig {
         ShipperConfig {
             indexers,
+            connect: sawmill_http::Connect::default(),
             discovery_interval: Duration::from_secs(10),
             replica_grace: Duration::from_secs(15 * 60),
             ack_replicas: 1,
@@ -196,9 +199,10 @@ async fn start_forwarding(
             "--ack-replicas must be at least 1 (the replicas of a group that must take a batch before a file's checkpoint passes it)".into(),
         ));
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = cfg
+        .connect
+        .client(reqwest::Client::builder().timeout(Duration::from_secs(30)))
+        .map_err(|e| Error::Config(e.to_string()))?;
     let discovery = Discovery::start(
         targets.clone(),
         DiscoveryConfig {
@@ -211,6 +215,7 @@ async fn start_forwarding(
     let fleet = Fleet::new(
         FleetConfig {
             client,
+            token: cfg.connect.token.clone(),
             runtime: tokio::runtime::Handle::current(),
             stop: stop.clone(),
             backlog_bytes: cfg.backlog_bytes,

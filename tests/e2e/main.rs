@@ -19,6 +19,7 @@ mod repair;
 mod replicas;
 mod run;
 mod search;
+mod security;
 mod sequence;
 mod shipper;
 mod stopping;

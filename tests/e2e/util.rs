@@ -544,7 +544,11 @@ pub fn metrics_text(url: &str) -> String {
 
 /// One value from a Prometheus text endpoint; `name` may carry labels.
 pub fn metric_at(url: &str, name: &str) -> f64 {
-    let text = metrics_text(url);
+    metric_in(&metrics_text(url), name)
+}
+
+/// One value from Prometheus text already fetched; `name` may carry labels.
+pub fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
@@ -599,6 +603,234 @@ impl Drop for Ui {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A running `sawmill COMMAND` that first prints `sawmill COMMAND listening on URL` (`query`,
+/// `ui`), on a kernel-chosen loopback port, logging at info to a file in `dir`.
+pub struct Service {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(dir: &Path, command: &str, args: &[&str]) -> Service {
+        let log = dir.join(format!("{command}-{}.log", fastrand::u32(..)));
+        let mut child = sawmill()
+            .args([command, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SAWMILL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start sawmill {command}: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let prefix = format!("sawmill {command} listening on ");
+        let Some(url) = first.strip_prefix(&prefix) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sawmill {command} did not start; stdout: {first:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let url = url.trim().to_string();
+        std::thread::spawn(move || for _ in lines {});
+        Service { child, url, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd` to its end, killing it after `secs`: its exit status, stdout and stderr.
+pub fn run_to_exit(mut cmd: Command, secs: u64) -> (std::process::ExitStatus, String, String) {
+    let dir = TempDir::new("run-to-exit");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("start the command");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still ran after {secs} s; stdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out), read(&err))
+}
+
+/// An HTTPS client that trusts only the CAs in the PEM files `cas` (not the system's roots)
+/// and, given `identity` (a PEM file holding a certificate and its key), presents it. Each
+/// client has a connection pool of its own: a new one makes a new TLS handshake.
+pub fn tls_client(cas: &[&Path], identity: Option<&Path>) -> reqwest::blocking::Client {
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .tls_built_in_root_certs(false);
+    for ca in cas {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    if let Some(id) = identity {
+        let pem = std::fs::read(id).unwrap();
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// The `openssl` configuration of the test PKI: a CA, a server certificate for `127.0.0.1`
+/// and `localhost`, a client certificate, each with the extensions strict verifiers
+/// (rustls' webpki, Python's ssl, curl) insist on.
+const PKI_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+/// Two unrelated certificate authorities made with the `openssl` CLI, each with a server and
+/// a client certificate; nothing trusts either unless a test says so.
+pub struct Pki {
+    pub ca1: Authority,
+    pub ca2: Authority,
+    _dir: TempDir,
+}
+
+/// A CA and what it signed, as PEM files; keys are PKCS#8 (EC P-256).
+pub struct Authority {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The client certificate (for TLS client authentication) and its key in one file, as `reqwest::Identity::from_pem`
+    /// and Python's `load_cert_chain` take them.
+    pub client_identity: PathBuf,
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        let dir = TempDir::new("pki");
+        let config = dir.path().join("openssl.cnf");
+        std::fs::write(&config, PKI_CONFIG).unwrap();
+        Pki {
+            ca1: Authority::generate(dir.path(), &config, "ca1"),
+            ca2: Authority::generate(dir.path(), &config, "ca2"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Authority {
+    fn generate(dir: &Path, config: &Path, name: &str) -> Authority {
+        let file = |what: &str| dir.join(format!("{name}-{what}.pem"));
+        let config = config.display();
+        let (ca, ca_key) = (file("ca"), file("ca-key"));
+        new_key(&ca_key);
+        openssl(&format!(
+            "req -config {config} -x509 -new -key {} -subj /CN=sawmill-test-{name} \
+             -days 30 -sha256 -extensions ca -out {}",
+            ca_key.display(),
+            ca.display()
+        ));
+        // `role` is also the configuration's section of the certificate's extensions.
+        let issue = |role: &str| {
+            let (cert, key, csr) = (file(role), file(&format!("{role}-key")), file("csr"));
+            new_key(&key);
+            openssl(&format!(
+                "req -config {config} -new -key {} -subj /CN=sawmill-{role}-of-{name} -out {}",
+                key.display(),
+                csr.display()
+            ));
+            openssl(&format!(
+                "x509 -req -in {} -CA {} -CAkey {} -set_serial {} -days 30 -sha256 \
+                 -extfile {config} -extensions {role} -out {}",
+                csr.display(),
+                ca.display(),
+                ca_key.display(),
+                fastrand::u64(1..),
+                cert.display()
+            ));
+            (cert, key)
+        };
+        let (server_cert, server_key) = issue("server");
+        let (client_cert, client_key) = issue("client");
+        let client_identity = file("client-identity");
+        let mut pem = std::fs::read(client_cert).unwrap();
+        pem.extend(std::fs::read(client_key).unwrap());
+        std::fs::write(&client_identity, pem).unwrap();
+        Authority {
+            ca,
+            server_cert,
+            server_key,
+            client_identity,
+        }
+    }
+}
+
+/// A PKCS#8 EC P-256 private key in PEM.
+fn new_key(path: &Path) {
+    openssl(&format!(
+        "genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {}",
+        path.display()
+    ));
+}
+
+/// Runs `openssl` with `args`, split at spaces: the paths in them are the tests' temporary
+/// paths, which hold none.
+fn openssl(args: &str) {
+    assert!(!std::env::temp_dir().display().to_string().contains(' '));
+    let out = Command::new("openssl")
+        .args(args.split(' '))
+        .output()
+        .expect("the `openssl` command line tool is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A path as a command-line argument (the tests' temporary paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 /// The sum of N over the `sawmill dropped N records` reports an indexer holds: those naming

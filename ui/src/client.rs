@@ -141,21 +141,26 @@ impl From<sawmill_query::Error> for Error {
 impl Client {
     /// Finds the indexers `targets` name (fixed URLs or DNS names, re-resolved every
     /// `discovery_interval`).
-    pub async fn start(targets: Vec<Target>, discovery_interval: Duration) -> Result<Client> {
+    pub async fn start(
+        targets: Vec<Target>,
+        discovery_interval: Duration,
+        connect: sawmill_http::Connect,
+    ) -> Result<Client> {
         let cluster = Cluster::start(ClusterConfig {
             targets,
             discovery_interval,
+            connect,
             ..ClusterConfig::default()
         })
         .await?;
         Ok(Client { cluster })
     }
 
-    /// Over fixed base URLs (`http://host:port`), as `sawmill up` runs it.
-    pub async fn new(urls: Vec<String>) -> Result<Client> {
+    /// Over fixed base URLs (`http(s)://host:port`), as `sawmill up` runs it.
+    pub async fn new(urls: Vec<String>, connect: sawmill_http::Connect) -> Result<Client> {
         let targets =
             sawmill_cluster::target::parse_all(&urls).map_err(|e| Error::Config(e.to_string()))?;
-        Client::start(targets, Duration::from_secs(10)).await
+        Client::start(targets, Duration::from_secs(10), connect).await
     }
 
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {

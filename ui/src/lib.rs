@@ -38,33 +38,14 @@ mod url;
 mod web;
 
 use std::future::Future;
-use std::time::Duration;
 
 pub use client::{Client, ReplicaStatus};
 pub use error::{Error, Result};
 pub use url::enc;
 pub use web::{router, CSP};
 
-/// Bounds of the UI's HTTP server.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// Longest a client may take to send a request head; the connection is then closed.
-    pub header_timeout: Duration,
-    /// Longest a stop waits for requests in flight before dropping their connections.
-    pub stop_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's backlog until one ends.
-    pub max_connections: usize,
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            header_timeout: Duration::from_secs(30),
-            stop_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
-}
+/// Bounds of the UI's HTTP server, and its TLS.
+pub use sawmill_http::ServeOptions as ServeConfig;
 
 /// Serves the UI on `listener` until `shutdown` completes (discovery checks the replicas'
 /// health in the background). Live tails end at once when the stop begins; other requests
@@ -76,17 +57,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = client.clone();
-    sawmill_http::serve(
-        listener,
-        router(client),
-        config.header_timeout,
-        config.stop_timeout,
-        config.max_connections,
-        async move {
-            shutdown.await;
-            closing.close();
-        },
-    )
+    sawmill_http::serve(listener, router(client), config, async move {
+        shutdown.await;
+        closing.close();
+    })
     .await;
     Ok(())
 }

@@ -171,16 +171,22 @@ async fn call_says(app: &axum::Router, uri: &str, status: u16, text: &str) -> St
 
 #[tokio::test]
 async fn a_ui_without_indexers_is_a_configuration_error() {
-    let e = Client::new(Vec::new()).await.err().expect("refused");
+    let e = Client::new(Vec::new(), Default::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(matches!(e, crate::Error::Config(_)), "{e:?}");
     assert_eq!(e.to_string(), "give at least one --indexer URL");
 }
 
 async fn ui(urls: &[&str]) -> axum::Router {
     router(
-        Client::new(urls.iter().map(|u| u.to_string()).collect())
-            .await
-            .unwrap(),
+        Client::new(
+            urls.iter().map(|u| u.to_string()).collect(),
+            Default::default(),
+        )
+        .await
+        .unwrap(),
     )
 }
 

@@ -41,6 +41,8 @@ pub struct RepairConfig {
     pub interval: Duration,
     /// Most records copied per second, all peers together.
     pub rate: u64,
+    /// How peers are reached: the CA and client certificate for `https://`, the read token.
+    pub connect: sawmill_http::Connect,
 }
 
 impl Default for RepairConfig {
@@ -49,6 +51,7 @@ impl Default for RepairConfig {
             peers: Vec::new(),
             interval: Duration::from_secs(10),
             rate: DEFAULT_RATE,
+            connect: sawmill_http::Connect::default(),
         }
     }
 }

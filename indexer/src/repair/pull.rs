@@ -7,6 +7,7 @@
 //! asked of the next, and again at the next round.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sawmill_cluster::{Discovery, DiscoveryConfig, Membership};
@@ -57,9 +58,9 @@ pub fn start(store: Store, config: RepairConfig) -> Option<tokio::task::JoinHand
 }
 
 async fn run(store: Store, config: RepairConfig) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
+    let http = match config
+        .connect
+        .client(reqwest::Client::builder().timeout(Duration::from_secs(60)))
     {
         Ok(c) => c,
         Err(e) => {
@@ -77,6 +78,7 @@ async fn run(store: Store, config: RepairConfig) {
     )
     .await;
     let mut puller = Puller::new(store, http, config.rate);
+    puller.token = config.connect.token.clone();
     loop {
         let peers = peers_of(&discovery.current(), &puller.store);
         if !peers.is_empty() {
@@ -172,6 +174,8 @@ fn check_holdings(
 struct Puller {
     store: Store,
     http: reqwest::Client,
+    /// The read token peers ask for.
+    token: Arc<sawmill_http::ClientToken>,
     rate: Rate,
     /// Per sender, `_seq` values a peer served that were past this replica's retention:
     /// never copied, so not counted as missing again.
@@ -269,6 +273,7 @@ impl Puller {
         Puller {
             store,
             http,
+            token: sawmill_http::ClientToken::none(),
             rate: Rate::new(rate),
             gone: HashMap::new(),
             behind_since: None,
@@ -549,8 +554,11 @@ impl Puller {
                 };
                 let req = serde_json::to_vec(&req).map_err(|e| peer_error(&peer.url, e))?;
                 let resp = self
-                    .http
-                    .post(format!("{}{}", peer.url, paths::REPAIR_BY_KEY))
+                    .token
+                    .apply(
+                        self.http
+                            .post(format!("{}{}", peer.url, paths::REPAIR_BY_KEY)),
+                    )
                     .query(&RepairPeerParams {
                         replica: Some(peer.replica.clone()),
                     })
@@ -601,8 +609,8 @@ impl Puller {
     /// The body of a 200 answer to `GET peer+path?query`.
     async fn get(&self, peer: &Peer, path: &str, query: &impl Serialize) -> Result<Vec<u8>> {
         let resp = self
-            .http
-            .get(format!("{}{path}", peer.url))
+            .token
+            .apply(self.http.get(format!("{}{path}", peer.url)))
             .query(query)
             .send()
             .await

@@ -272,7 +272,7 @@ mod tests {
     /// Pages of an export whose client is never asked (nothing listens on port 1).
     async fn pages(left: usize) -> Pages {
         Pages {
-            client: Client::new(vec!["http://127.0.0.1:1".into()])
+            client: Client::new(vec!["http://127.0.0.1:1".into()], Default::default())
                 .await
                 .unwrap(),
             base: SearchParams::default(),

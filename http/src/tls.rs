@@ -1,0 +1,296 @@
+//! TLS for Sawmill's servers and clients (rustls with the `ring` provider).
+//!
+//! - [`ServerTls`]: a listener's certificate and key, and for mTLS the CA its clients'
+//!   certificates must chain to, read from PEM files and read again on [`ServerTls::reload`]
+//!   (SIGHUP): new connections get the new certificate, connections open keep theirs.
+//! - [`ClientTls`]: what a client trusts (`--ca-file`, or the system's roots) and the
+//!   certificate it presents (`--client-cert/--client-key`), turned into the rustls
+//!   configuration of a `reqwest` client by [`ClientTls::configure`].
+//!
+//! Replicas found through DNS are asked at their addresses (`https://10.0.0.5:7280`), but
+//! their certificates name the DNS name the operator gave (`tasks.indexer-g0`): discovery
+//! tells [`remember_name`] which name an address was found under, and the client's verifier
+//! accepts a certificate valid for that name when it is not valid for the address itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{Error, Result};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The files a TLS listener is configured from.
+#[derive(Clone, Debug)]
+pub struct ServerTlsFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// With it, every client must present a certificate that chains to one in this PEM file.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A listener's TLS configuration, replaced whole by a reload.
+pub struct ServerTls {
+    files: ServerTlsFiles,
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl ServerTls {
+    /// Reads the files; any problem is an error naming the file.
+    pub fn load(files: ServerTlsFiles) -> Result<Arc<ServerTls>> {
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&files)?));
+        Ok(Arc::new(ServerTls {
+            files,
+            acceptor: RwLock::new(acceptor),
+        }))
+    }
+
+    /// Reads the files again. On an error the configuration in use stays, so a half-written
+    /// certificate never takes a listener down.
+    pub fn reload(&self) -> Result<()> {
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&self.files)?));
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        Ok(())
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn files(&self) -> &ServerTlsFiles {
+        &self.files
+    }
+}
+
+fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig> {
+    let certs = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::tls(&files.cert, e))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = read_roots(ca)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| Error::tls(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        Error::tls(
+            &files.key,
+            format!("the key does not fit the certificate or cannot be used: {e}"),
+        )
+    })?;
+    // The servers speak HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// What a client trusts and presents.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// Trust only the CAs in this PEM file (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Present this certificate chain (PEM) to servers that ask for one.
+    pub cert: Option<PathBuf>,
+    /// The key of `cert` (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// A rustls client configuration: the roots, the client certificate if any, and a
+    /// verifier that also accepts the DNS name an address was discovered under.
+    pub fn config(&self) -> Result<rustls::ClientConfig> {
+        let roots = match &self.ca_file {
+            Some(ca) => read_roots(ca)?,
+            None => system_roots(),
+        };
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| {
+                Error::tls(
+                    self.ca_file
+                        .as_deref()
+                        .unwrap_or(Path::new("the system's roots")),
+                    e,
+                )
+            })?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::tls(Path::new("rustls"), e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Discovered { inner }));
+        let mut config = match (&self.cert, &self.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+                .map_err(|e| {
+                    Error::tls(key, format!("the key does not fit the certificate: {e}"))
+                })?,
+            (Some(f), None) | (None, Some(f)) => {
+                return Err(Error::tls(
+                    f,
+                    "a client certificate needs both --client-cert and --client-key",
+                ))
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// `builder` with this TLS configuration (https URLs only; http ones stay plain).
+    pub fn configure(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
+        Ok(builder.use_preconfigured_tls(self.config()?))
+    }
+}
+
+/// The system's trusted roots; unreadable ones are logged and left out.
+fn system_roots() -> RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(error = %e, "A system CA certificate could not be read; it is not trusted.");
+    }
+    let mut roots = RootCertStore::empty();
+    let (_, bad) = roots.add_parsable_certificates(found.certs);
+    if bad > 0 {
+        tracing::warn!(
+            certificates = bad,
+            "System CA certificates rustls cannot use are not trusted."
+        );
+    }
+    roots
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::tls(path, e))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::tls(path, e))?;
+    if certs.is_empty() {
+        return Err(Error::tls(path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| Error::tls(path, e))
+}
+
+fn read_roots(path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| Error::tls(path, format!("not a CA certificate rustls can use: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// Addresses and the DNS names discovery found them under.
+fn names() -> &'static RwLock<HashMap<IpAddr, Vec<String>>> {
+    static NAMES: OnceLock<RwLock<HashMap<IpAddr, Vec<String>>>> = OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+/// Remembers that `ip` was listed by the DNS name `name`: a certificate valid for `name` is
+/// then accepted from `ip`. Only names the operator gave (or their SRV targets) come here.
+pub fn remember_name(ip: IpAddr, name: &str) {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut names = names().write().unwrap_or_else(|e| e.into_inner());
+    let list = names.entry(ip).or_default();
+    if !list.contains(&name) {
+        list.push(name);
+    }
+}
+
+/// The web PKI's verifier, which for an address also accepts the names it was found under.
+#[derive(Debug)]
+struct Discovered {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Discovered {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let first =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        let wrong_name = matches!(
+            first,
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            ))
+        );
+        let ServerName::IpAddress(ip) = server_name else {
+            return first;
+        };
+        if !wrong_name {
+            return first;
+        }
+        let known = names()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&IpAddr::from(*ip))
+            .cloned()
+            .unwrap_or_default();
+        for name in known {
+            let Ok(name) = ServerName::try_from(name) else {
+                continue;
+            };
+            if let Ok(ok) =
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+            {
+                return Ok(ok);
+            }
+        }
+        first
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
