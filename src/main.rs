@@ -268,6 +268,20 @@ struct ShipperArgs {
     /// Receive syslog over TCP on this address, octet-counted or newline-framed (RFC 6587).
     #[arg(long, env = "SAWMILL_SYSLOG_TCP")]
     syslog_tcp: Option<SocketAddr>,
+    /// Receive syslog over TLS on this address (RFC 5425, octet-counted; newlines taken
+    /// too), with --tls-cert and --tls-key, and --client-ca to require client certificates.
+    #[arg(long, env = "SAWMILL_SYSLOG_TLS", requires = "tls_cert")]
+    syslog_tls: Option<SocketAddr>,
+    /// The certificate chain (PEM) --syslog-tls serves; read again on SIGHUP and when it
+    /// changes.
+    #[arg(long, env = "SAWMILL_TLS_CERT", requires_all = ["tls_key", "syslog_tls"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SAWMILL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require syslog-over-TLS peers to present a certificate signed by a CA in this PEM file.
+    #[arg(long, env = "SAWMILL_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Follow running and new containers' stdout/stderr through the Docker Engine API.
     #[arg(long, env = "SAWMILL_DOCKER")]
     docker: bool,
@@ -616,6 +630,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shipper(a) => {
             let cfg = a.config()?;
             reload.connect(&cfg.connect);
+            reload.server_tls(&cfg.syslog_tls.as_ref().map(|(_, t)| t.clone()));
             reload.start();
             serve::shipper(cfg).await
         }
@@ -679,6 +694,15 @@ impl ShipperArgs {
         cfg.syslog_socket = self.syslog_socket;
         cfg.syslog_udp = self.syslog_udp;
         cfg.syslog_tcp = self.syslog_tcp;
+        if let (Some(addr), Some(cert), Some(key)) = (self.syslog_tls, self.tls_cert, self.tls_key)
+        {
+            let files = sawmill_http::ServerTlsFiles {
+                cert,
+                key,
+                client_ca: self.client_ca,
+            };
+            cfg.syslog_tls = Some((addr, sawmill_http::ServerTls::load_syslog(files)?));
+        }
         cfg.docker = self.docker.then_some(self.docker_host);
         cfg.tail = self.tail;
         cfg.queue_records = self.queue_records;

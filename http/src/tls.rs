@@ -45,32 +45,49 @@ pub struct ServerTlsFiles {
 /// A listener's TLS configuration, replaced whole by a reload.
 pub struct ServerTls {
     files: ServerTlsFiles,
-    acceptor: RwLock<TlsAcceptor>,
+    /// The application protocols offered (ALPN): `http/1.1` for HTTP, none for syslog.
+    alpn: Vec<Vec<u8>>,
+    config: RwLock<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerTls {
-    /// Reads the files; any problem is an error naming the file.
+    /// An HTTP/1.1 listener's TLS. Reads the files; any problem is an error naming the file.
     pub fn load(files: ServerTlsFiles) -> Result<Arc<ServerTls>> {
-        let acceptor = TlsAcceptor::from(Arc::new(server_config(&files)?));
+        ServerTls::load_with(files, vec![b"http/1.1".to_vec()])
+    }
+
+    /// A syslog listener's TLS (RFC 5425): no application protocol is negotiated.
+    pub fn load_syslog(files: ServerTlsFiles) -> Result<Arc<ServerTls>> {
+        ServerTls::load_with(files, Vec::new())
+    }
+
+    fn load_with(files: ServerTlsFiles, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerTls>> {
+        let config = server_config(&files, &alpn)?;
         Ok(Arc::new(ServerTls {
             files,
-            acceptor: RwLock::new(acceptor),
+            alpn,
+            config: RwLock::new(Arc::new(config)),
         }))
     }
 
     /// Reads the files again. On an error the configuration in use stays, so a half-written
     /// certificate never takes a listener down.
     pub fn reload(&self) -> Result<()> {
-        let acceptor = TlsAcceptor::from(Arc::new(server_config(&self.files)?));
-        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+        let config = Arc::new(server_config(&self.files, &self.alpn)?);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
         Ok(())
     }
 
-    pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor
+    /// The configuration in use, for a new connection.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config())
     }
 
     pub fn files(&self) -> &ServerTlsFiles {
@@ -78,7 +95,15 @@ impl ServerTls {
     }
 }
 
-fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig> {
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn server_config(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<rustls::ServerConfig> {
     let certs = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -100,8 +125,7 @@ fn server_config(files: &ServerTlsFiles) -> Result<rustls::ServerConfig> {
             format!("the key does not fit the certificate or cannot be used: {e}"),
         )
     })?;
-    // The servers speak HTTP/1.1 only.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }
 

@@ -139,15 +139,17 @@ pub enum Source {
     SyslogUnix,
     SyslogUdp,
     SyslogTcp,
+    SyslogTls,
     Docker,
     File,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::SyslogUnix,
         Source::SyslogUdp,
         Source::SyslogTcp,
+        Source::SyslogTls,
         Source::Docker,
         Source::File,
     ];
@@ -158,6 +160,7 @@ impl Source {
             Source::SyslogUnix => "syslog_unix",
             Source::SyslogUdp => "syslog_udp",
             Source::SyslogTcp => "syslog_tcp",
+            Source::SyslogTls => "syslog_tls",
             Source::Docker => "docker",
             Source::File => "file",
         }

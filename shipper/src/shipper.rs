@@ -48,6 +48,8 @@ pub struct ShipperConfig {
     pub syslog_udp: Option<SocketAddr>,
     /// Syslog over TCP (RFC 6587 framing) on this address.
     pub syslog_tcp: Option<SocketAddr>,
+    /// Syslog over TLS (RFC 5425) on this address, with this certificate.
+    pub syslog_tls: Option<(SocketAddr, Arc<sawmill_http::ServerTls>)>,
     /// Follow containers through the Docker Engine API at this address.
     pub docker: Option<String>,
     /// Tail files matching these globs.
@@ -85,6 +87,7 @@ impl ShipperConfig {
             syslog_socket: None,
             syslog_udp: None,
             syslog_tcp: None,
+            syslog_tls: None,
             docker: None,
             tail: Vec::new(),
             queue_records: 10_000,
@@ -140,6 +143,14 @@ fn source_configs(cfg: &ShipperConfig, src: &str) -> Vec<Box<dyn SourceConfig>> 
         out.push(Box::new(TcpConfig {
             addr,
             max_message_bytes: max,
+            tls: None,
+        }));
+    }
+    if let Some((addr, tls)) = &cfg.syslog_tls {
+        out.push(Box::new(TcpConfig {
+            addr: *addr,
+            max_message_bytes: max,
+            tls: Some(tls.clone()),
         }));
     }
     if let Some(host) = &cfg.docker {

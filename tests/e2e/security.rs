@@ -940,3 +940,348 @@ fn certificates_are_reloaded_on_sighup() {
     // The connection open from before goes on.
     expect_event(&events, "after-reload", 30).unwrap();
 }
+
+/// Every hit of a search for `q` at `base` (at most 1000), read with `auth`.
+fn hits(http: &Client, base: &str, auth: Auth, q: &str) -> Vec<Value> {
+    let url = format!("{base}/api/v1/search?q={}&limit=1000", urlencode(q));
+    let (status, v) = call(http, Method::GET, &url, None, auth);
+    assert_eq!(status, 200, "GET {url}: {v}");
+    v["hits"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until a search for `q` at `base` totals `n`, failing with `logs()` (rsyslog's, the
+/// shipper's): what went wrong is in them, not in the indexer's.
+fn wait_for_total_or(
+    http: &Client,
+    base: &str,
+    auth: Auth,
+    q: &str,
+    n: u64,
+    logs: impl Fn() -> String,
+) {
+    eventually(
+        &format!("search {q:?} reaching {n}"),
+        60,
+        || match search_total(http, base, auth, q) {
+            t if t == n => Ok(()),
+            t => Err(format!("total {t}; {}", logs())),
+        },
+    );
+}
+
+/// Message `n` of the rsyslog tests as rsyslog receives it, and what its record holds: RFC
+/// 5424 with a time to the microsecond for an even `n`, RFC 3164 (as `syslog(3)` and older
+/// devices write it, the year left out) for an odd one.
+struct Sent {
+    line: String,
+    message: String,
+    host: &'static str,
+    service: &'static str,
+    severity: &'static str,
+    ts: Option<String>,
+}
+
+fn rsyslog_message(n: u32, text: &str) -> Sent {
+    let message = format!("{text} n={n}");
+    if n % 2 == 0 {
+        Sent {
+            line: format!(
+                "<11>1 2026-11-27T07:57:{n:02}.250000Z web-7 rsyslog-new 4242 - - {message}"
+            ),
+            message,
+            host: "web-7",
+            service: "rsyslog-new",
+            severity: "err",
+            ts: Some(format!("2026-11-27T07:57:{n:02}.250000000Z")),
+        }
+    } else {
+        Sent {
+            line: format!("<14>Nov 27 07:57:{n:02} web-8 rsyslog-old[99]: {message}"),
+            message,
+            host: "web-8",
+            service: "rsyslog-old",
+            severity: "info",
+            ts: None,
+        }
+    }
+}
+
+/// Asserts `hits` are messages 0 to 19 of `text`, each once, each with the host, program,
+/// severity and time rsyslog read from its header.
+fn assert_rsyslog_records(hits: &[Value], text: &str) {
+    assert_eq!(hits.len(), 20, "{hits:?}");
+    for n in 0..20 {
+        let sent = rsyslog_message(n, text);
+        let hit = hits
+            .iter()
+            .find(|h| h["message"] == sent.message.as_str())
+            .unwrap_or_else(|| panic!("no record of {:?} among {hits:?}", sent.message));
+        assert_eq!(
+            (
+                hit["host"].as_str(),
+                hit["service"].as_str(),
+                hit["severity"].as_str(),
+                hit["facility"].as_str()
+            ),
+            (
+                Some(sent.host),
+                Some(sent.service),
+                Some(sent.severity),
+                Some("user")
+            ),
+            "{hit}"
+        );
+        if let Some(ts) = sent.ts {
+            assert_eq!(hit["ts"], ts.as_str(), "{hit}");
+        }
+    }
+}
+
+/// rsyslog's Elasticsearch output to the indexer at `url` over HTTPS, verified against
+/// `ca`, with Basic credentials whose password is `password`; each message becomes a JSON
+/// document of the fields the bulk route maps (`@timestamp`, `message`) and Sawmill's own.
+fn omelasticsearch(url: &str, ca: &Path, password: &str) -> String {
+    let port = url.trim_end_matches('/').rsplit_once(':').unwrap().1;
+    let ca = ca.display();
+    format!(
+        r#"module(load="omelasticsearch")
+template(name="sawmill" type="list" option.jsonf="on") {{
+  property(outname="@timestamp" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="host" name="hostname" format="jsonf")
+  property(outname="service" name="programname" format="jsonf")
+  property(outname="severity" name="syslogseverity-text" format="jsonf")
+  property(outname="facility" name="syslogfacility-text" format="jsonf")
+  property(outname="message" name="$.msg" format="jsonf")
+}}
+ruleset(name="input") {{
+  # RFC 3164 leaves the space after the tag in the message: `app: text` is " text".
+  set $.msg = ltrim($msg);
+  action(type="omelasticsearch" server="127.0.0.1" serverport="{port}" usehttps="on"
+         tls.cacert="{ca}" uid="rsyslog" pwd="{password}"
+         searchIndex="rsyslog" bulkmode="on" template="sawmill"
+         action.resumeRetryCount="-1" action.resumeInterval="1")
+}}"#
+    )
+}
+
+#[test]
+fn rsyslog_omelasticsearch_ships_with_basic_credentials_to_a_tls_indexer() {
+    if rsyslogd().is_none() {
+        eprintln!(
+            "skipped: rsyslogd is not installed (Debian's rsyslog and rsyslog-elasticsearch \
+             packages; CI installs them)"
+        );
+        return;
+    }
+    let pki = Pki::generate();
+    let dir = TempDir::new("sec-rsyslog-es");
+    let (ingest_token, read_token, wrong) =
+        (new_token("ingest"), new_token("read"), new_token("wrong"));
+    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
+    token_file(&ingest_file, &[&ingest_token]);
+    token_file(&read_file, &[&read_token]);
+    let ix = Indexer::start(
+        &dir.path().join("ix"),
+        &[
+            "--commit-interval",
+            "100ms",
+            "--tls-cert",
+            path_str(&pki.ca1.server_cert),
+            "--tls-key",
+            path_str(&pki.ca1.server_key),
+            "--ingest-token-file",
+            path_str(&ingest_file),
+            "--read-token-file",
+            path_str(&read_file),
+        ],
+    );
+    let tls = tls_client(&[&pki.ca1.ca], None);
+    let read = Auth::Bearer(&read_token);
+
+    // Quotes and a backslash: the template's JSON escapes them.
+    let text = r#"esbulk "quoted" C:\logs"#;
+    let rs = Rsyslog::start(
+        &dir.path().join("rsyslog"),
+        &omelasticsearch(&ix.url, &pki.ca1.ca, &ingest_token),
+    );
+    for n in 0..20 {
+        rs.send(&rsyslog_message(n, text).line);
+    }
+    wait_for_total_or(&tls, &ix.url, read, "esbulk", 20, || rs.log_text());
+    assert_rsyslog_records(&hits(&tls, &ix.url, read, "esbulk"), text);
+    // The records came with rsyslog's credentials: not one of its requests was refused.
+    let unauthorized = r#"sawmill_indexer_requests_unauthorized_total{need="ingest"}"#;
+    assert_eq!(metric_in(&metrics(&tls, &ix.url, read), unauthorized), 0.0);
+    drop(rs);
+
+    // With a password that is no token, the indexer refuses rsyslog's requests, and rsyslog
+    // logs the indexer's answer.
+    let rs = Rsyslog::start(
+        &dir.path().join("rsyslog-wrong"),
+        &omelasticsearch(&ix.url, &pki.ca1.ca, &wrong),
+    );
+    for n in 0..5 {
+        rs.send(&rsyslog_message(n, "refusedbulk").line);
+    }
+    eventually("rsyslog logging the indexer's refusal", 60, || {
+        let log = rs.log_text();
+        log.contains(r#""need":"ingest""#).then_some(()).ok_or(log)
+    });
+    assert!(metric_in(&metrics(&tls, &ix.url, read), unauthorized) >= 1.0);
+    assert_eq!(search_total(&tls, &ix.url, read, "refusedbulk"), 0);
+    assert_not_logged(
+        "the indexer",
+        &ix.log_text(),
+        &[&ingest_token, &read_token, &wrong],
+    );
+}
+
+/// rsyslog forwarding to `addr` over TLS as RFC 5425 and rsyslog's documentation have it:
+/// its OpenSSL driver, the peer's certificate verified against `ca` and its name (`localhost`,
+/// which the test server certificates hold), RFC 5424 in octet-counted frames. With
+/// `identity` (certificate, key), it presents a client certificate.
+fn omfwd_tls(addr: &str, ca: &Path, identity: Option<(&Path, &Path)>) -> String {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let ca = ca.display();
+    let identity = identity
+        .map(|(cert, key)| {
+            format!(
+                r#"StreamDriver.CertFile="{}" StreamDriver.KeyFile="{}""#,
+                cert.display(),
+                key.display()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"ruleset(name="input") {{
+  action(type="omfwd" target="{host}" port="{port}" protocol="tcp"
+         StreamDriver="ossl" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+         StreamDriverPermittedPeers="localhost" StreamDriver.CAFile="{ca}" {identity}
+         TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"
+         action.resumeRetryCount="-1" action.resumeInterval="1")
+}}"#
+    )
+}
+
+#[test]
+fn rsyslog_forwards_over_tls_to_the_shipper() {
+    if rsyslogd().is_none() {
+        eprintln!(
+            "skipped: rsyslogd is not installed (Debian's rsyslog and rsyslog-openssl \
+             packages; CI installs them)"
+        );
+        return;
+    }
+    let pki = Pki::generate();
+    let dir = TempDir::new("sec-rsyslog-tls");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let http = client();
+    let (cert, key, ca) = (
+        path_str(&pki.ca1.server_cert),
+        path_str(&pki.ca1.server_key),
+        pki.ca1.ca.as_path(),
+    );
+    let received = r#"sawmill_shipper_records_received_total{source="syslog_tls"}"#;
+    let shipper = |name: &str, addr: &str, extra: &[&str]| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut args = vec!["--syslog-tls", addr, "--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        Shipper::start(&d, &[&ix.url], &args)
+    };
+
+    // Server authentication only: rsyslog verifies the shipper, any client may send.
+    let addr = free_addr();
+    let sh = shipper("shipper", &addr, &[]);
+    let rs = Rsyslog::start(&dir.path().join("rsyslog"), &omfwd_tls(&addr, ca, None));
+    let text = "forwarded over tls";
+    for n in 0..20 {
+        rs.send(&rsyslog_message(n, text).line);
+    }
+    let logs = || format!("{}\nthe shipper's log:\n{}", rs.log_text(), sh.log_text());
+    wait_for_total_or(&http, &ix.url, Auth::Nothing, "forwarded", 20, logs);
+    assert_rsyslog_records(&hits(&http, &ix.url, Auth::Nothing, "forwarded"), text);
+    // Each frame read whole, the newline rsyslog ends it with left out of the message.
+    assert_eq!(
+        line_numbers(&ix, "forwarded"),
+        (0..20).collect::<Vec<u64>>()
+    );
+    assert_eq!(sh.metric(received), 20.0);
+    drop(rs);
+
+    // Client certificates: one from CA 1 gets through, none and one from CA 2 do not.
+    let addr = free_addr();
+    let sh = shipper("shipper-mtls", &addr, &["--client-ca", path_str(ca)]);
+    let member = Rsyslog::start(
+        &dir.path().join("rsyslog-member"),
+        &omfwd_tls(
+            &addr,
+            ca,
+            Some((pki.ca1.client_cert.as_path(), pki.ca1.client_key.as_path())),
+        ),
+    );
+    let line = |service: &str, n: u32| {
+        format!("<14>1 2026-11-27T07:58:0{n}.000000Z web-9 {service} 7 - - client n={n}")
+    };
+    for n in 0..5 {
+        member.send(&line("rsyslog-member", n));
+    }
+    let member_logs = || {
+        format!(
+            "{}\nthe shipper's log:\n{}",
+            member.log_text(),
+            sh.log_text()
+        )
+    };
+    wait_for_total_or(
+        &http,
+        &ix.url,
+        Auth::Nothing,
+        "service:rsyslog-member",
+        5,
+        member_logs,
+    );
+    assert_eq!(sh.metric(received), 5.0);
+    let refusals = || {
+        sh.log_text()
+            .lines()
+            .filter(|l| l.to_lowercase().contains("certificate"))
+            .count()
+    };
+    for (service, identity) in [
+        ("rsyslog-anonymous", None),
+        (
+            "rsyslog-stranger",
+            Some((pki.ca2.client_cert.as_path(), pki.ca2.client_key.as_path())),
+        ),
+    ] {
+        let before = refusals();
+        let rs = Rsyslog::start(&dir.path().join(service), &omfwd_tls(&addr, ca, identity));
+        for n in 0..5 {
+            rs.send(&line(service, n));
+        }
+        // The shipper logs the handshake it refused, naming the certificate.
+        eventually(&format!("the shipper refusing {service}"), 60, || {
+            (refusals() > before)
+                .then_some(())
+                .ok_or_else(|| format!("{}\nthe shipper's log:\n{}", rs.log_text(), sh.log_text()))
+        });
+        assert_eq!(sh.metric(received), 5.0, "{service}");
+    }
+    // One more through the member's open connection, after every refused one: once it is
+    // stored, nothing from the refused clients is on its way.
+    member.send(&line("rsyslog-member", 5));
+    wait_for_total_or(
+        &http,
+        &ix.url,
+        Auth::Nothing,
+        "service:rsyslog-member",
+        6,
+        member_logs,
+    );
+    assert_eq!(sh.metric(received), 6.0);
+    for service in ["rsyslog-anonymous", "rsyslog-stranger"] {
+        let q = format!("service:{service}");
+        assert_eq!(search_total(&http, &ix.url, Auth::Nothing, &q), 0, "{q}");
+    }
+}

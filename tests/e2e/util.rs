@@ -743,6 +743,9 @@ pub struct Authority {
     /// The client certificate (for TLS client authentication) and its key in one file, as `reqwest::Identity::from_pem`
     /// and Python's `load_cert_chain` take them.
     pub client_identity: PathBuf,
+    /// The same certificate and key in files of their own, as rsyslog takes them.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl Pki {
@@ -793,14 +796,16 @@ impl Authority {
         let (server_cert, server_key) = issue("server");
         let (client_cert, client_key) = issue("client");
         let client_identity = file("client-identity");
-        let mut pem = std::fs::read(client_cert).unwrap();
-        pem.extend(std::fs::read(client_key).unwrap());
+        let mut pem = std::fs::read(&client_cert).unwrap();
+        pem.extend(std::fs::read(&client_key).unwrap());
         std::fs::write(&client_identity, pem).unwrap();
         Authority {
             ca,
             server_cert,
             server_key,
             client_identity,
+            client_cert,
+            client_key,
         }
     }
 }
@@ -872,6 +877,145 @@ pub fn socket_activated_shipper(dir: &Path, ix: &Indexer, sock: &Path) -> std::p
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// Where `rsyslogd` is (Debian's `rsyslog` package, which CI installs), looked for on the
+/// `PATH` and in `/usr/sbin`, which a user's `PATH` may lack; `None` when not installed.
+pub fn rsyslogd() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join("rsyslogd"))
+        .find(|p| p.is_file())
+}
+
+/// A private `rsyslogd` in the foreground, with a configuration, a pid file and a work
+/// directory of its own: it reads nothing but a UDP port on loopback and writes its own
+/// messages to a file in its directory (never to the system's log), so the system's rsyslog,
+/// running or not, is not involved. Stopped when dropped.
+pub struct Rsyslog {
+    child: Child,
+    dir: PathBuf,
+    /// The address its `imudp` input listens on.
+    pub udp: std::net::SocketAddr,
+}
+
+impl Rsyslog {
+    /// Starts `rsyslogd` in `dir` (made if missing) with `config` after the lines that set up
+    /// its input and its own log; `config` defines the ruleset `input`, which gets every
+    /// message sent to [`Rsyslog::udp`]. Returns once the input holds its port.
+    pub fn start(dir: &Path, config: &str) -> Rsyslog {
+        let bin = rsyslogd().expect("rsyslogd is installed (Debian's rsyslog package)");
+        std::fs::create_dir_all(dir).unwrap();
+        let dir = dir.to_path_buf();
+        // A port nothing holds now; rsyslogd binds it moments later.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let d = path_str(&dir);
+        let port = udp.port();
+        // `processInternalMessages` keeps rsyslogd's own messages (errors included) in this
+        // instance: by default it hands them to the system's log.
+        let text = format!(
+            "global(workDirectory=\"{d}\" processInternalMessages=\"on\")\n\
+             module(load=\"imudp\")\n\
+             input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"input\")\n\
+             *.* action(type=\"omfile\" file=\"{d}/rsyslogd.log\")\n\
+             {config}\n"
+        );
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(&conf, &text).unwrap();
+        // A typo or a module that is not installed fails here, in rsyslogd's words.
+        let check = Command::new(&bin)
+            .arg("-N1")
+            .arg("-f")
+            .arg(&conf)
+            .output()
+            .expect("run rsyslogd -N1");
+        assert!(
+            check.status.success(),
+            "rsyslogd refuses the configuration:\n{}\n{text}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let out = std::fs::File::create(dir.join("rsyslogd.out")).unwrap();
+        let child = Command::new(&bin)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start rsyslogd");
+        let mut rs = Rsyslog { child, dir, udp };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !udp_port_bound(port) {
+            if let Some(status) = rs.child.try_wait().unwrap() {
+                panic!("rsyslogd exited ({status}); {}", rs.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not bind 127.0.0.1:{port} within 30 s; {}",
+                rs.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rs
+    }
+
+    /// Sends one syslog message to its input, as a device on the network does.
+    pub fn send(&self, message: &str) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(message.as_bytes(), self.udp).unwrap();
+    }
+
+    /// Its own messages (errors from its outputs among them), and what it wrote to stderr.
+    pub fn log_text(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "rsyslogd's log:\n{}\nits output:\n{}",
+            read("rsyslogd.log"),
+            read("rsyslogd.out")
+        )
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        // Once reaped, its pid may be another process's.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM lets it close its connections; it exits within a second or two.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a UDP socket is bound to `port` (on any address), from the kernel's table: binding
+/// the port to find out could take it from the process about to bind it.
+fn udp_port_bound(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&suffix))
+        })
 }
 
 /// The bucket every [`Moto`] server holds from its start.

@@ -1,6 +1,6 @@
 //! Syslog sockets: a unix datagram socket like `/dev/log`, read with the sender's
-//! kernel-attested credentials, and syslog over UDP and TCP. Readers only receive, stamp
-//! and enqueue.
+//! kernel-attested credentials, and syslog over UDP, TCP and TLS (RFC 5425). Readers only
+//! receive, stamp and enqueue.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -61,19 +61,28 @@ impl SourceConfig for UdpConfig {
     }
 }
 
-/// Syslog over TCP, with RFC 6587 framing (octet counting or newlines).
-#[derive(Clone, Debug)]
+/// Syslog over TCP, with RFC 6587 framing (octet counting or newlines); with `tls`, over
+/// TLS (RFC 5425: octet counting, newlines also taken).
+#[derive(Clone)]
 pub struct TcpConfig {
     pub addr: SocketAddr,
     pub max_message_bytes: usize,
+    /// TLS on every connection (the certificate is the one in use when a peer connects).
+    pub tls: Option<Arc<sawmill_http::ServerTls>>,
 }
 
 impl SourceConfig for TcpConfig {
     fn spawn(self: Box<Self>, cx: &Context) -> Result<Running> {
-        let l = std::net::TcpListener::bind(self.addr)
-            .map_err(|e| Error::bind("syslog over tcp", self.addr, e))?;
+        let what = if self.tls.is_some() {
+            "syslog over tls"
+        } else {
+            "syslog over tcp"
+        };
+        let l =
+            std::net::TcpListener::bind(self.addr).map_err(|e| Error::bind(what, self.addr, e))?;
         let (q, stop, max) = (cx.queue.clone(), cx.stop.clone(), self.max_message_bytes);
-        let t = thread("sawmill-tcp", move || tcp_loop(l, &q, max, &stop))?;
+        let tls = self.tls;
+        let t = thread("sawmill-tcp", move || tcp_loop(l, tls, &q, max, &stop))?;
         Ok(Running {
             thread: Some(t),
             ..Running::default()
@@ -473,6 +482,7 @@ pub fn udp_loop(
 /// (see `tcp_conn`) before this returns.
 pub fn tcp_loop(
     listener: std::net::TcpListener,
+    tls: Option<Arc<sawmill_http::ServerTls>>,
     queue: &Queue,
     max_message_bytes: usize,
     stop: &Arc<AtomicBool>,
@@ -492,7 +502,15 @@ pub fn tcp_loop(
         match listener.accept() {
             Ok((conn, peer)) => {
                 conns.retain(|c| !c.is_finished());
-                conns.push(read_tcp_peer(conn, peer, queue, max_message_bytes, stop));
+                let tls = tls.as_ref().map(|t| t.config());
+                conns.push(read_tcp_peer(
+                    conn,
+                    peer,
+                    tls,
+                    queue,
+                    max_message_bytes,
+                    stop,
+                ));
             }
             Err(_) if stopping => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -514,6 +532,7 @@ pub fn tcp_loop(
 fn read_tcp_peer(
     conn: std::net::TcpStream,
     peer: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     queue: &Queue,
     max_message_bytes: usize,
     stop: &Arc<AtomicBool>,
@@ -522,8 +541,29 @@ fn read_tcp_peer(
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
     std::thread::spawn(move || {
-        if let Err(e) = tcp_conn(conn, &q, max_message_bytes, &stop) {
-            tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
+        let peer_stream = Peer {
+            conn,
+            stop: &stop,
+            drain_until: None,
+        };
+        let res = match tls {
+            None => tcp_conn(peer_stream, &q, max_message_bytes, Source::SyslogTcp),
+            Some(config) => match rustls::ServerConnection::new(config) {
+                Ok(tls) => {
+                    let stream = rustls::StreamOwned::new(tls, peer_stream);
+                    tcp_conn(stream, &q, max_message_bytes, Source::SyslogTls)
+                }
+                Err(e) => Err(std::io::Error::other(e)),
+            },
+        };
+        if let Err(e) = res {
+            // A peer whose certificate is refused (mTLS) ends here: worth a warning,
+            // unlike a peer that simply went away.
+            if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+                tracing::warn!(%peer, error = %e, "Syslog TLS connection refused.");
+            } else {
+                tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
+            }
         }
     })
 }
@@ -536,20 +576,13 @@ const MAX_COUNT_DIGITS: u64 = 21;
 /// has been silent for `DRAIN_QUIET` (for at most `DRAIN_LIMIT`): the frames it sent before
 /// the stop are queued, since its writes succeeded; a frame cut short by the stop is not.
 fn tcp_conn(
-    conn: std::net::TcpStream,
+    stream: impl std::io::Read,
     queue: &Queue,
     max: usize,
-    stop: &Arc<AtomicBool>,
+    source: Source,
 ) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Read};
-    let mut r = BufReader::with_capacity(
-        64 * 1024,
-        Peer {
-            conn,
-            stop,
-            drain_until: None,
-        },
-    );
+    let mut r = BufReader::with_capacity(64 * 1024, stream);
     let mut frame = Vec::new();
     loop {
         let first = match r.fill_buf() {
@@ -594,7 +627,7 @@ fn tcp_conn(
             data: frame.clone(),
             received,
             creds: None,
-            source: Source::SyslogTcp,
+            source,
         });
     }
 }
@@ -636,6 +669,17 @@ impl std::io::Read for Peer<'_> {
                 res => return res,
             }
         }
+    }
+}
+
+/// Writes go to the peer as they are: TLS writes its handshake and alerts through here.
+impl std::io::Write for Peer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.conn.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.conn.flush()
     }
 }
 
