@@ -40,6 +40,8 @@ enum Command {
     Ui(UiArgs),
     /// Serve the indexers' search API over every group: one healthy replica per group answers, answers are merged.
     Query(QueryArgs),
+    /// Read a password from stdin and print its argon2id hash, for a `name:HASH` line of --users-file.
+    HashPassword,
 }
 
 #[derive(Args)]
@@ -82,6 +84,11 @@ struct UiArgs {
     http: HttpArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Ask for a user name and password (lines `name:HASH`, argon2 or bcrypt; make a hash
+    /// with `sawmill hash-password`); read again on SIGHUP. Without it the UI is open, which
+    /// is refused off loopback unless --insecure.
+    #[arg(long, env = "SAWMILL_USERS_FILE")]
+    users_file: Option<PathBuf>,
 }
 
 /// TLS on a listener, and whether it may serve the network without.
@@ -567,6 +574,23 @@ fn main() {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
+/// `sawmill hash-password`: the password is stdin (one trailing newline dropped), so it is
+/// never in the shell's history or `ps`.
+fn hash_password() -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| anyhow::anyhow!("reading the password from stdin: {e}"))?;
+    let password = password
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&password);
+    let hash = sawmill_ui::signin::hash_password(password).map_err(|e| anyhow::anyhow!(e))?;
+    println!("{hash}");
+    Ok(())
+}
+
 /// `sawmill run`: runs the command and exits with its code (127 if it could not run).
 fn wrap(a: RunArgs) -> ! {
     let cfg = sawmill_shipper::RunConfig {
@@ -635,7 +659,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::shipper(cfg).await
         }
         Command::Run(_) => unreachable!("handled before the runtime starts"),
+        Command::HashPassword => hash_password(),
         Command::Ui(a) => {
+            let signin = match &a.users_file {
+                Some(f) => Some(sawmill_ui::signin::SignIn::new(
+                    sawmill_ui::signin::Users::load(f)?,
+                    a.tls.tls_cert.is_some(),
+                )),
+                None if !a.listen.ip().is_loopback() && !a.tls.insecure => {
+                    anyhow::bail!("refusing to serve the UI on {} without --users-file: anyone who reaches it could read every log line. Make users with `sawmill hash-password` and pass --users-file FILE, or --insecure if a proxy in front already signs people in", a.listen)
+                }
+                None => None,
+            };
+            if let Some(s) = &signin {
+                let users = s.users().clone();
+                reload.add("--users-file", move || {
+                    users.reload().map_err(|e| e.to_string())
+                });
+            }
             let config = sawmill_ui::ServeConfig {
                 header_timeout: a.http.header_timeout,
                 stop_timeout: a.http.stop_timeout,
@@ -651,6 +692,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 a.cluster.indexers,
                 a.cluster.discovery_interval,
                 connect,
+                signin,
                 config,
             )
             .await

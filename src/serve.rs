@@ -100,6 +100,7 @@ pub async fn ui(
     indexers: Vec<sawmill_cluster::Target>,
     discovery_interval: std::time::Duration,
     connect: sawmill_http::Connect,
+    signin: Option<sawmill_ui::signin::SignIn>,
     config: sawmill_ui::ServeConfig,
 ) -> anyhow::Result<()> {
     let stopping = format!(
@@ -110,7 +111,7 @@ pub async fn ui(
     let client = sawmill_ui::Client::start(indexers, discovery_interval, connect).await?;
     let (listener, url) = ui_listener(listen, &config.tls).await?;
     println!("sawmill ui listening on {url}");
-    sawmill_ui::serve(listener, client, config, stop).await?;
+    sawmill_ui::serve(listener, client, signin, config, stop).await?;
     Ok(())
 }
 

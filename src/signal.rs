@@ -27,7 +27,7 @@ pub struct Reload {
 
 type Item = (
     &'static str,
-    Box<dyn Fn() -> Result<(), sawmill_http::Error> + Send + Sync>,
+    Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 );
 
 impl Reload {
@@ -38,25 +38,33 @@ impl Reload {
             self.watched.push(f.key.clone());
             self.watched.extend(f.client_ca.clone());
             let t = t.clone();
-            self.items
-                .push(("certificate", Box::new(move || t.reload())));
+            self.add("certificate", move || t.reload().map_err(|e| e.to_string()));
         }
     }
 
     pub fn access(&mut self, access: &sawmill_http::Access) {
         if access.any() {
             let a = access.clone();
-            self.items
-                .push(("token files", Box::new(move || a.reload())));
+            self.add("token files", move || a.reload().map_err(|e| e.to_string()));
         }
     }
 
     pub fn connect(&mut self, connect: &sawmill_http::Connect) {
         if connect.token.is_set() {
             let c = connect.clone();
-            self.items
-                .push(("--token-file", Box::new(move || c.reload())));
+            self.add("--token-file", move || {
+                c.reload().map_err(|e| e.to_string())
+            });
         }
+    }
+
+    /// Reads `what` again with `reload` at each SIGHUP.
+    pub fn add(
+        &mut self,
+        what: &'static str,
+        reload: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.items.push((what, Box::new(reload)));
     }
 
     /// Reloads on every SIGHUP, and when a watched file changes, until the process ends. A

@@ -95,7 +95,7 @@ impl RunningUi {
             tls,
             ..Default::default()
         };
-        let server = tokio::spawn(sawmill_ui::serve(listener, client, config, async {
+        let server = tokio::spawn(sawmill_ui::serve(listener, client, None, config, async {
             let _ = stopped.await;
         }));
         Ok(RunningUi { url, stop, server })

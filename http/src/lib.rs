@@ -141,7 +141,7 @@ pub async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((io, _)) => {
+                Ok((io, peer)) => {
                     // Streamed answers end with a small write: without this, Nagle's algorithm
                     // holds it until the client's delayed ACK (40 ms per answer, measured).
                     let _ = io.set_nodelay(true);
@@ -149,12 +149,12 @@ pub async fn serve(
                     let acceptor = tls.as_ref().map(|t| t.acceptor());
                     conns.spawn(async move {
                         match acceptor {
-                            None => connection(io, app, header_timeout, stop).await,
+                            None => connection(io, app, peer, header_timeout, stop).await,
                             // The handshake is part of the head: a client that stalls in it
                             // holds a slot no longer than one that stalls sending headers.
                             Some(acceptor) => {
                                 match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
-                                    Ok(Ok(io)) => connection(io, app, header_timeout, stop).await,
+                                    Ok(Ok(io)) => connection(io, app, peer, header_timeout, stop).await,
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed."),
                                     Err(_) => tracing::debug!("TLS handshake timed out."),
                                 }
@@ -195,6 +195,7 @@ pub async fn serve(
 async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: I,
     app: Router,
+    peer: SocketAddr,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -202,6 +203,14 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // The client's address rides in every request (the UI bounds failed sign-ins by it).
+    let app = tower::ServiceBuilder::new()
+        .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        })
+        .service(app);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
     tokio::select! {

@@ -1,7 +1,8 @@
 //! TLS and tokens (DESIGN.md "Security"): a listener given a certificate speaks HTTPS only,
 //! ingest and read routes each take their own tokens, and every client — the shipper,
-//! `sawmill query`, the UI, curl, Python — verifies the indexer's certificate and sends its
-//! token. Certificates and tokens are re-read on SIGHUP without dropping anyone.
+//! `sawmill query`, the UI, curl, Python, rsyslog — verifies the indexer's certificate and
+//! sends its token. rsyslog also forwards to the shipper over TLS (RFC 5425). Certificates
+//! and tokens are re-read on SIGHUP without dropping anyone.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -983,7 +984,7 @@ struct Sent {
 
 fn rsyslog_message(n: u32, text: &str) -> Sent {
     let message = format!("{text} n={n}");
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Sent {
             line: format!(
                 "<11>1 2026-11-27T07:57:{n:02}.250000Z web-7 rsyslog-new 4242 - - {message}"

@@ -942,9 +942,12 @@ impl Rsyslog {
         let child = Command::new(&bin)
             .arg("-n")
             .arg("-f")
-            .arg(&conf)
+            .arg(conf)
             .arg("-i")
             .arg(dir.join("rsyslogd.pid"))
+            // Were the tests run by a systemd service, rsyslogd would report to it as if it
+            // were the service's daemon.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -28,4 +28,7 @@ pub enum Error {
     HttpClient(#[source] reqwest::Error),
     #[error("template: {0}")]
     Render(#[from] askama::Error),
+    /// A state change (sign-in, sign-out) that did not come from this site's own form.
+    #[error("{0}")]
+    Forbidden(String),
 }

@@ -27,12 +27,16 @@
 //!    histogram and the request view's swimlanes. Log content only reaches a page through
 //!    askama's escaping, and the pages' only script and style are two static files served
 //!    under a Content-Security-Policy without `unsafe-inline`.
+//!
+//! With `--users-file`, `signin` stands in front of all five: a sign-in page, sessions in a
+//! cookie, and failed sign-ins bounded per address.
 
 mod client;
 mod error;
 mod highlight;
 mod pages;
 mod row;
+pub mod signin;
 mod svg;
 mod url;
 mod web;
@@ -53,11 +57,12 @@ pub use sawmill_http::ServeOptions as ServeConfig;
 pub async fn serve(
     listener: tokio::net::TcpListener,
     client: Client,
+    signin: Option<signin::SignIn>,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = client.clone();
-    sawmill_http::serve(listener, router(client), config, async move {
+    sawmill_http::serve(listener, router(client, signin), config, async move {
         shutdown.await;
         closing.close();
     })

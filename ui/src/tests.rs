@@ -187,6 +187,7 @@ async fn ui(urls: &[&str]) -> axum::Router {
         )
         .await
         .unwrap(),
+        None,
     )
 }
 

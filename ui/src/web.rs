@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::pages::{self, Chrome};
+use crate::signin::{self, SignIn};
 use crate::url::{Tz, View};
 
 /// No inline script or style anywhere, so this policy can forbid both: a payload that
@@ -34,9 +35,9 @@ pub struct AppState {
     pub client: Client,
 }
 
-/// The UI's routes over `client`'s replicas.
-pub fn router(client: Client) -> Router {
-    Router::new()
+/// The UI's routes over `client`'s replicas; with `signin`, only for signed-in browsers.
+pub fn router(client: Client, signin: Option<SignIn>) -> Router {
+    let pages = Router::new()
         .route("/", get(discover))
         .route("/rows", get(rows))
         .route("/trace/{id}", get(request))
@@ -58,8 +59,17 @@ pub fn router(client: Client) -> Router {
             get(|| async { axum::http::StatusCode::NO_CONTENT }),
         )
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(AppState { client })
+        .with_state(AppState { client });
+    let pages = match signin {
+        None => pages,
+        Some(s) => Router::new()
+            .route("/signin", get(signin::page).post(signin::submit))
+            .route("/signout", post(signin::sign_out))
+            .with_state(s.clone())
+            .merge(pages)
+            .layer(axum::middleware::from_fn_with_state(s, signin::guard)),
+    };
+    pages.layer(axum::middleware::map_response(security_headers))
 }
 
 async fn security_headers(mut resp: Response) -> Response {
@@ -89,6 +99,23 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// What a page's chrome needs from its request: its URI and who is signed in.
+pub struct Viewer {
+    uri: Uri,
+    session: Option<crate::signin::Session>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> std::result::Result<Self, Infallible> {
+        Ok(Viewer {
+            uri: parts.uri.clone(),
+            session: parts.extensions.get::<crate::signin::Session>().cloned(),
+        })
+    }
 }
 
 /// Query-string parameters whose rejection is the UI's own 400 page.
@@ -121,10 +148,10 @@ fn html_refused_or_ok<T: Template>(page: &T, refused: bool) -> Result<Response> 
 
 async fn discover(
     State(s): State<AppState>,
-    uri: Uri,
+    viewer: Viewer,
     Params(view): Params<View>,
 ) -> Result<Response> {
-    let chrome = Chrome::new(&s.client, view.tz, &uri, "discover");
+    let chrome = Chrome::new(&s.client, view.tz, &viewer.uri, "discover").signed_in(viewer.session);
     let page = pages::discover::page(&s.client, view, chrome).await?;
     html_refused_or_ok(&page, page.error.is_some())
 }
@@ -142,40 +169,40 @@ struct TzOnly {
 
 async fn request(
     State(s): State<AppState>,
-    uri: Uri,
+    viewer: Viewer,
     Path(id): Path<String>,
     Params(p): Params<TzOnly>,
 ) -> Result<Html<String>> {
-    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    let chrome = Chrome::new(&s.client, p.tz, &viewer.uri, "").signed_in(viewer.session);
     html(&pages::request::page(&s.client, &id, p.tz, chrome).await?)
 }
 
 async fn context(
     State(s): State<AppState>,
-    uri: Uri,
+    viewer: Viewer,
     Path(id): Path<String>,
     Params(p): Params<pages::context::ContextParams>,
 ) -> Result<Html<String>> {
-    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    let chrome = Chrome::new(&s.client, p.tz, &viewer.uri, "").signed_in(viewer.session);
     html(&pages::context::page(&s.client, &id, p, chrome).await?)
 }
 
 async fn record(
     State(s): State<AppState>,
-    uri: Uri,
+    viewer: Viewer,
     Path(id): Path<String>,
     Params(p): Params<pages::record::RecordParams>,
 ) -> Result<Html<String>> {
-    let chrome = Chrome::new(&s.client, p.tz, &uri, "");
+    let chrome = Chrome::new(&s.client, p.tz, &viewer.uri, "").signed_in(viewer.session);
     html(&pages::record::page(&s.client, &id, p, chrome).await?)
 }
 
 async fn tail(
     State(s): State<AppState>,
-    uri: Uri,
+    viewer: Viewer,
     Params(p): Params<pages::tail::TailParams>,
 ) -> Result<Response> {
-    let chrome = Chrome::new(&s.client, p.tz, &uri, "tail");
+    let chrome = Chrome::new(&s.client, p.tz, &viewer.uri, "tail").signed_in(viewer.session);
     let page = pages::tail::page(&s.client, p, chrome).await?;
     html_refused_or_ok(&page, page.error.is_some())
 }
@@ -231,6 +258,7 @@ fn status_of(e: &Error) -> StatusCode {
             _ => StatusCode::BAD_REQUEST,
         },
         Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
@@ -250,6 +278,7 @@ fn hint_of(e: &Error) -> &'static str {
             "Fix the query or the time range and search again. Examples: `service:api AND severity:err`, `\"exact phrase\"`, `start=now-1h`."
         }
         Error::BadRequest(_) => "Check the link's parameters, or start again from Discover.",
+        Error::Forbidden(_) => "Open the page again from this site and submit its form.",
         Error::Unavailable { .. } => {
             "Start an indexer (`sawmill indexer` or `sawmill up`) or check the --indexer URLs this UI was given; this page retries when reloaded."
         }

@@ -31,9 +31,17 @@ pub struct Chrome {
     pub nav: &'static str,
     /// Hits on this page that could not be read, shown as placeholder rows.
     pub unreadable: usize,
+    /// Who is signed in, with `--users-file`: the header shows a sign-out button.
+    pub session: Option<crate::signin::Session>,
 }
 
 impl Chrome {
+    /// With the signed-in user's name and sign-out form in the header.
+    pub fn signed_in(mut self, session: Option<crate::signin::Session>) -> Chrome {
+        self.session = session;
+        self
+    }
+
     pub fn new(client: &Client, tz: Tz, uri: &axum::http::Uri, nav: &'static str) -> Chrome {
         Chrome {
             tz,
@@ -43,6 +51,7 @@ impl Chrome {
             api_url: None,
             nav,
             unreadable: 0,
+            session: None,
         }
     }
 
@@ -151,6 +160,7 @@ mod tests {
             api_url: None,
             nav: "",
             unreadable: 0,
+            session: None,
         };
         let p = Partial {
             missing_groups: vec!["g0".into(), "g1".into()],
