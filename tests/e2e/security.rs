@@ -1286,3 +1286,200 @@ fn rsyslog_forwards_over_tls_to_the_shipper() {
         assert_eq!(search_total(&http, &ix.url, Auth::Nothing, &q), 0, "{q}");
     }
 }
+
+/// A sign-in form's token and the cookie that goes with it, as a browser gets them.
+fn signin_form(http: &Client, ui: &str) -> (String, String) {
+    let resp = http.get(format!("{ui}/signin")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("sawmill_csrf="))
+        .expect("a token cookie")
+        .to_string();
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let html = resp.text().unwrap();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a token in the form")
+        .to_string();
+    (pair, token)
+}
+
+/// POSTs the sign-in form: the status and the answer's cookies.
+fn sign_in_as(
+    http: &Client,
+    ui: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+    site: Option<&str>,
+) -> (u16, Vec<String>, Option<String>) {
+    let mut req = http
+        .post(format!("{ui}/signin"))
+        .header("cookie", cookie)
+        .form(fields);
+    if let Some(s) = site {
+        req = req.header("sec-fetch-site", s);
+    }
+    let resp = req.send().unwrap();
+    let cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (resp.status().as_u16(), cookies, retry)
+}
+
+#[test]
+fn ui_sign_in_sets_strict_cookies_refuses_other_sites_and_bounds_failures() {
+    let pki = Pki::generate();
+    let dir = TempDir::new("sec-signin");
+    let ix = Indexer::start(&dir.path().join("ix"), &[]);
+    // The hash comes from the real `sawmill hash-password`, as an operator makes it.
+    let mut hasher = sawmill()
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        hasher
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"s3cret pass\n")
+            .unwrap();
+    }
+    let out = hasher.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("bob:{}\n", hash.trim())).unwrap();
+    let ui = Service::start(
+        dir.path(),
+        "ui",
+        &[
+            "--indexer",
+            &ix.url,
+            "--users-file",
+            path_str(&users),
+            "--tls-cert",
+            path_str(&pki.ca1.server_cert),
+            "--tls-key",
+            path_str(&pki.ca1.server_key),
+        ],
+    );
+    assert!(ui.url.starts_with("https://"), "{}", ui.url);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca1.ca).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    // Not signed in: pages send the browser to the sign-in page, data answers 401.
+    let page = http.get(format!("{}/?q=x", ui.url)).send().unwrap();
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(
+        page.headers()["location"].to_str().unwrap(),
+        "/signin?next=%2F%3Fq%3Dx"
+    );
+    let rows = http.get(format!("{}/rows?q=x", ui.url)).send().unwrap();
+    assert_eq!(rows.status().as_u16(), 401);
+
+    // A form posted from another site, or without the token cookie, changes nothing.
+    let (cookie, token) = signin_form(&http, &ui.url);
+    let right = [
+        ("user", "bob"),
+        ("password", "s3cret pass"),
+        ("csrf", token.as_str()),
+    ];
+    let (s, _, _) = sign_in_as(&http, &ui.url, &cookie, &right, Some("cross-site"));
+    assert_eq!(s, 403, "a cross-site sign-in");
+    let (s, _, _) = sign_in_as(&http, &ui.url, "", &right, None);
+    assert_eq!(s, 403, "no token cookie");
+    let (s, _, _) = sign_in_as(
+        &http,
+        &ui.url,
+        &cookie,
+        &[
+            ("user", "bob"),
+            ("password", "s3cret pass"),
+            ("csrf", "0000"),
+        ],
+        None,
+    );
+    assert_eq!(s, 403, "a token that is not the cookie's");
+
+    // The right password: a session cookie out of scripts' and other sites' reach, and
+    // only over TLS.
+    let (s, cookies, _) = sign_in_as(&http, &ui.url, &cookie, &right, Some("same-origin"));
+    assert_eq!(s, 303);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("sawmill_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+        assert!(session.contains(flag), "{flag} in {session}");
+    }
+    let pair = session.split(';').next().unwrap();
+    let page = http
+        .get(format!("{}/", ui.url))
+        .header("cookie", pair)
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+
+    // Ten wrong passwords a minute from one address, then 429 — the right one included —
+    // with when to come back.
+    let wrong = |token: &str| {
+        [
+            ("user", "bob".to_string()),
+            ("password", "guess".to_string()),
+            ("csrf", token.to_string()),
+        ]
+    };
+    for i in 0..10 {
+        let (cookie, token) = signin_form(&http, &ui.url);
+        let f = wrong(&token);
+        let fields: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, _, _) = sign_in_as(&http, &ui.url, &cookie, &fields, None);
+        assert_eq!(s, 401, "wrong password {i}");
+    }
+    let (cookie, token) = signin_form(&http, &ui.url);
+    let right = [
+        ("user", "bob"),
+        ("password", "s3cret pass"),
+        ("csrf", token.as_str()),
+    ];
+    let (s, cookies, retry) = sign_in_as(&http, &ui.url, &cookie, &right, None);
+    assert_eq!(s, 429, "the eleventh try in a minute");
+    assert!(!cookies.iter().any(|c| c.starts_with("sawmill_session=")));
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        !ui.log_text().contains("s3cret") && !ui.log_text().contains("guess"),
+        "passwords stay out of the log"
+    );
+
+    // Off loopback without users, the UI is refused: it would show every log line.
+    let mut cmd = sawmill();
+    cmd.args(["ui", "--listen", "0.0.0.0:0", "--indexer", &ix.url])
+        .args(["--tls-cert", path_str(&pki.ca1.server_cert)])
+        .args(["--tls-key", path_str(&pki.ca1.server_key)]);
+    let (status, _, stderr) = run_to_exit(cmd, 30);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--users-file"), "{stderr}");
+}

@@ -118,8 +118,31 @@ impl Browser {
             .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed: {e}"))
     }
 
+    /// Opens `url`; a UI that asks for a sign-in first gets one through its real page, and
+    /// sends the browser on to `url`.
     fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({ "url": url })));
+        if self.url().contains("/signin?") {
+            self.sign_in(USER, PASSWORD);
+            self.wait("the page asked for, after signing in", |b| {
+                !b.url().contains("/signin")
+            });
+        }
+    }
+
+    /// Fills the sign-in form as a person would and submits it.
+    fn sign_in(&self, user: &str, password: &str) {
+        for (css, text) in [("#user", user), ("#password", password)] {
+            let el = self.find(css);
+            self.cmd("POST", &format!("/element/{el}/clear"), None);
+            self.cmd(
+                "POST",
+                &format!("/element/{el}/value"),
+                Some(json!({ "text": text })),
+            );
+        }
+        let submit = self.find("#signin-submit");
+        self.click(&submit);
     }
 
     fn url(&self) -> String {
@@ -325,8 +348,38 @@ fn indexer_with_traffic(dir: &TempDir, requests: usize) -> (Indexer, Ui) {
     let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
     ingest(&ix, &traffic(requests));
     wait_total(&ix, "*", requests as u64 * 5);
-    let ui = Ui::start(&[&ix.url]);
+    let ui = signed_ui(dir, &[&ix.url]);
     (ix, ui)
+}
+
+/// The browser tests' user, made by the real `sawmill hash-password`.
+const USER: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A users file with [`USER`], its hash made as an operator would make it.
+fn users_file(dir: &TempDir) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut child = sawmill()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sawmill hash-password");
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-password failed");
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let f = dir.path().join("users");
+    std::fs::write(&f, format!("# browser tests\n{USER}:{}", hash.trim())).unwrap();
+    f
+}
+
+/// The UI over `indexers`, asking for a sign-in: every browser test goes through the real
+/// sign-in page first (see [`Browser::goto`]).
+fn signed_ui(dir: &TempDir, indexers: &[&str]) -> Ui {
+    let users = users_file(dir);
+    Ui::start_with(indexers, &["--users-file", users.to_str().unwrap()])
 }
 
 fn query_param(url: &str, name: &str) -> String {
@@ -593,7 +646,7 @@ fn browser_xss_payloads_show_literally_and_never_run() {
         .collect();
     ingest(&ix, &recs);
     wait_total(&ix, "*", payloads.len() as u64);
-    let ui = Ui::start(&[&ix.url]);
+    let ui = signed_ui(&dir, &[&ix.url]);
     let inert = |b: &Browser, what: &str| {
         assert_eq!(b.alert(), None, "{what}: a dialog opened");
         let found: Value = b.js(
@@ -683,7 +736,7 @@ fn browser_pages_still_answer_after_one_of_two_indexers_is_killed() {
     ingest(&c, &recs);
     wait_total(&a, "*", 100);
     wait_total(&c, "*", 100);
-    let ui = Ui::start(&[&a.url, &c.url]);
+    let ui = signed_ui(&dir, &[&a.url, &c.url]);
     b.goto(&format!("{}/", ui.url));
     b.find("details.row");
     assert_eq!(b.count(".banner"), 0);
@@ -783,4 +836,45 @@ impl Drop for Graceful {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn browser_signs_in_through_the_page_and_signing_out_ends_the_session() {
+    let Some(b) = Browser::start() else { return };
+    let dir = TempDir::new("ui-signin");
+    let (_ix, ui) = indexer_with_traffic(&dir, 10);
+    // A page asked for before signing in: the sign-in page, which remembers the page.
+    let wanted = format!("{}/?q=timeout", ui.url);
+    b.cmd("POST", "/url", Some(json!({ "url": wanted })));
+    assert!(b.url().contains("/signin?next="), "{}", b.url());
+    // A wrong password: the form again, saying so, and no way in.
+    b.sign_in(USER, "not the password");
+    b.find("#signin-error");
+    assert!(
+        b.text("#signin-error")
+            .contains("Wrong user name or password"),
+        "{}",
+        b.text("body")
+    );
+    assert_eq!(b.count("#signed-in-as"), 0);
+    b.sign_in(USER, PASSWORD);
+    b.wait("the page asked for", |b| b.url() == wanted);
+    b.find("details.row");
+    assert_eq!(b.text("#signed-in-as"), USER);
+    // The session cookie is out of scripts' reach (HttpOnly).
+    let cookies = b.js("return document.cookie;", json!([]));
+    assert!(
+        !cookies.as_str().unwrap_or("").contains("sawmill_session"),
+        "{cookies}"
+    );
+    // Signing out ends the session: the next page asks again.
+    let out = b.find("#signout");
+    b.click(&out);
+    b.wait("the sign-in page", |b| b.url().contains("/signin"));
+    b.cmd(
+        "POST",
+        "/url",
+        Some(json!({ "url": format!("{}/", ui.url) })),
+    );
+    assert!(b.url().contains("/signin?"), "{}", b.url());
 }

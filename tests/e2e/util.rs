@@ -575,11 +575,17 @@ pub struct Ui {
 
 impl Ui {
     pub fn start(indexers: &[&str]) -> Ui {
+        Ui::start_with(indexers, &[])
+    }
+
+    /// With more flags (`--users-file`, say).
+    pub fn start_with(indexers: &[&str], args: &[&str]) -> Ui {
         let mut cmd = sawmill();
         cmd.args(["ui", "--listen", "127.0.0.1:0"]);
         for i in indexers {
             cmd.args(["--indexer", i]);
         }
+        cmd.args(args);
         let mut child = cmd
             // A replica a test kills on purpose is logged as down: keep that out of the output.
             .env("SAWMILL_LOG", "error")
