@@ -155,6 +155,7 @@ impl ConnectArgs {
             ca_file: self.ca_file.clone(),
             cert: self.client_cert.clone(),
             key: self.client_key.clone(),
+            pin: None,
         };
         tls.config()?;
         let token = match &self.token_file {
@@ -184,6 +185,18 @@ impl TokenArgs {
             tokens(&self.ingest_token_file)?,
             tokens(&self.read_token_file)?,
         ))
+    }
+}
+
+/// TLS off loopback without tokens or client certificates encrypts what anyone on the
+/// network may still read and write: allowed (a network may be trusted), but said.
+fn warn_if_open(listen: SocketAddr, tls: &TlsArgs, access: &sawmill_http::Access) {
+    if !listen.ip().is_loopback()
+        && tls.tls_cert.is_some()
+        && tls.client_ca.is_none()
+        && !access.any()
+    {
+        tracing::warn!(%listen, "Serving the network with TLS but no token files or --client-ca: anyone who reaches it can read and write every log line. Pass --ingest-token-file and --read-token-file.");
     }
 }
 
@@ -643,6 +656,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..a.store.api()
             };
             let repair = a.repair.config()?;
+            warn_if_open(a.listen, &a.tls, &api.access);
             reload.server_tls(&api.tls);
             reload.access(&api.access);
             reload.connect(&repair.connect);
@@ -713,6 +727,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: a.tls.load(&[a.listen])?,
             };
             let access = sawmill_http::Access::new(None, tokens(&a.read_token_file)?);
+            warn_if_open(a.listen, &a.tls, &access);
             reload.server_tls(&http.tls);
             reload.access(&access);
             reload.connect(&cluster.connect);
@@ -723,6 +738,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = a.config()?;
             reload.server_tls(&cfg.api.tls);
             reload.access(&cfg.api.access);
+            reload.connect(&cfg.shipper);
+            reload.connect(&cfg.ui);
             reload.start();
             up::up(cfg).await
         }
@@ -783,13 +800,19 @@ impl UpArgs {
                 search_timeout: Duration::from_secs(30),
             },
         };
+        if self.tls.client_ca.is_some() {
+            anyhow::bail!("`up` takes no --client-ca: its own shipper and UI present no client certificate, so the indexer would refuse them. Run `sawmill indexer --client-ca` for mTLS");
+        }
         let tls = self.tls.load(&[self.listen, self.ui_listen])?;
-        // The shipper and the UI inside `up` trust the certificate itself, and send the
-        // first token of each file.
+        if !self.ui_listen.ip().is_loopback() && !self.tls.insecure {
+            anyhow::bail!("refusing to serve up's UI on {}: it has no sign-in, so anyone who reaches it could read every log line. Keep --ui-listen on loopback and run `sawmill ui --users-file FILE` for other hosts, or pass --insecure if a proxy in front already signs people in", self.ui_listen);
+        }
+        // The shipper and the UI inside `up` trust exactly the certificate the indexer
+        // serves, and send the first token of each file.
         let connect = |token: &Option<PathBuf>| -> anyhow::Result<sawmill_http::Connect> {
             Ok(sawmill_http::Connect {
                 tls: sawmill_http::ClientTls {
-                    ca_file: self.tls.tls_cert.clone(),
+                    pin: self.tls.tls_cert.clone(),
                     ..Default::default()
                 },
                 token: match token {

@@ -29,6 +29,9 @@ pub async fn indexer(
 /// An indexer serving its API on a spawned task.
 pub struct RunningIndexer {
     pub url: String,
+    /// The URL this process's own clients use: `url`, or loopback when it listens on every
+    /// address (`0.0.0.0` names no host a certificate could be made for).
+    pub local_url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The repair loop, when there are peers.
@@ -51,11 +54,18 @@ impl RunningIndexer {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another sawmill running? pick another with --listen)"))?;
-        let url = format!(
-            "{}://{}",
-            sawmill_http::scheme(&api.tls),
-            listener.local_addr()?
-        );
+        let bound = listener.local_addr()?;
+        let scheme = sawmill_http::scheme(&api.tls);
+        let url = format!("{scheme}://{bound}");
+        let local_url = match bound.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                format!("{scheme}://127.0.0.1:{}", bound.port())
+            }
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                format!("{scheme}://[::1]:{}", bound.port())
+            }
+            _ => url.clone(),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Started once the address is bound, so peers that find this replica can ask it.
         let repair = sawmill_indexer::start_repair(store.clone(), repair);
@@ -65,6 +75,7 @@ impl RunningIndexer {
         println!("sawmill indexer listening on {url}");
         Ok(RunningIndexer {
             url,
+            local_url,
             stop,
             server,
             repair,

@@ -25,8 +25,10 @@ pub struct Reload {
     watched: Vec<std::path::PathBuf>,
 }
 
+/// What is reloaded, whether its files are watched (certificates), and how.
 type Item = (
     &'static str,
+    bool,
     Box<dyn Fn() -> Result<(), String> + Send + Sync>,
 );
 
@@ -38,7 +40,11 @@ impl Reload {
             self.watched.push(f.key.clone());
             self.watched.extend(f.client_ca.clone());
             let t = t.clone();
-            self.add("certificate", move || t.reload().map_err(|e| e.to_string()));
+            self.items.push((
+                "certificate",
+                true,
+                Box::new(move || t.reload().map_err(|e| e.to_string())),
+            ));
         }
     }
 
@@ -64,7 +70,7 @@ impl Reload {
         what: &'static str,
         reload: impl Fn() -> Result<(), String> + Send + Sync + 'static,
     ) {
-        self.items.push((what, Box::new(reload)));
+        self.items.push((what, false, Box::new(reload)));
     }
 
     /// Reloads on every SIGHUP, and when a watched file changes, until the process ends. A
@@ -91,24 +97,33 @@ impl Reload {
             let mut seen = stamp(&self.watched);
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             loop {
-                let why = tokio::select! {
-                    _ = hup.recv() => "SIGHUP",
+                let (why, only_watched) = tokio::select! {
+                    _ = hup.recv() => ("SIGHUP", false),
                     _ = tick.tick() => {
-                        let now = stamp(&self.watched);
-                        if now == seen {
+                        if stamp(&self.watched) == seen {
                             continue;
                         }
-                        seen = now;
-                        "a certificate file changed"
+                        ("a certificate file changed", true)
                     }
                 };
-                for (what, reload) in &self.items {
+                // Taken before reading, and kept only if every read succeeds: a
+                // certificate caught half-written is read again at the next tick.
+                let now = stamp(&self.watched);
+                let mut all_read = true;
+                for (what, watched, reload) in &self.items {
+                    if only_watched && !watched {
+                        continue;
+                    }
                     match reload() {
-                        Ok(()) => tracing::info!(reason = why, "Reloaded the {what}."),
+                        Ok(()) => tracing::info!(reason = why, what, "Reloaded."),
                         Err(e) => {
-                            tracing::error!(reason = why, error = %e, "Could not reload the {what}; the one in use stays.")
+                            all_read = false;
+                            tracing::error!(reason = why, what, error = %e, "Could not reload; what is in use stays.")
                         }
                     }
+                }
+                if all_read {
+                    seen = now;
                 }
             }
         });

@@ -45,11 +45,11 @@ pub async fn up(cfg: UpConfig) -> anyhow::Result<()> {
         sawmill_indexer::RepairConfig::default(),
     )
     .await?;
-    let ui = RunningUi::start(cfg.ui_listen, cfg.ui_tls, &indexer.url, cfg.ui).await?;
+    let ui = RunningUi::start(cfg.ui_listen, cfg.ui_tls, &indexer.local_url, cfg.ui).await?;
     // The store made the directory; a full path keeps the printed commands valid anywhere.
     let data = std::fs::canonicalize(&data).unwrap_or(data);
     let socket = data.join("dev-log");
-    let shipper = start_shipper(&indexer.url, cfg.shipper, &data, &socket).await?;
+    let shipper = start_shipper(&indexer.local_url, cfg.shipper, &data, &socket).await?;
     print_guide(&indexer.url, &ui.url, &data, &socket);
     let demo = cfg.demo.then(|| Demo::start(&socket, &ui.url));
     stop.await;

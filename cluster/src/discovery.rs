@@ -324,9 +324,8 @@ impl State {
             Target::Dns { scheme, name, port } => {
                 let addrs = lookup(name, *port).await?;
                 if *scheme == "https" {
-                    for a in &addrs {
-                        sawmill_http::tls::remember_name(a.ip(), name);
-                    }
+                    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+                    sawmill_http::tls::remember_name(name, &ips);
                 }
                 Ok(addrs.iter().map(|a| base_url(scheme, *a)).collect())
             }
@@ -362,19 +361,37 @@ impl State {
                         }
                     };
                     for a in addrs {
-                        if *scheme == "https" {
-                            sawmill_http::tls::remember_name(a.ip(), host);
-                        }
                         let u = base_url(scheme, a);
                         if !out.contains(&u) {
                             out.push(u);
                         }
                     }
                 }
+                if *scheme == "https" {
+                    // The name to check is the service's domain the operator gave
+                    // (`_indexer._tcp.sawmill.example` → `sawmill.example`), not a target a
+                    // DNS answer names: whoever forges the answer would choose that.
+                    let ips: Vec<IpAddr> = out
+                        .iter()
+                        .filter_map(|u| u.split_once("://"))
+                        .filter_map(|(_, hp)| hp.parse::<SocketAddr>().ok())
+                        .map(|a| a.ip())
+                        .collect();
+                    sawmill_http::tls::remember_name(service_domain(name), &ips);
+                }
                 Ok(out)
             }
         }
     }
+}
+
+/// The domain of an SRV name: `_indexer._tcp.sawmill.example` gives `sawmill.example`.
+fn service_domain(srv: &str) -> &str {
+    let mut rest = srv;
+    while let Some(r) = rest.strip_prefix('_').and_then(|r| r.split_once('.')) {
+        rest = r.1;
+    }
+    rest
 }
 
 /// `scheme://ip:port`, with brackets for IPv6.
@@ -489,6 +506,19 @@ mod tests {
             of(vec![member("a", true, None), member("b", true, None)]),
         );
         assert!(rx.has_changed().unwrap(), "b joined");
+    }
+
+    #[test]
+    fn an_srv_names_domain_is_what_its_replicas_certificates_name() {
+        assert_eq!(
+            service_domain("_indexer._tcp.sawmill.example"),
+            "sawmill.example"
+        );
+        assert_eq!(
+            service_domain("_indexer-g0._tcp.marathon.mesos"),
+            "marathon.mesos"
+        );
+        assert_eq!(service_domain("plain.example"), "plain.example");
     }
 
     #[test]

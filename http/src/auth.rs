@@ -124,12 +124,16 @@ impl Access {
         self.ingest.is_some() || self.read.is_some()
     }
 
-    /// Reads every token file again.
+    /// Reads every token file again; one that cannot be read keeps its tokens and does not
+    /// stop the other from being read (the first error is returned).
     pub fn reload(&self) -> Result<()> {
+        let mut first = None;
         for t in [&self.ingest, &self.read].into_iter().flatten() {
-            t.reload()?;
+            if let Err(e) = t.reload() {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// Whether the request's credentials give what `need` asks.
@@ -192,6 +196,7 @@ fn unauthorized(need: Need) -> Response {
                 _ => "an ingest or a read",
             }
         ),
+        "status": 401,
         "need": name(need),
     });
     let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();

@@ -155,7 +155,10 @@ pub async fn serve(
                             Some(acceptor) => {
                                 match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
                                     Ok(Ok(io)) => connection(io, app, peer, header_timeout, stop).await,
-                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed."),
+                                    Ok(Err(e)) if tls::is_certificate_refusal(&e) => {
+                                        tracing::warn!(%peer, error = %e, "A client's certificate was refused.")
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
                                     Err(_) => tracing::debug!("TLS handshake timed out."),
                                 }
                             }

@@ -31,6 +31,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Whether a failed handshake was a certificate refused (a client without one under mTLS,
+/// or with one from another CA): worth a warning, unlike a port scan or a peer that left.
+pub fn is_certificate_refusal(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
+}
+
 /// The files a TLS listener is configured from.
 #[derive(Clone, Debug)]
 pub struct ServerTlsFiles {
@@ -138,15 +151,19 @@ pub struct ClientTls {
     pub cert: Option<PathBuf>,
     /// The key of `cert` (PEM).
     pub key: Option<PathBuf>,
+    /// Trust exactly the leaf certificate in this PEM file, read again at each handshake:
+    /// how `sawmill up`'s own shipper and UI reach its indexer, whatever CA signed it.
+    pub pin: Option<PathBuf>,
 }
 
 impl ClientTls {
     /// A rustls client configuration: the roots, the client certificate if any, and a
     /// verifier that also accepts the DNS name an address was discovered under.
     pub fn config(&self) -> Result<rustls::ClientConfig> {
-        let roots = match &self.ca_file {
-            Some(ca) => read_roots(ca)?,
-            None => system_roots(),
+        let roots = match (&self.pin, &self.ca_file) {
+            (Some(pinned), _) => read_roots(pinned)?,
+            (None, Some(ca)) => read_roots(ca)?,
+            (None, None) => system_roots(),
         };
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
@@ -162,7 +179,13 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::tls(Path::new("rustls"), e))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Discovered { inner }));
+            .with_custom_certificate_verifier(match &self.pin {
+                Some(pinned) => Arc::new(Pinned {
+                    file: pinned.clone(),
+                    inner,
+                }),
+                None => Arc::new(Discovered { inner }),
+            });
         let mut config = match (&self.cert, &self.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => builder
@@ -229,20 +252,86 @@ fn read_roots(path: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Addresses and the DNS names discovery found them under.
-fn names() -> &'static RwLock<HashMap<IpAddr, Vec<String>>> {
-    static NAMES: OnceLock<RwLock<HashMap<IpAddr, Vec<String>>>> = OnceLock::new();
+/// The DNS names discovery found addresses under, by name: each resolution replaces its
+/// name's addresses, so the map follows the membership (tasks come and go) and stays as
+/// large as what discovery lists.
+fn names() -> &'static RwLock<HashMap<String, Vec<IpAddr>>> {
+    static NAMES: OnceLock<RwLock<HashMap<String, Vec<IpAddr>>>> = OnceLock::new();
     NAMES.get_or_init(Default::default)
 }
 
-/// Remembers that `ip` was listed by the DNS name `name`: a certificate valid for `name` is
-/// then accepted from `ip`. Only names the operator gave (or their SRV targets) come here.
-pub fn remember_name(ip: IpAddr, name: &str) {
+/// Records that the DNS name `name` lists `ips` now: a certificate valid for `name` is then
+/// accepted from those addresses. Only names the operator gave come here (for SRV records,
+/// the service's domain, never a target an answer names: RFC 6125 §6.2.1).
+pub fn remember_name(name: &str, ips: &[IpAddr]) {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let mut names = names().write().unwrap_or_else(|e| e.into_inner());
-    let list = names.entry(ip).or_default();
-    if !list.contains(&name) {
-        list.push(name);
+    names()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name, ips.to_vec());
+}
+
+/// The names `ip` was found under.
+fn names_of(ip: IpAddr) -> Vec<String> {
+    names()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, ips)| ips.contains(&ip))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Accepts exactly the leaf certificate of a file (this process's own listener's); the web
+/// PKI's verifier checks the handshake's signatures.
+#[derive(Debug)]
+struct Pinned {
+    file: PathBuf,
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let pinned = read_certs(&self.file).map_err(|e| rustls::Error::General(e.to_string()))?;
+        if pinned
+            .first()
+            .is_some_and(|c| c.as_ref() == end_entity.as_ref())
+        {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -276,13 +365,7 @@ impl ServerCertVerifier for Discovered {
         if !wrong_name {
             return first;
         }
-        let known = names()
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&IpAddr::from(*ip))
-            .cloned()
-            .unwrap_or_default();
-        for name in known {
+        for name in names_of(IpAddr::from(*ip)) {
             let Ok(name) = ServerName::try_from(name) else {
                 continue;
             };

@@ -74,9 +74,9 @@ impl DeliveryError {
                 message: body,
             }
         } else if matches!(status.as_u16(), 401 | 403) {
+            let body: String = body.trim().chars().take(200).collect();
             DeliveryError::Retryable(format!(
-                "{status}: {} (check --token-file against the indexer's --ingest-token-file)",
-                body.trim()
+                "{status}: {body} (check --token-file against the indexer's --ingest-token-file)"
             ))
         } else {
             DeliveryError::Retryable(status.to_string())

@@ -413,6 +413,57 @@ fn a_public_address_without_tls_is_refused() {
         "the error names both ways out: {stderr}"
     );
 
+    // Every other listener says the same: `up` (its indexer, and its UI, which has no
+    // sign-in even with TLS) and `query`.
+    let data = dir.path().join("up");
+    let (cert, key) = (
+        path_str(&pki.ca1.server_cert),
+        path_str(&pki.ca1.server_key),
+    );
+    for (args, names) in [
+        (
+            vec!["up", "--listen", "0.0.0.0:0", "--ui-listen", "127.0.0.1:0"],
+            "--tls-cert",
+        ),
+        (
+            vec![
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--ui-listen",
+                "0.0.0.0:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+            "--users-file",
+        ),
+        (
+            vec![
+                "query",
+                "--listen",
+                "0.0.0.0:0",
+                "--indexer",
+                "http://127.0.0.1:9",
+            ],
+            "--tls-cert",
+        ),
+    ] {
+        let mut cmd = sawmill();
+        cmd.args(&args);
+        if args[0] == "up" {
+            cmd.arg("--data").arg(&data);
+        }
+        let (status, stdout, stderr) = run_to_exit(cmd, 30);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stdout}\n{stderr}");
+        assert!(!stdout.contains("listening on"), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains(names) && stderr.contains("--insecure"),
+            "{args:?}: {stderr}"
+        );
+    }
+
     // The operator who means it says so.
     let ix = Indexer::start_at("0.0.0.0:0", &dir.path().join("insecure"), &["--insecure"]);
     let url = loopback(&ix.url);
@@ -873,7 +924,7 @@ fn expect_event(events: &Receiver<String>, word: &str, secs: u64) -> Result<(), 
 }
 
 #[test]
-fn certificates_are_reloaded_on_sighup() {
+fn certificates_are_reloaded_on_sighup_and_when_their_files_change() {
     let pki = Pki::generate();
     let dir = TempDir::new("sec-reload");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -926,7 +977,21 @@ fn certificates_are_reloaded_on_sighup() {
         expect_event(&events, "before-reload", 1)
     });
 
+    // The new files keep the old files' times, so the file watch sees no change: what
+    // follows is the signal's doing. Past one watch interval the old certificate is still
+    // served.
+    let times = [&cert, &key].map(|p| std::fs::metadata(p).unwrap().modified().unwrap());
     install_server_cert(&pki.ca2, &cert, &key);
+    for (p, t) in [&cert, &key].into_iter().zip(times) {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        reaches(&pki.ca1.ca).ok(),
+        Some(200),
+        "no reload without a signal"
+    );
     hangup(&ix.child);
     // New connections get the new certificate.
     eventually("the new certificate served", 30, || {
@@ -940,6 +1005,17 @@ fn certificates_are_reloaded_on_sighup() {
     assert_eq!(s, 200, "{v}");
     // The connection open from before goes on.
     expect_event(&events, "after-reload", 30).unwrap();
+
+    // Files that change are read again without a signal (cert-manager, certbot).
+    install_server_cert(&pki.ca1, &cert, &key);
+    eventually(
+        "the renewed certificate served without a signal",
+        30,
+        || match (reaches(&pki.ca1.ca), reaches(&pki.ca2.ca)) {
+            (Ok(200), Err(_)) => Ok(()),
+            seen => Err(format!("(CA 1, CA 2) got {seen:?}")),
+        },
+    );
 }
 
 /// Every hit of a search for `q` at `base` (at most 1000), read with `auth`.
@@ -1296,7 +1372,7 @@ fn signin_form(http: &Client, ui: &str) -> (String, String) {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("sawmill_csrf="))
+        .find(|c| c.starts_with("__Host-sawmill_csrf="))
         .expect("a token cookie")
         .to_string();
     let pair = cookie.split(';').next().unwrap().to_string();
@@ -1429,7 +1505,7 @@ fn ui_sign_in_sets_strict_cookies_refuses_other_sites_and_bounds_failures() {
     assert_eq!(s, 303);
     let session = cookies
         .iter()
-        .find(|c| c.starts_with("sawmill_session="))
+        .find(|c| c.starts_with("__Host-sawmill_session="))
         .expect("a session cookie");
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(session.contains(flag), "{flag} in {session}");
@@ -1466,7 +1542,9 @@ fn ui_sign_in_sets_strict_cookies_refuses_other_sites_and_bounds_failures() {
     ];
     let (s, cookies, retry) = sign_in_as(&http, &ui.url, &cookie, &right, None);
     assert_eq!(s, 429, "the eleventh try in a minute");
-    assert!(!cookies.iter().any(|c| c.starts_with("sawmill_session=")));
+    assert!(!cookies
+        .iter()
+        .any(|c| c.starts_with("__Host-sawmill_session=")));
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert!(
@@ -1482,4 +1560,188 @@ fn ui_sign_in_sets_strict_cookies_refuses_other_sites_and_bounds_failures() {
     let (status, _, stderr) = run_to_exit(cmd, 30);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--users-file"), "{stderr}");
+}
+
+#[test]
+fn replicas_found_through_dns_https_are_verified_against_the_name_they_were_found_under() {
+    let pki = Pki::generate();
+    let dir = TempDir::new("sec-dns");
+    let token = new_token("ingest");
+    let tokens = dir.path().join("tokens");
+    token_file(&tokens, &[&token]);
+    // Two replicas whose certificate names only `indexers.sawmill.test`, no address.
+    let port = free_port();
+    let start = |ip: &str| {
+        Indexer::start_at(
+            &format!("{ip}:{port}"),
+            &dir.path().join(ip),
+            &[
+                "--commit-interval",
+                "100ms",
+                "--tls-cert",
+                path_str(&pki.ca1.named_cert),
+                "--tls-key",
+                path_str(&pki.ca1.named_key),
+                "--ingest-token-file",
+                path_str(&tokens),
+            ],
+        )
+    };
+    let (a, b) = (start("127.0.0.2"), start("127.0.0.3"));
+    let hosts = dir.path().join("hosts");
+    hosts_file(
+        &hosts,
+        &[
+            ("127.0.0.2", "indexers.sawmill.test"),
+            ("127.0.0.3", "indexers.sawmill.test"),
+        ],
+    );
+    let found = TempDir::new("sec-dns-shipper");
+    let sh = Shipper::start_in(
+        &hosts,
+        found.path(),
+        &[&format!("dns+https://indexers.sawmill.test:{port}")],
+        &[
+            "--ca-file",
+            path_str(&pki.ca1.ca),
+            "--token-file",
+            path_str(&tokens),
+            "--discovery-interval",
+            "1s",
+        ],
+    );
+    // The same replica asked by its address alone: the certificate does not name it.
+    let fixed = TempDir::new("sec-dns-fixed");
+    let by_ip = Shipper::start(
+        fixed.path(),
+        &[&a.url],
+        &[
+            "--ca-file",
+            path_str(&pki.ca1.ca),
+            "--token-file",
+            path_str(&tokens),
+        ],
+    );
+    for i in 0..50 {
+        sh.send(format!("<13>Nov 27 07:57:02 dnstls[1]: n={i} found by name").as_bytes());
+        by_ip.send(format!("<13>Nov 27 07:57:02 iptls[1]: n={i} asked by address").as_bytes());
+    }
+    // The test reads each replica by the name its certificate gives, resolved to it.
+    let resolve = |ix: &Indexer| {
+        let addr: std::net::SocketAddr = ix.url.trim_start_matches("https://").parse().unwrap();
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&pki.ca1.ca).unwrap()).unwrap(),
+            )
+            .resolve("indexers.sawmill.test", addr)
+            .build()
+            .unwrap()
+    };
+    let base = format!("https://indexers.sawmill.test:{port}");
+    for ix in [&a, &b] {
+        wait_for_total(&resolve(ix), &base, Auth::Nothing, "service:dnstls", 50);
+    }
+    eventually(
+        "the shipper asking by address logging the certificate",
+        30,
+        || {
+            let log = by_ip.log_text();
+            log.lines()
+                .any(|l| l.contains(&a.url) && l.contains("certificate"))
+                .then_some(())
+                .ok_or_else(|| format!("no line names {} and a certificate:\n{log}", a.url))
+        },
+    );
+    assert_eq!(
+        search_total(&resolve(&a), &base, Auth::Nothing, "service:iptls"),
+        0,
+        "nothing reached a replica through a certificate that does not name its address"
+    );
+}
+
+#[test]
+fn up_on_every_address_with_tls_and_tokens_ships_to_itself() {
+    let pki = Pki::generate();
+    let dir = TempDir::new("sec-up");
+    let (ingest, read) = (new_token("ingest"), new_token("read"));
+    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
+    token_file(&ingest_file, &[&ingest]);
+    token_file(&read_file, &[&read]);
+    let data = dir.path().join("data");
+    // A certificate signed by a CA (not self-signed): `up`'s own shipper and UI trust
+    // exactly the certificate it serves, whoever signed it.
+    let mut cmd = sawmill();
+    cmd.args([
+        "up",
+        "--listen",
+        "0.0.0.0:0",
+        "--ui-listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(&data)
+    .args(["--tls-cert", path_str(&pki.ca1.server_cert)])
+    .args(["--tls-key", path_str(&pki.ca1.server_key)])
+    .args(["--ingest-token-file", path_str(&ingest_file)])
+    .args(["--read-token-file", path_str(&read_file)]);
+    let log = dir.path().join("up.log");
+    let mut child = cmd
+        .env("SAWMILL_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let (first, second) = (next(), next());
+    // The shipper's socket exists once `up` prints it, after the two addresses.
+    let third = next();
+    assert!(third.contains("syslog socket:"), "{third:?}");
+    std::thread::spawn(move || for _ in lines {});
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(child);
+    let url = first
+        .strip_prefix("sawmill indexer listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "{first:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    let ui = second
+        .strip_prefix("sawmill ui listening on ")
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("https://0.0.0.0:"), "{url}");
+    let url = loopback(url);
+    let sent = std::process::Command::new("logger")
+        .arg("-u")
+        .arg(data.join("dev-log"))
+        .args(["-t", "uptls", "through the shipper inside up"])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let http = tls_client(&[&pki.ca1.ca], None);
+    wait_for_total(&http, &url, Auth::Bearer(&read), "service:uptls", 1);
+    let page = http.get(format!("{ui}/?q=service:uptls")).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().unwrap();
+    assert!(
+        html.contains("through the shipper inside up"),
+        "the UI inside up reads its indexer over TLS with the read token"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains(&ingest) && !log_text.contains(&read),
+        "{log_text}"
+    );
+    drop(child);
 }

@@ -725,6 +725,13 @@ extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[named]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:indexers.sawmill.test
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -752,6 +759,10 @@ pub struct Authority {
     /// The same certificate and key in files of their own, as rsyslog takes them.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A server certificate naming only `indexers.sawmill.test`, no address: what replicas
+    /// found through that DNS name show.
+    pub named_cert: PathBuf,
+    pub named_key: PathBuf,
 }
 
 impl Pki {
@@ -801,6 +812,7 @@ impl Authority {
         };
         let (server_cert, server_key) = issue("server");
         let (client_cert, client_key) = issue("client");
+        let (named_cert, named_key) = issue("named");
         let client_identity = file("client-identity");
         let mut pem = std::fs::read(&client_cert).unwrap();
         pem.extend(std::fs::read(&client_key).unwrap());
@@ -812,6 +824,8 @@ impl Authority {
             client_identity,
             client_cert,
             client_key,
+            named_cert,
+            named_key,
         }
     }
 }

@@ -77,20 +77,24 @@ impl Users {
         Ok(())
     }
 
-    /// Whether `password` is `name`'s. An unknown name costs a check too, so the time taken
-    /// does not say which names exist.
-    fn check(&self, name: &str, password: &str) -> bool {
-        let hash = self
-            .hashes
+    /// `name`'s hash now, if `name` is listed.
+    fn hash_of(&self, name: &str) -> Option<String> {
+        self.hashes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned();
-        match hash {
-            Some(h) => verify(&h, password),
+            .cloned()
+    }
+
+    /// Whether `password` is `name`'s: the hash it was checked against, so a session can
+    /// end when the user is removed or the password changed. An unknown name costs a check
+    /// too, so the time taken does not say which names exist.
+    fn check(&self, name: &str, password: &str) -> Option<String> {
+        match self.hash_of(name) {
+            Some(h) => verify(&h, password).then_some(h),
             None => {
                 let _ = verify(dummy_hash(), password);
-                false
+                None
             }
         }
     }
@@ -147,12 +151,21 @@ fn dummy_hash() -> &'static str {
 }
 
 /// A signed-in browser.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Session {
     pub user: String,
     /// The token its sign-out form carries.
     pub csrf: String,
+    /// The user's hash at sign-in: a session ends once the users file no longer says it.
+    hash: String,
     expires: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the hash.
+        f.debug_struct("Session").field("user", &self.user).finish()
+    }
 }
 
 /// Sign-in state: users, sessions and failures. Cloning shares it.
@@ -160,6 +173,8 @@ pub struct Session {
 pub struct SignIn {
     users: Arc<Users>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Sign-ins per address (an IPv6 /64) in the current minute: counted when they start,
+    /// given back when they succeed, so attempts made at once cannot pass the bound.
     failures: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
     checks: Arc<tokio::sync::Semaphore>,
     /// Cookies get `Secure` (the UI serves HTTPS).
@@ -181,25 +196,30 @@ impl SignIn {
         &self.users
     }
 
-    /// The session a request's cookie names, if it is live.
+    /// The session a request's cookie names, if it is live and its user still signs in
+    /// with the same password.
     fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, SESSION_COOKIE)?;
+        let id = cookie(headers, &self.cookie_name(SESSION_COOKIE))?;
         let mut sessions = lock(&self.sessions);
-        match sessions.get(&id) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                sessions.remove(&id);
-                None
-            }
-            None => None,
+        let s = sessions.get(&id)?;
+        let live = s.expires > Instant::now()
+            && self
+                .users
+                .hash_of(&s.user)
+                .is_some_and(|h| same(&h, &s.hash));
+        if !live {
+            sessions.remove(&id);
+            return None;
         }
+        Some(s.clone())
     }
 
-    fn open_session(&self, user: &str) -> (String, Session) {
+    fn open_session(&self, user: &str, hash: String) -> (String, Session) {
         let id = random_token();
         let session = Session {
             user: user.to_string(),
             csrf: random_token(),
+            hash,
             expires: Instant::now() + SESSION_TTL,
         };
         let mut sessions = lock(&self.sessions);
@@ -218,36 +238,54 @@ impl SignIn {
         (id, session)
     }
 
-    /// Whether `ip` may try again now; counts nothing.
-    fn limited(&self, ip: IpAddr) -> Option<Duration> {
-        let failures = lock(&self.failures);
-        let (since, n) = failures.get(&ip)?;
-        let left = Duration::from_secs(60).checked_sub(since.elapsed())?;
-        (*n >= FAILURES_PER_MINUTE).then_some(left)
-    }
-
-    fn failed(&self, ip: IpAddr) {
+    /// Counts an attempt from `ip` before its password is checked, or says how long until
+    /// it may try again. Counting first means attempts sent at once cannot all pass the
+    /// check before any has failed; [`SignIn::succeeded`] gives the count back.
+    fn attempt(&self, ip: IpAddr) -> std::result::Result<(), Duration> {
+        let key = bucket(ip);
         let mut failures = lock(&self.failures);
         let now = Instant::now();
         if failures.len() >= MAX_TRACKED_ADDRESSES {
             failures.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
         }
-        if failures.len() >= MAX_TRACKED_ADDRESSES {
-            // Still full of addresses failing this minute: the map is bounded, and the
-            // newcomer goes uncounted rather than grow it.
-            return;
+        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&key) {
+            // Every tracked address failed this minute: a newcomer waits rather than grow
+            // the map or go uncounted.
+            return Err(Duration::from_secs(60));
         }
-        let entry = failures.entry(ip).or_insert((now, 0));
+        let entry = failures.entry(key).or_insert((now, 0));
         if now.duration_since(entry.0) >= Duration::from_secs(60) {
             *entry = (now, 0);
         }
+        if entry.1 >= FAILURES_PER_MINUTE {
+            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(entry.0)));
+        }
         entry.1 += 1;
+        Ok(())
+    }
+
+    /// A sign-in that succeeded does not count against its address.
+    fn succeeded(&self, ip: IpAddr) {
+        if let Some(e) = lock(&self.failures).get_mut(&bucket(ip)) {
+            e.1 = e.1.saturating_sub(1);
+        }
+    }
+
+    /// Under TLS cookies take the `__Host-` prefix: a browser then keeps them to this exact
+    /// host over HTTPS, so a sibling subdomain cannot plant a token cookie.
+    fn cookie_name(&self, name: &str) -> String {
+        if self.secure {
+            format!("__Host-{name}")
+        } else {
+            name.to_string()
+        }
     }
 
     fn cookie(&self, name: &str, value: &str, max_age: Duration) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            self.cookie_name(name),
             max_age.as_secs()
         ))
         .expect("cookie values are hex")
@@ -277,9 +315,24 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The address a failure counts against: an IPv6 client may hold a whole /64.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// Compares in constant time: the tokens are secrets.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Paths a browser that is not signed in may fetch.
@@ -328,21 +381,30 @@ struct SignInPage {
 }
 
 #[derive(serde::Deserialize)]
-pub struct Next_ {
+pub struct Return {
     #[serde(default)]
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path on this site only, never another host.
+/// Where to go after signing in: a path on this site only, never another host. Browsers
+/// drop tabs and newlines from a URL (`/\t/evil.example` is `//evil.example`) and read `\`
+/// as `/`, so only printable ASCII without `\` is followed, and only a path.
 fn safe_next(next: Option<&str>) -> String {
+    let on_site = |n: &str| {
+        n.starts_with('/')
+            && !n.starts_with("//")
+            && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+            && n.parse::<axum::http::Uri>()
+                .is_ok_and(|u| u.scheme().is_none() && u.authority().is_none())
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n) if on_site(n) => n.into(),
         _ => "/".into(),
     }
 }
 
 /// The sign-in form, with a fresh token in the form and in a cookie.
-pub async fn page(State(s): State<SignIn>, Query(q): Query<Next_>) -> Result<Response> {
+pub async fn page(State(s): State<SignIn>, Query(q): Query<Return>) -> Result<Response> {
     form(
         &s,
         safe_next(q.next.as_deref()),
@@ -407,14 +469,15 @@ pub async fn submit(
     Form(c): Form<Credentials>,
 ) -> Result<Response> {
     let next = safe_next(c.next.as_deref());
-    if cross_site(&headers, &c.csrf, cookie(&headers, CSRF_COOKIE).as_deref()) {
+    let token_cookie = cookie(&headers, &s.cookie_name(CSRF_COOKIE));
+    if cross_site(&headers, &c.csrf, token_cookie.as_deref()) {
         return Err(Error::Forbidden(
             "the sign-in form expired or came from another site: load the sign-in page again"
                 .into(),
         ));
     }
-    if let Some(wait) = s.limited(peer.ip()) {
-        tracing::warn!(address = %peer.ip(), "Too many failed sign-ins; refusing for a while.");
+    if let Err(wait) = s.attempt(peer.ip()) {
+        tracing::debug!(address = %peer.ip(), "Too many failed sign-ins; refusing for a while.");
         let mut resp = form(
             &s,
             next,
@@ -429,20 +492,20 @@ pub async fn submit(
             .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
         return Ok(resp);
     }
-    let ok = {
-        let _permit = s
-            .checks
-            .acquire()
-            .await
-            .map_err(|_| Error::Config("closing".into()))?;
-        let (users, user, password) = (s.users.clone(), c.user.clone(), c.password);
-        tokio::task::spawn_blocking(move || users.check(&user, &password))
-            .await
-            .unwrap_or(false)
+    // Each check runs on a blocking thread and holds one of a few permits: argon2 takes
+    // tens of MB per check, so checks sent at once wait here rather than all run.
+    let checked = match s.checks.acquire().await {
+        Ok(_permit) => {
+            let (users, user, password) = (s.users.clone(), c.user.clone(), c.password);
+            tokio::task::spawn_blocking(move || users.check(&user, &password))
+                .await
+                .unwrap_or(None)
+        }
+        Err(_) => None,
     };
-    if !ok {
-        s.failed(peer.ip());
-        tracing::info!(user = %c.user, address = %peer.ip(), "Sign-in failed.");
+    let shown: String = c.user.chars().take(64).collect();
+    let Some(hash) = checked else {
+        tracing::info!(user = %shown, address = %peer.ip(), "Sign-in failed.");
         return form(
             &s,
             next,
@@ -450,9 +513,10 @@ pub async fn submit(
             Some("Wrong user name or password.".into()),
             StatusCode::UNAUTHORIZED,
         );
-    }
-    tracing::info!(user = %c.user, address = %peer.ip(), "Signed in.");
-    let (id, _) = s.open_session(&c.user);
+    };
+    s.succeeded(peer.ip());
+    tracing::info!(user = %shown, address = %peer.ip(), "Signed in.");
+    let (id, _) = s.open_session(&c.user, hash);
     let mut resp = Redirect::to(&next).into_response();
     let h = resp.headers_mut();
     h.append(
@@ -477,7 +541,7 @@ pub async fn sign_out(
     headers: HeaderMap,
     Form(f): Form<SignOut>,
 ) -> Result<Response> {
-    let id = cookie(&headers, SESSION_COOKIE);
+    let id = cookie(&headers, &s.cookie_name(SESSION_COOKIE));
     let session = s.session(&headers);
     if cross_site(&headers, &f.csrf, session.as_ref().map(|s| s.csrf.as_str())) {
         return Err(Error::Forbidden(
@@ -521,10 +585,41 @@ mod tests {
             (Some("//evil.example/"), "/"),
             (Some("https://evil.example/"), "/"),
             (Some("/\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\n/evil.example"), "/"),
+            (Some("/ok path"), "/"),
             (None, "/"),
         ] {
             assert_eq!(safe_next(given), want, "{given:?}");
         }
+    }
+
+    #[test]
+    fn a_session_ends_when_its_user_is_removed_or_the_password_changes() {
+        let dir = std::env::temp_dir().join(format!("sawmill-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("users");
+        let first = hash_password("pw").unwrap();
+        std::fs::write(&f, format!("alice:{first}\nbob:{first}\n")).unwrap();
+        let s = SignIn::new(Users::load(&f).unwrap(), true);
+        let (id, _) = s.open_session("alice", s.users().check("alice", "pw").unwrap());
+        let mut h = HeaderMap::new();
+        let c = format!("other=1; __Host-sawmill_session={id}");
+        h.insert(header::COOKIE, HeaderValue::from_str(&c).unwrap());
+        assert_eq!(s.session(&h).map(|x| x.user), Some("alice".into()));
+        // A new password for alice: her session ends.
+        let second = hash_password("new").unwrap();
+        std::fs::write(&f, format!("alice:{second}\nbob:{first}\n")).unwrap();
+        s.users().reload().unwrap();
+        assert!(s.session(&h).is_none());
+        // Removed: bob's session ends too.
+        let (id, _) = s.open_session("bob", s.users().check("bob", "pw").unwrap());
+        let c = format!("__Host-sawmill_session={id}");
+        h.insert(header::COOKIE, HeaderValue::from_str(&c).unwrap());
+        assert!(s.session(&h).is_some());
+        std::fs::write(&f, format!("alice:{second}\n")).unwrap();
+        s.users().reload().unwrap();
+        assert!(s.session(&h).is_none());
     }
 
     #[test]
@@ -548,15 +643,29 @@ mod tests {
         std::fs::write(&f, format!("alice:{}\n", hash_password("pw").unwrap())).unwrap();
         let s = SignIn::new(Users::load(&f).unwrap(), false);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        // A success gives its attempt back; failures (attempts not given back) add up.
+        s.attempt(a).unwrap();
+        s.succeeded(a);
         for _ in 0..FAILURES_PER_MINUTE {
-            assert!(s.limited(a).is_none());
-            s.failed(a);
+            s.attempt(a).unwrap();
         }
-        assert!(s.limited(a).is_some());
-        assert!(s.limited(b).is_none(), "another address is not limited");
+        assert!(s.attempt(a).is_err());
+        assert!(s.attempt(b).is_ok(), "another address is not limited");
+        // One IPv6 client holds a whole /64: its addresses count as one.
+        let (c, d): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        for _ in 0..FAILURES_PER_MINUTE {
+            s.attempt(c).unwrap();
+        }
+        assert!(s.attempt(d).is_err());
         std::fs::write(&f, "alice\n").unwrap();
         assert!(s.users().reload().is_err(), "a bad line is refused");
-        assert!(s.users().check("alice", "pw"), "and the users in use stay");
-        assert!(!s.users().check("bob", "pw"));
+        assert!(
+            s.users().check("alice", "pw").is_some(),
+            "and the users in use stay"
+        );
+        assert!(s.users().check("bob", "pw").is_none());
     }
 }

@@ -65,6 +65,8 @@ pub fn router(client: Client, signin: Option<SignIn>) -> Router {
         Some(s) => Router::new()
             .route("/signin", get(signin::page).post(signin::submit))
             .route("/signout", post(signin::sign_out))
+            // A sign-in form is a few hundred bytes; waiting checks must not hold megabytes.
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 10))
             .with_state(s.clone())
             .merge(pages)
             .layer(axum::middleware::from_fn_with_state(s, signin::guard)),

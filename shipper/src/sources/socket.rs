@@ -490,6 +490,7 @@ pub fn tcp_loop(
     let _ = listener.set_nonblocking(true);
     let mut conns: Vec<std::thread::JoinHandle<()>> = Vec::new();
     let mut stopped_at: Option<std::time::Instant> = None;
+    let mut at_limit = false;
     loop {
         let stopping = stop.load(Relaxed);
         if stopping {
@@ -502,6 +503,16 @@ pub fn tcp_loop(
         match listener.accept() {
             Ok((conn, peer)) => {
                 conns.retain(|c| !c.is_finished());
+                // One thread per peer: a flood of connections (or of handshakes that never
+                // finish) is refused at a bound instead of exhausting threads.
+                if conns.len() >= MAX_SYSLOG_CONNECTIONS {
+                    if !std::mem::replace(&mut at_limit, true) {
+                        tracing::warn!(max = MAX_SYSLOG_CONNECTIONS, "Syslog connection limit reached; new connections are closed until one ends.");
+                    }
+                    drop(conn);
+                    continue;
+                }
+                at_limit = false;
                 let tls = tls.as_ref().map(|t| t.config());
                 conns.push(read_tcp_peer(
                     conn,
@@ -541,31 +552,48 @@ fn read_tcp_peer(
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
     std::thread::spawn(move || {
-        let peer_stream = Peer {
+        let mut peer_stream = Peer {
             conn,
             stop: &stop,
             drain_until: None,
+            give_up_at: None,
         };
         let res = match tls {
             None => tcp_conn(peer_stream, &q, max_message_bytes, Source::SyslogTcp),
-            Some(config) => match rustls::ServerConnection::new(config) {
-                Ok(tls) => {
-                    let stream = rustls::StreamOwned::new(tls, peer_stream);
-                    tcp_conn(stream, &q, max_message_bytes, Source::SyslogTls)
-                }
-                Err(e) => Err(std::io::Error::other(e)),
-            },
+            Some(config) => handshake(config, &mut peer_stream).and_then(|tls| {
+                let stream = rustls::StreamOwned::new(tls, peer_stream);
+                tcp_conn(stream, &q, max_message_bytes, Source::SyslogTls)
+            }),
         };
         if let Err(e) = res {
-            // A peer whose certificate is refused (mTLS) ends here: worth a warning,
-            // unlike a peer that simply went away.
-            if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
-                tracing::warn!(%peer, error = %e, "Syslog TLS connection refused.");
+            if sawmill_http::tls::is_certificate_refusal(&e) {
+                tracing::warn!(%peer, error = %e, "Syslog TLS peer refused: its certificate does not verify.");
             } else {
                 tracing::debug!(%peer, error = %e, "Syslog TCP connection ended.");
             }
         }
     })
+}
+
+/// Syslog TCP or TLS peers read at once, each on a thread of its own.
+const MAX_SYSLOG_CONNECTIONS: usize = 1024;
+
+/// Longest a syslog-over-TLS peer may take over its handshake: one that never finishes it
+/// must not hold its thread for good.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Completes the TLS handshake within [`HANDSHAKE_TIMEOUT`].
+fn handshake(
+    config: Arc<rustls::ServerConfig>,
+    peer: &mut Peer<'_>,
+) -> std::io::Result<rustls::ServerConnection> {
+    let mut tls = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+    peer.give_up_at = Some(std::time::Instant::now() + HANDSHAKE_TIMEOUT);
+    while tls.is_handshaking() {
+        tls.complete_io(peer)?;
+    }
+    peer.give_up_at = None;
+    Ok(tls)
 }
 
 /// An octet count (`LEN SP`) longer than this is refused: `usize::MAX` has 20 digits.
@@ -648,6 +676,8 @@ struct Peer<'a> {
     conn: std::net::TcpStream,
     stop: &'a AtomicBool,
     drain_until: Option<std::time::Instant>,
+    /// While set (a TLS handshake), reads end at this time whatever the peer does.
+    give_up_at: Option<std::time::Instant>,
 }
 
 impl std::io::Read for Peer<'_> {
@@ -657,9 +687,9 @@ impl std::io::Read for Peer<'_> {
                 self.conn.set_read_timeout(Some(DRAIN_QUIET))?;
                 self.drain_until = Some(std::time::Instant::now() + DRAIN_LIMIT);
             }
-            if self
-                .drain_until
-                .is_some_and(|d| std::time::Instant::now() >= d)
+            let now = std::time::Instant::now();
+            if self.drain_until.is_some_and(|d| now >= d)
+                || self.give_up_at.is_some_and(|d| now >= d)
             {
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
