@@ -1745,3 +1745,60 @@ fn up_on_every_address_with_tls_and_tokens_ships_to_itself() {
     );
     drop(child);
 }
+
+#[test]
+fn a_shippers_token_is_rotated_with_sighup_and_no_record_is_lost() {
+    let dir = TempDir::new("sec-rotate-shipper");
+    let (old, new) = (new_token("old"), new_token("new"));
+    let (served, sent) = (dir.path().join("served"), dir.path().join("sent"));
+    token_file(&served, &[&old]);
+    token_file(&sent, &[&old]);
+    let ix = Indexer::start(
+        &dir.path().join("ix"),
+        &[
+            "--commit-interval",
+            "100ms",
+            "--ingest-token-file",
+            path_str(&served),
+        ],
+    );
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--token-file", path_str(&sent)]);
+    let send = |from: usize, word: &str| {
+        for i in from..from + 50 {
+            sh.send(format!("<13>Nov 27 07:57:02 rotated[1]: n={i} {word}").as_bytes());
+        }
+    };
+    send(0, "old");
+    wait_total(&ix, "service:rotated", 50);
+    // The order an operator follows: both on the indexer, the shipper moves, the old goes.
+    let reloads = |ix: &Indexer| ix.log_text().matches("Reloaded.").count();
+    token_file(&served, &[&old, &new]);
+    hangup(&ix.child);
+    eventually("the indexer reloading its tokens", 30, || {
+        (reloads(&ix) == 1)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    token_file(&sent, &[&new]);
+    hangup(&sh.child);
+    // Once the shipper took the new token, the indexer drops the old one.
+    eventually("the shipper reloading its token", 30, || {
+        sh.log_text()
+            .contains("--token-file")
+            .then_some(())
+            .ok_or_else(|| "no reload logged".to_string())
+    });
+    token_file(&served, &[&new]);
+    hangup(&ix.child);
+    eventually("the indexer dropping the old token", 30, || {
+        (reloads(&ix) == 2)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    send(50, "new");
+    wait_total(&ix, "service:rotated", 100);
+    let refused = ix.metric("sawmill_indexer_requests_unauthorized_total{need=\"ingest\"}");
+    assert_eq!(refused, 0.0, "no batch was refused along the way");
+    assert_not_logged("the shipper", &sh.log_text(), &[&old, &new]);
+    assert_not_logged("the indexer", &ix.log_text(), &[&old, &new]);
+}
