@@ -160,32 +160,27 @@ impl ClientTls {
     /// A rustls client configuration: the roots, the client certificate if any, and a
     /// verifier that also accepts the DNS name an address was discovered under.
     pub fn config(&self) -> Result<rustls::ClientConfig> {
-        let roots = match (&self.pin, &self.ca_file) {
-            (Some(pinned), _) => read_roots(pinned)?,
-            (None, Some(ca)) => read_roots(ca)?,
-            (None, None) => system_roots(),
+        let check = match (&self.pin, &self.ca_file) {
+            (Some(pinned), _) => {
+                read_certs(pinned)?;
+                Check::Pinned(pinned.clone())
+            }
+            (None, Some(ca)) => Check::Web(Some(web_pki(read_roots(ca)?, ca)?)),
+            // A machine (a container) with no CA certificates still speaks plain HTTP: an
+            // https URL is then refused at its handshake, saying why.
+            (None, None) => match system_roots() {
+                roots if roots.is_empty() => Check::Web(None),
+                roots => Check::Web(Some(web_pki(roots, Path::new("the system's roots"))?)),
+            },
         };
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| {
-                Error::tls(
-                    self.ca_file
-                        .as_deref()
-                        .unwrap_or(Path::new("the system's roots")),
-                    e,
-                )
-            })?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::tls(Path::new("rustls"), e))?
             .dangerous()
-            .with_custom_certificate_verifier(match &self.pin {
-                Some(pinned) => Arc::new(Pinned {
-                    file: pinned.clone(),
-                    inner,
-                }),
-                None => Arc::new(Discovered { inner }),
-            });
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                algorithms: provider().signature_verification_algorithms,
+                check,
+            }));
         let mut config = match (&self.cert, &self.key) {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => builder
@@ -282,24 +277,37 @@ fn names_of(ip: IpAddr) -> Vec<String> {
         .collect()
 }
 
-/// Accepts exactly the leaf certificate of a file (this process's own listener's); the web
-/// PKI's verifier checks the handshake's signatures.
-#[derive(Debug)]
-struct Pinned {
-    file: PathBuf,
-    inner: Arc<WebPkiServerVerifier>,
+fn web_pki(roots: RootCertStore, from: &Path) -> Result<Arc<WebPkiServerVerifier>> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| Error::tls(from, e))
 }
 
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
+/// The client's verifier: which certificates it accepts, and the provider's algorithms for
+/// the handshake's signatures.
+#[derive(Debug)]
+struct Verifier {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    check: Check,
+}
+
+/// Which server certificates a client accepts.
+#[derive(Debug)]
+enum Check {
+    /// The web PKI's verdict over these roots, where for an address the names it was found
+    /// under also count; none when no CA is trusted at all.
+    Web(Option<Arc<WebPkiServerVerifier>>),
+    /// Exactly the leaf certificate of a file (this process's own listener's), read again
+    /// at each handshake.
+    Pinned(PathBuf),
+}
+
+impl Verifier {
+    fn pinned(
+        file: &Path,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let pinned = read_certs(&self.file).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let pinned = read_certs(file).map_err(|e| rustls::Error::General(e.to_string()))?;
         if pinned
             .first()
             .is_some_and(|c| c.as_ref() == end_entity.as_ref())
@@ -312,47 +320,15 @@ impl ServerCertVerifier for Pinned {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The web PKI's verifier, which for an address also accepts the names it was found under.
-#[derive(Debug)]
-struct Discovered {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for Discovered {
-    fn verify_server_cert(
-        &self,
+    fn discovered(
+        web: &WebPkiServerVerifier,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let first =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        let first = web.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
         let wrong_name = matches!(
             first,
             Err(rustls::Error::InvalidCertificate(
@@ -369,14 +345,32 @@ impl ServerCertVerifier for Discovered {
             let Ok(name) = ServerName::try_from(name) else {
                 continue;
             };
-            if let Ok(ok) =
-                self.inner
-                    .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
-            {
+            if let Ok(ok) = web.verify_server_cert(end_entity, intermediates, &name, ocsp, now) {
                 return Ok(ok);
             }
         }
         first
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match &self.check {
+            Check::Pinned(file) => Verifier::pinned(file, end_entity),
+            Check::Web(Some(web)) => {
+                Verifier::discovered(web, end_entity, intermediates, server_name, ocsp, now)
+            }
+            Check::Web(None) => Err(rustls::Error::General(
+                "no CA is trusted: this system has no CA certificates; pass --ca-file".into(),
+            )),
+        }
     }
 
     fn verify_tls12_signature(
@@ -385,7 +379,7 @@ impl ServerCertVerifier for Discovered {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -394,10 +388,10 @@ impl ServerCertVerifier for Discovered {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }

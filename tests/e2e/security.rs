@@ -102,6 +102,31 @@ fn new_token(kind: &str) -> String {
     )
 }
 
+/// An indexer serving HTTPS with CA 1's server certificate and committing every 100 ms, its
+/// ingest and read routes each needing a fresh token: the indexer and the two tokens.
+fn secure_indexer(pki: &Pki, dir: &TempDir) -> (Indexer, String, String) {
+    let (ingest, read) = (new_token("ingest"), new_token("read"));
+    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
+    token_file(&ingest_file, &[&ingest]);
+    token_file(&read_file, &[&read]);
+    let ix = Indexer::start(
+        &dir.path().join("ix"),
+        &[
+            "--commit-interval",
+            "100ms",
+            "--tls-cert",
+            path_str(&pki.ca1.server_cert),
+            "--tls-key",
+            path_str(&pki.ca1.server_key),
+            "--ingest-token-file",
+            path_str(&ingest_file),
+            "--read-token-file",
+            path_str(&read_file),
+        ],
+    );
+    (ix, ingest, read)
+}
+
 /// Writes a token file as an operator keeps one: a comment, then one token a line, then a
 /// blank line (servers ignore comments and blank lines; a client sends its first token).
 fn token_file(path: &Path, tokens: &[&str]) {
@@ -192,26 +217,8 @@ fn route(method: Method, path: &str, body: Option<Vec<u8>>) -> Route {
 fn every_route_needs_the_right_token_over_tls() {
     let pki = Pki::generate();
     let dir = TempDir::new("sec-routes");
-    let (ingest_token, read_token, wrong) =
-        (new_token("ingest"), new_token("read"), new_token("wrong"));
-    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
-    token_file(&ingest_file, &[&ingest_token]);
-    token_file(&read_file, &[&read_token]);
-    let ix = Indexer::start(
-        &dir.path().join("ix"),
-        &[
-            "--commit-interval",
-            "100ms",
-            "--tls-cert",
-            path_str(&pki.ca1.server_cert),
-            "--tls-key",
-            path_str(&pki.ca1.server_key),
-            "--ingest-token-file",
-            path_str(&ingest_file),
-            "--read-token-file",
-            path_str(&read_file),
-        ],
-    );
+    let (ix, ingest_token, read_token) = secure_indexer(&pki, &dir);
+    let wrong = new_token("wrong");
     assert!(ix.url.starts_with("https://"), "{}", ix.url);
     let tls = tls_client(&[&pki.ca1.ca], None);
     let (ingest_auth, read_auth) = (Auth::Bearer(&ingest_token), Auth::Bearer(&read_token));
@@ -693,25 +700,7 @@ fn token_rotation_under_load_fails_no_request_with_a_valid_token() {
 fn curl_and_python_ship_to_a_tls_indexer() {
     let pki = Pki::generate();
     let dir = TempDir::new("sec-tools");
-    let (ingest_token, read_token) = (new_token("ingest"), new_token("read"));
-    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
-    token_file(&ingest_file, &[&ingest_token]);
-    token_file(&read_file, &[&read_token]);
-    let ix = Indexer::start(
-        &dir.path().join("ix"),
-        &[
-            "--commit-interval",
-            "100ms",
-            "--tls-cert",
-            path_str(&pki.ca1.server_cert),
-            "--tls-key",
-            path_str(&pki.ca1.server_key),
-            "--ingest-token-file",
-            path_str(&ingest_file),
-            "--read-token-file",
-            path_str(&read_file),
-        ],
-    );
+    let (ix, ingest_token, read_token) = secure_indexer(&pki, &dir);
     let ca = path_str(&pki.ca1.ca);
 
     // curl, as a shell script ships a file.
@@ -1152,26 +1141,8 @@ fn rsyslog_omelasticsearch_ships_with_basic_credentials_to_a_tls_indexer() {
     }
     let pki = Pki::generate();
     let dir = TempDir::new("sec-rsyslog-es");
-    let (ingest_token, read_token, wrong) =
-        (new_token("ingest"), new_token("read"), new_token("wrong"));
-    let (ingest_file, read_file) = (dir.path().join("ingest"), dir.path().join("read"));
-    token_file(&ingest_file, &[&ingest_token]);
-    token_file(&read_file, &[&read_token]);
-    let ix = Indexer::start(
-        &dir.path().join("ix"),
-        &[
-            "--commit-interval",
-            "100ms",
-            "--tls-cert",
-            path_str(&pki.ca1.server_cert),
-            "--tls-key",
-            path_str(&pki.ca1.server_key),
-            "--ingest-token-file",
-            path_str(&ingest_file),
-            "--read-token-file",
-            path_str(&read_file),
-        ],
-    );
+    let (ix, ingest_token, read_token) = secure_indexer(&pki, &dir);
+    let wrong = new_token("wrong");
     let tls = tls_client(&[&pki.ca1.ca], None);
     let read = Auth::Bearer(&read_token);
 
@@ -1801,4 +1772,25 @@ fn a_shippers_token_is_rotated_with_sighup_and_no_record_is_lost() {
     assert_eq!(refused, 0.0, "no batch was refused along the way");
     assert_not_logged("the shipper", &sh.log_text(), &[&old, &new]);
     assert_not_logged("the indexer", &ix.log_text(), &[&old, &new]);
+}
+
+/// Review of CI: a shipper in a container without CA certificates (busybox) refused to
+/// start, as building its TLS configuration needed at least one trusted CA, though it only
+/// spoke plain HTTP.
+#[test]
+fn a_machine_without_ca_certificates_still_ships_over_plain_http() {
+    let dir = TempDir::new("sec-no-roots");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let missing = dir.path().join("no-such-certs");
+    let sh = Shipper::start_env(
+        dir.path(),
+        &[&ix.url],
+        &[],
+        &[
+            ("SSL_CERT_FILE", path_str(&missing)),
+            ("SSL_CERT_DIR", path_str(&missing)),
+        ],
+    );
+    sh.send(b"<13>Nov 27 07:57:02 noroots[1]: shipped without any CA");
+    wait_total(&ix, "service:noroots", 1);
 }
