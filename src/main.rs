@@ -158,10 +158,7 @@ impl ConnectArgs {
             pin: None,
         };
         tls.config()?;
-        let token = match &self.token_file {
-            Some(f) => sawmill_http::ClientToken::load(f)?,
-            None => sawmill_http::ClientToken::none(),
-        };
+        let token = sawmill_http::ClientToken::load_if(self.token_file.as_deref())?;
         Ok(sawmill_http::Connect { tls, token })
     }
 }
@@ -815,10 +812,7 @@ impl UpArgs {
                     pin: self.tls.tls_cert.clone(),
                     ..Default::default()
                 },
-                token: match token {
-                    Some(f) => sawmill_http::ClientToken::load(f)?,
-                    None => sawmill_http::ClientToken::none(),
-                },
+                token: sawmill_http::ClientToken::load_if(token.as_deref())?,
             })
         };
         Ok(up::UpConfig {

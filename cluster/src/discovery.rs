@@ -434,7 +434,7 @@ async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", describe(&e)))?;
+        .map_err(|e| format!("{url}: {}", sawmill_http::describe(&e)))?;
     // A degraded replica answers 503 with the same body: it is still in its group.
     let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
     let h: Health = serde_json::from_slice(&body).map_err(|e| {
@@ -445,27 +445,6 @@ async fn health(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<
         )
     })?;
     Ok(h)
-}
-
-/// A transport error in a few words, with its root cause ("cannot connect (invalid peer
-/// certificate: UnknownIssuer)"): reqwest's own message says only "error sending request".
-pub fn describe(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut s = if e.is_connect() {
-        "cannot connect".to_string()
-    } else if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut src = e.source();
-    while let Some(inner) = src {
-        if inner.source().is_none() {
-            s.push_str(&format!(" ({inner})"));
-        }
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

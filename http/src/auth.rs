@@ -238,6 +238,11 @@ impl ClientToken {
         Arc::default()
     }
 
+    /// The first token of `file`, if one is given; none otherwise.
+    pub fn load_if(file: Option<&Path>) -> Result<Arc<ClientToken>> {
+        file.map_or_else(|| Ok(ClientToken::none()), ClientToken::load)
+    }
+
     /// The first token of `file`.
     pub fn load(file: &Path) -> Result<Arc<ClientToken>> {
         let header = read_client_token(file)?;

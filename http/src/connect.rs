@@ -36,6 +36,27 @@ impl Connect {
     }
 }
 
+/// A transport error in a few words, with its root cause ("cannot connect (invalid peer
+/// certificate: UnknownIssuer)"): reqwest's own message says only "error sending request".
+pub fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut s = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut src = e.source();
+    while let Some(inner) = src {
+        if inner.source().is_none() {
+            s.push_str(&format!(" ({inner})"));
+        }
+        src = inner.source();
+    }
+    s
+}
+
 impl std::fmt::Debug for Connect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token itself.

@@ -29,7 +29,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use auth::{Access, ClientToken, Need, Tokens};
-pub use connect::Connect;
+pub use connect::{describe, Connect};
 pub use tls::{ClientTls, ServerTls, ServerTlsFiles};
 
 /// What can go wrong setting up a listener or a client.

@@ -616,4 +616,4 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) use sawmill_cluster::discovery::describe;
+pub(crate) use sawmill_http::describe;

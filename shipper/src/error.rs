@@ -59,7 +59,7 @@ pub enum DeliveryError {
 
 impl From<reqwest::Error> for DeliveryError {
     fn from(e: reqwest::Error) -> DeliveryError {
-        DeliveryError::Retryable(sawmill_cluster::discovery::describe(&e))
+        DeliveryError::Retryable(sawmill_http::describe(&e))
     }
 }
 
@@ -68,18 +68,19 @@ impl DeliveryError {
     /// 401 and 403 are retried: a token that is missing or not yet listed is the
     /// operator's to fix (and a reload's to pick up), not a reason to give records up.
     pub fn from_status(status: reqwest::StatusCode, body: String) -> DeliveryError {
-        if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) {
-            DeliveryError::Refused {
+        match status.as_u16() {
+            401 | 403 => {
+                let body: String = body.trim().chars().take(200).collect();
+                DeliveryError::Retryable(format!(
+                    "{status}: {body} (check --token-file against the indexer's --ingest-token-file)"
+                ))
+            }
+            408 | 429 => DeliveryError::Retryable(status.to_string()),
+            _ if status.is_client_error() => DeliveryError::Refused {
                 status: status.as_u16(),
                 message: body,
-            }
-        } else if matches!(status.as_u16(), 401 | 403) {
-            let body: String = body.trim().chars().take(200).collect();
-            DeliveryError::Retryable(format!(
-                "{status}: {body} (check --token-file against the indexer's --ingest-token-file)"
-            ))
-        } else {
-            DeliveryError::Retryable(status.to_string())
+            },
+            _ => DeliveryError::Retryable(status.to_string()),
         }
     }
 }
