@@ -1195,15 +1195,21 @@ impl Moto {
 
     /// An object's bytes, or `None` when there is no such object.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let resp = self
-            .request(reqwest::Method::GET, &format!("/{MOTO_BUCKET}/{key}"))
-            .send()
-            .unwrap_or_else(|e| panic!("GET {key} from moto: {e}"));
-        match resp.status().as_u16() {
-            404 => None,
-            200 => Some(resp.bytes().unwrap().to_vec()),
-            s => panic!("GET {key} from moto answered {s}: {}", resp.text().unwrap()),
+        // moto answers 500 now and then while the same object is being written (seen in
+        // CI on a manifest the indexer was replacing): the test's own read asks again.
+        for _ in 0..5 {
+            let resp = self
+                .request(reqwest::Method::GET, &format!("/{MOTO_BUCKET}/{key}"))
+                .send()
+                .unwrap_or_else(|e| panic!("GET {key} from moto: {e}"));
+            match resp.status().as_u16() {
+                404 => return None,
+                200 => return Some(resp.bytes().unwrap().to_vec()),
+                s if s >= 500 => std::thread::sleep(std::time::Duration::from_millis(200)),
+                s => panic!("GET {key} from moto answered {s}: {}", resp.text().unwrap()),
+            }
         }
+        panic!("GET {key} from moto answered 5xx five times")
     }
 
     /// Writes (or overwrites) an object.
