@@ -42,6 +42,26 @@ enum Command {
     Query(QueryArgs),
     /// Read a password from stdin and print its argon2id hash, for a `name:HASH` line of --users-file.
     HashPassword,
+    /// Ask a Sawmill server's /healthz (or any URL) and exit 0 if it answers 2xx, 1 if not: a container's health check without curl.
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The URL to ask, e.g. http://127.0.0.1:7280/healthz.
+    url: reqwest::Url,
+    /// How long the whole check may take.
+    #[arg(long, default_value = "5s", value_parser = span)]
+    timeout: Duration,
+    /// Verify an https server against the CAs in this PEM file instead of the system's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Trust exactly the certificate in this PEM file, whatever name it is for. Inside a
+    /// server's own container it defaults to that server's certificate (SAWMILL_TLS_CERT),
+    /// so a check asking https://127.0.0.1 passes without a CA or a matching name. Not
+    /// used when --ca-file is given.
+    #[arg(long, env = "SAWMILL_TLS_CERT")]
+    pin_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -565,6 +585,7 @@ impl StoreArgs {
 }
 
 fn main() {
+    forget_empty_settings();
     // `run` is a process wrapper: no runtime, no log lines of its own mixed into the child's.
     if std::env::args().nth(1).as_deref() == Some("run") {
         let Command::Run(a) = Cli::parse().command else {
@@ -584,6 +605,22 @@ fn main() {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
+/// An empty `SAWMILL_*` or `AWS_*` variable is taken as unset. Orchestrators' templates pass
+/// a setting the operator left out as an empty variable (`SAWMILL_OBJECT_STORE:
+/// ${SAWMILL_OBJECT_STORE:-}` in the Swarm stack), which would otherwise be a value: an
+/// empty `--object-store`, or an empty region overriding the S3 client's default.
+fn forget_empty_settings() {
+    for (name, value) in std::env::vars_os() {
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("SAWMILL_") || n.starts_with("AWS_"));
+        if ours && value.is_empty() {
+            // Before any thread starts: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
+}
+
 /// `sawmill hash-password`: the password is stdin (one trailing newline dropped), so it is
 /// never in the shell's history or `ps`.
 fn hash_password() -> anyhow::Result<()> {
@@ -598,6 +635,32 @@ fn hash_password() -> anyhow::Result<()> {
         .unwrap_or(&password);
     let hash = sawmill_ui::signin::hash_password(password).map_err(|e| anyhow::anyhow!(e))?;
     println!("{hash}");
+    Ok(())
+}
+
+/// `sawmill health URL`: one GET, healthy on a 2xx answer. Of the server's own `SAWMILL_*`
+/// settings in the same container only its certificate is read (to trust for an https
+/// URL): its client CA or token files are not the check's, and `/healthz` needs neither.
+async fn health(a: HealthArgs) -> anyhow::Result<()> {
+    let connect = sawmill_http::Connect {
+        tls: sawmill_http::ClientTls {
+            pin: a.pin_cert.filter(|_| a.ca_file.is_none()),
+            ca_file: a.ca_file,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let client = connect.client(reqwest::Client::builder().timeout(a.timeout))?;
+    let answer = client
+        .get(a.url.clone())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.url, sawmill_http::describe(&e)))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(500).collect();
+    anyhow::ensure!(status.is_success(), "{}: {status} {body}", a.url);
+    println!("{}: {status} {body}", a.url);
     Ok(())
 }
 
@@ -671,6 +734,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(_) => unreachable!("handled before the runtime starts"),
         Command::HashPassword => hash_password(),
+        Command::Health(a) => health(a).await,
         Command::Ui(a) => {
             let signin = match &a.users_file {
                 Some(f) => Some(sawmill_ui::signin::SignIn::new(

@@ -175,16 +175,23 @@ fn source_configs(cfg: &ShipperConfig, src: &str) -> Vec<Box<dyn SourceConfig>> 
     out
 }
 
-/// Serves `/metrics` on `addr`; returns the address bound.
+/// Serves `/metrics` and `/healthz` on `addr`; returns the address bound. `/healthz`
+/// answers once the sources are up (this is served after they started), for an
+/// orchestrator's health check (`sawmill health http://127.0.0.1:PORT/healthz`).
 async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Option<SocketAddr>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::bind("metrics", addr, e))?;
     let bound = listener.local_addr().ok();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || async move { metrics.render() }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics.render() }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -18,7 +18,7 @@ const IMAGE: &str = "sawmill-test-busybox";
 
 /// Fails clearly when there is no engine; `SAWMILL_SKIP_DOCKER=1` opts out on a machine
 /// without one (CI has one and runs these).
-fn docker() -> bool {
+pub(crate) fn docker() -> bool {
     if std::env::var("SAWMILL_SKIP_DOCKER").as_deref() == Ok("1") {
         eprintln!("SKIPPED: SAWMILL_SKIP_DOCKER=1, Docker tests not run");
         return false;
@@ -33,7 +33,7 @@ fn docker() -> bool {
 }
 
 /// A tiny image holding Debian's static busybox, imported once.
-fn image() -> &'static str {
+pub(crate) fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         if Command::new("docker")
@@ -76,10 +76,10 @@ fn image() -> &'static str {
 }
 
 /// A container removed when dropped.
-struct Container(String);
+pub(crate) struct Container(pub(crate) String);
 
 impl Container {
-    fn run(args: &[&str], cmd: &str) -> Container {
+    pub(crate) fn run(args: &[&str], cmd: &str) -> Container {
         let name = format!("sawmill-test-{}", fastrand::u32(..));
         let out = Command::new("docker")
             .args(["run", "-d", "--name", &name])

@@ -23,6 +23,7 @@ mod security;
 mod sequence;
 mod shipper;
 mod stopping;
+mod swarm;
 mod ui;
 mod up;
 mod util;

@@ -122,3 +122,64 @@ fn retention_drops_old_partitions_and_nothing_else() {
     );
     assert_eq!(ix.metric("sawmill_indexer_partitions"), 1.0);
 }
+
+/// `sawmill health URL`, the image's health check: 0 on a 2xx answer, 1 otherwise, saying why.
+#[test]
+fn sawmill_health_exits_by_the_answer() {
+    let dir = TempDir::new("health");
+    let ix = Indexer::start(&dir.path().join("ix"), &[]);
+    let health = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = sawmill();
+        cmd.arg("health").args(args).envs(env.iter().copied());
+        run_to_exit(cmd, 30)
+    };
+    let (status, out, _) = health(&[&ix.api("/healthz")], &[]);
+    assert!(status.success(), "healthy: {out}");
+    assert!(
+        out.contains("200 OK") && out.contains(r#""status":"ok""#),
+        "{out}"
+    );
+    let (status, _, err) = health(&[&ix.api("/no-such-route")], &[]);
+    assert_eq!(status.code(), Some(1), "a 404 is unhealthy");
+    assert!(err.contains("404"), "{err}");
+    let (status, _, err) = health(&[&format!("http://{}/healthz", free_addr())], &[]);
+    assert_eq!(status.code(), Some(1), "nothing listening is unhealthy");
+    assert!(err.contains("cannot connect"), "{err}");
+
+    // Over TLS, inside a server's own container: the certificate names a DNS name only, the
+    // check asks 127.0.0.1, and passes by trusting exactly the served certificate, which
+    // the container's SAWMILL_TLS_CERT names.
+    let pki = Pki::generate();
+    let tls = Indexer::start(
+        &dir.path().join("tls"),
+        &[
+            "--tls-cert",
+            path_str(&pki.ca1.named_cert),
+            "--tls-key",
+            path_str(&pki.ca1.named_key),
+        ],
+    );
+    let url = tls.api("/healthz");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let own = [("SAWMILL_TLS_CERT", path_str(&pki.ca1.named_cert))];
+    let (status, out, err) = health(&[&url], &own);
+    assert!(
+        status.success(),
+        "the served certificate is trusted: {out}{err}"
+    );
+    let (status, _, err) = health(&[&url], &[]);
+    assert_eq!(status.code(), Some(1), "an unknown issuer is not trusted");
+    assert!(err.contains("certificate"), "{err}");
+    let other = [("SAWMILL_TLS_CERT", path_str(&pki.ca2.named_cert))];
+    let (status, _, err) = health(&[&url], &other);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "another certificate is not the one pinned"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    // With a CA, the name must match as anywhere else: 127.0.0.1 is not in it.
+    let (status, _, err) = health(&["--ca-file", path_str(&pki.ca1.ca), &url], &own);
+    assert_eq!(status.code(), Some(1), "--ca-file verifies the name");
+    assert!(err.contains("certificate"), "{err}");
+}

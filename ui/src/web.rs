@@ -71,7 +71,14 @@ pub fn router(client: Client, signin: Option<SignIn>) -> Router {
             .merge(pages)
             .layer(axum::middleware::from_fn_with_state(s, signin::guard)),
     };
-    pages.layer(axum::middleware::map_response(security_headers))
+    // Open to the orchestrator's health check, signed in or not: it says only that the UI
+    // serves (its indexers' state is on every page's banner).
+    pages
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 async fn security_headers(mut resp: Response) -> Response {
