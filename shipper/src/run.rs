@@ -1,7 +1,8 @@
 //! `sawmill run`: wraps a process (a container's entrypoint, say), passes its output through
 //! unchanged, and ships each line to the local syslog socket, stamped the moment it was
-//! read. The child never waits on logging: a missing or full socket costs lines, counted,
-//! never time.
+//! read, with what the orchestrator says about the task and the run's id; when the process
+//! ends, one closing record says how and after how long. The child never waits on logging:
+//! a missing or full socket costs lines, counted, never time.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -23,7 +24,8 @@ use sawmill_record::time::write_rfc3339;
 pub struct RunConfig {
     /// The command and its arguments.
     pub command: Vec<String>,
-    /// `service` of the records; the command's name by default.
+    /// `service` of the records; by default what the orchestrator names (Marathon's app
+    /// id, else Nomad's job), else the command's name.
     pub service: Option<String>,
     /// The syslog socket to write to.
     pub to: PathBuf,
@@ -54,12 +56,21 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
             "nothing to run: give a command after `--`".into(),
         ));
     };
-    let service = cfg.service.clone().unwrap_or_else(|| {
-        std::path::Path::new(program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| program.clone())
-    });
+    let task =
+        Task::from_env(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()));
+    let service = cfg
+        .service
+        .clone()
+        .or_else(|| task.service.clone())
+        .unwrap_or_else(|| {
+            std::path::Path::new(program)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| program.clone())
+        });
+    let host = task.host.clone().unwrap_or_else(crate::host::hostname);
+    let run_id = format!("{:016x}", fastrand::u64(..));
+    let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::piped())
@@ -81,9 +92,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     }
     let shared = Arc::new(Shared {
         to: cfg.to.clone(),
-        host: crate::host::hostname(),
-        service,
-        pid: pid as u32,
+        origin: Origin::new(&host, &service, pid as u32, &run_id, &task.fields),
         dropped: AtomicU64::new(0),
         bucket: std::sync::Mutex::new(Bucket {
             tokens: cfg.rate_limit as f64,
@@ -100,6 +109,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     let s2 = shared.clone();
     let t2 = std::thread::spawn(move || pump(err, libc::STDERR_FILENO, "stderr", 11, &s2));
     let status = reap_until(pid)?;
+    let ending = Ending::of(status, started.elapsed());
     // Output still in the pipes belongs to the child's last words; grandchildren that keep
     // the pipes open are not waited for long.
     let threads = [t1, t2];
@@ -114,13 +124,335 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
     shared.give_up.store(true, Relaxed);
     // Longer than one send may wait, so a sender caught mid-send still counts the rest.
     wait_for(SEND_WAIT + Duration::from_millis(100));
+    // The lines are sent or counted by now, so the closing record is the run's last.
+    let closed = send_closing(&shared, &ending);
     let dropped = shared.dropped.load(Relaxed);
-    if dropped > 0 {
-        eprintln!("sawmill run: {dropped} lines could not be shipped to `{}` (socket missing or full); they were passed through only", cfg.to.display());
+    let to = cfg.to.display();
+    match (dropped, closed) {
+        (0, true) => {}
+        (0, false) => eprintln!(
+            "sawmill run: the closing record ({}) could not be shipped to `{to}` (socket missing or full)",
+            ending.message()
+        ),
+        (n, true) => eprintln!("sawmill run: {n} lines could not be shipped to `{to}` (socket missing or full); they were passed through only"),
+        (n, false) => eprintln!(
+            "sawmill run: {n} lines could not be shipped to `{to}` (socket missing or full); they were passed through only; nor was the closing record ({})",
+            ending.message()
+        ),
     }
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(ending.code)
+}
+
+/// The variables orchestrators set in a task's environment that become record fields:
+/// (variable, field). Marathon and Mesos set theirs themselves, Nomad too; Kubernetes'
+/// come from the downward API (`fieldRef`), as our manifests set them, and
+/// `CONTAINER_NAME`, which the downward API cannot give, is set as a plain value.
+const TASK_ENV: [(&str, &str); 11] = [
+    ("MARATHON_APP_ID", "marathon_app_id"),
+    ("MARATHON_APP_VERSION", "marathon_app_version"),
+    ("MESOS_TASK_ID", "mesos_task_id"),
+    ("POD_NAME", "k8s_pod"),
+    ("POD_NAMESPACE", "k8s_namespace"),
+    ("CONTAINER_NAME", "k8s_container"),
+    ("NODE_NAME", "k8s_node"),
+    ("NOMAD_JOB_NAME", "nomad_job"),
+    ("NOMAD_GROUP_NAME", "nomad_group"),
+    ("NOMAD_TASK_NAME", "nomad_task"),
+    ("NOMAD_ALLOC_ID", "nomad_alloc_id"),
+];
+
+/// At most this many bytes of a value go into a record (cut at a character boundary): an
+/// id is far shorter, and every line of the run carries them all.
+const MAX_PARAM_BYTES: usize = 256;
+
+/// What the orchestrator tells a task about itself, read from the environment once at
+/// start and carried by every record of the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Task {
+    /// The `service` the orchestrator names, when no `--service` is given: Marathon's app id
+    /// without its leading `/` (`/shop/checkout` is `shop/checkout`), else Nomad's job.
+    service: Option<String>,
+    /// The host the task runs on, rather than the container's own host name: the Mesos
+    /// agent (`HOST`, set by Marathon) for a Marathon or Mesos task, else the Kubernetes
+    /// node (`NODE_NAME`). Nomad sets no such variable.
+    host: Option<String>,
+    /// Record fields, in the order of [`TASK_ENV`]; absent and empty variables give none.
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Task {
+    /// Reads the task from `var`, which looks a variable up (the process environment, or a
+    /// table in tests).
+    fn from_env(var: impl Fn(&str) -> Option<String>) -> Task {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty()).map(bounded);
+        let fields: Vec<(&'static str, String)> = TASK_ENV
+            .iter()
+            .filter_map(|(name, field)| Some((*field, get(name)?)))
+            .collect();
+        let field = |f: &str| {
+            fields
+                .iter()
+                .find(|(name, _)| *name == f)
+                .map(|(_, v)| v.clone())
+        };
+        let marathon = field("marathon_app_id")
+            .map(|id| id.trim_start_matches('/').to_string())
+            .filter(|id| !id.is_empty());
+        let on_mesos = field("marathon_app_id").is_some() || field("mesos_task_id").is_some();
+        Task {
+            service: marathon.or_else(|| field("nomad_job")),
+            host: get("HOST")
+                .filter(|_| on_mesos)
+                .or_else(|| field("k8s_node")),
+            fields,
+        }
+    }
+}
+
+/// `v` cut to [`MAX_PARAM_BYTES`] at a character boundary.
+fn bounded(mut v: String) -> String {
+    if v.len() > MAX_PARAM_BYTES {
+        let mut cut = MAX_PARAM_BYTES;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        v.truncate(cut);
+    }
+    v
+}
+
+/// ` NAME="VALUE"` for each param, values escaped as RFC 5424 §6.3.3 says (`"`, `\` and
+/// `]` behind a backslash) after being cut to [`MAX_PARAM_BYTES`].
+fn sd_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (name, value) in params {
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in bounded(value.to_string()).chars() {
+            if matches!(c, '"' | '\\' | ']') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out
+}
+
+/// Whether `v` can be a header field of at most `max` bytes: RFC 5424 allows printable
+/// ASCII only (HOSTNAME up to 255, APP-NAME up to 48), and `-` alone means none. Nor may
+/// it end in `:`, which syslog parsers that also read RFC 3164 (ours, rsyslog's) take for
+/// the end of the header.
+fn fits_header(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v != "-"
+        && !v.ends_with(':')
+        && v.len() <= max
+        && v.bytes().all(|b| (33..=126).contains(&b))
+}
+
+/// `v` with whitespace and control characters as `_`: a record's host and service are one
+/// word.
+fn one_word(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// What every datagram of a run says about where it came from, formatted once.
+struct Origin {
+    /// HOSTNAME, APP-NAME and PROCID: ` host service pid`.
+    header: String,
+    /// The structured data params every datagram carries, escaped.
+    params: String,
+}
+
+impl Origin {
+    /// A host or service that cannot be a header field (a Marathon id longer than an
+    /// APP-NAME may be, a name that is not ASCII) goes in a param of the same name, which
+    /// the shipper's parser prefers.
+    fn new(host: &str, service: &str, pid: u32, run_id: &str, task: &[(&str, String)]) -> Origin {
+        let (host, service) = (one_word(host), one_word(service));
+        let mut params = Vec::new();
+        let host = if fits_header(&host, 255) {
+            host.as_str()
+        } else {
+            params.push(("host", host.as_str()));
+            "-"
+        };
+        let app = if fits_header(&service, 48) {
+            service.as_str()
+        } else {
+            params.push(("service", service.as_str()));
+            "-"
+        };
+        params.push(("run_id", run_id));
+        params.extend(task.iter().map(|(k, v)| (*k, v.as_str())));
+        Origin {
+            header: format!(" {host} {app} {pid}"),
+            params: sd_params(params),
+        }
+    }
+
+    /// What follows a datagram's timestamp, up to its message, with `first` (escaped
+    /// params) before the common ones.
+    fn rest(&self, first: &str) -> String {
+        format!("{} - [sawmill@32473{first}{}] ", self.header, self.params)
+    }
+}
+
+/// How the child ended, for the closing record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Ending {
+    /// The exit code `sawmill run` leaves with: the child's, or 128 + the signal.
+    code: i32,
+    /// The signal that killed the child.
+    signal: Option<i32>,
+    /// From start to end of the child.
+    duration: Duration,
+}
+
+impl Ending {
+    fn of(status: std::process::ExitStatus, duration: Duration) -> Ending {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ending {
+                code,
+                signal: None,
+                duration,
+            },
+            (None, sig) => Ending {
+                code: 128 + sig.unwrap_or(0),
+                signal: sig,
+                duration,
+            },
+        }
+    }
+
+    /// `exited with code 3 after 1.234s`, `killed by signal SIGKILL (9) after 2m3s`.
+    fn message(&self) -> String {
+        let after = human_duration(self.duration);
+        match self.signal {
+            Some(sig) => format!(
+                "killed by signal {} ({sig}) after {after}",
+                signal_name(sig)
+            ),
+            None => format!("exited with code {} after {after}", self.code),
+        }
+    }
+
+    /// PRI: user.err when the child failed or was killed, else user.info.
+    fn pri(&self) -> u8 {
+        if self.code != 0 || self.signal.is_some() {
+            11
+        } else {
+            14
+        }
+    }
+
+    /// The params only the closing record carries, escaped.
+    fn params(&self) -> String {
+        let code = self.code.to_string();
+        let ms = self.duration.as_millis().to_string();
+        let signal = self.signal.map(signal_name);
+        let mut params = vec![("exit_code", code.as_str())];
+        if let Some(name) = &signal {
+            params.push(("signal", name));
+        }
+        params.push(("duration_ms", ms.as_str()));
+        sd_params(params)
+    }
+}
+
+/// A duration as Go prints one, to the millisecond: `0.012s`, `1.5s`, `2m3s`, `1h0m5.25s`.
+fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&s.to_string());
+    if frac > 0 {
+        let digits = format!("{frac:03}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('s');
+    out
+}
+
+/// `SIGKILL` for 9: the name Linux gives a signal number.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSTKFLT => "SIGSTKFLT",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGURG => "SIGURG",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGIO => "SIGIO",
+        libc::SIGPWR => "SIGPWR",
+        libc::SIGSYS => "SIGSYS",
+        _ if sig >= libc::SIGRTMIN() && sig <= libc::SIGRTMAX() => {
+            return format!("SIGRTMIN+{}", sig - libc::SIGRTMIN())
+        }
+        _ => return format!("SIG{sig}"),
+    };
+    name.to_string()
+}
+
+/// Sends the run's closing record: one datagram, under the same send timeout as the lines
+/// and outside the rate limit. False when the socket is missing or stayed full.
+fn send_closing(s: &Shared, ending: &Ending) -> bool {
+    let Some(sock) = connect(&s.to) else {
+        return false;
+    };
+    let mut ts = [0u8; 30];
+    let n = write_rfc3339(OffsetDateTime::now_utc(), &mut ts);
+    let mut datagram = format!("<{}>1 ", ending.pri()).into_bytes();
+    datagram.extend_from_slice(&ts[..n]);
+    datagram.extend_from_slice(s.origin.rest(&ending.params()).as_bytes());
+    datagram.extend_from_slice(ending.message().as_bytes());
+    loop {
+        match sock.send(&datagram) {
+            Ok(_) => return true,
+            // A forwarded signal: sends with a timeout are not restarted (signal(7)).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Waits for the child, reaping any other process too: as PID 1 in a container, orphans
@@ -145,9 +477,7 @@ fn reap_until(pid: i32) -> Result<std::process::ExitStatus> {
 
 struct Shared {
     to: PathBuf,
-    host: String,
-    service: String,
-    pid: u32,
+    origin: Origin,
     dropped: AtomicU64,
     /// Set when the exit budget is spent: remaining lines are counted, not sent.
     give_up: AtomicBool,
@@ -324,10 +654,7 @@ fn send_lines(
     crate::priority::run_only_when_idle();
     // Everything but the time stamp is the same on every line.
     let header_start = format!("<{pri}>1 ");
-    let header_rest = format!(
-        " {} {} {} - [sawmill@32473 stream=\"{stream}\"] ",
-        s.host, s.service, s.pid
-    );
+    let header_rest = s.origin.rest(&format!(" stream=\"{stream}\""));
     let mut sock: Option<UnixDatagram> = None;
     let mut last_try: Option<Instant> = None;
     let mut batch = Datagrams::default();
@@ -484,9 +811,7 @@ mod tests {
     fn limited(rate_limit: u32, tokens: f64) -> Shared {
         Shared {
             to: PathBuf::new(),
-            host: String::new(),
-            service: String::new(),
-            pid: 0,
+            origin: Origin::new("h", "s", 0, "0", &[]),
             dropped: AtomicU64::new(0),
             give_up: AtomicBool::new(false),
             bucket: std::sync::Mutex::new(Bucket {
@@ -506,6 +831,301 @@ mod tests {
         let s = limited(20_000, SEND_BATCH as f64 + 0.5);
         assert_eq!(s.admit(100), SEND_BATCH as u64);
         assert_eq!(limited(0, 0.0).admit(1_000_000), 1_000_000, "0 is no limit");
+    }
+
+    /// A lookup in `vars`, as the environment would answer.
+    fn env<'a>(vars: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn fields(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn marathon_names_the_service_and_the_agent_is_the_host() {
+        let task = Task::from_env(env(&[
+            ("MARATHON_APP_ID", "/shop/checkout"),
+            ("MARATHON_APP_VERSION", "2026-11-27T10:00:00.000Z"),
+            ("MESOS_TASK_ID", "shop_checkout.6f1e"),
+            ("HOST", "agent-7"),
+            ("NOMAD_JOB_NAME", "not-this"),
+        ]));
+        assert_eq!(
+            task,
+            Task {
+                service: Some("shop/checkout".into()),
+                host: Some("agent-7".into()),
+                fields: fields(&[
+                    ("marathon_app_id", "/shop/checkout"),
+                    ("marathon_app_version", "2026-11-27T10:00:00.000Z"),
+                    ("mesos_task_id", "shop_checkout.6f1e"),
+                    ("nomad_job", "not-this"),
+                ]),
+            }
+        );
+        // A bare Mesos task (Chronos, Aurora): no service, still the agent as host.
+        let task = Task::from_env(env(&[("MESOS_TASK_ID", "t1"), ("HOST", "agent-2")]));
+        assert_eq!((task.service, task.host), (None, Some("agent-2".into())));
+    }
+
+    #[test]
+    fn kubernetes_gives_fields_and_the_node_as_host_but_no_service() {
+        let task = Task::from_env(env(&[
+            ("POD_NAME", "checkout-7d9f-x2x"),
+            ("POD_NAMESPACE", "shop"),
+            ("CONTAINER_NAME", "app"),
+            ("NODE_NAME", "node-3"),
+            // Outside Marathon, HOST is just a variable.
+            ("HOST", "0.0.0.0"),
+        ]));
+        assert_eq!(
+            task,
+            Task {
+                service: None,
+                host: Some("node-3".into()),
+                fields: fields(&[
+                    ("k8s_pod", "checkout-7d9f-x2x"),
+                    ("k8s_namespace", "shop"),
+                    ("k8s_container", "app"),
+                    ("k8s_node", "node-3"),
+                ]),
+            }
+        );
+    }
+
+    #[test]
+    fn nomad_names_the_service_after_marathon() {
+        let task = Task::from_env(env(&[
+            ("NOMAD_JOB_NAME", "billing"),
+            ("NOMAD_GROUP_NAME", "workers"),
+            ("NOMAD_TASK_NAME", "invoice"),
+            ("NOMAD_ALLOC_ID", "5b1c2d3e-0000-4000-8000-000000000001"),
+            ("NOMAD_DC", "dc1"),
+        ]));
+        assert_eq!(
+            task,
+            Task {
+                service: Some("billing".into()),
+                host: None,
+                fields: fields(&[
+                    ("nomad_job", "billing"),
+                    ("nomad_group", "workers"),
+                    ("nomad_task", "invoice"),
+                    ("nomad_alloc_id", "5b1c2d3e-0000-4000-8000-000000000001"),
+                ]),
+            }
+        );
+        assert_eq!(Task::from_env(env(&[])), Task::default(), "not scheduled");
+    }
+
+    #[test]
+    fn empty_variables_count_as_absent_and_long_ones_are_cut_on_a_character() {
+        let long = "é".repeat(200);
+        let task = Task::from_env(env(&[
+            ("MARATHON_APP_ID", "/"),
+            ("MESOS_TASK_ID", ""),
+            ("HOST", ""),
+            ("POD_NAME", &long),
+        ]));
+        assert_eq!(task.service, None, "`/` names no app");
+        assert_eq!(task.host, None);
+        let pod = &task.fields[1];
+        assert_eq!(
+            (pod.0, pod.1.len()),
+            ("k8s_pod", 256),
+            "128 two-byte characters"
+        );
+    }
+
+    #[test]
+    fn param_values_are_escaped_as_rfc_5424_says() {
+        assert_eq!(
+            sd_params([("a", r#"x"y\z]w"#), ("b", ""), ("c", "[ok=1 ]")]),
+            r#" a="x\"y\\z\]w" b="" c="[ok=1 \]""#
+        );
+        let cut = sd_params([("a", "]".repeat(300).as_str())]);
+        assert_eq!(
+            cut,
+            format!(" a=\"{}\"", r"\]".repeat(256)),
+            "cut before escaping"
+        );
+    }
+
+    #[test]
+    fn a_service_that_is_no_app_name_goes_in_a_param() {
+        let o = Origin::new("agent-7", "shop/checkout", 42, "00ff", &[]);
+        assert_eq!(o.header, " agent-7 shop/checkout 42");
+        assert_eq!(o.params, r#" run_id="00ff""#);
+        let long = "group/".repeat(9) + "app";
+        let o = Origin::new("h", &long, 42, "00ff", &[("k8s_pod", "p".into())]);
+        assert_eq!(o.header, " h - 42", "APP-NAME is at most 48 characters");
+        assert_eq!(
+            o.params,
+            format!(r#" service="{long}" run_id="00ff" k8s_pod="p""#)
+        );
+        let o = Origin::new("h ost", "zähler dienst", 1, "1", &[]);
+        assert_eq!(o.header, " h_ost - 1", "ASCII, spaces as `_`");
+        assert_eq!(o.params, r#" service="zähler_dienst" run_id="1""#);
+        let o = Origin::new("h:", "-", 1, "1", &[]);
+        assert_eq!(o.header, " - - 1", "not a header's end, nor none");
+        assert_eq!(o.params, r#" host="h:" service="-" run_id="1""#);
+    }
+
+    /// A line as `send_lines` writes it, read back by the shipper's parser.
+    fn shipped(pri: u8, origin: &Origin, first: &str, message: &str) -> crate::event::Event {
+        let datagram = format!(
+            "<{pri}>1 2026-11-27T10:00:00.123456789Z{}{message}",
+            origin.rest(first)
+        );
+        let received = time::macros::datetime!(2026-11-27 10:00:01 UTC);
+        crate::parse::Parser::default()
+            .parse(datagram.as_bytes(), received)
+            .event
+    }
+
+    #[test]
+    fn a_line_arrives_with_its_service_host_and_fields() {
+        let long = "group/".repeat(9) + "app";
+        let task = fields(&[("marathon_app_id", "/a\"b]"), ("mesos_task_id", "t.1")]);
+        let o = Origin::new("agent-7", &long, 42, "0123456789abcdef", &task);
+        let ev = shipped(11, &o, " stream=\"stderr\"", "boom");
+        assert_eq!(
+            (
+                ev.host.as_deref(),
+                ev.service.as_deref(),
+                ev.pid,
+                ev.stream,
+                ev.message.as_str()
+            ),
+            (
+                Some("agent-7"),
+                Some(long.as_str()),
+                Some(42),
+                Some("stderr"),
+                "boom"
+            )
+        );
+        assert_eq!(
+            serde_json::Value::Object(ev.fields),
+            serde_json::json!({
+                "run_id": "0123456789abcdef",
+                "marathon_app_id": "/a\"b]",
+                "mesos_task_id": "t.1",
+            })
+        );
+    }
+
+    #[test]
+    fn the_closing_record_says_how_and_when_the_child_ended() {
+        let exited = |code: i32, ms: u64| {
+            Ending::of(
+                std::process::ExitStatus::from_raw(code << 8),
+                Duration::from_millis(ms),
+            )
+        };
+        let failed = exited(3, 1234);
+        assert_eq!(failed.message(), "exited with code 3 after 1.234s");
+        assert_eq!(failed.pri(), 11, "user.err");
+        let ok = exited(0, 123_000);
+        assert_eq!(ok.message(), "exited with code 0 after 2m3s");
+        assert_eq!(ok.pri(), 14, "user.info");
+        let killed = Ending::of(
+            std::process::ExitStatus::from_raw(libc::SIGKILL),
+            Duration::from_millis(20),
+        );
+        assert_eq!(
+            (killed.code, killed.signal),
+            (137, Some(9)),
+            "128 + the signal, as `sawmill run` exits"
+        );
+        assert_eq!(killed.message(), "killed by signal SIGKILL (9) after 0.02s");
+        assert_eq!(killed.pri(), 11);
+        let o = Origin::new("h", "job", 7, "00ff", &[]);
+        let ev = shipped(killed.pri(), &o, &killed.params(), &killed.message());
+        assert_eq!(ev.severity, Some(sawmill_record::Severity::Err));
+        assert_eq!(
+            serde_json::Value::Object(ev.fields),
+            serde_json::json!({
+                "exit_code": 137,
+                "signal": "SIGKILL",
+                "duration_ms": 20,
+                "run_id": "00ff",
+            }),
+            "the numbers arrive as numbers"
+        );
+        assert_eq!(ev.message, "killed by signal SIGKILL (9) after 0.02s");
+    }
+
+    #[test]
+    fn durations_read_as_go_prints_them_to_the_millisecond() {
+        for (ms, want) in [
+            (0, "0s"),
+            (12, "0.012s"),
+            (1_500, "1.5s"),
+            (59_999, "59.999s"),
+            (60_000, "1m0s"),
+            (123_000, "2m3s"),
+            (3_600_000, "1h0m0s"),
+            (3_723_450, "1h2m3.45s"),
+            (90_000_000, "25h0m0s"),
+        ] {
+            assert_eq!(human_duration(Duration::from_millis(ms)), want, "{ms} ms");
+        }
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(libc::SIGRTMIN() + 2), "SIGRTMIN+2");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        // 5,000 cases by default (a few seconds), or `SAWMILL_PROPTEST_CASES`.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("SAWMILL_PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5_000),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the orchestrator puts in a variable (it cannot hold NUL), the record
+        /// carries it as it was, cut to the bound; host and service likewise, as one word.
+        #[test]
+        fn every_value_survives_escaping_and_parsing(
+            values in prop::collection::vec("[^\\x00]{0,300}", TASK_ENV.len()),
+            host in "[^\\x00]{0,300}",
+            service in "[^\\x00]{0,300}",
+            message in "[a-z]{1,8}( [a-z]{1,8}){0,3}",
+        ) {
+            let task: Vec<(&'static str, String)> = TASK_ENV
+                .iter()
+                .zip(&values)
+                .map(|((_, field), v)| (*field, bounded(v.clone())))
+                .collect();
+            let o = Origin::new(&host, &service, 7, "0123456789abcdef", &task);
+            let ev = shipped(14, &o, " stream=\"stdout\"", &message);
+            let name = |v: &str| {
+                let v = bounded(one_word(v));
+                (!v.is_empty()).then_some(v)
+            };
+            prop_assert_eq!(ev.host, name(&host));
+            prop_assert_eq!(ev.service, name(&service));
+            prop_assert_eq!(ev.stream, Some("stdout"));
+            prop_assert_eq!(ev.message, message);
+            for (field, want) in &task {
+                prop_assert_eq!(
+                    ev.fields.get(*field).and_then(|v| v.as_str()),
+                    Some(want.as_str()),
+                    "{}", field
+                );
+            }
+            prop_assert_eq!(ev.fields.len(), task.len() + 1, "and run_id");
+        }
     }
 
     #[test]

@@ -206,6 +206,49 @@ fn a_containers_output_is_collected_with_its_name_and_image() {
 }
 
 #[test]
+fn a_compose_containers_labels_name_its_service_and_project() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockercompose");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let c = Container::run(
+        &[
+            "--label",
+            "com.docker.compose.service=web",
+            "--label",
+            "com.docker.compose.project=shop",
+        ],
+        "echo composed; sleep 600",
+    );
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    let q = format!("container:{} AND fields.compose_project:shop", c.0);
+    wait_count_or(&ix, &q, 1, &sh);
+    let hits = all_hits(&ix, &q);
+    let h = &hits[0];
+    assert_eq!(h["message"], "composed");
+    assert_eq!(
+        h["service"], "web",
+        "the Compose service, not the container's name: {h}"
+    );
+    assert_eq!(
+        (
+            &h["fields"]["compose_service"],
+            &h["fields"]["compose_project"]
+        ),
+        (
+            &serde_json::Value::from("web"),
+            &serde_json::Value::from("shop")
+        ),
+        "{h}"
+    );
+    assert!(
+        h["fields"].get("swarm_service").is_none(),
+        "no other orchestrator's: {h}"
+    );
+}
+
+#[test]
 fn a_shipper_restarted_while_a_container_prints_loses_and_repeats_nothing() {
     if !docker() {
         return;

@@ -79,6 +79,69 @@ fn docker_json_cri_and_plain_files_are_read_in_their_formats() {
 }
 
 #[test]
+fn kubelet_log_files_name_their_pod_container_and_service() {
+    // The node's /var/log as a DaemonSet mounts it, somewhere else than /var/log.
+    let dir = TempDir::new("files-k8s");
+    let pods = dir.path().join("var/log/pods");
+    let in_pod = pods.join("shop_checkout-7d9f8.x2_0e4c3b1a-5f2d-4c1e-9b8a-7d6c5b4a3f2e/app");
+    let links = dir.path().join("var/log/containers");
+    std::fs::create_dir_all(&in_pod).unwrap();
+    std::fs::create_dir_all(&links).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let _sh = Shipper::start(
+        dir.path(),
+        &[&ix.url],
+        &[
+            "--tail",
+            &format!("{}/*/*/*.log", pods.display()),
+            "--tail",
+            &format!("{}/*.log", links.display()),
+            "--tail",
+            &format!("{}/plain.log", dir.path().display()),
+        ],
+    );
+    append(
+        &in_pod.join("0.log"),
+        "2026-11-27T10:00:02.5Z stdout F from the pod dir\n",
+    );
+    // dockershim's links point at Docker json-file logs: the path says the same.
+    let id = "4f1a".repeat(16);
+    append(
+        &links.join(format!("web-0_prod_side-car-{id}.log")),
+        "{\"log\":\"from the link\\n\",\"stream\":\"stderr\",\"time\":\"2026-11-27T10:00:03Z\"}\n",
+    );
+    append(&dir.path().join("plain.log"), "from no pod\n");
+    wait_total(&ix, "*", 3);
+    let hits = all_hits(&ix, "*");
+    let find = |message: &str| {
+        hits.iter()
+            .find(|h| h["message"] == message)
+            .unwrap_or_else(|| panic!("{message} not found: {hits:?}"))
+            .clone()
+    };
+    let pod = |h: &Value| {
+        let f = &h["fields"];
+        (
+            h["service"].as_str().map(str::to_string),
+            f["k8s_namespace"].as_str().map(str::to_string),
+            f["k8s_pod"].as_str().map(str::to_string),
+            f["k8s_container"].as_str().map(str::to_string),
+        )
+    };
+    let some = |s: [&str; 4]| s.map(|v| Some(v.to_string())).into();
+    assert_eq!(
+        pod(&find("from the pod dir")),
+        some(["app", "shop", "checkout-7d9f8.x2", "app"])
+    );
+    assert_eq!(
+        pod(&find("from the link")),
+        some(["side-car", "prod", "web-0", "side-car"])
+    );
+    assert_eq!(pod(&find("from no pod")), (None, None, None, None));
+    wait_total(&ix, "fields.k8s_namespace:prod AND service:side-car", 1);
+}
+
+#[test]
 fn rename_and_copytruncate_rotation_lose_and_repeat_nothing() {
     let dir = TempDir::new("rotate");
     let logs = dir.path().join("logs");

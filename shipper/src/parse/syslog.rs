@@ -460,16 +460,7 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
     }
     for element in &m.structured_data {
         if element.id == "sawmill@32473" {
-            // `sawmill run` says which stream a line came from.
-            for (k, v) in element.params() {
-                if *k == "stream" {
-                    ev.stream = match v.as_str() {
-                        "stdout" => Some("stdout"),
-                        "stderr" => Some("stderr"),
-                        _ => ev.stream,
-                    };
-                }
-            }
+            from_sawmill_run(ev, element);
             continue;
         }
         for (k, v) in element.params() {
@@ -480,6 +471,37 @@ fn from_5424(ev: &mut Event, m: syslog_loose::Message<&str>) {
     }
     // RFC 5424 marks UTF-8 messages with a byte order mark.
     ev.message = m.msg.strip_prefix('\u{feff}').unwrap_or(m.msg).to_string();
+}
+
+/// `sawmill run`'s own element: which stream a line came from, the host and service when
+/// they could not be header fields, and the run's fields (its id, the task's metadata, how
+/// it ended), of which `exit_code` and `duration_ms` are numbers.
+fn from_sawmill_run(ev: &mut Event, element: &syslog_loose::StructuredElement<&str>) {
+    // A record's host and service are one word: anything else is no name.
+    let name =
+        |v: &str| !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c.is_control());
+    for (k, v) in element.params() {
+        match *k {
+            "stream" => {
+                ev.stream = match v.as_str() {
+                    "stdout" => Some("stdout"),
+                    "stderr" => Some("stderr"),
+                    _ => ev.stream,
+                };
+            }
+            "service" if name(&v) => ev.service = Some(v),
+            "host" if name(&v) => ev.host = Some(v),
+            // Not a name: the header's stands.
+            "service" | "host" => {}
+            "exit_code" | "duration_ms" => {
+                let value = v.parse::<i64>().map_or(Value::String(v), Value::from);
+                ev.fields.entry(k.to_string()).or_insert(value);
+            }
+            _ => {
+                ev.fields.entry(k.to_string()).or_insert(Value::String(v));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -767,6 +789,46 @@ mod tests {
         assert_eq!(
             (ev.ts, ev.message.as_str()),
             (None, "9999-12-31T23:00:00-23:00 host app: x")
+        );
+    }
+
+    #[test]
+    fn sawmill_runs_element_gives_fields_numbers_and_names() {
+        let parser = Parser::default();
+        let now = OffsetDateTime::now_utc();
+        let ev = parser
+            .parse(
+                br#"<11>1 2026-11-27T10:00:00Z - - 42 - [sawmill@32473 service="a/very/long/marathon/app" host="agent-7" exit_code="3" duration_ms="1234" run_id="00ff" k8s_pod="p\]1"] exited"#,
+                now,
+            )
+            .event;
+        assert_eq!(
+            (ev.service.as_deref(), ev.host.as_deref(), ev.stream),
+            (
+                Some("a/very/long/marathon/app"),
+                Some("agent-7"),
+                Some("syslog")
+            )
+        );
+        assert_eq!(
+            Value::Object(ev.fields),
+            serde_json::json!({"exit_code": 3, "duration_ms": 1234, "run_id": "00ff", "k8s_pod": "p]1"})
+        );
+        // Whoever else sends the element: a name with a space is none, a code that is not
+        // a number stays text.
+        let ev = parser
+            .parse(
+                br#"<14>1 - h app - - [sawmill@32473 service="two words" host="" exit_code="x"] m"#,
+                now,
+            )
+            .event;
+        assert_eq!(
+            (ev.service.as_deref(), ev.host.as_deref()),
+            (Some("app"), Some("h"))
+        );
+        assert_eq!(
+            Value::Object(ev.fields),
+            serde_json::json!({"exit_code": "x"})
         );
     }
 

@@ -165,6 +165,44 @@ struct Meta {
     image: String,
     service: String,
     tty: bool,
+    /// What the orchestrator's labels say about the task (see [`LABEL_FIELDS`]).
+    fields: Vec<(&'static str, String)>,
+}
+
+/// The labels orchestrators put on the containers they start that become record fields:
+/// (label, field). Swarm and Compose label every task and service container; Kubernetes'
+/// dockershim labelled its containers with their pod.
+const LABEL_FIELDS: [(&str, &str); 8] = [
+    ("com.docker.swarm.service.name", "swarm_service"),
+    ("com.docker.swarm.task.name", "swarm_task"),
+    ("com.docker.swarm.node.id", "swarm_node_id"),
+    ("com.docker.compose.service", "compose_service"),
+    ("com.docker.compose.project", "compose_project"),
+    ("io.kubernetes.pod.name", "k8s_pod"),
+    ("io.kubernetes.pod.namespace", "k8s_namespace"),
+    ("io.kubernetes.container.name", "k8s_container"),
+];
+
+/// A container's `service` and fields from its labels (`Config.Labels`) and `name`. The
+/// service is the first there is of: the `sawmill.service` label, the Swarm service, the
+/// Compose service, the Kubernetes container, the container's name.
+fn labelled(labels: &Value, name: &str) -> (String, Vec<(&'static str, String)>) {
+    let label = |l: &str| labels[l].as_str().filter(|v| !v.is_empty());
+    let fields: Vec<(&'static str, String)> = LABEL_FIELDS
+        .iter()
+        .filter_map(|(l, field)| Some((*field, label(l)?.to_string())))
+        .collect();
+    let service = [
+        "sawmill.service",
+        "com.docker.swarm.service.name",
+        "com.docker.compose.service",
+        "io.kubernetes.container.name",
+    ]
+    .into_iter()
+    .find_map(label)
+    .unwrap_or(name)
+    .to_string();
+    (service, fields)
 }
 
 fn inspect(socket: &Path, id: &str) -> std::io::Result<Meta> {
@@ -174,17 +212,14 @@ fn inspect(socket: &Path, id: &str) -> std::io::Result<Meta> {
         .unwrap_or(id)
         .trim_start_matches('/')
         .to_string();
-    let labels = &v["Config"]["Labels"];
-    let service = labels["sawmill.service"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| name.clone());
+    let (service, fields) = labelled(&v["Config"]["Labels"], &name);
     Ok(Meta {
         id: v["Id"].as_str().unwrap_or(id).to_string(),
         name,
         image: v["Config"]["Image"].as_str().unwrap_or("").to_string(),
         service,
         tty: v["Config"]["Tty"].as_bool().unwrap_or(false),
+        fields,
     })
 }
 
@@ -486,6 +521,9 @@ fn event(
     };
     ev.fields
         .insert("container_id".into(), Value::String(meta.id.clone()));
+    for (k, v) in &meta.fields {
+        ev.fields.insert(k.to_string(), Value::String(v.clone()));
+    }
     ev
 }
 
@@ -505,7 +543,58 @@ fn save(path: &Path, cp: Option<OffsetDateTime>) {
 
 #[cfg(test)]
 mod tests {
-    use super::container_of_mountinfo;
+    use super::{container_of_mountinfo, labelled};
+    use serde_json::json;
+
+    #[test]
+    fn orchestrator_labels_become_fields_and_name_the_service_in_order() {
+        let swarm = json!({
+            "com.docker.swarm.service.name": "shop_web",
+            "com.docker.swarm.task.name": "shop_web.1.x7k2",
+            "com.docker.swarm.node.id": "n0de1d",
+            "com.docker.compose.service": "web",
+            "com.docker.compose.project": "shop",
+            "io.kubernetes.pod.name": "web-5d8f",
+            "io.kubernetes.pod.namespace": "prod",
+            "io.kubernetes.container.name": "app",
+            "other": "ignored",
+        });
+        let (service, fields) = labelled(&swarm, "shop_web.1.x7k2");
+        assert_eq!(service, "shop_web", "the Swarm service before Compose's");
+        assert_eq!(
+            fields,
+            [
+                ("swarm_service", "shop_web"),
+                ("swarm_task", "shop_web.1.x7k2"),
+                ("swarm_node_id", "n0de1d"),
+                ("compose_service", "web"),
+                ("compose_project", "shop"),
+                ("k8s_pod", "web-5d8f"),
+                ("k8s_namespace", "prod"),
+                ("k8s_container", "app"),
+            ]
+            .map(|(k, v)| (k, v.to_string()))
+        );
+        let mut labels = swarm.clone();
+        labels["sawmill.service"] = json!("mine");
+        assert_eq!(labelled(&labels, "c").0, "mine", "sawmill.service wins");
+        let compose =
+            json!({"com.docker.compose.service": "web", "io.kubernetes.container.name": "app"});
+        assert_eq!(labelled(&compose, "shop-web-1").0, "web");
+        let k8s = json!({"io.kubernetes.container.name": "app"});
+        assert_eq!(labelled(&k8s, "k8s_app_web-5d8f").0, "app");
+        let (service, fields) = labelled(&json!({"com.docker.compose.service": ""}), "plain");
+        assert_eq!(
+            (service.as_str(), fields.len()),
+            ("plain", 0),
+            "no labels (or empty ones): the container's name, no fields"
+        );
+        assert_eq!(
+            labelled(&serde_json::Value::Null, "c").0,
+            "c",
+            "a container without labels"
+        );
+    }
 
     #[test]
     fn own_container_comes_from_the_hostname_mount_only() {

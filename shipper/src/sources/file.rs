@@ -4,7 +4,8 @@
 //! recognised and a truncation seen even across restarts. A file is its own buffer: its
 //! lines wait for room in the queue, never dropped. A line's idempotency key is its file and
 //! offset, and the checkpoint only moves past lines every replica has handled, so a crash or
-//! restart neither loses nor repeats.
+//! restart neither loses nor repeats. The kubelet's log files say in their path which pod
+//! and container wrote them, and their records say so too.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -84,6 +85,88 @@ struct Tail {
     ack: Arc<AckTracker>,
     /// A line joined from partials (Docker's 16 KiB cuts, CRI `P`): text, stream, ts, start.
     pending: Option<(String, &'static str, Option<OffsetDateTime>, u64)>,
+    /// The pod and container the kubelet wrote it for, from the path it was first seen at
+    /// (a rotated copy keeps them).
+    pod: Option<PodLog>,
+}
+
+/// The Kubernetes container whose output a kubelet log file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PodLog {
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+impl PodLog {
+    /// Adds `k8s_namespace`, `k8s_pod`, `k8s_container`, and the container as `service`.
+    fn describe(&self, ev: &mut Event) {
+        for (k, v) in [
+            ("k8s_namespace", &self.namespace),
+            ("k8s_pod", &self.pod),
+            ("k8s_container", &self.container),
+        ] {
+            ev.fields.insert(k.into(), Value::String(v.clone()));
+        }
+        ev.service.get_or_insert_with(|| self.container.clone());
+    }
+}
+
+/// The pod and container of a file in the kubelet's layout, as it names them
+/// (`pkg/kubelet/kuberuntime`, `BuildContainerLogsDirectory` and `logSymlink`):
+/// `…/pods/NAMESPACE_POD_UID/CONTAINER/N.log`, or the link to it
+/// `…/containers/POD_NAMESPACE_CONTAINER-ID.log`. Only the last components are read, so a
+/// shipper that mounts the node's `/var/log` elsewhere (`/host/var/log`) finds them too.
+/// Names never hold `_` (pods and namespaces are DNS names, containers DNS labels), which
+/// is what makes the underscores separators.
+fn cri_path_meta(path: &Path) -> Option<PodLog> {
+    let parts: Vec<&str> = path
+        .iter()
+        .rev()
+        .take(4)
+        .map(|p| p.to_str())
+        .collect::<Option<_>>()?;
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    };
+    let meta = |namespace: &str, pod: &str, container: &str| {
+        (dns(namespace) && dns(pod) && dns(container)).then(|| PodLog {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+        })
+    };
+    match parts.as_slice() {
+        [file, container, pod_dir, "pods", ..] => {
+            let restarts = file.strip_suffix(".log")?;
+            if restarts.is_empty() || !restarts.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let [namespace, pod, uid] = split3(pod_dir)?;
+            if !dns(uid) {
+                return None;
+            }
+            meta(namespace, pod, container)
+        }
+        [file, "containers", ..] => {
+            let [pod, namespace, rest] = split3(file.strip_suffix(".log")?)?;
+            let (container, id) = rest.rsplit_once('-')?;
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            meta(namespace, pod, container)
+        }
+        _ => None,
+    }
+}
+
+/// `a_b_c` as its three parts; none unless there are exactly three.
+fn split3(s: &str) -> Option<[&str; 3]> {
+    let mut it = s.split('_');
+    let parts = [it.next()?, it.next()?, it.next()?];
+    it.next().is_none().then_some(parts)
 }
 
 /// A file's first bytes, by which its content is recognised under another inode (a copy)
@@ -292,6 +375,7 @@ impl Files<'_> {
         let (id, generation, offset) =
             resume(&key, &path, &file, len, self.saved.get(&key), &candidates);
         tracing::info!(path = %path.display(), offset, "Tailing a file.");
+        let pod = cri_path_meta(&path);
         Some(Tail {
             path,
             fp: Fingerprint::of(&file).unwrap_or_default(),
@@ -303,6 +387,7 @@ impl Files<'_> {
             format: None,
             ack: AckTracker::new(offset),
             pending: None,
+            pod,
         })
     }
 
@@ -514,8 +599,7 @@ fn read_new(
             let first = ev.key.map_or(line_offset, |k| k.1);
             ev.key = Some((src.clone(), first));
             ev.ack = Some((t.ack.clone(), first..next));
-            ev.fields
-                .insert("path".into(), Value::String(t.path.display().to_string()));
+            describe(t, &mut ev);
             // A file is its own buffer: wait for room, never drop. When the shipper stops
             // first, the line is not handed on and the checkpoint stays before it.
             if !queue.push_wait(Item::Event(Box::new(ev), Source::File), stop) {
@@ -528,6 +612,7 @@ fn read_new(
         // No newline in 4 MiB: ship it cut rather than wait forever.
         start = buf.len();
         let mut ev = plain(cfg, &buf);
+        describe(t, &mut ev);
         ev.key = Some((src, t.offset));
         ev.ack = Some((t.ack.clone(), t.offset..t.offset + start as u64));
         let _gate = cx.gate.read().unwrap();
@@ -537,6 +622,15 @@ fn read_new(
     }
     t.offset += start as u64;
     true
+}
+
+/// What a line's file says about it: its path, and the pod and container it belongs to.
+fn describe(t: &Tail, ev: &mut Event) {
+    ev.fields
+        .insert("path".into(), Value::String(t.path.display().to_string()));
+    if let Some(pod) = &t.pod {
+        pod.describe(ev);
+    }
 }
 
 fn detect(line: &[u8]) -> Format {
@@ -690,6 +784,52 @@ mod tests {
             v["fp_len"] = json!(fp.len);
         }
         v
+    }
+
+    #[test]
+    fn kubelet_log_paths_name_their_pod_and_container() {
+        let pod = |ns: &str, pod: &str, c: &str| {
+            Some(PodLog {
+                namespace: ns.into(),
+                pod: pod.into(),
+                container: c.into(),
+            })
+        };
+        let id = "4f1a".repeat(16);
+        let cases = [
+            (
+                "/var/log/pods/shop_checkout-7d9f8.x2_0e4c3b1a-5f2d-4c1e-9b8a-7d6c5b4a3f2e/app/0.log".to_string(),
+                pod("shop", "checkout-7d9f8.x2", "app"),
+            ),
+            (
+                "/host/var/log/pods/kube-system_coredns-5d78c_uid/coredns/12.log".into(),
+                pod("kube-system", "coredns-5d78c", "coredns"),
+            ),
+            (
+                format!("/var/log/containers/checkout-7d9f8.x2_shop_app-{id}.log"),
+                pod("shop", "checkout-7d9f8.x2", "app"),
+            ),
+            // A container name with dashes: the id follows the last one.
+            (
+                format!("/var/log/containers/web-0_prod_side-car-{id}.log"),
+                pod("prod", "web-0", "side-car"),
+            ),
+            // Not the kubelet's layout.
+            ("/var/log/pods/shop_checkout_uid/app/0.log.20261127-100000".into(), None),
+            ("/var/log/pods/shop_checkout_uid/app/current.log".into(), None),
+            ("/var/log/pods/shop_checkout/app/0.log".into(), None),
+            ("/var/log/pods/a_b_c_d/app/0.log".into(), None),
+            ("/var/log/other/shop_checkout_uid/app/0.log".into(), None),
+            ("/var/log/containers/web-0_prod_app.log".into(), None),
+            ("/var/log/containers/web-0_prod_app-xyz.log".into(), None),
+            (format!("/var/log/containers/web-0_prod-{id}.log"), None),
+            (format!("/var/lib/docker/containers/{id}/{id}-json.log"), None),
+            ("/var/log/syslog".into(), None),
+            ("0.log".into(), None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(cri_path_meta(Path::new(&path)), want, "{path}");
+        }
     }
 
     #[test]
