@@ -263,7 +263,8 @@ struct HttpArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// `service` of the records (default: the command's name).
+    /// `service` of the records (default: Marathon's app id, else Nomad's job, else the
+    /// command's name).
     #[arg(long, env = "SAWMILL_SERVICE")]
     service: Option<String>,
     /// The syslog socket the lines go to.
@@ -345,6 +346,10 @@ struct ShipperArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:7290).
     #[arg(long, env = "SAWMILL_METRICS")]
     metrics: Option<SocketAddr>,
+    /// The `host` of records whose source names none, instead of this machine's name: in a
+    /// container, the node's (a Kubernetes DaemonSet passes spec.nodeName).
+    #[arg(long, env = "SAWMILL_HOST")]
+    host: Option<String>,
     /// Longer syslog messages are cut to this size and flagged `truncated`.
     #[arg(long, env = "SAWMILL_MAX_MESSAGE_BYTES", default_value = "64KiB", value_parser = bytes)]
     max_message_bytes: u64,
@@ -829,6 +834,7 @@ impl ShipperArgs {
         cfg.queue_bytes = self.queue_bytes as usize;
         cfg.backlog_bytes = self.backlog_bytes;
         cfg.metrics = self.metrics;
+        cfg.host = self.host;
         cfg.drop_report_interval = self.drop_report_interval;
         cfg.discovery_interval = self.discovery_interval;
         cfg.replica_grace = self.replica_grace;

@@ -62,6 +62,9 @@ pub struct ShipperConfig {
     pub backlog_bytes: u64,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
+    /// The `host` of records whose source names none; this machine's name when unset. In a
+    /// container the machine's name is the container's: a DaemonSet passes its node's.
+    pub host: Option<String>,
     pub parser: Parser,
     /// A batch is sent once it holds this many records …
     pub batch_records: usize,
@@ -94,6 +97,7 @@ impl ShipperConfig {
             queue_bytes: 16 << 20,
             backlog_bytes: 64 << 20,
             metrics: None,
+            host: None,
             parser: Parser::default(),
             batch_records: 2000,
             batch_bytes: 1 << 20,
@@ -279,7 +283,7 @@ impl Shipper {
             state_dir: cfg.state.clone(),
             fleet,
             metrics: metrics.clone(),
-            host: hostname(),
+            host: cfg.host.clone().unwrap_or_else(hostname),
             config: BatchConfig {
                 records: cfg.batch_records,
                 bytes: cfg.batch_bytes,

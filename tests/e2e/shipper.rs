@@ -54,6 +54,30 @@ fn every_corpus_case_through_the_real_socket() {
     );
 }
 
+/// In a container the machine's name is the container's; `--host` (a DaemonSet passes its
+/// node's name) is the `host` of records that name none, and a record that names one keeps
+/// its own.
+#[test]
+fn host_names_the_records_that_carry_none() {
+    let dir = TempDir::new("host");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let sh = Shipper::start_env(
+        dir.path(),
+        &[&ix.url],
+        &[],
+        &[("SAWMILL_HOST", "node-7.cluster")],
+    );
+    sh.send(b"<14>app: no host here");
+    sh.send(b"<14>1 2026-12-01T06:00:00Z elsewhere app - - - has its own host");
+    wait_total(&ix, "*", 2);
+    assert_eq!(
+        all_hits(&ix, "message:no")[0]["host"],
+        "node-7.cluster",
+        "the default host"
+    );
+    assert_eq!(all_hits(&ix, "message:own")[0]["host"], "elsewhere");
+}
+
 #[test]
 fn logger_and_python_syslog_handler_records() {
     let dir = TempDir::new("clients");
