@@ -5,6 +5,7 @@ mod clean_stop;
 mod cluster;
 mod contract;
 mod corpus;
+mod deploy;
 mod docker;
 mod durability;
 mod fanout;
