@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -129,11 +130,16 @@ struct Stack {
 }
 
 impl Stack {
-    fn deploy(name: &str, env: &[(&str, &str)]) -> Stack {
-        let out = Command::new("docker")
-            .args(["stack", "deploy", "-c", "deploy/swarm/stack.yml", name])
+    fn deploy(name: &str, files: &[&str], env: &[(&str, String)]) -> Stack {
+        let mut cmd = Command::new("docker");
+        cmd.args(["stack", "deploy"]);
+        for f in files {
+            cmd.args(["-c", f]);
+        }
+        let out = cmd
+            .arg(name)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         let stack = Stack {
@@ -225,22 +231,54 @@ impl Drop for Stack {
     }
 }
 
-/// A GET's status and JSON body; a refused connection is an error, not a panic (the
-/// published ports answer only once their tasks run).
-fn try_get(url: &str) -> Result<(u16, Value), String> {
-    let r = client().get(url).send().map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let text = r.text().map_err(|e| e.to_string())?;
-    let body = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-    Ok((status, body))
+/// How the test reads `query`: plain, or over TLS with a read token.
+struct Reader {
+    client: reqwest::blocking::Client,
+    token: Option<String>,
 }
 
-/// `total` of a search through `query`'s published port.
-fn total(query: &str, q: &str) -> Result<u64, String> {
-    let (status, body) = try_get(&format!("{query}/api/v1/search?q={}&limit=0", urlencode(q)))?;
-    match body["total"].as_u64() {
-        Some(n) if status == 200 => Ok(n),
-        _ => Err(format!("{status} {body}")),
+impl Reader {
+    fn plain() -> Reader {
+        Reader {
+            client: client(),
+            token: None,
+        }
+    }
+
+    /// A GET's status and JSON body; a refused connection is an error, not a panic (the
+    /// published ports answer only once their tasks run).
+    fn get(&self, url: &str) -> Result<(u16, Value), String> {
+        let mut req = self.client.get(url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let text = r.text().map_err(|e| e.to_string())?;
+        let body = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+        Ok((status, body))
+    }
+
+    /// `total` of a search through `query`'s published port.
+    fn total(&self, query: &str, q: &str) -> Result<u64, String> {
+        let (status, body) =
+            self.get(&format!("{query}/api/v1/search?q={}&limit=0", urlencode(q)))?;
+        match body["total"].as_u64() {
+            Some(n) if status == 200 => Ok(n),
+            _ => Err(format!("{status} {body}")),
+        }
+    }
+
+    /// Replicas `query` sees up, per group.
+    fn up_replicas(&self, query: &str) -> Result<(usize, usize), String> {
+        let (_, h) = self.get(&format!("{query}/healthz"))?;
+        let up = |g: &str| {
+            h["groups"][g]
+                .as_array()
+                .map(|rs| rs.iter().filter(|r| r["up"] == true).count())
+                .unwrap_or(0)
+        };
+        Ok((up("g0"), up("g1")))
     }
 }
 
@@ -263,20 +301,138 @@ fn replica_total(container: &str, q: &str) -> Result<u64, String> {
     body["total"].as_u64().ok_or(text)
 }
 
-/// Replicas `query` sees up, per group.
-fn up_replicas(query: &str) -> Result<(usize, usize), String> {
-    let (_, h) = try_get(&format!("{query}/healthz"))?;
-    let up = |g: &str| {
-        h["groups"][g]
-            .as_array()
-            .map(|rs| rs.iter().filter(|r| r["up"] == true).count())
-            .unwrap_or(0)
-    };
-    Ok((up("g0"), up("g1")))
-}
-
 fn fmt_dir(p: &Path) -> String {
     p.to_str().unwrap().to_string()
+}
+
+/// One test at a time deploys: `swarm init` and `leave` are the engine's, not a test's.
+static ONE_SWARM: Mutex<()> = Mutex::new(());
+
+/// Docker secrets for `tls.yml`, named `PREFIX-cert`, …; removed when dropped.
+struct Secrets(Vec<String>);
+
+impl Secrets {
+    fn create(prefix: &str, files: &[(&str, &Path)]) -> Secrets {
+        let mut made = Secrets(Vec::new());
+        for (what, file) in files {
+            let name = format!("{prefix}-{what}");
+            docker_ok(&["secret", "create", &name, path_str(file)]);
+            made.0.push(name);
+        }
+        made
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            docker_quiet(&["secret", "rm", name]);
+        }
+    }
+}
+
+/// A stack deployed from a fresh image, with what it needs; everything is removed when
+/// dropped, in this order (fields drop top to bottom).
+struct Deployment {
+    stack: Stack,
+    _secrets: Option<Secrets>,
+    _image: Image,
+    _swarm: Swarm,
+    /// The host directory of the shipper's socket, as users make /run/sawmill.
+    sockets: TempDir,
+    query: String,
+    ui: String,
+    _one: MutexGuard<'static, ()>,
+}
+
+impl Deployment {
+    /// Builds the image, deploys `files` (with `env` and the secrets `make_secrets` makes
+    /// given the secrets' prefix) and waits until `query` sees two replicas in each group.
+    fn up(
+        files: &[&str],
+        env: &[(&str, &str)],
+        make_secrets: impl FnOnce(&str) -> Option<Secrets>,
+        scheme: &str,
+        reader: &Reader,
+    ) -> Deployment {
+        let one = ONE_SWARM.lock().unwrap_or_else(|e| e.into_inner());
+        let swarm = Swarm::join();
+        let id = fastrand::u32(..);
+        let image = Image::build(&format!("sawmill-e2e-{id}"));
+        let name = format!("sawmille2e{id}");
+        let secrets = make_secrets(&name);
+        let sockets = TempDir::new("swarm-sockets");
+        let (query_port, ui_port) = (free_port(), free_port());
+        let mut all_env = vec![
+            ("SAWMILL_IMAGE", image.latest()),
+            ("SAWMILL_QUERY_PORT", query_port.clone()),
+            ("SAWMILL_UI_PORT", ui_port.clone()),
+            ("SAWMILL_SOCKET_DIR", fmt_dir(sockets.path())),
+            ("SAWMILL_SECRETS", name.clone()),
+        ];
+        all_env.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        let stack = Stack::deploy(&name, files, &all_env);
+        let d = Deployment {
+            stack,
+            _secrets: secrets,
+            _image: image,
+            _swarm: swarm,
+            sockets,
+            query: format!("{scheme}://127.0.0.1:{query_port}"),
+            ui: format!("{scheme}://127.0.0.1:{ui_port}"),
+            _one: one,
+        };
+        // Two groups of two replicas, found through tasks.indexer-gN.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if reader.up_replicas(&d.query) == Ok((2, 2))
+                && d.sockets.path().join("dev-log").exists()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stack did not come up: query sees {:?}\n{}",
+                reader.up_replicas(&d.query),
+                d.stack.diagnose()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Every task passes its health check (`sawmill health` on /healthz, no shell or
+        // curl in the image); only the shipper runs as root.
+        eventually("every task is healthy", 120, || {
+            for s in ["shipper", "indexer-g0", "indexer-g1", "query", "ui"] {
+                for c in d.stack.containers(s) {
+                    let state = docker_ok(&[
+                        "inspect",
+                        "--format",
+                        "{{.State.Health.Status}} {{.Config.User}}",
+                        &c,
+                    ]);
+                    let (health, user) = state.trim().split_once(' ').unwrap_or((state.trim(), ""));
+                    if health != "healthy" {
+                        return Err(format!("{s}: {health}\n{}", d.stack.diagnose()));
+                    }
+                    let root = user.is_empty() || user.starts_with('0');
+                    assert_eq!(root, s == "shipper", "{s} runs as `{user}`");
+                }
+            }
+            Ok(())
+        });
+        d
+    }
+
+    /// An application as users run one: the socket directory mounted, /dev/log linked to
+    /// it; `script` runs after that.
+    fn app(&self, args: &[&str], script: &str) -> Container {
+        let mount = format!("{}:/run/sawmill", fmt_dir(self.sockets.path()));
+        let mut all = vec!["-v", mount.as_str()];
+        all.extend_from_slice(args);
+        Container::run(
+            &all,
+            &format!("ln -sf /run/sawmill/dev-log /dev/log && {script}; sleep 3600"),
+        )
+    }
 }
 
 #[test]
@@ -284,99 +440,43 @@ fn a_swarm_stack_collects_a_containers_lines_and_survives_a_killed_indexer() {
     if !docker() {
         return;
     }
-    let _swarm = Swarm::join();
-    let id = fastrand::u32(..);
-    let image = Image::build(&format!("sawmill-e2e-{id}"));
+    let d = Deployment::up(
+        &["deploy/swarm/stack.yml"],
+        &[],
+        |_| None,
+        "http",
+        &Reader::plain(),
+    );
+    let r = Reader::plain();
+    let (stack, query, ui) = (&d.stack, d.query.as_str(), d.ui.as_str());
     // Nothing in the image but sawmill: no shell to run.
     let shell = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--entrypoint",
-            "/bin/sh",
-            &image.latest(),
-            "-c",
-            "true",
-        ])
+        .args(["run", "--rm", "--entrypoint", "/bin/sh"])
+        .args([&d._image.latest(), "-c", "true"])
         .output()
         .unwrap();
     assert!(!shell.status.success(), "the image has no shell");
-    // The shipper's socket directory on the host, as users make /run/sawmill.
-    let sockets = TempDir::new("swarm-sockets");
-    let (query_port, ui_port) = (free_port(), free_port());
-    let stack = Stack::deploy(
-        &format!("sawmille2e{id}"),
-        &[
-            ("SAWMILL_IMAGE", image.latest().as_str()),
-            ("SAWMILL_QUERY_PORT", query_port.as_str()),
-            ("SAWMILL_UI_PORT", ui_port.as_str()),
-            ("SAWMILL_SOCKET_DIR", fmt_dir(sockets.path()).as_str()),
-        ],
-    );
-    let query = format!("http://127.0.0.1:{query_port}");
-    let ui = format!("http://127.0.0.1:{ui_port}");
 
-    // Two groups of two replicas, found through tasks.indexer-gN.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if up_replicas(&query) == Ok((2, 2)) && sockets.path().join("dev-log").exists() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stack did not come up: query sees {:?}\n{}",
-            up_replicas(&query),
-            stack.diagnose()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-
-    // Every task passes its health check (`sawmill health` on /healthz, no shell or curl in
-    // the image); only the shipper runs as root.
-    eventually("every task is healthy", 120, || {
-        for s in ["shipper", "indexer-g0", "indexer-g1", "query", "ui"] {
-            for c in stack.containers(s) {
-                let state = docker_ok(&[
-                    "inspect",
-                    "--format",
-                    "{{.State.Health.Status}} {{.Config.User}}",
-                    &c,
-                ]);
-                let (health, user) = state.trim().split_once(' ').unwrap_or((state.trim(), ""));
-                if health != "healthy" {
-                    return Err(format!("{s}: {health}"));
-                }
-                let root = user.is_empty() || user.starts_with('0');
-                assert_eq!(root, s == "shipper", "{s} runs as `{user}`");
-            }
-        }
-        Ok(())
-    });
-
-    // An application as users run one: the socket directory mounted, /dev/log linked to it.
-    let app = Container::run(
-        &[
-            "-v",
-            &format!("{}:/run/sawmill", fmt_dir(sockets.path())),
-            "--label",
-            "sawmill.service=swarm-app-out",
-        ],
-        "ln -sf /run/sawmill/dev-log /dev/log && \
-         for i in $(seq 100); do logger -t swarm-app \"syslog line $i\"; echo \"stdout line $i\"; done; \
-         sleep 3600",
+    let app = d.app(
+        &["--label", "sawmill.service=swarm-app-out"],
+        "for i in $(seq 100); do logger -t swarm-app \"syslog line $i\"; echo \"stdout line $i\"; done",
     );
     let apps = "service:swarm-app OR service:swarm-app-out";
     let mut seen = Err(String::new());
     eventually("the app's 200 lines are found through query", 120, || {
-        seen = total(&query, apps);
+        seen = r.total(query, apps);
         match &seen {
             Ok(200) => Ok(()),
             other => Err(format!("{other:?}\n{}", stack.diagnose())),
         }
     });
-    assert_eq!(total(&query, "service:swarm-app"), Ok(100), "from /dev/log");
     assert_eq!(
-        total(&query, "service:swarm-app-out AND stream:stdout"),
+        r.total(query, "service:swarm-app"),
+        Ok(100),
+        "from /dev/log"
+    );
+    assert_eq!(
+        r.total(query, "service:swarm-app-out AND stream:stdout"),
         Ok(100),
         "from stdout"
     );
@@ -405,16 +505,15 @@ fn a_swarm_stack_collects_a_containers_lines_and_survives_a_killed_indexer() {
     eventually(
         "the search answers the same total with a replica down",
         60,
-        || match total(&query, apps) {
+        || match r.total(query, apps) {
             Ok(200) => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );
     // Records that arrive while it is away.
-    let late = Container::run(
-        &["-v", &format!("{}:/run/sawmill", fmt_dir(sockets.path()))],
-        "ln -sf /run/sawmill/dev-log /dev/log && \
-         for i in $(seq 50); do logger -t swarm-late \"late line $i\"; done; sleep 3600",
+    let late = d.app(
+        &[],
+        "for i in $(seq 50); do logger -t swarm-late \"late line $i\"; done",
     );
     let replacement = {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -444,26 +543,146 @@ fn a_swarm_stack_collects_a_containers_lines_and_survives_a_killed_indexer() {
             Err(format!("survivor {a}, replacement {b}"))
         }
     });
-    eventually(
-        "query sees both replicas of g0 again",
-        60,
-        || match up_replicas(&query)? {
+    eventually("query sees both replicas of g0 again", 60, || {
+        match r.up_replicas(query)? {
             (2, 2) => Ok(()),
             other => Err(format!("{other:?}")),
-        },
-    );
+        }
+    });
     assert_eq!(
-        total(&query, apps),
+        r.total(query, apps),
         Ok(200),
         "the same total before and after"
     );
     eventually("the late lines are all found", 60, || {
-        match total(&query, "service:swarm-late") {
+        match r.total(query, "service:swarm-late") {
             Ok(50) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     });
     drop((app, late));
+}
+
+/// `tls.yml` over the stack, set up as its header says: the certificate made by the
+/// `openssl` command given there, tokens and users as Docker secrets. Every part then speaks
+/// https to the others (indexers found by `dns+https://tasks.…` and verified against that
+/// name), the indexers need tokens, the UI a sign-in, and the health checks still pass.
+#[test]
+fn a_swarm_stack_with_tls_yml_ships_and_searches_over_tls_with_tokens() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("swarm-tls");
+    let file = |name: &str| dir.path().join(name);
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=sawmill"])
+        .args(["-keyout", path_str(&file("key.pem"))])
+        .args(["-out", path_str(&file("cert.pem"))])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:tasks.indexer-g0,DNS:tasks.indexer-g1,IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (ingest, read) = (
+        format!("ingest-{}", fastrand::u64(..)),
+        format!("read-{}", fastrand::u64(..)),
+    );
+    std::fs::write(file("ingest-token"), format!("{ingest}\n")).unwrap();
+    std::fs::write(file("read-token"), format!("{read}\n")).unwrap();
+    let mut hash = sawmill()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        hash.stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long passphrase\n")
+            .unwrap();
+    }
+    let hashed = hash.wait_with_output().unwrap();
+    assert!(hashed.status.success());
+    std::fs::write(
+        file("users"),
+        format!("alice:{}", String::from_utf8_lossy(&hashed.stdout)),
+    )
+    .unwrap();
+
+    let reader = Reader {
+        client: tls_client(&[&file("cert.pem")], None),
+        token: Some(read.clone()),
+    };
+    let d = Deployment::up(
+        &["deploy/swarm/stack.yml", "deploy/swarm/tls.yml"],
+        &[("SAWMILL_SCHEME", "https")],
+        |prefix| {
+            Some(Secrets::create(
+                prefix,
+                &[
+                    ("cert", &file("cert.pem")),
+                    ("key", &file("key.pem")),
+                    ("ca", &file("cert.pem")),
+                    ("ingest-token", &file("ingest-token")),
+                    ("read-token", &file("read-token")),
+                    ("users", &file("users")),
+                ],
+            ))
+        },
+        "https",
+        &reader,
+    );
+    let query = d.query.as_str();
+    // The shipper reaches the indexers by dns+https with the ingest token.
+    let _app = d.app(
+        &[],
+        "for i in $(seq 20); do logger -t swarm-tls \"over tls $i\"; done",
+    );
+    eventually(
+        "the lines are found through query over https",
+        120,
+        || match reader.total(query, "service:swarm-tls") {
+            Ok(20) => Ok(()),
+            other => Err(format!("{other:?}\n{}", d.stack.diagnose())),
+        },
+    );
+    // Without the read token, query refuses; plain http gets no answer.
+    let anonymous = Reader {
+        client: tls_client(&[&file("cert.pem")], None),
+        token: None,
+    };
+    let refused = anonymous.get(&format!("{query}/api/v1/search?q=*"));
+    assert_eq!(refused.map(|(s, _)| s), Ok(401));
+    let plain = format!("{}/healthz", query.replacen("https", "http", 1));
+    assert!(client().get(&plain).send().is_err(), "no plain http");
+    // The UI asks for a sign-in.
+    let page = tls_client(&[&file("cert.pem")], None)
+        .get(format!("{}/", d.ui))
+        .send()
+        .unwrap();
+    assert_eq!(
+        page.url().path(),
+        "/signin",
+        "redirected to the sign-in page"
+    );
+    assert_eq!(page.status(), 200);
 }
 
 /// The stack passes settings left unset as empty variables (`${SAWMILL_OBJECT_STORE:-}`):
