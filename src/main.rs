@@ -590,14 +590,15 @@ impl StoreArgs {
 }
 
 fn main() {
-    forget_empty_settings();
-    // `run` is a process wrapper: no runtime, no log lines of its own mixed into the child's.
+    // `run` is a process wrapper: no runtime, no log lines of its own mixed into the child's,
+    // and the child's environment as it was given.
     if std::env::args().nth(1).as_deref() == Some("run") {
         let Command::Run(a) = Cli::parse().command else {
             unreachable!()
         };
         wrap(a);
     }
+    forget_empty_settings();
     logging::init();
     let cli = parse_cli();
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -643,27 +644,43 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most of an answer `sawmill health` reads and prints.
+const HEALTH_BODY_BYTES: usize = 64 << 10;
+
 /// `sawmill health URL`: one GET, healthy on a 2xx answer. Of the server's own `SAWMILL_*`
 /// settings in the same container only its certificate is read (to trust for an https
 /// URL): its client CA or token files are not the check's, and `/healthz` needs neither.
 async fn health(a: HealthArgs) -> anyhow::Result<()> {
     let connect = sawmill_http::Connect {
         tls: sawmill_http::ClientTls {
-            pin: a.pin_cert.filter(|_| a.ca_file.is_none()),
+            // The server's own certificate matters only to an https check, and a file that
+            // cannot be read must not fail a plain one.
+            pin: a
+                .pin_cert
+                .filter(|_| a.ca_file.is_none() && a.url.scheme() == "https"),
             ca_file: a.ca_file,
             ..Default::default()
         },
         ..Default::default()
     };
     let client = connect.client(reqwest::Client::builder().timeout(a.timeout))?;
-    let answer = client
+    let mut answer = client
         .get(a.url.clone())
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{}: {}", a.url, sawmill_http::describe(&e)))?;
     let status = answer.status();
-    let body = answer.text().await.unwrap_or_default();
-    let body: String = body.trim().chars().take(500).collect();
+    // A health answer is short; whatever else the URL serves, at most this much is read.
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= HEALTH_BODY_BYTES {
+            body.truncate(HEALTH_BODY_BYTES);
+            break;
+        }
+    }
+    let body = String::from_utf8_lossy(&body);
+    let body = body.trim();
     anyhow::ensure!(status.is_success(), "{}: {status} {body}", a.url);
     println!("{}: {status} {body}", a.url);
     Ok(())
@@ -673,7 +690,8 @@ async fn health(a: HealthArgs) -> anyhow::Result<()> {
 fn wrap(a: RunArgs) -> ! {
     let cfg = sawmill_shipper::RunConfig {
         command: a.command,
-        service: a.service,
+        // An empty SAWMILL_SERVICE, as a template leaves it, names no service.
+        service: a.service.filter(|s| !s.is_empty()),
         to: a.to,
         max_line_bytes: a.max_message_bytes as usize,
         rate_limit: a.rate_limit,
@@ -691,7 +709,15 @@ fn wrap(a: RunArgs) -> ! {
 /// never split: a path may hold a comma (splitting at commas silently tailed nothing).
 fn parse_cli() -> Cli {
     use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| {
+        // Docker reserves a health check's exit code 2: a mistyped check is unhealthy (1).
+        let health = std::env::args().nth(1).as_deref() == Some("health");
+        if health && e.use_stderr() {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+        e.exit()
+    });
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let (Command::Shipper(a), Some(("shipper", m))) = (&mut cli.command, matches.subcommand()) {
         if m.value_source("tail") == Some(ValueSource::EnvVariable) {

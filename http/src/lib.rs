@@ -230,3 +230,9 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tracing::debug!(error = %e, "Connection ended with an error.");
     }
 }
+
+/// `/healthz` of a part with nothing more to say than that it serves (the UI; the shipper on
+/// its metrics address): `{"status":"ok"}`, for an orchestrator's health check.
+pub async fn serving() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}

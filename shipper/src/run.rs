@@ -70,13 +70,36 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
         });
     let host = task.host.clone().unwrap_or_else(crate::host::hostname);
     let run_id = format!("{:016x}", fastrand::u64(..));
+    let origin = |pid: u32| Origin::new(&host, &service, pid, &run_id, &task.fields);
     let started = Instant::now();
-    let mut child = Command::new(program)
+    let spawned = Command::new(program)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Config(format!("cannot run `{program}`: {e}")))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            // A scheduled job that cannot start (not found, not executable) is the failure
+            // most worth finding: it is closed like any run, as ours, with code 127.
+            let why = format!("cannot run `{program}`: {e}");
+            let ending = Ending {
+                code: 127,
+                signal: None,
+                duration: started.elapsed(),
+                not_started: Some(why.clone()),
+            };
+            let s = Shared::new(&cfg, origin(std::process::id()));
+            if !send_closing(&s, &ending) {
+                eprintln!(
+                    "sawmill run: the closing record ({}) could not be shipped to `{}` (socket missing or full)",
+                    ending.message(),
+                    cfg.to.display()
+                );
+            }
+            return Err(Error::Config(why));
+        }
+    };
     let pid = child.id() as i32;
     CHILD.store(pid, Relaxed);
     for sig in [
@@ -90,18 +113,7 @@ pub fn run(cfg: RunConfig) -> Result<i32> {
         // SAFETY: installing a handler that only calls kill(2).
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
-    let shared = Arc::new(Shared {
-        to: cfg.to.clone(),
-        origin: Origin::new(&host, &service, pid as u32, &run_id, &task.fields),
-        dropped: AtomicU64::new(0),
-        bucket: std::sync::Mutex::new(Bucket {
-            tokens: cfg.rate_limit as f64,
-            at: Instant::now(),
-        }),
-        rate_limit: cfg.rate_limit,
-        give_up: AtomicBool::new(false),
-        max: cfg.max_line_bytes,
-    });
+    let shared = Arc::new(Shared::new(&cfg, origin(pid as u32)));
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
     let s1 = shared.clone();
@@ -170,7 +182,8 @@ const MAX_PARAM_BYTES: usize = 256;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Task {
     /// The `service` the orchestrator names, when no `--service` is given: Marathon's app id
-    /// without its leading `/` (`/shop/checkout` is `shop/checkout`), else Nomad's job.
+    /// without its leading `/` (`/shop/checkout` is `shop/checkout`), else Nomad's job,
+    /// else the Kubernetes container.
     service: Option<String>,
     /// The host the task runs on, rather than the container's own host name: the Mesos
     /// agent (`HOST`, set by Marathon) for a Marathon or Mesos task, else the Kubernetes
@@ -200,7 +213,10 @@ impl Task {
             .filter(|id| !id.is_empty());
         let on_mesos = field("marathon_app_id").is_some() || field("mesos_task_id").is_some();
         Task {
-            service: marathon.or_else(|| field("nomad_job")),
+            // A pod's container, as the node's shipper names its log file's lines.
+            service: marathon
+                .or_else(|| field("nomad_job"))
+                .or_else(|| field("k8s_container")),
             host: get("HOST")
                 .filter(|_| on_mesos)
                 .or_else(|| field("k8s_node")),
@@ -317,6 +333,8 @@ struct Ending {
     signal: Option<i32>,
     /// From start to end of the child.
     duration: Duration,
+    /// Why the command could not be started, when it was not.
+    not_started: Option<String>,
 }
 
 impl Ending {
@@ -326,17 +344,23 @@ impl Ending {
                 code,
                 signal: None,
                 duration,
+                not_started: None,
             },
             (None, sig) => Ending {
                 code: 128 + sig.unwrap_or(0),
                 signal: sig,
                 duration,
+                not_started: None,
             },
         }
     }
 
-    /// `exited with code 3 after 1.234s`, `killed by signal SIGKILL (9) after 2m3s`.
+    /// `exited with code 3 after 1.234s`, `killed by signal SIGKILL (9) after 2m3s`,
+    /// `cannot run `job`: No such file or directory (os error 2)`.
     fn message(&self) -> String {
+        if let Some(why) = &self.not_started {
+            return why.clone();
+        }
         let after = human_duration(self.duration);
         match self.signal {
             Some(sig) => format!(
@@ -484,6 +508,23 @@ struct Shared {
     bucket: std::sync::Mutex<Bucket>,
     rate_limit: u32,
     max: usize,
+}
+
+impl Shared {
+    fn new(cfg: &RunConfig, origin: Origin) -> Shared {
+        Shared {
+            to: cfg.to.clone(),
+            origin,
+            dropped: AtomicU64::new(0),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens: cfg.rate_limit as f64,
+                at: Instant::now(),
+            }),
+            rate_limit: cfg.rate_limit,
+            give_up: AtomicBool::new(false),
+            max: cfg.max_line_bytes,
+        }
+    }
 }
 
 /// A token bucket: lines that may still be shipped this second.
@@ -874,7 +915,7 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_gives_fields_and_the_node_as_host_but_no_service() {
+    fn kubernetes_gives_fields_the_node_as_host_and_the_container_as_service() {
         let task = Task::from_env(env(&[
             ("POD_NAME", "checkout-7d9f-x2x"),
             ("POD_NAMESPACE", "shop"),
@@ -886,7 +927,7 @@ mod tests {
         assert_eq!(
             task,
             Task {
-                service: None,
+                service: Some("app".into()),
                 host: Some("node-3".into()),
                 fields: fields(&[
                     ("k8s_pod", "checkout-7d9f-x2x"),
@@ -1097,9 +1138,14 @@ mod tests {
         /// carries it as it was, cut to the bound; host and service likewise, as one word.
         #[test]
         fn every_value_survives_escaping_and_parsing(
-            values in prop::collection::vec("[^\\x00]{0,300}", TASK_ENV.len()),
-            host in "[^\\x00]{0,300}",
-            service in "[^\\x00]{0,300}",
+            values in prop::collection::vec(
+                prop_oneof!["[!-~]{0,60}", "[^\\x00]{0,300}"],
+                TASK_ENV.len(),
+            ),
+            // Short printable ASCII fits the header, where `]`, `"`, `=`, `:` and a lone `-`
+            // must still come out as they went in; the rest goes in params.
+            host in prop_oneof!["[!-~]{1,60}", "[^\\x00]{0,300}"],
+            service in prop_oneof!["[!-~]{1,60}", "[^\\x00]{0,300}"],
             message in "[a-z]{1,8}( [a-z]{1,8}){0,3}",
         ) {
             let task: Vec<(&'static str, String)> = TASK_ENV

@@ -192,10 +192,7 @@ async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Option
             "/metrics",
             axum::routing::get(move || async move { metrics.render() }),
         )
-        .route(
-            "/healthz",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        );
+        .route("/healthz", axum::routing::get(sawmill_http::serving));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

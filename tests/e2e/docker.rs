@@ -205,6 +205,29 @@ fn a_containers_output_is_collected_with_its_name_and_image() {
     assert!(err["fields"]["container_id"].as_str().unwrap().len() == 64);
 }
 
+/// A container whose lines come another way (`sawmill run` inside it) opts out with
+/// `sawmill.collect=false`, so they are not stored twice; the others are still followed.
+#[test]
+fn a_container_labelled_not_to_collect_is_skipped() {
+    if !docker() {
+        return;
+    }
+    let dir = TempDir::new("dockerskip");
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "100ms"]);
+    let skipped = Container::run(
+        &["--label", "sawmill.collect=false"],
+        "i=0; while true; do i=$((i+1)); echo skipped=$i; sleep 0.05; done",
+    );
+    let witness = Container::run(
+        &[],
+        "i=0; while true; do i=$((i+1)); echo witness=$i; sleep 0.05; done",
+    );
+    let sh = Shipper::start(dir.path(), &[&ix.url], &["--docker"]);
+    // Past a rescan (5 s), which must not pick the skipped one up either.
+    wait_count_or(&ix, &format!("container:{}", witness.0), 150, &sh);
+    assert_eq!(count(&ix, &format!("container:{}", skipped.0)), 0);
+}
+
 #[test]
 fn a_compose_containers_labels_name_its_service_and_project() {
     if !docker() {

@@ -142,6 +142,20 @@ fn sawmill_health_exits_by_the_answer() {
     let (status, _, err) = health(&[&ix.api("/no-such-route")], &[]);
     assert_eq!(status.code(), Some(1), "a 404 is unhealthy");
     assert!(err.contains("404"), "{err}");
+    let (status, _, err) = health(&["not a url"], &[]);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a mistyped check is unhealthy, not Docker's 2"
+    );
+    assert!(err.contains("invalid value"), "{err}");
+    // The server's own certificate (its container's SAWMILL_TLS_CERT) is for https only: a
+    // file that cannot be read does not fail a plain check.
+    let (status, out, _) = health(
+        &[&ix.api("/healthz")],
+        &[("SAWMILL_TLS_CERT", "/no/such/cert.pem")],
+    );
+    assert!(status.success(), "{out}");
     let (status, _, err) = health(&[&format!("http://{}/healthz", free_addr())], &[]);
     assert_eq!(status.code(), Some(1), "nothing listening is unhealthy");
     assert!(err.contains("cannot connect"), "{err}");

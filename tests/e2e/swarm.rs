@@ -301,10 +301,6 @@ fn replica_total(container: &str, q: &str) -> Result<u64, String> {
     body["total"].as_u64().ok_or(text)
 }
 
-fn fmt_dir(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
-
 /// One test at a time deploys: `swarm init` and `leave` are the engine's, not a test's.
 static ONE_SWARM: Mutex<()> = Mutex::new(());
 
@@ -367,7 +363,7 @@ impl Deployment {
             ("SAWMILL_IMAGE", image.latest()),
             ("SAWMILL_QUERY_PORT", query_port.clone()),
             ("SAWMILL_UI_PORT", ui_port.clone()),
-            ("SAWMILL_SOCKET_DIR", fmt_dir(sockets.path())),
+            ("SAWMILL_SOCKET_DIR", path_str(sockets.path()).to_string()),
             ("SAWMILL_SECRETS", name.clone()),
         ];
         all_env.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
@@ -425,7 +421,7 @@ impl Deployment {
     /// An application as users run one: the socket directory mounted, /dev/log linked to
     /// it; `script` runs after that.
     fn app(&self, args: &[&str], script: &str) -> Container {
-        let mount = format!("{}:/run/sawmill", fmt_dir(self.sockets.path()));
+        let mount = format!("{}:/run/sawmill", path_str(self.sockets.path()));
         let mut all = vec!["-v", mount.as_str()];
         all.extend_from_slice(args);
         Container::run(

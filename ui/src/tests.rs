@@ -697,3 +697,28 @@ async fn bad_parameters_and_unknown_pages_say_so() {
         .unwrap()
         .starts_with("text/javascript"));
 }
+
+/// `/healthz` answers an orchestrator's health check without a session, where every page
+/// sends the browser to the sign-in first.
+#[tokio::test]
+async fn healthz_needs_no_sign_in_where_pages_do() {
+    let dir = std::env::temp_dir().join(format!("sawmill-healthz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users");
+    let hash = crate::signin::hash_password("pw").unwrap();
+    std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    let signin = crate::signin::SignIn::new(crate::signin::Users::load(&users).unwrap(), false);
+    let client = Client::new(vec!["http://127.0.0.1:9".into()], Default::default())
+        .await
+        .unwrap();
+    let app = router(client, Some(signin));
+    let (status, _, body) = call(&app, "/healthz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"ok"}"#)
+    );
+    let (status, headers, _) = call(&app, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[axum::http::header::LOCATION], "/signin?next=%2F");
+    let _ = std::fs::remove_dir_all(&dir);
+}

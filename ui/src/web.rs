@@ -74,10 +74,7 @@ pub fn router(client: Client, signin: Option<SignIn>) -> Router {
     // Open to the orchestrator's health check, signed in or not: it says only that the UI
     // serves (its indexers' state is on every page's banner).
     pages
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(sawmill_http::serving))
         .layer(axum::middleware::map_response(security_headers))
 }
 

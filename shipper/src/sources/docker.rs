@@ -167,6 +167,8 @@ struct Meta {
     tty: bool,
     /// What the orchestrator's labels say about the task (see [`LABEL_FIELDS`]).
     fields: Vec<(&'static str, String)>,
+    /// False when labelled `sawmill.collect=false`.
+    collect: bool,
 }
 
 /// The labels orchestrators put on the containers they start that become record fields:
@@ -220,6 +222,7 @@ fn inspect(socket: &Path, id: &str) -> std::io::Result<Meta> {
         service,
         tty: v["Config"]["Tty"].as_bool().unwrap_or(false),
         fields,
+        collect: v["Config"]["Labels"]["sawmill.collect"].as_str() != Some("false"),
     })
 }
 
@@ -259,18 +262,29 @@ struct Followers {
     following: Mutex<HashSet<String>>,
     /// Containers whose follower failed, so a failure that repeats is logged once.
     warned: Mutex<HashSet<String>>,
+    /// Containers labelled `sawmill.collect=false`, not inspected again while they run.
+    skipped: Mutex<HashSet<String>>,
 }
 
 impl Followers {
     /// Starts a follower for `id` unless one is running.
     fn follow(self: &Arc<Self>, id: &str) {
-        if self.me.as_deref() == Some(id) || !self.following.lock().unwrap().insert(id.into()) {
+        if self.me.as_deref() == Some(id)
+            || self.skipped.lock().unwrap().contains(id)
+            || !self.following.lock().unwrap().insert(id.into())
+        {
             return;
         }
         let (me, id, gone) = (self.clone(), id.to_string(), id.to_string());
         let spawned = thread("sawmill-docker-follow", move || {
             match follow_container(&me.cfg, &me.socket, &id, &me.cx) {
-                Ok(()) => tracing::debug!(container = %id, "A container's output ended."),
+                Ok(Followed::ToTheEnd) => {
+                    tracing::debug!(container = %id, "A container's output ended.")
+                }
+                Ok(Followed::NotCollected) => {
+                    tracing::debug!(container = %id, "A container labelled sawmill.collect=false is not followed.");
+                    me.skipped.lock().unwrap().insert(id.clone());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::debug!(container = %id, error = %e, "A container went away before it was followed.")
                 }
@@ -301,6 +315,10 @@ impl Followers {
             .filter_map(|c| c["Id"].as_str())
             .collect();
         // Forget failures of containers that are gone, so the set stays bounded.
+        self.skipped
+            .lock()
+            .unwrap()
+            .retain(|w| ids.contains(&w.as_str()));
         self.warned
             .lock()
             .unwrap()
@@ -324,6 +342,7 @@ fn run(cfg: &DockerConfig, cx: &Context) {
         me: own_container(),
         following: Mutex::default(),
         warned: Mutex::default(),
+        skipped: Mutex::default(),
     });
     {
         let (followers, stop) = (followers.clone(), stop.clone());
@@ -382,14 +401,27 @@ fn run(cfg: &DockerConfig, cx: &Context) {
 }
 
 /// Streams one container's output from its checkpoint on.
+/// How a container's follower ended.
+enum Followed {
+    /// Its output ended (the container stopped) or the shipper is stopping.
+    ToTheEnd,
+    /// Labelled `sawmill.collect=false`: its lines come another way (`sawmill run` inside
+    /// it ships them with its task's metadata), and reading them here too would store each
+    /// twice.
+    NotCollected,
+}
+
 fn follow_container(
     cfg: &DockerConfig,
     socket: &Path,
     id: &str,
     cx: &Context,
-) -> std::io::Result<()> {
+) -> std::io::Result<Followed> {
     let (queue, stop) = (&cx.queue, &*cx.stop);
     let meta = inspect(socket, id)?;
+    if !meta.collect {
+        return Ok(Followed::NotCollected);
+    }
     let cp_path = cfg.checkpoints.join(&meta.id);
     let mut checkpoint: Option<OffsetDateTime> = std::fs::read_to_string(&cp_path)
         .ok()
@@ -450,7 +482,7 @@ fn follow_container(
             save(&cp_path, checkpoint);
         }
     }
-    Ok(())
+    Ok(Followed::ToTheEnd)
 }
 
 /// The next frame of a logs stream as (stream: 1 stdout, 2 stderr; payload), or none at
