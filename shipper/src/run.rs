@@ -227,13 +227,7 @@ impl Task {
 
 /// `v` cut to [`MAX_PARAM_BYTES`] at a character boundary.
 fn bounded(mut v: String) -> String {
-    if v.len() > MAX_PARAM_BYTES {
-        let mut cut = MAX_PARAM_BYTES;
-        while !v.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        v.truncate(cut);
-    }
+    crate::event::cut_to(&mut v, MAX_PARAM_BYTES);
     v
 }
 

@@ -1395,25 +1395,9 @@ fn ui_sign_in_sets_strict_cookies_refuses_other_sites_and_bounds_failures() {
     let dir = TempDir::new("sec-signin");
     let ix = Indexer::start(&dir.path().join("ix"), &[]);
     // The hash comes from the real `sawmill hash-password`, as an operator makes it.
-    let mut hasher = sawmill()
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        hasher
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"s3cret pass\n")
-            .unwrap();
-    }
-    let out = hasher.wait_with_output().unwrap();
-    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash_password("s3cret pass");
     let users = dir.path().join("users");
-    std::fs::write(&users, format!("bob:{}\n", hash.trim())).unwrap();
+    std::fs::write(&users, format!("bob:{hash}\n")).unwrap();
     let ui = Service::start(
         dir.path(),
         "ui",

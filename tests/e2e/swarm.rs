@@ -600,27 +600,8 @@ fn a_swarm_stack_with_tls_yml_ships_and_searches_over_tls_with_tokens() {
     );
     std::fs::write(file("ingest-token"), format!("{ingest}\n")).unwrap();
     std::fs::write(file("read-token"), format!("{read}\n")).unwrap();
-    let mut hash = sawmill()
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        hash.stdin
-            .take()
-            .unwrap()
-            .write_all(b"a long passphrase\n")
-            .unwrap();
-    }
-    let hashed = hash.wait_with_output().unwrap();
-    assert!(hashed.status.success());
-    std::fs::write(
-        file("users"),
-        format!("alice:{}", String::from_utf8_lossy(&hashed.stdout)),
-    )
-    .unwrap();
+    let hash = hash_password("a long passphrase");
+    std::fs::write(file("users"), format!("alice:{hash}\n")).unwrap();
 
     let reader = Reader {
         client: tls_client(&[&file("cert.pem")], None),

@@ -358,20 +358,10 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// A users file with [`USER`], its hash made as an operator would make it.
 fn users_file(dir: &TempDir) -> std::path::PathBuf {
-    use std::io::Write;
-    let mut child = sawmill()
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sawmill hash-password");
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hash-password failed");
-    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash_password(PASSWORD);
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let f = dir.path().join("users");
-    std::fs::write(&f, format!("# browser tests\n{USER}:{}", hash.trim())).unwrap();
+    std::fs::write(&f, format!("# browser tests\n{USER}:{hash}")).unwrap();
     f
 }
 

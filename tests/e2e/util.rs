@@ -853,6 +853,22 @@ fn openssl(args: &str) {
     );
 }
 
+/// `password`'s hash as the real `sawmill hash-password` prints it (for a `name:HASH` line of
+/// a users file), made as an operator makes it: the password on stdin.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = sawmill()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sawmill hash-password");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-password failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A path as a command-line argument (the tests' temporary paths are UTF-8).
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")

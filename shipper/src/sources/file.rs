@@ -717,13 +717,7 @@ fn parse(
     }
     let truncated = text.len() > cfg.max_line_bytes;
     let mut message = text;
-    if truncated {
-        let mut cut = cfg.max_line_bytes;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
+    crate::event::cut_to(&mut message, cfg.max_line_bytes);
     Some(Event {
         ts,
         received: Some(OffsetDateTime::now_utc()),
