@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sawmill_record::api::Order;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
+use tantivy::columnar::{Cardinality, Column, DynamicColumn, StrColumn};
 use tantivy::query::Weight;
 use tantivy::{
     DateTime, DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TantivyError,
@@ -406,6 +406,206 @@ impl SegmentCollector for TermsSegment {
                     // rather than leaving the value out.
                     if col.ord_to_str(ord as u64, &mut s).map_err(Arc::new)? {
                         out.insert(s.clone(), c);
+                    }
+                }
+            }
+        }
+        Ok((out, self.missing))
+    }
+}
+
+/// Top terms of one `fields.NAME` path. The shipper's fields are JSON, so a path's values
+/// sit in one column per type in each segment (a string column, and number or boolean
+/// columns where records held those); a record counts once per value it has, and as
+/// missing when no column has one. Partitions written before the fields were columnar
+/// have no column: their records count as missing.
+pub struct FieldTermsCollector {
+    /// The column's name, `fields.NAME`.
+    pub path: String,
+}
+
+/// A number or boolean of a `fields.NAME` column, rendered at harvest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Scalar {
+    I64(i64),
+    U64(u64),
+    /// `f64` bits: floats have no `Hash`.
+    F64(u64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn render(self) -> String {
+        match self {
+            Scalar::I64(v) => v.to_string(),
+            Scalar::U64(v) => v.to_string(),
+            Scalar::F64(bits) => f64::from_bits(bits).to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+enum ScalarColumn {
+    I64(Column<i64>),
+    U64(Column<u64>),
+    F64(Column<f64>),
+    Bool(Column<bool>),
+}
+
+impl ScalarColumn {
+    fn each(&self, doc: DocId, mut f: impl FnMut(Scalar)) {
+        match self {
+            ScalarColumn::I64(c) => c.values_for_doc(doc).for_each(|v| f(Scalar::I64(v))),
+            ScalarColumn::U64(c) => c.values_for_doc(doc).for_each(|v| f(Scalar::U64(v))),
+            ScalarColumn::F64(c) => c
+                .values_for_doc(doc)
+                .for_each(|v| f(Scalar::F64(v.to_bits()))),
+            ScalarColumn::Bool(c) => c.values_for_doc(doc).for_each(|v| f(Scalar::Bool(v))),
+        }
+    }
+}
+
+pub struct FieldTermsSegment {
+    text: Option<(StrColumn, Vec<u64>)>,
+    scalars: Vec<ScalarColumn>,
+    scalar_counts: HashMap<Scalar, u64>,
+    missing: u64,
+    buf: Vec<Option<u64>>,
+}
+
+/// The columns of `fields.NAME` path `path` in a segment: none where no record of it has
+/// the path, and none in a partition made before `fields` was columnar (tantivy refuses the
+/// question there).
+pub fn path_columns(
+    reader: &SegmentReader,
+    path: &str,
+) -> tantivy::Result<Vec<tantivy::columnar::DynamicColumnHandle>> {
+    let schema = reader.schema();
+    let columnar = schema
+        .find_field(path)
+        .is_some_and(|(f, _)| schema.get_field_entry(f).is_fast());
+    if !columnar {
+        return Ok(Vec::new());
+    }
+    reader.fast_fields().dynamic_column_handles(path)
+}
+
+impl Collector for FieldTermsCollector {
+    type Fruit = TermCounts;
+    type Child = FieldTermsSegment;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<FieldTermsSegment> {
+        let mut text = None;
+        let mut scalars = Vec::new();
+        for handle in path_columns(reader, &self.path)? {
+            match handle.open()? {
+                DynamicColumn::Str(c) => {
+                    let n = c.num_terms();
+                    text = Some((c, vec![0; n]));
+                }
+                DynamicColumn::I64(c) => scalars.push(ScalarColumn::I64(c)),
+                DynamicColumn::U64(c) => scalars.push(ScalarColumn::U64(c)),
+                DynamicColumn::F64(c) => scalars.push(ScalarColumn::F64(c)),
+                DynamicColumn::Bool(c) => scalars.push(ScalarColumn::Bool(c)),
+                // JSON from the shipper holds strings, numbers and booleans only; an object
+                // at the path has its values under longer paths.
+                DynamicColumn::IpAddr(_) | DynamicColumn::DateTime(_) | DynamicColumn::Bytes(_) => {
+                }
+            }
+        }
+        Ok(FieldTermsSegment {
+            text,
+            scalars,
+            scalar_counts: HashMap::new(),
+            missing: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<SegmentTerms>) -> tantivy::Result<TermCounts> {
+        TermsCollector {
+            field: self.path.clone(),
+        }
+        .merge_fruits(fruits)
+    }
+}
+
+impl SegmentCollector for FieldTermsSegment {
+    type Fruit = SegmentTerms;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        let mut any = false;
+        if let Some((col, counts)) = &mut self.text {
+            for ord in col.term_ords(doc) {
+                counts[ord as usize] += 1;
+                any = true;
+            }
+        }
+        let counts = &mut self.scalar_counts;
+        for c in &self.scalars {
+            c.each(doc, |v| {
+                *counts.entry(v).or_default() += 1;
+                any = true;
+            });
+        }
+        if !any {
+            self.missing += 1;
+        }
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        if self.scalars.is_empty() {
+            match &mut self.text {
+                // A path no record of the segment has (the sidebar asks for every
+                // orchestrator's): all are missing, with no column to look at.
+                None => {
+                    self.missing += docs.len() as u64;
+                    return;
+                }
+                // Text alone, at most one value a record (the usual task metadata): the
+                // column is read a block at a time, as an exact field's.
+                Some((col, counts)) if col.ords().get_cardinality() != Cardinality::Multivalued => {
+                    self.buf.resize(docs.len(), None);
+                    col.ords().first_vals(docs, &mut self.buf);
+                    for ord in &self.buf {
+                        match ord {
+                            Some(ord) => counts[*ord as usize] += 1,
+                            None => self.missing += 1,
+                        }
+                    }
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        for &doc in docs {
+            self.collect(doc, 0.0);
+        }
+    }
+
+    fn harvest(self) -> SegmentTerms {
+        let mut out: HashMap<String, u64> = self
+            .scalar_counts
+            .into_iter()
+            .map(|(v, c)| (v.render(), c))
+            .collect();
+        if let Some((col, counts)) = &self.text {
+            let mut s = String::new();
+            for (ord, &c) in counts.iter().enumerate() {
+                if c > 0 {
+                    s.clear();
+                    // As in [`TermsSegment::harvest`]: a failed dictionary read fails the count.
+                    if col.ord_to_str(ord as u64, &mut s).map_err(Arc::new)? {
+                        // The text "3" and the number 3 are one value to a reader.
+                        *out.entry(s.clone()).or_default() += c;
                     }
                 }
             }

@@ -80,10 +80,17 @@ impl Partition {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mmap =
             MmapDirectory::open(&dir).map_err(|e| Error::io(&dir, std::io::Error::other(e)))?;
-        let index = Index::builder()
-            .schema(fields.schema.clone())
-            .settings(index_settings())
-            .open_or_create(mmap)?;
+        // A partition already on disk keeps the schema it was made with: one written before
+        // `fields` was columnar is written to and read as it is (its records have no
+        // `fields.NAME` term counts), where `open_or_create` would refuse it.
+        let index = if Index::exists(&mmap).map_err(tantivy::TantivyError::from)? {
+            Index::open(mmap)?
+        } else {
+            Index::builder()
+                .schema(fields.schema.clone())
+                .settings(index_settings())
+                .open_or_create(mmap)?
+        };
         Partition::from_index(dir, index, start, secs)
     }
 
@@ -196,5 +203,70 @@ impl Partitions {
             .filter(|p| p.overlaps(lo, hi))
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::FieldTermsCollector;
+    use tantivy::TantivyDocument;
+
+    /// An upgraded indexer whose current partition was made by the earlier version goes on
+    /// writing to it (`open_or_create` refused it: "schema does not match"), and term
+    /// counts on `fields.NAME` count its records as missing rather than failing.
+    #[test]
+    fn a_partition_made_before_fields_were_columnar_is_opened_as_it_is() {
+        let root =
+            std::env::temp_dir().join(format!("sawmill-partition-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let fields = Fields::new();
+        let old = fields.schema_without_fields_columns();
+        assert_ne!(old, fields.schema, "the earlier schema differs");
+        let dir = root.join(layout::partition_name(0, 3600));
+        std::fs::create_dir_all(&dir).unwrap();
+        Index::builder()
+            .schema(old.clone())
+            .settings(index_settings())
+            .create_in_dir(&dir)
+            .unwrap();
+
+        let p = Partition::create(&root, &fields, 0, 3600).unwrap();
+        assert_eq!(p.index.schema(), old, "kept as it was made");
+        let mut w = p
+            .index
+            .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
+            .unwrap();
+        let mut doc = TantivyDocument::new();
+        doc.add_text(fields.message, "written after the upgrade");
+        doc.add_object(
+            fields.fields,
+            [(
+                "k8s_pod".to_string(),
+                tantivy::schema::OwnedValue::from("web-1"),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        w.add_document(doc).unwrap();
+        w.commit().unwrap();
+        p.reader.reload().unwrap();
+        let (counts, missing) = p
+            .reader
+            .searcher()
+            .search(
+                &tantivy::query::AllQuery,
+                &FieldTermsCollector {
+                    path: "fields.k8s_pod".into(),
+                },
+            )
+            .unwrap();
+        assert!(counts.is_empty(), "{counts:?}");
+        assert_eq!(missing, 1);
+
+        // A partition this version makes has the column.
+        let new = Partition::create(&root, &fields, 3600, 3600).unwrap();
+        assert_eq!(new.index.schema(), fields.schema);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -18,7 +18,10 @@ use tantivy::{DateTime, TantivyDocument, Term};
 use sawmill_record::api::{LocalId, Order, Scope};
 use sawmill_record::fields::{field, FieldKind, FIELDS};
 
-use crate::collectors::{rank, Bounded, HistogramCollector, TermsCollector, TopCollector, TopHit};
+use crate::collectors::{
+    path_columns, rank, Bounded, FieldTermsCollector, HistogramCollector, TermsCollector,
+    TopCollector, TopHit,
+};
 use crate::error::{Error, Result};
 use crate::partition::{Partition, Partitions};
 use crate::record::cut_str;
@@ -597,7 +600,8 @@ impl Searcher {
         })
     }
 
-    /// The most frequent values of a columnar field among the matches.
+    /// The most frequent values of a columnar field, or of a `fields.NAME` path, among the
+    /// matches.
     pub fn terms(
         &self,
         name: &str,
@@ -607,26 +611,33 @@ impl Searcher {
         budget: &Budget,
     ) -> Result<Terms> {
         let columnar = |f: &sawmill_record::Field| f.kind == FieldKind::Exact && f.fast;
-        if !field(name).is_some_and(columnar) {
+        let json = name.strip_prefix("fields.");
+        if json == Some("") {
+            return Err(Error::BadRequest(
+                "`fields.` needs a name after the dot".into(),
+            ));
+        }
+        if json.is_none() && !field(name).is_some_and(columnar) {
             let names: Vec<&str> = FIELDS
                 .iter()
                 .filter(|f| columnar(f))
                 .map(|f| f.name)
                 .collect();
             return Err(Error::BadRequest(format!(
-                "`field` `{name}` has no term counts: use one of {}",
+                "`field` `{name}` has no term counts: use one of {} or fields.NAME",
                 names.join(", ")
             )));
         }
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
-        let field_handle = self.fields().exact_field(name).expect("an exact field");
         let match_all = q.trim().is_empty() || q.trim() == "*";
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
         for p in self.partitions_between(lo, hi, query.as_ref(), budget)? {
             let searcher = p.reader.searcher();
-            if match_all && p.within(lo, hi) {
+            // An exact field's index holds each value whole; `fields` is indexed by word.
+            let exact = self.fields().exact_field(name).filter(|_| json.is_none());
+            if let Some(field_handle) = exact.filter(|_| match_all && p.within(lo, hi)) {
                 // Every record of the partition counts, and records are never deleted, so
                 // the inverted index's document frequencies are the counts: no scan needed.
                 for seg in searcher.segment_readers() {
@@ -647,14 +658,30 @@ impl Searcher {
                 }
                 continue;
             }
-            let (m, miss) = bounded(
-                &searcher,
-                query.as_ref(),
-                TermsCollector {
-                    field: name.to_string(),
-                },
-                budget,
-            )?;
+            if json.is_some() && match_all && p.within(lo, hi) {
+                // The sidebar asks for every orchestrator's metadata: where no record of the
+                // partition has the path, every record is missing, with nothing to scan.
+                let mut none = true;
+                for seg in searcher.segment_readers() {
+                    none &= path_columns(seg, name)?.is_empty();
+                }
+                if none {
+                    missing += searcher.num_docs();
+                    continue;
+                }
+            }
+            let (m, miss) = if json.is_some() {
+                let path = name.to_string();
+                bounded(
+                    &searcher,
+                    query.as_ref(),
+                    FieldTermsCollector { path },
+                    budget,
+                )?
+            } else {
+                let field = name.to_string();
+                bounded(&searcher, query.as_ref(), TermsCollector { field }, budget)?
+            };
             missing += miss;
             for (k, v) in m {
                 *all.entry(k).or_default() += v;

@@ -207,7 +207,8 @@ pub struct HistogramParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TermsParams {
-    /// A columnar field ([`crate::Field::fast`]).
+    /// A columnar field ([`crate::Field::fast`]), or `fields.NAME` for a key of a
+    /// record's `fields`.
     pub field: String,
     #[serde(default)]
     pub q: String,

@@ -143,6 +143,70 @@ fn histogram_buckets_add_up_to_total() {
 }
 
 #[test]
+fn terms_count_a_fields_path_by_whole_values_of_any_type() {
+    let (_d, ix) = start("fieldterms");
+    let now = now_ms();
+    let mut recs = Vec::new();
+    for (i, pod) in [
+        "checkout-7d9f-x2x",
+        "checkout-7d9f-x2x",
+        "checkout-7d9f-x2x",
+        "web-1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        recs.push(
+            json!({"message": "served", "service": "shop", "ts": now - 1000 - i as i64,
+            "fields": {"k8s_pod": pod}}),
+        );
+    }
+    // A path's values come as numbers, text and booleans alike; an array counts each value.
+    for v in [
+        json!(0),
+        json!(0),
+        json!(137),
+        json!("137"),
+        json!(true),
+        json!(2.5),
+        json!(["a", "b"]),
+    ] {
+        recs.push(
+            json!({"message": "exited", "service": "job", "ts": now - 2000, "fields": {"code": v}}),
+        );
+    }
+    recs.push(json!({"message": "plain", "service": "other", "ts": now - 3000}));
+    ingest(&ix, &recs);
+    wait_total(&ix, "*", 12);
+    let t = get_ok(&ix.api("/api/v1/terms?field=fields.k8s_pod"));
+    assert_eq!(
+        t["values"],
+        json!([{"value": "checkout-7d9f-x2x", "count": 3}, {"value": "web-1", "count": 1}]),
+        "{t}"
+    );
+    assert_eq!(t["missing"], 8, "{t}");
+    assert_eq!(t["field"], "fields.k8s_pod");
+    let t = get_ok(&ix.api("/api/v1/terms?field=fields.code&size=3"));
+    assert_eq!(
+        t["values"],
+        json!([{"value": "0", "count": 2}, {"value": "137", "count": 2}, {"value": "2.5", "count": 1}]),
+        "the number 137 and the text \"137\" are one value: {t}"
+    );
+    assert_eq!(t["other"], 3, "true, a and b: {t}");
+    assert_eq!(t["missing"], 5, "{t}");
+    // The query narrows them as any facet's.
+    let t = get_ok(&ix.api("/api/v1/terms?field=fields.k8s_pod&q=NOT%20fields.k8s_pod%3Aweb"));
+    assert_eq!(
+        t["values"],
+        json!([{"value": "checkout-7d9f-x2x", "count": 3}]),
+        "{t}"
+    );
+    let t = get_ok(&ix.api("/api/v1/terms?field=fields.nothing_here"));
+    assert_eq!(t["values"], json!([]));
+    assert_eq!(t["missing"], 12);
+}
+
+#[test]
 fn trace_returns_a_multi_service_request_oldest_first() {
     let (_d, ix) = start("trace");
     let t0 = now_ms() - 60_000;
@@ -268,6 +332,7 @@ fn bad_queries_times_and_fields_answer_400_with_the_problem() {
         ("/api/v1/histogram?end=tomorrow", "tomorrow"),
         ("/api/v1/histogram?buckets=0", "buckets"),
         ("/api/v1/terms?field=message", "message"),
+        ("/api/v1/terms?field=fields.", "after the dot"),
         ("/api/v1/terms", "field"),
         ("/api/v1/context/not-an-id", "not-an-id"),
         ("/api/v1/tail?q=AND", "does not parse"),
