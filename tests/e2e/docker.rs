@@ -269,6 +269,16 @@ fn a_compose_containers_labels_name_its_service_and_project() {
         h["fields"].get("swarm_service").is_none(),
         "no other orchestrator's: {h}"
     );
+    // The sidebar's task facet counts the container's lines by the label's value.
+    let t = get_ok(&ix.api(&format!(
+        "/api/v1/terms?field=fields.compose_service&q=container%3A{}",
+        c.0
+    )));
+    assert_eq!(
+        t["values"],
+        serde_json::json!([{"value": "web", "count": 1}]),
+        "{t}"
+    );
 }
 
 #[test]

@@ -45,6 +45,7 @@ use std::future::Future;
 
 pub use client::{Client, ReplicaStatus};
 pub use error::{Error, Result};
+pub use pages::discover::{FACETS, TASK_FACETS};
 pub use url::enc;
 pub use web::{router, CSP};
 

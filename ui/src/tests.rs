@@ -269,6 +269,95 @@ async fn discover_shows_hits_histogram_facets_and_highlights() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_sidebar_facets_task_metadata_where_the_matches_carry_it() {
+    let ix = Indexer::start("taskfacets").await;
+    let now = time::OffsetDateTime::now_utc();
+    let mut recs = Vec::new();
+    // Six lines of two pods in one namespace, a scheduled job's three closing records, and
+    // three lines with no task metadata at all.
+    for (i, pod) in ["checkout-7d9f-x2x"; 4]
+        .into_iter()
+        .chain(["web-1"; 2])
+        .enumerate()
+    {
+        recs.push(json!({"message": format!("served {i}"), "service": "shop",
+            "fields": {"k8s_namespace": "shop", "k8s_pod": pod}}));
+    }
+    for code in [0, 0, 137] {
+        recs.push(
+            json!({"message": format!("exited with code {code}"), "service": "backup",
+            "fields": {"exit_code": code, "duration_ms": 1200}}),
+        );
+    }
+    for i in 0..3 {
+        recs.push(json!({"message": format!("plain {i}"), "service": "other"}));
+    }
+    for r in &mut recs {
+        r["ts"] = json!(crate::row::format_iso(now - time::Duration::seconds(30)));
+    }
+    ix.ingest(&recs).await;
+    ix.wait_total(12).await;
+    let app = ui(&[&ix.url]).await;
+    let (status, _, body) = call(&app, "/").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for f in ["fields.k8s_namespace", "fields.k8s_pod", "fields.exit_code"] {
+        assert!(
+            body.contains(&format!("<section class=\"facet\" data-field=\"{f}\">")),
+            "facet {f}: {body}"
+        );
+    }
+    for f in [
+        "fields.swarm_service",
+        "fields.nomad_job",
+        "fields.marathon_app_id",
+    ] {
+        assert!(
+            !body.contains(&format!("data-field=\"{f}\"")),
+            "{f}: no record carries it, so no facet"
+        );
+    }
+    assert!(
+        body.contains(
+            "<span class=\"value\">checkout-7d9f-x2x</span> <span class=\"count\">4</span>"
+        ),
+        "a pod name counted whole, not by its words"
+    );
+    assert!(body.contains("<span class=\"value\">137</span> <span class=\"count\">1</span>"));
+    assert!(body.contains("<span class=\"value\">0</span> <span class=\"count\">2</span>"));
+    assert!(body.contains("6 without"), "the other records have no pod");
+    // The core facets stay, values or not.
+    assert!(body.contains("<section class=\"facet\" data-field=\"container\">"));
+    // Each value's "filter for" finds as many records as the facet counted.
+    for (field, value, want) in [
+        ("fields.k8s_pod", "checkout-7d9f-x2x", 4),
+        ("fields.k8s_pod", "web-1", 2),
+        ("fields.exit_code", "137", 1),
+        ("fields.exit_code", "0", 2),
+    ] {
+        let q = crate::url::filter_for("", field, value);
+        let (_, _, body) = call(&app, &format!("/?q={}", crate::url::enc(&q))).await;
+        assert!(
+            body.contains(&format!("<strong id=\"hits-total\">{want}</strong>")),
+            "{q}: want {want} hits"
+        );
+        let out = crate::url::filter_out("", field, value);
+        let (_, _, body) = call(&app, &format!("/?q={}", crate::url::enc(&out))).await;
+        assert!(
+            body.contains(&format!("<strong id=\"hits-total\">{}</strong>", 12 - want)),
+            "{out}: want {} hits",
+            12 - want
+        );
+    }
+    // Narrowed to the job, only its facets are left.
+    let (_, _, body) = call(&app, "/?q=service%3Abackup").await;
+    assert!(body.contains("data-field=\"fields.exit_code\""));
+    assert!(
+        !body.contains("data-field=\"fields.k8s_pod\""),
+        "no pod among the job's records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_query_that_does_not_parse_is_shown_inline_with_the_query_kept() {
     let ix = Indexer::start("badquery").await;
     let app = ui(&[&ix.url]).await;

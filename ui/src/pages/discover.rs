@@ -1,5 +1,6 @@
 //! Discover: the query bar and time range, the histogram, the hits and the field sidebar,
-//! from one histogram, one search and five terms requests made at the same time.
+//! from one histogram, one search and a terms request per sidebar field, made at the same
+//! time.
 
 use std::sync::LazyLock;
 
@@ -19,8 +20,20 @@ use crate::url::{self, enc, View, QUICK_RANGES};
 
 /// Hits per page, as Kibana's default.
 pub const PAGE: usize = 100;
-/// The fields of the sidebar.
+/// The fields of the sidebar, always shown.
 pub const FACETS: [&str; 5] = ["service", "host", "severity", "container", "stream"];
+/// The task metadata the shipper records (the README's "Task metadata"), shown in the
+/// sidebar below [`FACETS`] when the matches hold any: a Kubernetes user sees namespaces and
+/// pods, a Swarm user services, and a scheduled job's runs show their exit codes.
+pub const TASK_FACETS: [&str; 7] = [
+    "fields.k8s_namespace",
+    "fields.k8s_pod",
+    "fields.swarm_service",
+    "fields.compose_service",
+    "fields.marathon_app_id",
+    "fields.nomad_job",
+    "fields.exit_code",
+];
 pub const FACET_SIZE: usize = 5;
 pub const BUCKETS: usize = 60;
 
@@ -175,17 +188,23 @@ fn facet(t: TermsResponse, field: &'static str, total: u64, view: &View) -> Face
     }
 }
 
-/// The answers of the nine API calls of one Discover page.
+/// The answers of the API calls of one Discover page.
 struct Answers {
     search: Result<Served<Search>>,
     hist: Result<Served<HistogramResponse>>,
     err_hist: Result<Served<HistogramResponse>>,
     err_search: Result<Served<Search>>,
-    facets: [Result<Served<TermsResponse>>; FACETS.len()],
+    /// One per field of [`FACETS`], then of [`TASK_FACETS`].
+    facets: Vec<Result<Served<TermsResponse>>>,
+}
+
+/// Every sidebar field, the always-shown first.
+fn sidebar_fields() -> impl Iterator<Item = &'static str> {
+    FACETS.into_iter().chain(TASK_FACETS)
 }
 
 /// Asks for the hits, the histogram, the errors' histogram and latest error (`err_q`), and
-/// the five facets, all at once: the page costs the slowest request, not their sum.
+/// the sidebar's facets, all at once: the page costs the slowest request, not their sum.
 async fn ask(client: &Client, view: &View, err_q: &str) -> Answers {
     let search = search_params(view);
     let (start, end) = view.bounds();
@@ -207,30 +226,28 @@ async fn ask(client: &Client, view: &View, err_q: &str) -> Answers {
         max_message_bytes: Some(LIST_MESSAGE_BYTES),
         ..SearchParams::default()
     };
-    let terms = FACETS.map(|field| TermsParams {
-        field: field.to_string(),
-        q: view.q.clone(),
-        start: start.clone(),
-        end: end.clone(),
-        size: FACET_SIZE,
-    });
-    let (search, hist, err_hist, err_search, t0, t1, t2, t3, t4) = tokio::join!(
+    let terms: Vec<TermsParams> = sidebar_fields()
+        .map(|field| TermsParams {
+            field: field.to_string(),
+            q: view.q.clone(),
+            start: start.clone(),
+            end: end.clone(),
+            size: FACET_SIZE,
+        })
+        .collect();
+    let (search, hist, err_hist, err_search, facets) = tokio::join!(
         client.search(&search, None),
         client.histogram(&hist),
         client.histogram(&err_hist),
         client.search(&err_search, None),
-        client.terms(&terms[0]),
-        client.terms(&terms[1]),
-        client.terms(&terms[2]),
-        client.terms(&terms[3]),
-        client.terms(&terms[4]),
+        futures_util::future::join_all(terms.iter().map(|t| client.terms(t))),
     );
     Answers {
         search,
         hist,
         err_hist,
         err_search,
-        facets: [t0, t1, t2, t3, t4],
+        facets,
     }
 }
 
@@ -320,8 +337,10 @@ pub async fn page(client: &Client, view: View, mut chrome: Chrome) -> Result<Dis
     page.facets = answers
         .facets
         .into_iter()
-        .zip(FACETS)
+        .zip(sidebar_fields())
         .filter_map(|(t, f)| t.ok().map(|t| facet(t.value, f, total, view)))
+        // Task metadata only where the matches carry it: a Swarm user has no pods.
+        .filter(|f| FACETS.contains(&f.field) || !f.values.is_empty())
         .collect();
     chrome.banner = crate::pages::banner(client);
     page.chrome = chrome;
