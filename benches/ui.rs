@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{env_or, hex, ingest, percentiles, Data, Draw};
-use sawmill_ui::enc;
+use sawmill_ui::{enc, FACETS, TASK_FACETS};
 use serde_json::{json, Value};
 
 const WORDS: [&str; 16] = [
@@ -70,6 +70,8 @@ fn generate(n: usize) -> Data {
             "container": format!("{service}-{}", rng.u32(1..4)),
             "stream": if severity == "err" { "stderr" } else { "stdout" },
             "request_id": rid, "trace_id": d.trace, "_src": "bench", "_seq": d.seq,
+            // As a Kubernetes node's shipper records them, for the sidebar's task facets.
+            "fields": {"k8s_namespace": "shop", "k8s_pod": format!("{service}-7d9f-x{}", rng.u32(1..4))},
         })
     })
 }
@@ -131,8 +133,13 @@ fn fill(batches: &[Vec<u8>], records: usize, server: &Proc) -> f64 {
 }
 
 /// The API calls Discover makes for `q` over `[start, end]` (ui/src/pages/discover.rs):
-/// hits, histogram, the error histogram and latest error, and five facets.
-fn discover_calls(q: &str, start: &str, end: &str) -> Vec<String> {
+/// hits, histogram, the error histogram and latest error, and a terms call per facet.
+fn discover_calls<'a>(
+    q: &str,
+    start: &str,
+    end: &str,
+    facets: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
     let errors = "(severity:err OR severity:crit OR severity:alert OR severity:emerg)";
     let err_q = if q == "*" {
         errors.to_string()
@@ -146,7 +153,7 @@ fn discover_calls(q: &str, start: &str, end: &str) -> Vec<String> {
         format!("/api/v1/histogram?{}&buckets=60", range(&err_q)),
         format!("/api/v1/search?{}&limit=1", range(&err_q)),
     ];
-    for f in ["service", "host", "severity", "container", "stream"] {
+    for f in facets {
         v.push(format!("/api/v1/terms?field={f}&{}&size=5", range(q)));
     }
     v
@@ -229,6 +236,7 @@ fn main() {
         parallel: vec![],
     };
     let mut html_bytes = 0;
+    let mut core_calls = Vec::new();
     for i in 0..iters + 3 {
         let q = QUERIES[i % QUERIES.len()];
         let page = format!(
@@ -238,7 +246,13 @@ fn main() {
             enc(start_t),
             enc(end_t)
         );
-        let calls: Vec<String> = discover_calls(q, start_t, end_t)
+        let calls: Vec<String> =
+            discover_calls(q, start_t, end_t, FACETS.into_iter().chain(TASK_FACETS))
+                .into_iter()
+                .map(|c| format!("{}{c}", ix.url))
+                .collect();
+        // The calls Discover made before its task-metadata facets: (c)'s baseline.
+        let core: Vec<String> = discover_calls(q, start_t, end_t, FACETS)
             .into_iter()
             .map(|c| format!("{}{c}", ix.url))
             .collect();
@@ -261,11 +275,20 @@ fn main() {
             }
         });
         let par_ms = ms(c);
+        let c = Instant::now();
+        std::thread::scope(|s| {
+            for u in &core {
+                let client = &client;
+                s.spawn(move || get(client, u));
+            }
+        });
+        let core_ms = ms(c);
         // The first runs warm caches and connections.
         if i >= 3 {
             t.ui.push(ui_ms);
             t.sum.push(sum_ms);
             t.parallel.push(par_ms);
+            core_calls.push(core_ms);
         }
     }
     println!(
@@ -275,7 +298,16 @@ fn main() {
         "{:<24} {:>18} {:>18} {:>18} {:>6} {:>6}",
         "page", "(a) through the UI", "(b) its calls, sum", "(c) calls at once", "a/b", "a/c"
     );
+    let (pm, _) = percentiles(t.parallel.clone());
     report("Discover (24 h)", t, Some(1.3));
+    let (cm, cp) = percentiles(core_calls);
+    println!(
+        "{:<24} {:>37} {cm:>8.1} / {cp:>7.1}   (c) with the {} task facets / without: {:.2}x",
+        "  without task facets",
+        "",
+        TASK_FACETS.len(),
+        pm / cm
+    );
 
     // The request view of one request.
     let mut t = Timings {
