@@ -317,10 +317,56 @@ pub struct TermsCollector {
 }
 
 pub struct TermsSegment {
-    column: Option<StrColumn>,
-    counts: Vec<u64>,
+    column: Option<StrCounts>,
     missing: u64,
+}
+
+/// Counts by term ordinal of one string column in one segment.
+struct StrCounts {
+    column: StrColumn,
+    counts: Vec<u64>,
     buf: Vec<Option<u64>>,
+}
+
+impl StrCounts {
+    fn new(column: StrColumn) -> StrCounts {
+        let n = column.num_terms();
+        StrCounts {
+            column,
+            counts: vec![0; n],
+            buf: Vec::new(),
+        }
+    }
+
+    /// Counts the first value of each of `docs` a block at a time; returns how many have
+    /// none.
+    fn count_first(&mut self, docs: &[DocId]) -> u64 {
+        let mut missing = 0;
+        self.buf.resize(docs.len(), None);
+        self.column.ords().first_vals(docs, &mut self.buf);
+        for ord in &self.buf {
+            match ord {
+                Some(ord) => self.counts[*ord as usize] += 1,
+                None => missing += 1,
+            }
+        }
+        missing
+    }
+
+    /// Adds each counted value to `out`. The dictionary is read as needed: a failed read
+    /// fails the count rather than leaving the value out.
+    fn add_to(&self, out: &mut HashMap<String, u64>) -> std::io::Result<()> {
+        let mut s = String::new();
+        for (ord, &c) in self.counts.iter().enumerate() {
+            if c > 0 {
+                s.clear();
+                if self.column.ord_to_str(ord as u64, &mut s)? {
+                    *out.entry(s.clone()).or_default() += c;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Value counts, plus the number of documents without a value.
@@ -335,13 +381,9 @@ impl Collector for TermsCollector {
         _: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<TermsSegment> {
-        let column = reader.fast_fields().str(&self.field)?;
-        let n = column.as_ref().map(|c| c.num_terms()).unwrap_or(0);
         Ok(TermsSegment {
-            column,
-            counts: vec![0; n],
+            column: reader.fast_fields().str(&self.field)?.map(StrCounts::new),
             missing: 0,
-            buf: Vec::new(),
         })
     }
 
@@ -370,45 +412,20 @@ impl SegmentCollector for TermsSegment {
     type Fruit = SegmentTerms;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        let Some(col) = &self.column else {
-            self.missing += 1;
-            return;
-        };
-        match col.ords().first(doc) {
-            Some(ord) => self.counts[ord as usize] += 1,
-            None => self.missing += 1,
-        }
+        self.collect_block(&[doc]);
     }
 
     fn collect_block(&mut self, docs: &[DocId]) {
-        let Some(col) = &self.column else {
-            self.missing += docs.len() as u64;
-            return;
+        self.missing += match &mut self.column {
+            Some(c) => c.count_first(docs),
+            None => docs.len() as u64,
         };
-        self.buf.resize(docs.len(), None);
-        col.ords().first_vals(docs, &mut self.buf);
-        for ord in &self.buf {
-            match ord {
-                Some(ord) => self.counts[*ord as usize] += 1,
-                None => self.missing += 1,
-            }
-        }
     }
 
     fn harvest(self) -> SegmentTerms {
         let mut out = HashMap::new();
-        if let Some(col) = &self.column {
-            let mut s = String::new();
-            for (ord, &c) in self.counts.iter().enumerate() {
-                if c > 0 {
-                    s.clear();
-                    // The dictionary is read as needed: a failed read fails the count
-                    // rather than leaving the value out.
-                    if col.ord_to_str(ord as u64, &mut s).map_err(Arc::new)? {
-                        out.insert(s.clone(), c);
-                    }
-                }
-            }
+        if let Some(c) = &self.column {
+            c.add_to(&mut out).map_err(Arc::new)?;
         }
         Ok((out, self.missing))
     }
@@ -432,6 +449,9 @@ enum Scalar {
     /// `f64` bits: floats have no `Hash`.
     F64(u64),
     Bool(bool),
+    /// Nanoseconds since the epoch: tantivy keeps a text that reads as an RFC 3339 time
+    /// as a date.
+    Date(i64),
 }
 
 impl Scalar {
@@ -441,6 +461,11 @@ impl Scalar {
             Scalar::U64(v) => v.to_string(),
             Scalar::F64(bits) => f64::from_bits(bits).to_string(),
             Scalar::Bool(b) => b.to_string(),
+            // As RFC 3339 again, which a search for the value reads back as the same date.
+            Scalar::Date(nanos) => DateTime::from_timestamp_nanos(nanos)
+                .into_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| nanos.to_string()),
         }
     }
 }
@@ -450,6 +475,7 @@ enum ScalarColumn {
     U64(Column<u64>),
     F64(Column<f64>),
     Bool(Column<bool>),
+    Date(Column<DateTime>),
 }
 
 impl ScalarColumn {
@@ -461,16 +487,20 @@ impl ScalarColumn {
                 .values_for_doc(doc)
                 .for_each(|v| f(Scalar::F64(v.to_bits()))),
             ScalarColumn::Bool(c) => c.values_for_doc(doc).for_each(|v| f(Scalar::Bool(v))),
+            ScalarColumn::Date(c) => c
+                .values_for_doc(doc)
+                .for_each(|v| f(Scalar::Date(v.into_timestamp_nanos()))),
         }
     }
 }
 
 pub struct FieldTermsSegment {
-    text: Option<(StrColumn, Vec<u64>)>,
+    text: Option<StrCounts>,
     scalars: Vec<ScalarColumn>,
     scalar_counts: HashMap<Scalar, u64>,
     missing: u64,
-    buf: Vec<Option<u64>>,
+    /// One record's values, kept to count each once.
+    seen: (Vec<u64>, Vec<Scalar>),
 }
 
 /// The columns of `fields.NAME` path `path` in a segment: none where no record of it has
@@ -480,14 +510,19 @@ pub fn path_columns(
     reader: &SegmentReader,
     path: &str,
 ) -> tantivy::Result<Vec<tantivy::columnar::DynamicColumnHandle>> {
-    let schema = reader.schema();
-    let columnar = schema
-        .find_field(path)
-        .is_some_and(|(f, _)| schema.get_field_entry(f).is_fast());
-    if !columnar {
+    if !columnar(reader, path) {
         return Ok(Vec::new());
     }
     reader.fast_fields().dynamic_column_handles(path)
+}
+
+/// Whether the segment's partition keeps `fields.NAME` path `path` in columns: not one
+/// written before `fields` was columnar.
+pub fn columnar(reader: &SegmentReader, path: &str) -> bool {
+    let schema = reader.schema();
+    schema
+        .find_field(path)
+        .is_some_and(|(f, _)| schema.get_field_entry(f).is_fast())
 }
 
 impl Collector for FieldTermsCollector {
@@ -503,18 +538,15 @@ impl Collector for FieldTermsCollector {
         let mut scalars = Vec::new();
         for handle in path_columns(reader, &self.path)? {
             match handle.open()? {
-                DynamicColumn::Str(c) => {
-                    let n = c.num_terms();
-                    text = Some((c, vec![0; n]));
-                }
+                DynamicColumn::Str(c) => text = Some(StrCounts::new(c)),
                 DynamicColumn::I64(c) => scalars.push(ScalarColumn::I64(c)),
                 DynamicColumn::U64(c) => scalars.push(ScalarColumn::U64(c)),
                 DynamicColumn::F64(c) => scalars.push(ScalarColumn::F64(c)),
                 DynamicColumn::Bool(c) => scalars.push(ScalarColumn::Bool(c)),
-                // JSON from the shipper holds strings, numbers and booleans only; an object
-                // at the path has its values under longer paths.
-                DynamicColumn::IpAddr(_) | DynamicColumn::DateTime(_) | DynamicColumn::Bytes(_) => {
-                }
+                DynamicColumn::DateTime(c) => scalars.push(ScalarColumn::Date(c)),
+                // JSON text, numbers, booleans and dates only; an object at the path has its
+                // values under longer paths.
+                DynamicColumn::IpAddr(_) | DynamicColumn::Bytes(_) => {}
             }
         }
         Ok(FieldTermsSegment {
@@ -522,7 +554,7 @@ impl Collector for FieldTermsCollector {
             scalars,
             scalar_counts: HashMap::new(),
             missing: 0,
-            buf: Vec::new(),
+            seen: (Vec::new(), Vec::new()),
         })
     }
 
@@ -542,22 +574,31 @@ impl SegmentCollector for FieldTermsSegment {
     type Fruit = SegmentTerms;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        let mut any = false;
-        if let Some((col, counts)) = &mut self.text {
-            for ord in col.term_ords(doc) {
-                counts[ord as usize] += 1;
-                any = true;
+        // A record counts once per distinct value: an array may repeat one.
+        let (ords, scalars) = &mut self.seen;
+        ords.clear();
+        scalars.clear();
+        if let Some(t) = &self.text {
+            ords.extend(t.column.term_ords(doc));
+        }
+        for c in &self.scalars {
+            c.each(doc, |v| scalars.push(v));
+        }
+        if ords.is_empty() && scalars.is_empty() {
+            self.missing += 1;
+            return;
+        }
+        ords.sort_unstable();
+        ords.dedup();
+        if let Some(t) = &mut self.text {
+            for &ord in ords.iter() {
+                t.counts[ord as usize] += 1;
             }
         }
-        let counts = &mut self.scalar_counts;
-        for c in &self.scalars {
-            c.each(doc, |v| {
-                *counts.entry(v).or_default() += 1;
-                any = true;
-            });
-        }
-        if !any {
-            self.missing += 1;
+        for (i, v) in scalars.iter().enumerate() {
+            if !scalars[..i].contains(v) {
+                *self.scalar_counts.entry(*v).or_default() += 1;
+            }
         }
     }
 
@@ -572,15 +613,8 @@ impl SegmentCollector for FieldTermsSegment {
                 }
                 // Text alone, at most one value a record (the usual task metadata): the
                 // column is read a block at a time, as an exact field's.
-                Some((col, counts)) if col.ords().get_cardinality() != Cardinality::Multivalued => {
-                    self.buf.resize(docs.len(), None);
-                    col.ords().first_vals(docs, &mut self.buf);
-                    for ord in &self.buf {
-                        match ord {
-                            Some(ord) => counts[*ord as usize] += 1,
-                            None => self.missing += 1,
-                        }
-                    }
+                Some(t) if t.column.ords().get_cardinality() != Cardinality::Multivalued => {
+                    self.missing += t.count_first(docs);
                     return;
                 }
                 Some(_) => {}
@@ -597,18 +631,9 @@ impl SegmentCollector for FieldTermsSegment {
             .into_iter()
             .map(|(v, c)| (v.render(), c))
             .collect();
-        if let Some((col, counts)) = &self.text {
-            let mut s = String::new();
-            for (ord, &c) in counts.iter().enumerate() {
-                if c > 0 {
-                    s.clear();
-                    // As in [`TermsSegment::harvest`]: a failed dictionary read fails the count.
-                    if col.ord_to_str(ord as u64, &mut s).map_err(Arc::new)? {
-                        // The text "3" and the number 3 are one value to a reader.
-                        *out.entry(s.clone()).or_default() += c;
-                    }
-                }
-            }
+        // The text "3" and the number 3 are one value to a reader: their counts add up.
+        if let Some(t) = &self.text {
+            t.add_to(&mut out).map_err(Arc::new)?;
         }
         Ok((out, self.missing))
     }

@@ -80,9 +80,10 @@ impl Partition {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mmap =
             MmapDirectory::open(&dir).map_err(|e| Error::io(&dir, std::io::Error::other(e)))?;
-        // A partition already on disk keeps the schema it was made with: one written before
-        // `fields` was columnar is written to and read as it is (its records have no
-        // `fields.NAME` term counts), where `open_or_create` would refuse it.
+        // A partition already on disk keeps the schema it was made with, as when it is
+        // opened at start ([`Partition::open`]): one written before `fields` was columnar is
+        // written to and read as it is (its records have no `fields.NAME` term counts),
+        // where `open_or_create` would refuse it.
         let index = if Index::exists(&mmap).map_err(tantivy::TantivyError::from)? {
             Index::open(mmap)?
         } else {
@@ -210,11 +211,13 @@ impl Partitions {
 mod tests {
     use super::*;
     use crate::collectors::FieldTermsCollector;
+    use tantivy::query::Query;
     use tantivy::TantivyDocument;
 
-    /// An upgraded indexer whose current partition was made by the earlier version goes on
-    /// writing to it (`open_or_create` refused it: "schema does not match"), and term
-    /// counts on `fields.NAME` count its records as missing rather than failing.
+    /// A partition made before `fields` was columnar is written to as it is, by `create` as
+    /// by `open` (`open_or_create` refused it: "schema does not match"); term counts on
+    /// `fields.NAME` count its records as missing rather than failing, and a quoted value
+    /// is searched by its words there.
     #[test]
     fn a_partition_made_before_fields_were_columnar_is_opened_as_it_is() {
         let root =
@@ -233,6 +236,8 @@ mod tests {
 
         let p = Partition::create(&root, &fields, 0, 3600).unwrap();
         assert_eq!(p.index.schema(), old, "kept as it was made");
+        let reopened = Partition::open(p.dir.clone(), 0, 3600).unwrap();
+        assert_eq!(reopened.index.schema(), old, "as at start");
         let mut w = p
             .index
             .writer_with_num_threads::<TantivyDocument>(1, 15_000_000)
@@ -263,6 +268,15 @@ mod tests {
             .unwrap();
         assert!(counts.is_empty(), "{counts:?}");
         assert_eq!(missing, 1);
+        // A quoted value, a whole value elsewhere, is found here by its words.
+        let searcher = p.reader.searcher();
+        for (q, want) in [
+            ("fields.k8s_pod:\"web-1\"", 1),
+            ("fields.k8s_pod:\"web-2\"", 0),
+        ] {
+            let query = crate::query::compile(q, &fields).unwrap();
+            assert_eq!(query.count(&searcher).unwrap(), want, "{q}");
+        }
 
         // A partition this version makes has the column.
         let new = Partition::create(&root, &fields, 3600, 3600).unwrap();

@@ -161,7 +161,8 @@ fn terms_count_a_fields_path_by_whole_values_of_any_type() {
             "fields": {"k8s_pod": pod}}),
         );
     }
-    // A path's values come as numbers, text and booleans alike; an array counts each value.
+    // A path's values come as numbers, text, booleans and dates alike; an array counts
+    // each of its values once.
     for v in [
         json!(0),
         json!(0),
@@ -169,22 +170,28 @@ fn terms_count_a_fields_path_by_whole_values_of_any_type() {
         json!("137"),
         json!(true),
         json!(2.5),
-        json!(["a", "b"]),
+        json!(["a", "b", "a"]),
+        json!("2026-11-30T10:00:00Z"),
     ] {
         recs.push(
             json!({"message": "exited", "service": "job", "ts": now - 2000, "fields": {"code": v}}),
         );
     }
+    // Marathon's app ids are paths: one holds all the words of another, and case differs.
+    for app in ["/shop/web", "/shop/web", "/shop/web/worker", "/Shop/Web"] {
+        recs.push(json!({"message": "app", "service": "m", "ts": now - 2500, "fields": {"marathon_app_id": app}}));
+    }
     recs.push(json!({"message": "plain", "service": "other", "ts": now - 3000}));
+    let total = recs.len() as u64;
     ingest(&ix, &recs);
-    wait_total(&ix, "*", 12);
+    wait_total(&ix, "*", total);
     let t = get_ok(&ix.api("/api/v1/terms?field=fields.k8s_pod"));
     assert_eq!(
         t["values"],
         json!([{"value": "checkout-7d9f-x2x", "count": 3}, {"value": "web-1", "count": 1}]),
         "{t}"
     );
-    assert_eq!(t["missing"], 8, "{t}");
+    assert_eq!(t["missing"], total - 4, "{t}");
     assert_eq!(t["field"], "fields.k8s_pod");
     let t = get_ok(&ix.api("/api/v1/terms?field=fields.code&size=3"));
     assert_eq!(
@@ -192,8 +199,48 @@ fn terms_count_a_fields_path_by_whole_values_of_any_type() {
         json!([{"value": "0", "count": 2}, {"value": "137", "count": 2}, {"value": "2.5", "count": 1}]),
         "the number 137 and the text \"137\" are one value: {t}"
     );
-    assert_eq!(t["other"], 3, "true, a and b: {t}");
-    assert_eq!(t["missing"], 5, "{t}");
+    assert_eq!(t["other"], 4, "true, a, b and the date, each once: {t}");
+    assert_eq!(t["missing"], total - 8, "{t}");
+    let t = get_ok(&ix.api("/api/v1/terms?field=fields.code&size=20"));
+    let values = t["values"].as_array().unwrap();
+    let date = values
+        .iter()
+        .find(|v| {
+            v["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("2026-11-30T10:00:00")
+        })
+        .unwrap_or_else(|| panic!("the date is counted: {t}"));
+    // Every value counted is found by a search for it quoted, as many times: the sidebar's
+    // "filter for" (whole values, so `/shop/web` is not `/shop/web/worker` nor `/Shop/Web`).
+    let apps = get_ok(&ix.api("/api/v1/terms?field=fields.marathon_app_id&size=20"));
+    assert_eq!(
+        apps["values"],
+        json!([{"value": "/shop/web", "count": 2}, {"value": "/Shop/Web", "count": 1}, {"value": "/shop/web/worker", "count": 1}]),
+        "{apps}"
+    );
+    let counted = values
+        .iter()
+        .chain(apps["values"].as_array().unwrap())
+        .map(|v| (v["value"].as_str().unwrap(), v["count"].as_u64().unwrap()));
+    for (value, count) in counted {
+        let field = if value.starts_with('/') {
+            "fields.marathon_app_id"
+        } else {
+            "fields.code"
+        };
+        let q = format!("{field}:\"{value}\"");
+        let found = get_ok(&ix.api(&format!("/api/v1/search?q={}&limit=0", urlencode(&q))))
+            ["total"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(found, count, "{q}");
+    }
+    assert_eq!(date["count"], 1);
+    // Unquoted, a value's words are searched, as in `message`.
+    let v = get_ok(&ix.api("/api/v1/search?q=fields.marathon_app_id%3Aweb&limit=0"));
+    assert_eq!(v["total"], 4, "{v}");
     // The query narrows them as any facet's.
     let t = get_ok(&ix.api("/api/v1/terms?field=fields.k8s_pod&q=NOT%20fields.k8s_pod%3Aweb"));
     assert_eq!(
@@ -203,7 +250,7 @@ fn terms_count_a_fields_path_by_whole_values_of_any_type() {
     );
     let t = get_ok(&ix.api("/api/v1/terms?field=fields.nothing_here"));
     assert_eq!(t["values"], json!([]));
-    assert_eq!(t["missing"], 12);
+    assert_eq!(t["missing"], total);
 }
 
 #[test]
