@@ -21,13 +21,13 @@
 //! ```
 
 use std::ops::Bound;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tantivy::json_utils::convert_to_fast_value_and_append_to_json_term;
 use tantivy::query::BitSetDocSet;
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScorer, EmptyQuery, EnableScoring, Explanation,
-    FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, Scorer, TermQuery, Weight,
+    AllQuery, BooleanQuery, BoostQuery, ConstScorer, EmptyQuery, EmptyScorer, EnableScoring,
+    Explanation, FuzzyTermQuery, Occur, PhraseQuery, Query, RangeQuery, Scorer, TermQuery, Weight,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{LowerCaser, SimpleTokenizer, TextAnalyzer};
@@ -851,17 +851,35 @@ impl Compiler<'_> {
                     }
                     _ => None,
                 };
-                let text = self.text(
-                    name,
-                    v,
-                    |tok| {
-                        let mut t = base.clone();
-                        t.append_type_and_str(tok);
-                        t
-                    },
-                    f,
-                    Some(&base),
-                )?;
+                let words = |v: &Value| {
+                    self.text(
+                        name,
+                        v,
+                        |tok| {
+                            let mut t = base.clone();
+                            t.append_type_and_str(tok);
+                            t
+                        },
+                        f,
+                        Some(&base),
+                    )
+                };
+                let text = match v {
+                    // A quoted value is the whole value, as on the exact fields, read from
+                    // the path's raw column: what the terms API counts, and what the
+                    // sidebar's "filter for" asks (`"a b"~2` stays a phrase of words).
+                    Value::Phrase { text, slop: 0 } => {
+                        self.scan()?;
+                        Some(Box::new(WholeValueQuery {
+                            column: name.to_string(),
+                            value: text.clone(),
+                            // Partitions written before `fields` was columnar: the words,
+                            // where they can be searched.
+                            by_words: words(v).ok().flatten().map(Arc::from),
+                        }) as Box<dyn Query>)
+                    }
+                    _ => words(v)?,
+                };
                 // `fields.status:500` finds the number 500 and the text "500" alike.
                 Ok(match (typed, text) {
                     (None, text) => text,
@@ -1299,14 +1317,82 @@ impl Weight for TermScanQuery {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let mut scorer = self.scorer(reader, 1.0)?;
-        if scorer.seek(doc) == doc {
-            Ok(Explanation::new("TermScanQuery", 1.0))
-        } else {
-            Err(tantivy::TantivyError::InvalidArgument(format!(
-                "document {doc} does not match"
-            )))
+        explain_match(self, "TermScanQuery", reader, doc)
+    }
+}
+
+/// The explanation of a constant-score match: that `doc` matches, or an error.
+fn explain_match(
+    w: &dyn Weight,
+    name: &'static str,
+    reader: &SegmentReader,
+    doc: DocId,
+) -> tantivy::Result<Explanation> {
+    let mut scorer = w.scorer(reader, 1.0)?;
+    if scorer.seek(doc) == doc {
+        Ok(Explanation::new(name, 1.0))
+    } else {
+        Err(tantivy::TantivyError::InvalidArgument(format!(
+            "document {doc} does not match"
+        )))
+    }
+}
+
+/// `fields.NAME:"VALUE"`: the records whose value at the path is VALUE whole (one of its
+/// values, for an array), found in the path's raw column; in a partition written before
+/// `fields` was columnar, which has no such column, `by_words` (the value's words as a
+/// phrase) stands in.
+#[derive(Clone, Debug)]
+struct WholeValueQuery {
+    /// The column's name, `fields.NAME`.
+    column: String,
+    value: String,
+    by_words: Option<Arc<dyn Query>>,
+}
+
+impl Query for WholeValueQuery {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(WholeValueWeight {
+            column: self.column.clone(),
+            value: self.value.clone(),
+            by_words: match &self.by_words {
+                Some(q) => Some(q.weight(scoring)?),
+                None => None,
+            },
+        }))
+    }
+}
+
+struct WholeValueWeight {
+    column: String,
+    value: String,
+    by_words: Option<Box<dyn Weight>>,
+}
+
+impl Weight for WholeValueWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        if !crate::collectors::columnar(reader, &self.column) {
+            return match &self.by_words {
+                Some(w) => w.scorer(reader, boost),
+                None => Ok(Box::new(EmptyScorer)),
+            };
         }
+        let mut bits = BitSet::with_max_value(reader.max_doc());
+        if let Some(col) = reader.fast_fields().str(&self.column)? {
+            if let Some(ord) = col.dictionary().term_ord(self.value.as_bytes())? {
+                let mut docs = Vec::new();
+                col.ords()
+                    .get_docids_for_value_range(ord..=ord, 0..reader.max_doc(), &mut docs);
+                for d in docs {
+                    bits.insert(d);
+                }
+            }
+        }
+        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(bits), boost)))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        explain_match(self, "WholeValueQuery", reader, doc)
     }
 }
 
