@@ -369,9 +369,21 @@ pub fn raw_post_status(url: &str, path: &str, body: &[u8], chunked: bool) -> u16
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
 
-/// The port of a free loopback address: replicas listen on it at 127.0.0.2, .3, …
+/// A port free on every loopback address the tests use: replicas listen on it at
+/// 127.0.0.2, .3, … A port merely free on 127.0.0.1 may be another test's on 127.0.0.2
+/// (`fanout::srv_records_list_the_replicas_of_every_group` failed with "Address already in
+/// use" on 127.0.0.2 so), so the port is held on all of them at once before it is given.
 pub fn free_port() -> String {
-    free_addr().rsplit_once(':').unwrap().1.to_string()
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        let held: Vec<_> = (2..=9)
+            .map_while(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).ok())
+            .collect();
+        if held.len() == 8 {
+            return port.to_string();
+        }
+    }
 }
 
 /// The (`_src`, `_seq`) of every record matching `q` that has them; fails if one is held
