@@ -273,11 +273,12 @@ async fn the_sidebar_facets_task_metadata_where_the_matches_carry_it() {
     let ix = Indexer::start("taskfacets").await;
     let now = time::OffsetDateTime::now_utc();
     let mut recs = Vec::new();
-    // Six lines of two pods in one namespace, a scheduled job's three closing records, and
-    // three lines with no task metadata at all.
+    // Seven lines of three pods in one namespace (`web`'s words are also `web-1`'s), a
+    // scheduled job's three closing records, and three lines with no task metadata at all.
     for (i, pod) in ["checkout-7d9f-x2x"; 4]
         .into_iter()
         .chain(["web-1"; 2])
+        .chain(["web"])
         .enumerate()
     {
         recs.push(json!({"message": format!("served {i}"), "service": "shop",
@@ -296,7 +297,7 @@ async fn the_sidebar_facets_task_metadata_where_the_matches_carry_it() {
         r["ts"] = json!(crate::row::format_iso(now - time::Duration::seconds(30)));
     }
     ix.ingest(&recs).await;
-    ix.wait_total(12).await;
+    ix.wait_total(13).await;
     let app = ui(&[&ix.url]).await;
     let (status, _, body) = call(&app, "/").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -325,12 +326,14 @@ async fn the_sidebar_facets_task_metadata_where_the_matches_carry_it() {
     assert!(body.contains("<span class=\"value\">137</span> <span class=\"count\">1</span>"));
     assert!(body.contains("<span class=\"value\">0</span> <span class=\"count\">2</span>"));
     assert!(body.contains("6 without"), "the other records have no pod");
+    assert!(body.contains("<span class=\"value\">web</span> <span class=\"count\">1</span>"));
     // The core facets stay, values or not.
     assert!(body.contains("<section class=\"facet\" data-field=\"container\">"));
     // Each value's "filter for" finds as many records as the facet counted.
     for (field, value, want) in [
         ("fields.k8s_pod", "checkout-7d9f-x2x", 4),
         ("fields.k8s_pod", "web-1", 2),
+        ("fields.k8s_pod", "web", 1),
         ("fields.exit_code", "137", 1),
         ("fields.exit_code", "0", 2),
     ] {
@@ -343,9 +346,9 @@ async fn the_sidebar_facets_task_metadata_where_the_matches_carry_it() {
         let out = crate::url::filter_out("", field, value);
         let (_, _, body) = call(&app, &format!("/?q={}", crate::url::enc(&out))).await;
         assert!(
-            body.contains(&format!("<strong id=\"hits-total\">{}</strong>", 12 - want)),
+            body.contains(&format!("<strong id=\"hits-total\">{}</strong>", 13 - want)),
             "{out}: want {} hits",
-            12 - want
+            13 - want
         );
     }
     // Narrowed to the job, only its facets are left.
