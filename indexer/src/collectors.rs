@@ -431,17 +431,17 @@ impl SegmentCollector for TermsSegment {
     }
 }
 
-/// Top terms of one `fields.NAME` path. The shipper's fields are JSON, so a path's values
-/// sit in one column per type in each segment (a string column, and number or boolean
-/// columns where records held those); a record counts once per value it has, and as
-/// missing when no column has one. Partitions written before the fields were columnar
+/// Top terms of one `fields.NAME` path. A record's fields are JSON, so a path's values sit
+/// in one column per type in each segment (a string column, and number, boolean or date
+/// columns where records held those); a record counts once per distinct value it has, and
+/// as missing when no column has one. Partitions written before the fields were columnar
 /// have no column: their records count as missing.
 pub struct FieldTermsCollector {
     /// The column's name, `fields.NAME`.
     pub path: String,
 }
 
-/// A number or boolean of a `fields.NAME` column, rendered at harvest.
+/// A number, boolean or date of a `fields.NAME` column, rendered at harvest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Scalar {
     I64(i64),
