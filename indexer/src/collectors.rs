@@ -392,17 +392,22 @@ impl Collector for TermsCollector {
     }
 
     fn merge_fruits(&self, fruits: Vec<SegmentTerms>) -> tantivy::Result<TermCounts> {
-        let mut out: HashMap<String, u64> = HashMap::new();
-        let mut missing = 0;
-        for fruit in fruits {
-            let (m, miss) = fruit.map_err(tantivy::TantivyError::IoError)?;
-            missing += miss;
-            for (k, v) in m {
-                *out.entry(k).or_default() += v;
-            }
-        }
-        Ok((out, missing))
+        merge_terms(fruits)
     }
+}
+
+/// The segments' counts added up; a segment whose values could not be read fails the count.
+fn merge_terms(fruits: Vec<SegmentTerms>) -> tantivy::Result<TermCounts> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    let mut missing = 0;
+    for fruit in fruits {
+        let (m, miss) = fruit.map_err(tantivy::TantivyError::IoError)?;
+        missing += miss;
+        for (k, v) in m {
+            *out.entry(k).or_default() += v;
+        }
+    }
+    Ok((out, missing))
 }
 
 /// One segment's counts, or why its values could not be read (a split read by ranges).
@@ -563,10 +568,7 @@ impl Collector for FieldTermsCollector {
     }
 
     fn merge_fruits(&self, fruits: Vec<SegmentTerms>) -> tantivy::Result<TermCounts> {
-        TermsCollector {
-            field: self.path.clone(),
-        }
-        .merge_fruits(fruits)
+        merge_terms(fruits)
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use sawmill_record::fields::EXACT;
+use sawmill_record::record::cut_str;
 use sawmill_record::time::{format_rfc3339, Stamp};
 use sawmill_record::{Key, Severity};
 
@@ -194,19 +195,6 @@ fn take_key(obj: &mut Map<String, Value>) -> Result<Option<DedupKey>, String> {
         (None, Some(_), _) => return Err("`_seq` needs `_src` beside it".into()),
         _ => None,
     })
-}
-
-/// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut.
-pub fn cut_str(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    true
 }
 
 /// Cuts an ingested object's `message` to at most `max` bytes and flags the record

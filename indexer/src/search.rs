@@ -24,10 +24,10 @@ use crate::collectors::{
 };
 use crate::error::{Error, Result};
 use crate::partition::{Partition, Partitions};
-use crate::record::cut_str;
 use crate::schema::Fields;
 use crate::searches::Budget;
 use crate::store::Archive;
+use sawmill_record::record::cut_str;
 
 /// An inclusive time range in epoch microseconds; `None` is unbounded.
 #[derive(Clone, Copy, Debug, Default)]
@@ -631,12 +631,12 @@ impl Searcher {
         let query = self.time_filtered(self.parse_query(q)?, range);
         let (lo, hi) = range.bounds();
         let match_all = q.trim().is_empty() || q.trim() == "*";
+        // An exact field's index holds each value whole; `fields` is indexed by word.
+        let exact = self.fields().exact_field(name).filter(|_| json.is_none());
         let mut all = std::collections::HashMap::<String, u64>::new();
         let mut missing = 0;
         for p in self.partitions_between(lo, hi, query.as_ref(), budget)? {
             let searcher = p.reader.searcher();
-            // An exact field's index holds each value whole; `fields` is indexed by word.
-            let exact = self.fields().exact_field(name).filter(|_| json.is_none());
             if let Some(field_handle) = exact.filter(|_| match_all && p.within(lo, hi)) {
                 // Every record of the partition counts, and records are never deleted, so
                 // the inverted index's document frequencies are the counts: no scan needed.

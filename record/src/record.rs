@@ -71,6 +71,21 @@ pub struct Record<'a> {
     pub doc_key: Option<Cow<'a, str>>,
 }
 
+/// Cuts `s` to at most `max` bytes, on a character boundary; whether it cut. How the
+/// shipper and the indexer both bound a message (flagging the record `truncated`) and
+/// other strings.
+pub fn cut_str(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    true
+}
+
 // serde's `skip_serializing_if` passes the field as declared.
 #[allow(clippy::ptr_arg)]
 fn is_empty(m: &Cow<'_, Map<String, Value>>) -> bool {

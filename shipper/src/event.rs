@@ -92,17 +92,6 @@ impl Event {
     }
 }
 
-/// `s` cut to at most `max` bytes, on a character boundary.
-pub(crate) fn cut_to(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-}
-
 fn borrow(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(Cow::Borrowed)
 }

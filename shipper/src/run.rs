@@ -227,7 +227,7 @@ impl Task {
 
 /// `v` cut to [`MAX_PARAM_BYTES`] at a character boundary.
 fn bounded(mut v: String) -> String {
-    crate::event::cut_to(&mut v, MAX_PARAM_BYTES);
+    sawmill_record::record::cut_str(&mut v, MAX_PARAM_BYTES);
     v
 }
 

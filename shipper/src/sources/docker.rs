@@ -400,7 +400,6 @@ fn run(cfg: &DockerConfig, cx: &Context) {
     }
 }
 
-/// Streams one container's output from its checkpoint on.
 /// How a container's follower ended.
 enum Followed {
     /// Its output ended (the container stopped) or the shipper is stopping.
@@ -411,6 +410,7 @@ enum Followed {
     NotCollected,
 }
 
+/// Streams one container's output from its checkpoint on.
 fn follow_container(
     cfg: &DockerConfig,
     socket: &Path,

@@ -715,9 +715,8 @@ fn parse(
         t.pending = Some((text, stream, ts, start));
         return None;
     }
-    let truncated = text.len() > cfg.max_line_bytes;
     let mut message = text;
-    crate::event::cut_to(&mut message, cfg.max_line_bytes);
+    let truncated = sawmill_record::record::cut_str(&mut message, cfg.max_line_bytes);
     Some(Event {
         ts,
         received: Some(OffsetDateTime::now_utc()),
