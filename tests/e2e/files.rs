@@ -141,6 +141,34 @@ fn kubelet_log_files_name_their_pod_container_and_service() {
     wait_total(&ix, "fields.k8s_namespace:prod AND service:side-car", 1);
 }
 
+/// copytruncate with the application writing again before the shipper's next look, as many
+/// bytes as had been read: the length is what was read, so only the first bytes, looked at
+/// again because the file was modified, say it started over. (It waited for the file to
+/// grow before, and lines written last were never read if it did not.)
+#[test]
+fn a_file_cut_and_written_again_to_the_length_read_is_read_again() {
+    let dir = TempDir::new("same-length");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ix = Indexer::start(&dir.path().join("ix"), &["--commit-interval", "50ms"]);
+    let app = logs.join("app.log");
+    let _sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", app.to_str().unwrap()]);
+    append(&app, "n=0\nn=1\n");
+    wait_total(&ix, "*", 2);
+    for round in 1..=3 {
+        // Cut and written at once: the shipper's look every 100 ms falls in between
+        // hardly ever. The same length every round.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&app).unwrap();
+        f.set_len(0).unwrap();
+        f.write_all(format!("n={}\nn={}\n", 2 * round, 2 * round + 1).as_bytes())
+            .unwrap();
+        drop(f);
+        wait_total(&ix, "*", 2 + 2 * round);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(line_numbers(&ix, "*"), (0..8).collect::<Vec<u64>>());
+}
+
 #[test]
 fn rename_and_copytruncate_rotation_lose_and_repeat_nothing() {
     let dir = TempDir::new("rotate");

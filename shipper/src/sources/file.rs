@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sawmill_record::time::parse_rfc3339;
 use sawmill_record::Severity;
@@ -81,6 +81,9 @@ struct Tail {
     generation: u64,
     offset: u64,
     fp: Fingerprint,
+    /// The modification time at the last look: a file cut and written again to the length
+    /// already read has the same length, and only this says it changed.
+    modified: Option<SystemTime>,
     format: Option<Format>,
     ack: Arc<AckTracker>,
     /// A line joined from partials (Docker's 16 KiB cuts, CRI `P`): text, stream, ts, start.
@@ -379,6 +382,7 @@ impl Files<'_> {
         Some(Tail {
             path,
             fp: Fingerprint::of(&file).unwrap_or_default(),
+            modified: None,
             file,
             dev_ino: key,
             id,
@@ -528,10 +532,17 @@ fn refresh(t: &mut Tail, known: &mut Vec<Known>) -> Option<u64> {
             t.pending = None;
         }
     }
-    let len = t.file.metadata().ok()?.len();
+    let meta = t.file.metadata().ok()?;
+    let len = meta.len();
+    // Written since the last look. The first bytes are read again only then, not on every
+    // look at an idle file.
+    let modified = meta.modified().ok();
+    let touched = modified != std::mem::replace(&mut t.modified, modified);
+    let written = len != t.offset || touched;
     // Shorter than what was read, or other first bytes (cut and written again between two
-    // looks): copytruncate, the same file starts over.
-    if len < t.offset || (len != t.offset && !t.fp.matches(&t.file)) {
+    // looks, maybe to the very length that had been read): copytruncate, the same file
+    // starts over.
+    if len < t.offset || (written && !t.fp.matches(&t.file)) {
         tracing::info!(path = %t.path.display(), "File was truncated; reading it from the start.");
         // A copy not seen yet is recognised by what this content was.
         known.push(Known {
