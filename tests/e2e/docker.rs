@@ -124,7 +124,7 @@ fn wait_count_or(ix: &Indexer, q: &str, at_least: u64, sh: &Shipper) {
 }
 
 fn wait_count_then(ix: &Indexer, q: &str, at_least: u64, more: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while count(ix, q) < at_least {
         assert!(
             Instant::now() < deadline,
@@ -157,7 +157,7 @@ fn a_container_with_the_socket_directory_mounted_keeps_logging_across_a_shipper_
     let sh = Shipper::start(&sockdir, &[&ix.url], &[]);
     // Waited for, not read once: records the killed shipper had delivered but the indexer
     // had not yet made searchable can make up the count before the new one's arrive.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while sh.metric("sawmill_shipper_records_received_total{source=\"syslog_unix\"}") < 5.0 {
         assert!(
             Instant::now() < deadline,

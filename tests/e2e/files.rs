@@ -241,7 +241,7 @@ fn a_tail_path_with_a_comma_is_taken_whole() {
     append(&app, "n=0\nn=1\n");
     let sh = Shipper::start(dir.path(), &[&ix.url], &["--tail", app.to_str().unwrap()]);
     append(&app, "n=2\n");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut stored = 0;
     while stored < 3 && std::time::Instant::now() < deadline {
         stored = get_ok(&ix.api("/api/v1/search?q=*&limit=0"))["total"]
@@ -612,8 +612,14 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
         }
     }
     writer.join().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let lost = sh.metric("sawmill_shipper_records_lost_total");
+    // The batcher runs at idle priority: on a loaded machine it may not have overflowed the
+    // backlog yet, and the replica must not come back before it has.
+    eventually("the backlog overflows", 60, || {
+        match sh.metric("sawmill_shipper_records_lost_total") {
+            n if n > 0.0 => Ok(()),
+            n => Err(format!("{n} lost")),
+        }
+    });
     let ix = Indexer::start_at(
         &addr,
         &dir.path().join("ix"),
@@ -630,7 +636,6 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
     );
     // The path under test was taken: file lines were given up by every replica, then read
     // again.
-    assert!(lost > 0.0, "the backlog never overflowed");
     assert!(
         sh.log_text().contains("reading them again"),
         "no file lines were given up; log:\n{}",

@@ -46,20 +46,6 @@ fn all_placed_on(k: &BTreeSet<(String, u64)>, groups: &[&str], group: &str) {
     }
 }
 
-/// Waits until the shipper's metrics name a replica of every group of `groups`.
-fn knows_groups(sh: &Shipper, groups: &[&str]) {
-    eventually("the shipper knows every group", 30, || {
-        let text = metrics_text(&sh.metrics_url);
-        match groups
-            .iter()
-            .all(|g| text.contains(&format!("group=\"{g}\"")))
-        {
-            true => Ok(()),
-            false => Err(text),
-        }
-    });
-}
-
 fn queue_drops(sh: &Shipper) -> f64 {
     sh.metric("sawmill_shipper_queue_records_dropped_total{source=\"syslog_unix\"}")
 }
@@ -108,7 +94,7 @@ fn two_groups_of_two_found_by_name_hold_every_line_exactly_once() {
     );
     // Lines sent before the shipper heard from both groups would wait in its queue (and
     // overflow it, as CI once saw: 541 of 60,000 missing) or be placed over g0 alone.
-    knows_groups(&sh, &["g0", "g1"]);
+    sh.knows_replicas(&["g0", "g1"], 2);
     let n = 60_000;
     send_lines(&sh, "app", 0, n);
     eventually("every line reaches both replicas of its group", 120, || {
@@ -182,7 +168,7 @@ fn sixteen_shippers_spread_evenly_over_two_groups() {
         })
         .collect();
     for (_, sh) in &shippers {
-        knows_groups(sh, &["g0", "g1"]);
+        sh.knows_replicas(&["g0", "g1"], 1);
     }
     // Enough blocks of 256 per sender (24 each, 384 in all) for the shares to hold.
     let per = 6_000u64;
@@ -248,7 +234,7 @@ fn a_group_whose_replicas_are_all_down_keeps_its_records_waiting_for_it() {
     );
     // Both groups known, then g1's only replica goes away (it stays listed, as a task
     // being restarted on the same address may).
-    knows_groups(&sh, &["g0", "g1"]);
+    sh.knows_replicas(&["g0", "g1"], 1);
     assert!(g1.terminate().success());
     let n = 10_000;
     send_lines(&sh, "app", 0, n);
@@ -564,7 +550,7 @@ fn a_group_whose_only_replica_is_unlisted_for_a_while_keeps_its_records() {
         ],
         &["--discovery-interval", "1s"],
     );
-    knows_groups(&sh, &["g0", "g1"]);
+    sh.knows_replicas(&["g0", "g1"], 1);
     // g1's only task restarts: the orchestrator stops listing it at once (Swarm,
     // Kubernetes), for less than the replica grace. The name lists a task not answering
     // yet (a name that fails to resolve would keep its last answer a while).

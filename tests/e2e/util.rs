@@ -510,6 +510,28 @@ impl Shipper {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the metrics show `per_group` live replicas of every group of `groups`.
+    /// Lines sent before the shipper heard from a replica never reach it (a replica without
+    /// `--peer` does not repair), and a first health check can time out on a loaded
+    /// machine, leaving that replica to the next discovery round.
+    pub fn knows_replicas(&self, groups: &[&str], per_group: usize) {
+        eventually("the shipper knows every replica of every group", 30, || {
+            let text = metrics_text(&self.metrics_url);
+            let live = |g: &str| {
+                let info = format!("group=\"{g}\",state=\"live\"}} 1");
+                text.lines()
+                    .filter(|l| {
+                        l.starts_with("sawmill_shipper_replica_info{") && l.ends_with(&info)
+                    })
+                    .count()
+            };
+            match groups.iter().all(|g| live(g) == per_group) {
+                true => Ok(()),
+                false => Err(text),
+            }
+        });
+    }
+
     /// SIGTERM: the shipper drains what it holds, then exits.
     pub fn terminate(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
