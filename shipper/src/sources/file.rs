@@ -359,7 +359,10 @@ impl Files<'_> {
     /// being written.
     fn tail(&self, key: String, path: PathBuf) -> Option<Tail> {
         let file = File::open(&path).ok()?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let meta = file.metadata().ok();
+        let len = meta.as_ref().map_or(0, |m| m.len());
+        // Before the fingerprint is taken: a write after it moves the time again.
+        let modified = meta.and_then(|m| m.modified().ok());
         // The live files too: a copy is usually seen while its original is tailed.
         let live = self.tails.values().map(|t| Known {
             id: t.id.clone(),
@@ -382,7 +385,7 @@ impl Files<'_> {
         Some(Tail {
             path,
             fp: Fingerprint::of(&file).unwrap_or_default(),
-            modified: None,
+            modified,
             file,
             dev_ino: key,
             id,
@@ -534,8 +537,8 @@ fn refresh(t: &mut Tail, known: &mut Vec<Known>) -> Option<u64> {
     }
     let meta = t.file.metadata().ok()?;
     let len = meta.len();
-    // Written since the last look. The first bytes are read again only then, not on every
-    // look at an idle file.
+    // Written since the last look (by the time, where the filesystem keeps one). The first
+    // bytes are read again only then, not on every look at an idle file.
     let modified = meta.modified().ok();
     let touched = modified != std::mem::replace(&mut t.modified, modified);
     let written = len != t.offset || touched;
@@ -747,6 +750,8 @@ fn parse(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     /// A file in a fresh temporary directory, removed with it.
@@ -912,6 +917,49 @@ mod tests {
             &[k],
         );
         assert_eq!(start, ("1-7".into(), 0, 0));
+    }
+
+    #[test]
+    fn a_file_cut_and_written_again_to_the_length_read_starts_over() {
+        let tmp = Temp::new("same-length");
+        let (p, f) = tmp.file("a", "n=11\nn=12\n");
+        let mut t = Tail {
+            path: p.clone(),
+            dev_ino: "1-2".into(),
+            id: "1-2".into(),
+            generation: 0,
+            offset: 10,
+            fp: Fingerprint::of(&f).unwrap(),
+            modified: f.metadata().unwrap().modified().ok(),
+            file: f,
+            format: None,
+            ack: AckTracker::new(10),
+            pending: None,
+            pod: None,
+        };
+        let mut known = Vec::new();
+        // Times set apart by whole seconds: what a write does, without the clock's tick.
+        let write = |text: &str, secs: u64| {
+            let w = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&p)
+                .unwrap();
+            (&w).write_all(text.as_bytes()).unwrap();
+            w.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+        };
+        assert_eq!(refresh(&mut t, &mut known), Some(10));
+        // The same bytes written again: nothing to read again.
+        write("n=11\nn=12\n", 1_000);
+        assert_eq!(refresh(&mut t, &mut known), Some(10));
+        assert_eq!((t.offset, t.generation, known.len()), (10, 0, 0));
+        // Cut and written again to the same length between two looks: read from the start,
+        // under new keys, the content read before remembered for a copy of it.
+        write("n=13\nn=14\n", 2_000);
+        assert_eq!(refresh(&mut t, &mut known), Some(10));
+        assert_eq!((t.offset, t.generation, known.len()), (0, 1, 1));
+        assert_eq!(known[0].offset, 10);
     }
 
     #[test]
