@@ -112,10 +112,14 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
         t if t == n => Ok(()),
         t => Err(format!("query counts {t}")),
     };
-    for i in 0..3000 {
+    // Placed over the groups the shipper knows: both, from the first line.
+    shipper.knows_replicas(&["g0", "g1"], 2);
+    // 24 blocks of 256 (placement's unit): all on one group once in millions of runs, where
+    // 3,000 lines (12 blocks) were once in 2,048.
+    for i in 0..6000 {
         shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
     }
-    eventually("query counts 3000", 90, || counts(&query, 3000));
+    eventually("query counts 6000", 90, || counts(&query, 6000));
     eventually("replicas of a group agree", 60, || {
         same(&ixs[0], &ixs[1])?;
         same(&ixs[2], &ixs[3])
@@ -133,16 +137,16 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
     ixs.remove(1).kill9();
     std::fs::remove_dir_all(&data[1]).unwrap();
     ixs.insert(1, start(1, &data[1]));
-    for i in 3000..4000 {
+    for i in 6000..7000 {
         shipper.send(format!("<14>checkout[7]: order {i} paid").as_bytes());
     }
-    eventually("query counts 4000", 90, || counts(&query, 4000));
+    eventually("query counts 7000", 90, || counts(&query, 7000));
     eventually("the new replica holds its group's history", 90, || {
         same(&ixs[1], &ixs[0])
     });
     eventually("g1's replicas agree", 60, || same(&ixs[2], &ixs[3]));
     let held = seq_keys(&ixs[0], "*").len() + seq_keys(&ixs[2], "*").len();
-    assert_eq!(held, 4000, "every line in exactly one group");
+    assert_eq!(held, 7000, "every line in exactly one group");
     // `lag_records` is what the last repair round found: a round that ended while the peer
     // listed records it had not committed yet says so until the next round.
     eventually("the new replica reports no lag", 30, || {
@@ -152,7 +156,7 @@ fn a_cluster_found_by_dns_survives_a_replica_moved_to_an_empty_disk() {
             false => Err(health.to_string()),
         }
     });
-    assert_eq!(total(&query), 4000);
+    assert_eq!(total(&query), 7000);
     shipper.terminate();
 }
 

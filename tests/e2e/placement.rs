@@ -495,13 +495,16 @@ fn records_sent_before_any_replica_said_its_group_wait_and_are_placed_once_one_d
         ],
         &["--discovery-interval", "1s"],
     );
-    send_lines(&sh, "app", 0, 2_000);
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(
-        sh.metric("sawmill_shipper_queue_records") as u64,
-        2_000,
-        "they wait in the queue"
-    );
+    // Enough blocks of 256 that both groups get some: 2,000 lines are 8 blocks, all placed
+    // on one group once in 128 runs (CI saw it: "both groups got records"); 6,000 are 24.
+    let n = 6_000;
+    send_lines(&sh, "app", 0, n);
+    eventually("they wait in the queue", 30, || {
+        match sh.metric("sawmill_shipper_queue_records") as u64 {
+            q if q == n => Ok(()),
+            q => Err(format!("{q} of {n} in the queue")),
+        }
+    });
     let g0 = replica(dir.path(), "127.0.0.2", &port, "g0");
     let g1 = replica(dir.path(), "127.0.0.3", &port, "g1");
     // Both listed at once, so that one round finds both groups.
@@ -514,7 +517,7 @@ fn records_sent_before_any_replica_said_its_group_wait_and_are_placed_once_one_d
         60,
         || {
             let (a, b) = (total(&g0, "service:app"), total(&g1, "service:app"));
-            match a + b == 2_000 {
+            match a + b == n {
                 true => Ok(()),
                 false => Err(format!("g0 {a} + g1 {b}")),
             }
