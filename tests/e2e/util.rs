@@ -372,16 +372,44 @@ pub fn raw_post_status(url: &str, path: &str, body: &[u8], chunked: bool) -> u16
 /// A port free on every loopback address the tests use: replicas listen on it at
 /// 127.0.0.2, .3, … A port merely free on 127.0.0.1 may be another test's on 127.0.0.2
 /// (`fanout::srv_records_list_the_replicas_of_every_group` failed with "Address already in
-/// use" on 127.0.0.2 so), so the port is held on all of them at once before it is given.
+/// use" on 127.0.0.2 so), so the port is tried on all of them before it is given.
 pub fn free_port() -> String {
+    pick_port().to_string()
+}
+
+/// A loopback address nothing listens on right now, on a port [`free_port`] picks.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", pick_port())
+}
+
+/// A port for a test's listener. Tests hold a port released for a while (a replica killed
+/// and started again at its address, two addresses picked before either is bound), so:
+/// - it is below the kernel's ephemeral range, where no port-0 bind (of this process, of a
+///   `sawmill` it started, of Chromium) can take it meanwhile: a port taken with port 0
+///   came back from another port-0 bind about once in 7,000;
+/// - this process never gives it twice (two picked one after the other were equal so);
+/// - it binds on 127.0.0.1–9 when given.
+fn pick_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // Linux's default range is 32768–60999; below it, above the fixed ports the Swarm
+    // stack publishes (7279, 7280).
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let below = 10_000..ephemeral.max(20_000);
     loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        let held: Vec<_> = (2..=9)
-            .map_while(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).ok())
-            .collect();
-        if held.len() == 8 {
-            return port.to_string();
+        let port = fastrand::u16(below.clone());
+        let mut given = GIVEN.lock().unwrap();
+        if given.contains(&port) {
+            continue;
+        }
+        let free =
+            (1..=9).all(|i| std::net::TcpListener::bind(format!("127.0.0.{i}:{port}")).is_ok());
+        if free {
+            given.insert(port);
+            return port;
         }
     }
 }
@@ -409,12 +437,6 @@ pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> Result<(), Strin
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
-}
-
-/// A loopback address nothing listens on right now.
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
 }
 
 /// A running `sawmill shipper` with its syslog socket and metrics.
