@@ -170,7 +170,9 @@ fn sixteen_shippers_spread_evenly_over_two_groups() {
     for (_, sh) in &shippers {
         sh.knows_replicas(&["g0", "g1"], 1);
     }
-    // Enough blocks of 256 per sender (24 each, 384 in all) for the shares to hold.
+    // Blocks of 256 per sender (24 each, 384 in all): a group's share is 50 % give or take
+    // 2.6 points (one standard deviation), so 35-65 % fails once in some 10^8 runs (40-60 %
+    // did once in 10,000).
     let per = 6_000u64;
     for i in 0..per {
         for (_, sh) in &shippers {
@@ -201,10 +203,12 @@ fn sixteen_shippers_spread_evenly_over_two_groups() {
         "no record is in both groups"
     );
     assert_eq!(k0.len() as u64 + k1.len() as u64, n);
+    all_placed_on(&k0, &["g0", "g1"], "g0");
+    all_placed_on(&k1, &["g0", "g1"], "g1");
     for (name, k) in [("g0", &k0), ("g1", &k1)] {
         let share = k.len() as f64 / n as f64;
         assert!(
-            (0.40..=0.60).contains(&share),
+            (0.35..=0.65).contains(&share),
             "{name} holds {} of {n} ({:.1} %)",
             k.len(),
             share * 100.0
@@ -248,7 +252,9 @@ fn a_group_whose_replicas_are_all_down_keeps_its_records_waiting_for_it() {
         }
     });
     let held = total(&g0, "service:app");
-    assert!(held * 5 >= n && held * 5 <= n * 4, "g0 holds {held} of {n}");
+    // 40 blocks: each group gets some but once in 10^12 runs (a share of 20-80 % failed
+    // once in 14,000); where each record went is checked below.
+    assert!(held > 0 && held < n, "g0 holds {held} of {n}");
     // Nothing is re-routed to g0 while g1 is down.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -266,6 +272,8 @@ fn a_group_whose_replicas_are_all_down_keeps_its_records_waiting_for_it() {
         0,
         "no record is in both groups"
     );
+    all_placed_on(&k0, &["g0", "g1"], "g0");
+    all_placed_on(&k1, &["g0", "g1"], "g1");
     assert_eq!(sh.metric("sawmill_shipper_records_lost_total"), 0.0);
     no_queue_drops(&sh);
 }
