@@ -207,13 +207,21 @@ type SplitsByPartition = BTreeMap<String, Vec<(String, u64)>>;
 /// (call it where no upload or removal is under way).
 fn split_objects(moto: &Moto, root: &str) -> SplitsByPartition {
     let (splits, tails) = split_and_tail_objects(moto, root);
-    let want: BTreeSet<String> = splits
+    assert_eq!(
+        tails,
+        tails_of(&splits),
+        "each split's tail object, and no other"
+    );
+    splits
+}
+
+/// The tail objects `splits` should have.
+fn tails_of(splits: &SplitsByPartition) -> BTreeSet<String> {
+    splits
         .values()
         .flatten()
         .map(|(key, _)| key.replace(".split", ".tail"))
-        .collect();
-    assert_eq!(tails, want, "each split's tail object, and no other");
-    splits
+        .collect()
 }
 
 /// Splits under `root` as [`split_objects`] gives them, and the keys of the tail objects.
@@ -858,15 +866,22 @@ fn two_replicas_sealing_at_once_leave_one_copy_in_the_bucket() {
         per_start.values().all(|&c| c == 1),
         "entries per partition: {per_start:?}"
     );
-    // A replica that lost the race removes what it uploaded in vain.
-    eventually("one split object per partition", UPLOAD_SECS, || {
-        let splits = split_objects(&moto, &root);
-        if splits.len() == starts.len() && splits.values().all(|v| v.len() == 1) {
-            Ok(())
-        } else {
-            Err(format!("split objects {splits:?}"))
-        }
-    });
+    // A replica that lost the race removes what it uploaded in vain: the split, then its
+    // tail, so the two are waited for together (CI once saw the tail of a split just
+    // removed, when split_objects checked the tails inside this wait and failed at once).
+    eventually(
+        "one split object per partition, with its tail",
+        UPLOAD_SECS,
+        || {
+            let (splits, tails) = split_and_tail_objects(&moto, &root);
+            let one = splits.len() == starts.len() && splits.values().all(|v| v.len() == 1);
+            if one && tails == tails_of(&splits) {
+                Ok(())
+            } else {
+                Err(format!("split objects {splits:?}, tails {tails:?}"))
+            }
+        },
+    );
     for ix in [&a, &b] {
         wait_total(ix, "*", 500);
         assert_eq!(keys(ix), expected_keys(&recs));
