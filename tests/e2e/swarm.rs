@@ -399,12 +399,18 @@ impl Deployment {
         eventually("every task is healthy", 120, || {
             for s in ["shipper", "indexer-g0", "indexer-g1", "query", "ui"] {
                 for c in d.stack.containers(s) {
-                    let state = docker_ok(&[
-                        "inspect",
-                        "--format",
-                        "{{.State.Health.Status}} {{.Config.User}}",
-                        &c,
-                    ]);
+                    // A task listed a moment ago may be gone: Swarm replaces one that
+                    // failed its health check, which is what this wait rides out.
+                    let inspect = Command::new("docker")
+                        .args(["inspect", "--format"])
+                        .args(["{{.State.Health.Status}} {{.Config.User}}", &c])
+                        .output()
+                        .unwrap();
+                    if !inspect.status.success() {
+                        let why = String::from_utf8_lossy(&inspect.stderr);
+                        return Err(format!("{s}: inspect {c}: {why}"));
+                    }
+                    let state = String::from_utf8_lossy(&inspect.stdout).into_owned();
                     let (health, user) = state.trim().split_once(' ').unwrap_or((state.trim(), ""));
                     if health != "healthy" {
                         return Err(format!("{s}: {health}\n{}", d.stack.diagnose()));

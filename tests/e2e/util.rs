@@ -1244,8 +1244,7 @@ impl Moto {
             if let Some(t) = &token {
                 path.push_str(&format!("&continuation-token={}", urlencode(t)));
             }
-            let resp = self.request(reqwest::Method::GET, &path).send();
-            let resp = resp.unwrap_or_else(|e| panic!("listing {prefix:?} on moto: {e}"));
+            let resp = self.get_retrying(&path);
             let status = resp.status();
             let xml = resp.text().unwrap_or_default();
             assert!(status.is_success(), "listing {prefix:?}: {status} {xml}");
@@ -1267,21 +1266,29 @@ impl Moto {
 
     /// An object's bytes, or `None` when there is no such object.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        // moto answers 500 now and then while the same object is being written (seen in
-        // CI on a manifest the indexer was replacing): the test's own read asks again.
-        for _ in 0..5 {
-            let resp = self
-                .request(reqwest::Method::GET, &format!("/{MOTO_BUCKET}/{key}"))
-                .send()
-                .unwrap_or_else(|e| panic!("GET {key} from moto: {e}"));
-            match resp.status().as_u16() {
-                404 => return None,
-                200 => return Some(resp.bytes().unwrap().to_vec()),
-                s if s >= 500 => std::thread::sleep(std::time::Duration::from_millis(200)),
-                s => panic!("GET {key} from moto answered {s}: {}", resp.text().unwrap()),
-            }
+        let resp = self.get_retrying(&format!("/{MOTO_BUCKET}/{key}"));
+        match resp.status().as_u16() {
+            404 => None,
+            200 => Some(resp.bytes().unwrap().to_vec()),
+            s => panic!("GET {key} from moto answered {s}: {}", resp.text().unwrap()),
         }
-        panic!("GET {key} from moto answered 5xx five times")
+    }
+
+    /// A `GET`, asked again for up to 5 s while moto answers 5xx: it does now and then
+    /// while the same object or the bucket's listing is being written (seen in CI on a
+    /// manifest the indexer was replacing, and on listings while two indexers wrote).
+    fn get_retrying(&self, path: &str) -> reqwest::blocking::Response {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let resp = self
+                .request(reqwest::Method::GET, path)
+                .send()
+                .unwrap_or_else(|e| panic!("GET {path} from moto: {e}"));
+            if resp.status().as_u16() < 500 || Instant::now() > deadline {
+                return resp;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Writes (or overwrites) an object.
