@@ -614,12 +614,7 @@ fn a_file_read_while_every_replica_is_down_is_stored_whole_once_one_comes_back()
     writer.join().unwrap();
     // The batcher runs at idle priority: on a loaded machine it may not have overflowed the
     // backlog yet, and the replica must not come back before it has.
-    eventually("the backlog overflows", 60, || {
-        match sh.metric("sawmill_shipper_records_lost_total") {
-            n if n > 0.0 => Ok(()),
-            n => Err(format!("{n} lost")),
-        }
-    });
+    sh.wait_counted("sawmill_shipper_records_lost_total");
     let ix = Indexer::start_at(
         &addr,
         &dir.path().join("ix"),

@@ -564,16 +564,11 @@ fn a_shipper_delivers_over_tls_with_a_token_and_reports_a_replica_it_cannot_veri
             .ok_or_else(|| format!("no line names {} and a certificate:\n{log}", b.url))
     });
     assert_eq!(search_total(&reader, &b.url, Auth::Nothing, q), 0);
-    let retried = |r: &str| {
-        sh.metric(&format!(
-            "sawmill_shipper_batches_retried_total{{replica=\"{r}\"}}"
-        ))
-    };
     // The line naming the certificate may be discovery's health check, before a batch failed.
-    eventually("B's batches are retried", 60, || match retried(&b.url) {
-        n if n > 0.0 => Ok(()),
-        n => Err(format!("{n} retries")),
-    });
+    sh.wait_counted(&format!(
+        "sawmill_shipper_batches_retried_total{{replica=\"{}\"}}",
+        b.url
+    ));
 
     // B gets a certificate the shipper trusts; the shipper's retries now get through.
     install_server_cert(&pki.ca1, &b_cert, &b_key);

@@ -184,15 +184,9 @@ fn a_replica_killed_mid_stream_ends_up_with_every_record_once() {
     // B was down for part of the stream; the shipper kept its batches and retries. It is
     // started again once a retry was counted (the batcher runs at idle priority: on a
     // loaded machine a fixed pause may pass before it tried B at all).
-    let retried = || {
-        sh.metric(&format!(
-            "sawmill_shipper_batches_retried_total{{replica=\"{b_url}\"}}"
-        ))
-    };
-    eventually("a batch for B is retried", 60, || match retried() {
-        n if n > 0.0 => Ok(()),
-        n => Err(format!("{n} retries")),
-    });
+    sh.wait_counted(&format!(
+        "sawmill_shipper_batches_retried_total{{replica=\"{b_url}\"}}"
+    ));
     let b = Indexer::start_at(&b_addr, &dir.path().join("b"), &args);
     for ix in [&a, &b] {
         wait_total(ix, "service:load", n);

@@ -16,15 +16,21 @@ use crate::util::*;
 
 /// Runs `docker ARGS`, failing the test with its output when it fails.
 fn docker_ok(args: &[&str]) -> String {
+    docker_try(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `docker ARGS`: its standard output, or what it said when it failed.
+fn docker_try(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.success() {
+        true => Ok(stdout),
+        false => Err(format!(
+            "docker {}: {stdout}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
 }
 
 fn docker_quiet(args: &[&str]) {
@@ -401,16 +407,13 @@ impl Deployment {
                 for c in d.stack.containers(s) {
                     // A task listed a moment ago may be gone: Swarm replaces one that
                     // failed its health check, which is what this wait rides out.
-                    let inspect = Command::new("docker")
-                        .args(["inspect", "--format"])
-                        .args(["{{.State.Health.Status}} {{.Config.User}}", &c])
-                        .output()
-                        .unwrap();
-                    if !inspect.status.success() {
-                        let why = String::from_utf8_lossy(&inspect.stderr);
-                        return Err(format!("{s}: inspect {c}: {why}"));
-                    }
-                    let state = String::from_utf8_lossy(&inspect.stdout).into_owned();
+                    let state = docker_try(&[
+                        "inspect",
+                        "--format",
+                        "{{.State.Health.Status}} {{.Config.User}}",
+                        &c,
+                    ])
+                    .map_err(|e| format!("{s}: {e}"))?;
                     let (health, user) = state.trim().split_once(' ').unwrap_or((state.trim(), ""));
                     if health != "healthy" {
                         return Err(format!("{s}: {health}\n{}", d.stack.diagnose()));

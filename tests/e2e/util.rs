@@ -394,13 +394,16 @@ fn pick_port() -> u16 {
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     // Linux's default range is 32768–60999; below it, above the fixed ports the Swarm
     // stack publishes (7279, 7280).
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let below = 10_000..ephemeral.max(20_000);
+    static BELOW: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let below = *BELOW.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768)
+            .max(20_000)
+    });
     loop {
-        let port = fastrand::u16(below.clone());
+        let port = fastrand::u16(10_000..below);
         let mut given = GIVEN.lock().unwrap();
         if given.contains(&port) {
             continue;
@@ -530,6 +533,16 @@ impl Shipper {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the counter `name` (with its labels) is above zero: what the batcher
+    /// does runs at idle priority, so on a loaded machine no fixed pause is sure to be
+    /// enough.
+    pub fn wait_counted(&self, name: &str) {
+        eventually(&format!("{name} counts"), 60, || match self.metric(name) {
+            n if n > 0.0 => Ok(()),
+            n => Err(format!("{n}")),
+        });
     }
 
     /// Waits until the metrics show `per_group` live replicas of every group of `groups`.
